@@ -1,0 +1,133 @@
+"""The masked-diffusion objectives: forward process, pre-training and SFT losses, and the
+Monte Carlo likelihood estimate (facts sections 3 to 5). Pure, jit-friendly functions."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def forward_process(rng, input_ids, mask_id, eps=1e-3, prompt_mask=None, valid_mask=None):
+    """Mask each token with probability p = (1 - eps) t + eps, one t ~ U[0, 1] per row.
+
+    prompt_mask: (B, L) True on prompt positions, which are never masked (SFT).
+    valid_mask: (B, L) False on padding positions (random-length batches), never masked.
+    Returns (noisy_ids, masked, p_mask), the last two (B, L).
+    """
+    b, l = input_ids.shape
+    t_rng, m_rng = jax.random.split(rng)
+    t = jax.random.uniform(t_rng, (b,))
+    p_mask = jnp.broadcast_to(((1.0 - eps) * t + eps)[:, None], (b, l))
+    masked = jax.random.uniform(m_rng, (b, l)) < p_mask
+    if prompt_mask is not None:
+        masked = masked & ~prompt_mask.astype(bool)
+    if valid_mask is not None:
+        masked = masked & valid_mask.astype(bool)
+    noisy_ids = jnp.where(masked, mask_id, input_ids)
+    return noisy_ids, masked, p_mask
+
+
+def token_cross_entropy(logits, targets):
+    """Per-token cross-entropy in float32: (B, L, V), (B, L) -> (B, L)."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
+def _metrics(logits, input_ids, masked):
+    n = jnp.sum(masked)
+    correct = jnp.sum((jnp.argmax(logits, -1) == input_ids) & masked)
+    return {"masked_accuracy": correct / jnp.maximum(n, 1), "num_masked": n}
+
+
+def pretrain_loss(logits, input_ids, masked, p_mask, valid_mask=None):
+    """sum over masked tokens of CE / p, divided by the number of token positions.
+
+    With `valid_mask` (random-length batches padded to a fixed shape) only the valid
+    positions count in the denominator, as if the batch had been cropped.
+    """
+    ce = token_cross_entropy(logits, input_ids)
+    total = jnp.sum(jnp.where(masked, ce / p_mask, 0.0))
+    positions = input_ids.size if valid_mask is None else jnp.sum(valid_mask)
+    loss = total / positions
+    return loss, _metrics(logits, input_ids, masked)
+
+
+def sft_loss(logits, input_ids, masked, p_mask, prompt_mask):
+    """sum over masked tokens of CE / p / answer_length(row), divided by B (facts section 4)."""
+    ce = token_cross_entropy(logits, input_ids)
+    answer_len = jnp.sum(~prompt_mask.astype(bool), axis=1, keepdims=True)
+    per_token = ce / p_mask / jnp.maximum(answer_len, 1)
+    loss = jnp.sum(jnp.where(masked, per_token, 0.0)) / input_ids.shape[0]
+    return loss, _metrics(logits, input_ids, masked)
+
+
+def stratified_mask(rng, batch_size, prompt_len, answer_len):
+    """Masks with exactly l answer positions masked, l stratified across the batch.
+
+    l_i = ((round(k + i * L / b) - 1) mod L) + 1 from one random k in 1..L, as the
+    reference does; the l positions of each row are chosen uniformly.
+    Returns (is_mask (b, prompt_len + answer_len), l (b,)).
+    """
+    k_rng, perm_rng = jax.random.split(rng)
+    k = jax.random.randint(k_rng, (), 1, answer_len + 1)
+    # The reference uses torch.linspace in float32 then round-half-to-even.
+    x = jnp.round(k.astype(jnp.float32) + jnp.arange(batch_size, dtype=jnp.float32) * (answer_len / batch_size))
+    num = ((x.astype(jnp.int32) - 1) % answer_len) + 1
+    # rank of each position in a random permutation; the l lowest ranks are masked
+    ranks = jnp.argsort(jnp.argsort(jax.random.uniform(perm_rng, (batch_size, answer_len)), axis=1), axis=1)
+    answer_mask = ranks < num[:, None]
+    is_mask = jnp.concatenate([jnp.zeros((batch_size, prompt_len), bool), answer_mask], axis=1)
+    return is_mask, num
+
+
+def guided_logits(model, params, x, prompt_mask, cfg_scale, mask_id, attention_mask=None, **kw):
+    """Logits with classifier-free guidance: the unconditional copy has every prompt
+    position masked; `uncond + (cfg_scale + 1) * (cond - uncond)`. cfg_scale is static."""
+    if cfg_scale <= 0:
+        return model.apply({"params": params}, x, attention_mask, **kw)
+    un_x = jnp.where(prompt_mask, mask_id, x)
+    both = jnp.concatenate([x, un_x], axis=0)
+    mask2 = None if attention_mask is None else jnp.concatenate([attention_mask] * 2, axis=0)
+    kw2 = {k: (jnp.concatenate([v, v], axis=0) if hasattr(v, "shape") else v) for k, v in kw.items()}
+    logits, un_logits = jnp.split(model.apply({"params": params}, both, mask2, **kw2), 2, axis=0)
+    return un_logits + (cfg_scale + 1.0) * (logits - un_logits)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "prompt_len", "batch_size", "num_batches",
+                                             "cfg_scale", "mask_id"))
+def _mc_losses(model, params, seq, rng, *, prompt_len, batch_size, num_batches, cfg_scale, mask_id):
+    answer_len = seq.shape[0] - prompt_len
+    seq_BxL = jnp.broadcast_to(seq, (batch_size, seq.shape[0]))
+    prompt_mask = jnp.broadcast_to(jnp.arange(seq.shape[0]) < prompt_len, seq_BxL.shape)
+
+    def one_batch(_, r):
+        is_mask, num = stratified_mask(r, batch_size, prompt_len, answer_len)
+        noisy = jnp.where(is_mask, mask_id, seq_BxL)
+        logits = guided_logits(model, params, noisy, prompt_mask, cfg_scale, mask_id)
+        ce = token_cross_entropy(logits, seq_BxL)
+        weight = answer_len / num.astype(jnp.float32)  # 1 / p_mask with p_mask = l / L
+        return None, jnp.sum(jnp.where(is_mask, ce * weight[:, None], 0.0)) / batch_size
+
+    _, losses = jax.lax.scan(one_batch, None, jax.random.split(rng, num_batches))
+    return losses
+
+
+def log_likelihood(model, params, prompt, answer, *, rng, mc_num=128, batch_size=16, cfg_scale=0.0,
+                   mask_id=126336) -> float:
+    """Monte Carlo estimate of log p(answer | prompt) (an ELBO; facts section 5).
+
+    prompt, answer: 1-D token id sequences. Jitted once per (prompt, answer) shape.
+    """
+    prompt = np.asarray(prompt, np.int32).reshape(-1)
+    answer = np.asarray(answer, np.int32).reshape(-1)
+    if answer.size == 0:
+        raise ValueError("log_likelihood: answer is empty; expected at least one token")
+    if mc_num % batch_size:
+        raise ValueError(f"log_likelihood: mc_num={mc_num} must be a multiple of batch_size={batch_size}")
+    seq = jnp.asarray(np.concatenate([prompt, answer]))
+    losses = _mc_losses(model, params, seq, rng, prompt_len=int(prompt.size), batch_size=batch_size,
+                        num_batches=mc_num // batch_size, cfg_scale=float(cfg_scale), mask_id=int(mask_id))
+    return -float(jnp.mean(losses))

@@ -1,0 +1,287 @@
+"""The LLaDA mask predictor: a LLaMA-style Transformer without the causal mask.
+
+The math follows `llada-facts.md` section 1 and the published PyTorch modeling file:
+pre-norm blocks, RMSNorm and RoPE ("rotate half") computed in float32, SwiGLU MLP,
+grouped-query attention, no biases, an untied output head and no logit scaling.
+
+Every parameter carries logical axis names (MaxText style); `llada_jax.sharding` maps
+them onto a device mesh with one table of rules. Layers are stacked with `nn.scan`
+(one compiled block whatever the depth) and rematerialised with a named policy.
+
+The same `__call__` serves training, plain sampling and cached sampling: it can
+compute the output head for selected positions only (`output_positions`), take the
+absolute RoPE positions of its queries (`positions`), attend to cached keys/values of
+other positions (`kv_cache`), and return the keys/values it computed (`return_kv`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+# Logical axis names used by the parameters and activations of this module.
+# `llada_jax.sharding.LOGICAL_RULES` maps each onto mesh axes.
+VOCAB, EMBED, HEADS, KV_HEADS, HEAD_DIM, MLP, LAYERS, NORM = (
+    "vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "layers", "norm")
+ACT_BATCH, ACT_LENGTH, ACT_EMBED = "activation_batch", "activation_length", "activation_embed"
+
+REMAT_POLICIES = {
+    "none": None,  # no rematerialisation: keep every activation
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+DTYPES = ("float32", "bfloat16", "float16")
+# Large negative for masked attention scores: finite, so a row whose keys are all
+# masked gets a uniform softmax instead of NaN.
+_MASK_VALUE = -1e30
+
+
+@dataclasses.dataclass(frozen=True)
+class LLaDAConfig:
+    """Model shape (Hugging Face config.json names) plus JAX-side settings."""
+
+    d_model: int = 4096
+    n_heads: int = 32
+    n_kv_heads: int = 32
+    n_layers: int = 32
+    mlp_hidden_size: int = 12288
+    vocab_size: int = 126464
+    embedding_size: int = 126464
+    max_sequence_length: int = 4096
+    rope_theta: float = 500000.0
+    rms_norm_eps: float = 1e-5
+    mask_token_id: int = 126336
+    eos_token_id: int = 126081
+    pad_token_id: int = 126081
+    weight_tying: bool = False
+    init_std: float = 0.02
+    # JAX side.
+    dtype: str = "float32"  # compute dtype of activations and matmuls
+    param_dtype: str = "float32"  # storage dtype of the parameters (master weights)
+    causal: bool = False  # True: an autoregressive baseline of the same shape
+    scan_layers: bool = True
+    remat_policy: str = "none"  # a key of REMAT_POLICIES
+
+    def __post_init__(self):
+        def need(ok, field, expected):
+            if not ok:
+                raise ValueError(f"LLaDAConfig.{field}={getattr(self, field)!r}: expected {expected}")
+
+        for f in ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size",
+                  "vocab_size", "embedding_size", "max_sequence_length"):
+            need(isinstance(getattr(self, f), int) and getattr(self, f) > 0, f, "a positive integer")
+        need(self.d_model % self.n_heads == 0, "d_model", f"a multiple of n_heads={self.n_heads}")
+        need((self.d_model // self.n_heads) % 2 == 0, "n_heads", "a head dim (d_model / n_heads) that is even, for RoPE")
+        need(self.n_heads % self.n_kv_heads == 0, "n_kv_heads", f"a divisor of n_heads={self.n_heads}")
+        need(self.embedding_size >= self.vocab_size, "embedding_size", f">= vocab_size={self.vocab_size}")
+        for f in ("mask_token_id", "eos_token_id", "pad_token_id"):
+            need(0 <= getattr(self, f) < self.vocab_size, f, f"a token id in [0, vocab_size={self.vocab_size})")
+        need(self.rope_theta > 0, "rope_theta", "> 0")
+        need(self.rms_norm_eps > 0, "rms_norm_eps", "> 0")
+        need(self.dtype in DTYPES, "dtype", f"one of {DTYPES}")
+        need(self.param_dtype in DTYPES, "param_dtype", f"one of {DTYPES}")
+        need(self.remat_policy in REMAT_POLICIES, "remat_policy", f"one of {sorted(REMAT_POLICIES)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def replace(self, **changes) -> "LLaDAConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def llada_8b(cls, **overrides) -> "LLaDAConfig":
+        """The published LLaDA-8B shape (facts section 1); the defaults are exactly it."""
+        return cls(**overrides)
+
+    @classmethod
+    def tiny(cls, **overrides) -> "LLaDAConfig":
+        """A model small enough for unit tests and the CPU demo."""
+        kw = dict(d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, mlp_hidden_size=128,
+                  vocab_size=256, embedding_size=256, max_sequence_length=512,
+                  mask_token_id=255, eos_token_id=250, pad_token_id=250)
+        kw.update(overrides)
+        return cls(**kw)
+
+
+class KVCache(NamedTuple):
+    """Rotated keys and raw values of every layer: (n_layers, B, S, n_kv_heads, head_dim)."""
+
+    k: jax.Array
+    v: jax.Array
+
+
+def _param(module, name, shape, axes, init_std):
+    dtype = jnp.dtype(module.config.param_dtype)
+    init = nn.with_logical_partitioning(nn.initializers.normal(init_std), axes)
+    return module.param(name, init, shape, dtype)
+
+
+def _ones_param(module, name, dim):
+    init = nn.with_logical_partitioning(nn.initializers.ones, (NORM,))
+    return module.param(name, init, (dim,), jnp.dtype(module.config.param_dtype))
+
+
+class RMSNorm(nn.Module):
+    config: LLaDAConfig
+
+    @nn.compact
+    def __call__(self, x):
+        scale = _ones_param(self, "scale", x.shape[-1])
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.config.rms_norm_eps)
+        return x32.astype(x.dtype) * scale.astype(x.dtype)
+
+
+def rope_tables(positions_BxL, head_dim, theta):
+    """cos/sin tables (B, L, head_dim) in float32, NeoX layout (angles repeated twice)."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = positions_BxL.astype(jnp.float32)[..., None] * inv_freq
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x_BxLxHxD, cos_BxLxD, sin_BxLxD):
+    x = x_BxLxHxD.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    out = x * cos_BxLxD[:, :, None, :] + rotated * sin_BxLxD[:, :, None, :]
+    return out.astype(x_BxLxHxD.dtype)
+
+
+def attention(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, bias_BxLxS):
+    """Softmax attention with grouped KV heads; query head h uses kv head h // group."""
+    b, l, h, d = q_BxLxHxD.shape
+    kv = k_BxSxKxD.shape[2]
+    q_BxLxKxGxD = q_BxLxHxD.reshape(b, l, kv, h // kv, d)
+    scores = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, k_BxSxKxD,
+                        preferred_element_type=jnp.float32) / jnp.sqrt(jnp.float32(d))
+    scores = jnp.where(bias_BxLxS[:, None, None], scores, _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxD.dtype)
+    out_BxLxKxGxD = jnp.einsum("bkgls,bskd->blkgd", probs, v_BxSxKxD)
+    return out_BxLxKxGxD.reshape(b, l, h, d)
+
+
+class Block(nn.Module):
+    """One pre-norm LLaMA block. Call signature fits `nn.scan`: (carry, *xs) -> (carry, ys)."""
+
+    config: LLaDAConfig
+    return_kv: bool = False
+
+    @nn.compact
+    def __call__(self, x_BxLxE, allowed_BxLxS, cos_BxLxD, sin_BxLxD, cache_kv):
+        cfg = self.config
+        dt = jnp.dtype(cfg.dtype)
+        e, h, kvh, d, std = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.init_std
+
+        n = RMSNorm(cfg, name="attn_norm")(x_BxLxE)
+        wq = _param(self, "q_proj", (e, h, d), (EMBED, HEADS, HEAD_DIM), std).astype(dt)
+        wk = _param(self, "k_proj", (e, kvh, d), (EMBED, KV_HEADS, HEAD_DIM), std).astype(dt)
+        wv = _param(self, "v_proj", (e, kvh, d), (EMBED, KV_HEADS, HEAD_DIM), std).astype(dt)
+        wo = _param(self, "attn_out", (h, d, e), (HEADS, HEAD_DIM, EMBED), std).astype(dt)
+        q = apply_rope(jnp.einsum("ble,ehd->blhd", n, wq), cos_BxLxD, sin_BxLxD)
+        k = apply_rope(jnp.einsum("ble,ehd->blhd", n, wk), cos_BxLxD, sin_BxLxD)
+        v = jnp.einsum("ble,ehd->blhd", n, wv)
+        new_kv = (k, v) if self.return_kv else None
+        if cache_kv is not None:  # cached keys/values of other positions come first
+            k = jnp.concatenate([cache_kv[0].astype(dt), k], axis=1)
+            v = jnp.concatenate([cache_kv[1].astype(dt), v], axis=1)
+        attn = attention(q, k, v, allowed_BxLxS)
+        h_BxLxE = x_BxLxE + jnp.einsum("blhd,hde->ble", attn, wo)
+        h_BxLxE = nn.with_logical_constraint(h_BxLxE, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
+
+        m = RMSNorm(cfg, name="ff_norm")(h_BxLxE)
+        w_gate = _param(self, "ff_proj", (e, cfg.mlp_hidden_size), (EMBED, MLP), std).astype(dt)
+        w_up = _param(self, "up_proj", (e, cfg.mlp_hidden_size), (EMBED, MLP), std).astype(dt)
+        w_down = _param(self, "ff_out", (cfg.mlp_hidden_size, e), (MLP, EMBED), std).astype(dt)
+        hidden = jax.nn.silu(m @ w_gate) * (m @ w_up)
+        out = h_BxLxE + hidden @ w_down
+        out = nn.with_logical_constraint(out, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
+        return out, new_kv
+
+
+class LLaDA(nn.Module):
+    """Bidirectional mask predictor. `apply({'params': p}, input_ids) -> float32 logits`."""
+
+    config: LLaDAConfig
+
+    @nn.compact
+    def __call__(self, input_ids_BxL, attention_mask=None, *, positions=None, kv_cache=None,
+                 output_positions=None, return_kv=False):
+        """Logits for `input_ids_BxL` (B, L).
+
+        attention_mask: (B, S) with 1 for keys that may be attended to and 0 for padding,
+          where S = L, or S = cache length + L when `kv_cache` is given (cache keys first).
+        positions: (B, L) absolute RoPE positions of the queries; default 0..L-1.
+        kv_cache: a `KVCache` of other positions' keys/values, attended to before the
+          fresh ones (the sampler's approximate cache).
+        output_positions: (B, M) indices into the L query positions whose logits are
+          wanted; the output head then runs on M positions only.
+        return_kv: also return the `KVCache` of the L fresh positions.
+        Returns float32 logits (B, L or M, embedding_size), plus the KVCache if asked.
+        """
+        cfg = self.config
+        dt = jnp.dtype(cfg.dtype)
+        b, l = input_ids_BxL.shape
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
+        s = l if kv_cache is None else kv_cache.k.shape[2] + l
+
+        # allowed_BxLxS: which keys each query may attend to.
+        allowed = jnp.ones((b, l, s), dtype=bool)
+        if attention_mask is not None:
+            allowed = allowed & attention_mask.astype(bool)[:, None, :]
+        if cfg.causal:
+            if kv_cache is not None:
+                raise ValueError("LLaDA: kv_cache is not supported with causal=True")
+            allowed = allowed & jnp.tril(jnp.ones((l, l), dtype=bool))[None]
+
+        embedding = _param(self, "wte", (cfg.embedding_size, e := cfg.d_model), (VOCAB, EMBED), cfg.init_std)
+        x = jnp.take(embedding, input_ids_BxL, axis=0).astype(dt)
+        x = nn.with_logical_constraint(x, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
+        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
+
+        block = Block
+        policy = REMAT_POLICIES[cfg.remat_policy]
+        if cfg.remat_policy != "none":
+            block = nn.remat(Block, policy=policy, prevent_cse=not cfg.scan_layers)
+        cache = None if kv_cache is None else (kv_cache.k, kv_cache.v)
+        if cfg.scan_layers:
+            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
+                            length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: LAYERS})
+            x, new_kv = stack(cfg, return_kv, name="blocks")(x, allowed, cos, sin, cache)
+        else:
+            per_layer = []
+            for i in range(cfg.n_layers):
+                layer_cache = None if cache is None else (cache[0][i], cache[1][i])
+                x, kv = block(cfg, return_kv, name=f"blocks_{i}")(x, allowed, cos, sin, layer_cache)
+                per_layer.append(kv)
+            new_kv = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *per_layer) if return_kv else None
+
+        if output_positions is not None:
+            x = jnp.take_along_axis(x, output_positions[..., None], axis=1)
+        x = RMSNorm(cfg, name="ln_f")(x)
+        if cfg.weight_tying:
+            head = embedding.T
+        else:
+            head = _param(self, "ff_out", (e, cfg.embedding_size), (EMBED, VOCAB), cfg.init_std)
+        logits = jnp.einsum("ble,ev->blv", x, head.astype(dt), preferred_element_type=jnp.float32)
+        if return_kv:
+            return logits, KVCache(*new_kv)
+        return logits
+
+
+def init_params(config: LLaDAConfig, rng, seq_len: int = 8) -> Any:
+    """Unboxed float parameters of a freshly initialised model (no logical metadata)."""
+    variables = LLaDA(config).init(rng, jnp.zeros((1, seq_len), jnp.int32))
+    return nn.unbox(variables["params"])
+
+
+def param_count(params) -> int:
+    return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
