@@ -1,0 +1,186 @@
+"""The sampler against the official sampler's outputs and hand-worked stub models."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from llada_jax import sampling
+from llada_jax.sampling import generate
+
+MASK, VOCAB = 31, 32
+
+
+class CountingStub:
+    """Predicts, at every position, the number of revealed tokens in the row (so the final
+    token tells at which step a position was revealed), with a fixed per-position peak
+    height `heights[j]` that orders the confidences."""
+
+    config = None
+
+    def __init__(self, heights):
+        self.heights = tuple(float(h) for h in heights)
+
+    def apply(self, variables, x, attention_mask=None, output_positions=None):
+        b, l = x.shape
+        count = jnp.sum(x != MASK, axis=1)  # (B,)
+        tok = jnp.minimum(count, VOCAB - 2)
+        h = jnp.asarray(self.heights)[:l]
+        logits = jnp.where(jnp.arange(VOCAB)[None, None, :] == tok[:, None, None], h[None, :, None], 0.0)
+        if output_positions is not None:
+            logits = jnp.take_along_axis(logits, output_positions[..., None], axis=1)
+        return logits
+
+
+def _run(heights, prompt, **kw):
+    kw.setdefault("mask_id", MASK)
+    return np.asarray(generate(CountingStub(heights), {}, np.array([prompt]), **kw))[0]
+
+
+# Positions 2..9 are generated; block 2's heights (2, 8, 4, 6) include the largest one,
+# so a sampler that looked right of the current block would reveal position 7 first.
+HEIGHTS = [0, 0, 1, 5, 3, 7, 2, 8, 4, 6]
+
+
+def test_low_confidence_reveals_top_k_per_step_block_by_block():
+    out = _run(HEIGHTS, [1, 2], steps=4, gen_length=8, block_length=4)
+    # block 1, step 1 (2 revealed so far): top-2 by height are positions 5 and 3 -> token 2;
+    # step 2: positions 4 and 2 -> token 4. Block 2: positions 7, 9 -> 6; then 8, 6 -> 8.
+    assert out.tolist() == [1, 2, 4, 2, 4, 2, 8, 6, 8, 6]
+
+
+def test_uneven_schedule_gives_extra_tokens_to_first_steps():
+    np.testing.assert_array_equal(sampling.num_transfer_tokens(jnp.array([10, 3]), 4),
+                                  [[3, 3, 2, 2], [1, 1, 1, 0]])
+    out = _run(HEIGHTS, [1, 2], steps=3, gen_length=8, block_length=8)
+    # one block of 8, k = (3, 3, 2): heights 8,7,6 -> token 2; 5,4,3 -> 5; 2,1 -> 8.
+    assert out.tolist() == [1, 2, 8, 5, 5, 2, 8, 2, 5, 2]
+
+
+def test_threshold_reveals_exactly_the_positions_above_it():
+    # p(x0) = e^h / (e^h + 31) > 0.9  <=>  h > 5.63: heights 7, 8 and 6 qualify.
+    out, stats = generate(CountingStub(HEIGHTS), {}, np.array([[1, 2]]), steps=8, gen_length=8,
+                          block_length=4, mask_id=MASK, threshold=0.9, return_stats=True)
+    # block 1: step 1 reveals only h=7 (pos 5); then one per step: h5, h3, h1.
+    # block 2: step 1 reveals h=8 and h=6 together (pos 7, 9), then h4, h2.
+    assert np.asarray(out)[0].tolist() == [1, 2, 5, 3, 4, 2, 9, 6, 8, 6]
+    assert stats["model_calls"] == 4 + 3
+
+
+def test_threshold_one_reveals_as_scheduled():
+    plain = _run(HEIGHTS, [1, 2], steps=4, gen_length=8, block_length=4)
+    np.testing.assert_array_equal(_run(HEIGHTS, [1, 2], steps=4, gen_length=8, block_length=4, threshold=1.0),
+                                  plain)
+
+
+def test_infilling_fills_every_hole_in_the_prompt():
+    heights = [0, 9, 1, 0, 2, 3, 4, 5]
+    out = _run(heights, [1, MASK, MASK, 3], steps=2, gen_length=0)
+    # holes at 1 (h9) and 2 (h1), no answer: one per step.
+    assert out.tolist() == [1, 2, 3, 3]
+    out = _run(heights, [1, MASK, MASK, 3], steps=2, gen_length=4, block_length=4)
+    # 2 holes + 4 block masks, k = (3, 3): h9, h5, h4 -> 2; h3, h2, h1 -> 5.
+    assert out.tolist() == [1, 2, 5, 3, 5, 5, 2, 2]
+
+
+def test_random_remasking_is_reproducible_and_follows_the_schedule():
+    kw = dict(steps=4, gen_length=8, block_length=4, remasking="random")
+    a = _run(HEIGHTS, [1, 2], rng=jax.random.key(0), **kw)
+    b = _run(HEIGHTS, [1, 2], rng=jax.random.key(0), **kw)
+    np.testing.assert_array_equal(a, b)
+    outs = {tuple(_run(HEIGHTS, [1, 2], rng=jax.random.key(s), **kw)) for s in range(6)}
+    assert len(outs) > 1
+    for out in outs:  # two tokens per step, blocks in order, whatever the order inside
+        assert sorted(out[2:6]) == [2, 2, 4, 4] and sorted(out[6:]) == [6, 6, 8, 8]
+
+
+def test_gumbel_max_samples_the_softmax():
+    opt = sampling._Options(1, 1, 1, 1, 1.0, 0.0, "low_confidence", 31, False, False, 0, 0, None, False)
+    probs = np.array([0.6, 0.3, 0.1, 0.0])
+    logits = jnp.log(jnp.asarray(probs + 1e-30, jnp.float32)).reshape(1, 1, 4)
+    draws = jax.vmap(lambda r: sampling.predict(logits, r, opt)[0][0, 0])(jax.random.split(jax.random.key(0), 6000))
+    freq = np.bincount(np.asarray(draws), minlength=4) / 6000
+    np.testing.assert_allclose(freq, probs, atol=0.02)
+
+
+def test_confidence_eos_eot_inf_gives_eos_zero_and_renormalises():
+    opt = sampling._Options(1, 1, 1, 1, 0.0, 0.0, "low_confidence", 3, False, True, 0, 1, None, False)
+    logits = jnp.log(jnp.array([[[0.5, 0.1, 0.3, 0.1], [0.2, 0.1, 0.6, 0.1]]]))
+    x0, conf = sampling.predict(logits, jax.random.key(0), opt)
+    assert x0.tolist() == [[0, 2]]  # EOS (0) may still win the argmax
+    np.testing.assert_allclose(np.asarray(conf), [[0.0, 0.6 / 0.7]], rtol=1e-6)
+    opt_inf = opt._replace(logits_eos_inf=True)
+    x0, _ = sampling.predict(logits, jax.random.key(0), opt_inf)
+    assert x0.tolist() == [[2, 2]]
+
+
+def test_second_call_does_not_compile_again():
+    stub = CountingStub(HEIGHTS)
+    generate(stub, {}, np.array([[1, 2]]), steps=4, gen_length=8, block_length=4, mask_id=MASK)
+    before = sampling._reverse_process._cache_size()
+    generate(stub, {}, np.array([[3, 4]]), steps=4, gen_length=8, block_length=4, mask_id=MASK)
+    assert sampling._reverse_process._cache_size() == before
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(gen_length=10, block_length=4), "block_length=4"),
+    (dict(gen_length=8, block_length=4, steps=3), "steps=3"),
+    (dict(gen_length=8, block_length=8, steps=9), "steps=9"),
+    (dict(remasking="top_p"), "remasking='top_p'"),
+    (dict(threshold=0.0), "threshold=0.0"),
+    (dict(threshold=1.5), "threshold=1.5"),
+    (dict(temperature=-1.0), "temperature=-1.0"),
+    (dict(mask_id=300), "mask_id=300"),
+    (dict(gen_length=512, block_length=512, steps=8), "max_sequence_length=512"),
+    (dict(attention_mask=np.ones((2, 3))), "attention_mask.shape"),
+    (dict(gen_length=0), "gen_length=0"),
+])
+def test_bad_arguments_raise_before_compiling(golden_model, kw, match):
+    model, params = golden_model
+    args = dict(steps=8, gen_length=8, block_length=8, mask_id=255)
+    args.update(kw)
+    before = sampling._reverse_process._cache_size()
+    with pytest.raises(ValueError, match=match):
+        generate(model, params, np.ones((2, 8), np.int32), **args)
+    assert sampling._reverse_process._cache_size() == before
+
+
+def _cases(golden_dir):
+    return json.loads((golden_dir / "llada-tiny-generate.json").read_text())
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_matches_official_sampler(golden_model, golden_dir, case):
+    model, params = golden_model
+    c = _cases(golden_dir)[case]
+    out = generate(model, params, np.array(c["prompt"]), **c["options"])
+    np.testing.assert_array_equal(np.asarray(out), np.array(c["tokens"]))
+
+
+def test_left_padded_batch_gives_each_row_its_own_tokens(golden_model):
+    model, params = golden_model
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, 250, n) for n in (8, 5, 3)]
+    kw = dict(steps=8, gen_length=16, block_length=8, mask_id=255)
+    batch = np.full((3, 8), 250, np.int32)
+    mask = np.zeros((3, 8), np.int32)
+    for i, p in enumerate(prompts):
+        batch[i, 8 - len(p):], mask[i, 8 - len(p):] = p, 1
+    together = np.asarray(generate(model, params, batch, attention_mask=mask, **kw))
+    for i, p in enumerate(prompts):
+        alone = np.asarray(generate(model, params, p[None], **kw))
+        np.testing.assert_array_equal(together[i, 8:], alone[0, len(p):])
+
+
+def test_temperature_sampling_is_reproducible_and_fills_every_mask(golden_model):
+    model, params = golden_model
+    kw = dict(steps=8, gen_length=16, block_length=8, mask_id=255, temperature=1.0, cfg_scale=0.5)
+    prompt = np.arange(16).reshape(2, 8)
+    a = np.asarray(generate(model, params, prompt, rng=jax.random.key(1), **kw))
+    b = np.asarray(generate(model, params, prompt, rng=jax.random.key(1), **kw))
+    c = np.asarray(generate(model, params, prompt, rng=jax.random.key(2), **kw))
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any() and not (a == 255).any()
+    np.testing.assert_array_equal(a[:, :8], prompt)
