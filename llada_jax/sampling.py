@@ -25,6 +25,7 @@ import numpy as np
 from llada_jax.diffusion import guided_logits
 
 REMASKING = ("low_confidence", "random")
+CACHES = (None, "prefix", "dual")
 _NEG_INF = -jnp.inf
 
 
@@ -45,6 +46,7 @@ class _Options(NamedTuple):
     eot_id: int
     threshold: float | None
     infill: bool  # the prompt holds masks: its positions are candidates too
+    cache: str | None = None  # None, "prefix" or "dual" (facts section 6b)
 
     @property
     def num_blocks(self):
@@ -99,11 +101,9 @@ def _candidate_positions(b, block_start, opt: _Options):
     return jnp.broadcast_to(pos, (b, pos.shape[0]))
 
 
-def _step(model, params, x, attention_mask, prompt_index, pos_BxM, k_B, rng, opt: _Options):
-    """One reverse step on the candidate positions; returns the new x."""
-    logits = guided_logits(model, params, x, prompt_index, opt.cfg_scale, opt.mask_id, attention_mask,
-                           output_positions=pos_BxM)
-    x0, x0_p = predict(logits, rng, opt)
+def _transfer(x, logits_BxMxV, pos_BxM, k_B, rng, opt: _Options):
+    """One reverse step's reveal on the candidate positions; returns the new x."""
+    x0, x0_p = predict(logits_BxMxV, rng, opt)
     x_sub = jnp.take_along_axis(x, pos_BxM, axis=1)
     confidence = jnp.where(x_sub == opt.mask_id, x0_p, _NEG_INF)
     select = select_transfer(confidence, k_B, opt.threshold)
@@ -111,48 +111,93 @@ def _step(model, params, x, attention_mask, prompt_index, pos_BxM, k_B, rng, opt
     return x.at[rows, pos_BxM].set(jnp.where(select, x0, x_sub))
 
 
+def _cached_logits(model, params, x, mask, kv, start, opt: _Options):
+    """Logits of the block from a partial forward pass against the cache (facts 6b)."""
+    b, l = x.shape
+    bl = opt.block_length
+    if opt.cache == "prefix":  # queries: block start .. end (start is a Python int here)
+        window = x[:, start:]
+        positions = jnp.broadcast_to(jnp.arange(start, l, dtype=jnp.int32), window.shape)
+        kv = type(kv)(kv.k[:, :, :start], kv.v[:, :, :start])
+        key_mask = mask
+        out_pos = jnp.broadcast_to(jnp.arange(bl, dtype=jnp.int32), (b, bl))
+    else:  # dual: queries are the block; every other position comes from the cache
+        window = jax.lax.dynamic_slice_in_dim(x, start, bl, axis=1)
+        positions = jnp.broadcast_to(start + jnp.arange(bl, dtype=jnp.int32), window.shape)
+        outside = (jnp.arange(l) < start) | (jnp.arange(l) >= start + bl)
+        key_mask = jnp.concatenate([mask & outside, jnp.ones((b, bl), bool)], axis=1)
+        out_pos = None
+    # The window lies right of the prompt, so its unconditional copy is unchanged; with
+    # cfg the cache already holds both copies (2B rows) from the block's full pass.
+    return guided_logits(model, params, window, jnp.zeros_like(window, bool), opt.cfg_scale, opt.mask_id,
+                         key_mask, kv_cache=kv, positions=positions, output_positions=out_pos)
+
+
+def _run_block(model, params, x, mask, prompt_index, rng, start, blk, opt: _Options):
+    """All steps of one block; returns (x, model calls)."""
+    b = x.shape[0]
+    s = opt.steps_per_block
+    pos = _candidate_positions(b, start, opt)
+    # masks of the block plus any holes left in the prompt
+    schedule = num_transfer_tokens(jnp.sum(jnp.take_along_axis(x, pos, axis=1) == opt.mask_id, axis=1), s)
+    rngs = jax.random.split(jax.random.fold_in(rng, blk), s)
+    kw = dict(return_kv=opt.cache is not None)
+
+    def full_logits(x):
+        return guided_logits(model, params, x, prompt_index, opt.cfg_scale, opt.mask_id, mask,
+                             output_positions=pos, **kw)
+
+    def k_at(i):  # threshold: at least the schedule, at least one
+        return schedule[:, i] if opt.threshold is None else jnp.maximum(schedule[:, i], 1)
+
+    # First step: a full pass (it also fills the cache when there is one).
+    out = full_logits(x)
+    logits, kv = out if opt.cache else (out, None)
+    x = _transfer(x, logits, pos, k_at(0), rngs[0], opt)
+
+    def later_step(x, i):
+        if opt.cache is None:
+            logits = full_logits(x)
+        else:
+            logits = _cached_logits(model, params, x, mask, kv, start, opt)
+        return _transfer(x, logits, pos, k_at(i), rngs[i], opt)
+
+    if opt.threshold is None:
+        x, _ = jax.lax.scan(lambda x, i: (later_step(x, i), None), x, jnp.arange(1, s))
+        return x, jnp.int32(s)
+
+    def block_open(c):  # stop as soon as the block (and any hole) is filled
+        x, i = c
+        return (i < s) & jnp.any(jnp.take_along_axis(x, pos, axis=1) == opt.mask_id)
+
+    x, used = jax.lax.while_loop(block_open, lambda c: (later_step(*c), c[1] + 1), (x, jnp.int32(1)))
+    return x, used
+
+
 @functools.partial(jax.jit, static_argnames=("model", "opt"))
 def _reverse_process(model, params, x, attention_mask, rng, opt: _Options):
-    b = x.shape[0]
+    b, l = x.shape
     prompt_index = x != opt.mask_id
-    s = opt.steps_per_block
+    mask = jnp.ones((b, l), bool) if attention_mask is None else attention_mask
+    if opt.cache == "prefix":  # each block's window has its own static length: unroll
+        calls = jnp.int32(0)
+        for blk in range(opt.num_blocks):
+            start = opt.prompt_len + blk * opt.block_length
+            x, used = _run_block(model, params, x, mask, prompt_index, rng, start, blk, opt)
+            calls = calls + used
+        return x, calls
 
-    def block_body(blk, carry):
+    def body(blk, carry):
         x, calls = carry
         start = opt.prompt_len + blk * opt.block_length
-        pos = _candidate_positions(b, start, opt)
-        # masks of the block plus any holes left in the prompt
-        schedule = num_transfer_tokens(jnp.sum(jnp.take_along_axis(x, pos, axis=1) == opt.mask_id, axis=1), s)
-
-        def step_rng(i):
-            return jax.random.fold_in(rng, blk * s + i)
-
-        if opt.threshold is None:
-            def scan_body(x, i):
-                return _step(model, params, x, attention_mask, prompt_index, pos, schedule[:, i],
-                             step_rng(i), opt), None
-            x, _ = jax.lax.scan(scan_body, x, jnp.arange(s))
-            return x, calls + s
-
-        # Threshold rule: reveal all above the threshold and at least the scheduled
-        # count (at least one), so `steps` bounds the calls; stop when the block is done.
-        def cond(c):
-            x, i = c
-            return (i < s) & jnp.any(jnp.take_along_axis(x, pos, axis=1) == opt.mask_id)
-
-        def body(c):
-            x, i = c
-            k = jnp.maximum(schedule[:, i], 1)
-            return _step(model, params, x, attention_mask, prompt_index, pos, k, step_rng(i), opt), i + 1
-
-        x, used = jax.lax.while_loop(cond, body, (x, jnp.int32(0)))
+        x, used = _run_block(model, params, x, mask, prompt_index, rng, start, blk, opt)
         return x, calls + used
 
-    return jax.lax.fori_loop(0, opt.num_blocks, block_body, (x, jnp.int32(0)))
+    return jax.lax.fori_loop(0, opt.num_blocks, body, (x, jnp.int32(0)))
 
 
 def _validate(model, prompt, attention_mask, steps, gen_length, block_length, temperature, remasking,
-              mask_id, threshold, cfg_scale):
+              mask_id, threshold, cfg_scale, cache):
     def bad(name, value, expected):
         raise ValueError(f"generate: {name}={value!r}, expected {expected}")
 
@@ -170,6 +215,10 @@ def _validate(model, prompt, attention_mask, steps, gen_length, block_length, te
         bad("steps", steps, f"a positive multiple of the number of blocks ({num_blocks})")
     if steps > gen_length + holes:
         bad("steps", steps, f"<= gen_length + masks in the prompt ({gen_length + holes})")
+    if cache not in CACHES:
+        bad("cache", cache, f"one of {CACHES}")
+    if cache is not None and holes:
+        bad("cache", cache, "None when the prompt holds masks to infill (cached steps do not rerun the prompt)")
     if remasking not in REMASKING:
         bad("remasking", remasking, f"one of {REMASKING}")
     if temperature < 0:
@@ -196,7 +245,7 @@ def _validate(model, prompt, attention_mask, steps, gen_length, block_length, te
 def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_length=128, block_length=128,
              temperature=0.0, cfg_scale=0.0, remasking="low_confidence", mask_id=126336,
              logits_eos_inf=False, confidence_eos_eot_inf=False, eos_id=126081, eot_id=126348,
-             threshold=None, rng=None, return_stats=False):
+             threshold=None, rng=None, return_stats=False, cache=None):
     """Sample answers for `prompt` (B, P) int ids; returns int32 (B, P + gen_length).
 
     Semantics are those of the reference `generate` (facts section 6). Left-pad prompts of
@@ -206,13 +255,18 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
     threshold: Fast-dLLM's rule; each step reveals every masked position of the block whose
     confidence exceeds it, and at least as many as the fixed schedule (at least one), so
     `steps` bounds the number of model calls and a finished block ends early.
-    return_stats: also return {"model_calls": int}; a guided (cfg) call counts once.
+    cache: Fast-dLLM's approximate block-wise KV cache (facts section 6b): "prefix" reruns
+    the block and everything after it against cached keys/values of the positions before
+    the block; "dual" reruns only the block against cached keys/values of every other
+    position. The cache is filled by a full pass at each block's start. None is exact.
+    return_stats: also return {"model_calls": int}; every forward pass, full or partial,
+    counts one (a guided cfg pass too).
     """
     prompt = np.asarray(prompt)
     if attention_mask is not None:
         attention_mask = np.asarray(attention_mask)
     _validate(model, prompt, attention_mask, steps, gen_length, block_length, temperature, remasking,
-              mask_id, threshold, cfg_scale)
+              mask_id, threshold, cfg_scale, cache)
     b, p = prompt.shape
     opt = _Options(prompt_len=p, gen_length=gen_length, block_length=block_length if gen_length else 0,
                    steps_per_block=steps // max(1, gen_length // max(1, block_length)),
@@ -221,7 +275,7 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
                    logits_eos_inf=bool(logits_eos_inf), confidence_eos_eot_inf=bool(confidence_eos_eot_inf),
                    eos_id=int(eos_id), eot_id=int(eot_id),
                    threshold=None if threshold is None else float(threshold),
-                   infill=bool((prompt == mask_id).any()))
+                   infill=bool((prompt == mask_id).any()), cache=cache)
     x = np.full((b, p + gen_length), mask_id, np.int32)
     x[:, :p] = prompt
     mask = None

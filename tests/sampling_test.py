@@ -23,7 +23,13 @@ class CountingStub:
     def __init__(self, heights):
         self.heights = tuple(float(h) for h in heights)
 
-    def apply(self, variables, x, attention_mask=None, output_positions=None):
+    def __eq__(self, other):  # equal stubs share one compiled sampler
+        return isinstance(other, CountingStub) and other.heights == self.heights
+
+    def __hash__(self):
+        return hash(self.heights)
+
+    def apply(self, variables, x, attention_mask=None, output_positions=None, **unused):
         b, l = x.shape
         count = jnp.sum(x != MASK, axis=1)  # (B,)
         tok = jnp.minimum(count, VOCAB - 2)
@@ -184,3 +190,119 @@ def test_temperature_sampling_is_reproducible_and_fills_every_mask(golden_model)
     np.testing.assert_array_equal(a, b)
     assert (a != c).any() and not (a == 255).any()
     np.testing.assert_array_equal(a[:, :8], prompt)
+
+
+# ---- Approximate KV cache (facts section 6b) ----
+
+def _plain_cached_generate(model, params, prompt, attention_mask, *, steps, gen_length, block_length, cache,
+                           threshold=None, cfg_scale=0.0, mask_id=255):
+    """Facts 6b written out with Python loops and eager calls, independent of the sampler."""
+    b, p = prompt.shape
+    x = np.concatenate([prompt, np.full((b, gen_length), mask_id)], 1).astype(np.int32)
+    am = np.concatenate([attention_mask, np.ones((b, gen_length))], 1).astype(bool)
+    prompt_index = x != mask_id
+    s = steps // (gen_length // block_length)
+    calls = 0
+    apply = jax.jit(model.apply, static_argnames=("return_kv",))  # only to avoid eager re-tracing
+
+    def call(ids, key_mask, **kw):
+        if cfg_scale > 0:  # both copies in one batch; the cache already holds 2B rows
+            un = np.where(prompt_index[:, :ids.shape[1]] if ids.shape[1] == x.shape[1] else False, mask_id, ids)
+            ids, key_mask = np.concatenate([ids, un]), np.concatenate([key_mask, key_mask])
+            kw = {k: (np.concatenate([v, v]) if k == "positions" else v) for k, v in kw.items()}
+        out = apply({"params": params}, jnp.asarray(ids), jnp.asarray(key_mask), **kw)
+        logits, kv = out if isinstance(out, tuple) else (out, None)
+        logits = np.asarray(logits, np.float64)
+        if cfg_scale > 0:
+            cond, unc = np.split(logits, 2)
+            logits = unc + (cfg_scale + 1) * (cond - unc)
+        return logits, kv
+
+    def reveal(block_logits, st, k):
+        nonlocal x
+        sub = x[:, st:st + block_length]
+        x0 = block_logits.argmax(-1)
+        z = np.exp(block_logits - block_logits.max(-1, keepdims=True))
+        prob = np.take_along_axis(z / z.sum(-1, keepdims=True), x0[..., None], -1)[..., 0]
+        conf = np.where(sub == mask_id, prob, -np.inf)
+        for r in range(b):
+            order = np.argsort(-conf[r], kind="stable")
+            chosen = set(order[:k[r]].tolist())
+            if threshold is not None:
+                chosen |= set(np.nonzero(conf[r] > threshold)[0].tolist())
+            for j in chosen:
+                if conf[r, j] > -np.inf:
+                    x[r, st + j] = x0[r, j]
+
+    for blk in range(gen_length // block_length):
+        st, en = p + blk * block_length, p + (blk + 1) * block_length
+        n = (x[:, st:en] == mask_id).sum(1)
+        sched = [n // s + (i < n % s) for i in range(s)]
+        if threshold is not None:
+            sched = [np.maximum(k, 1) for k in sched]
+        logits, kv = call(x, am, return_kv=True)  # block start: full pass fills the cache
+        calls += 1
+        reveal(logits[:, st:en], st, sched[0])
+        for i in range(1, s):
+            if threshold is not None and not (x[:, st:en] == mask_id).any():
+                break
+            if cache == "prefix":
+                pos = np.broadcast_to(np.arange(st, x.shape[1]), (b, x.shape[1] - st))
+                kvc = type(kv)(kv.k[:, :, :st], kv.v[:, :, :st])
+                logits, _ = call(x[:, st:], am, positions=pos, kv_cache=kvc)
+            else:
+                pos = np.broadcast_to(np.arange(st, en), (b, block_length))
+                outside = np.ones(x.shape[1], bool)
+                outside[st:en] = False
+                logits, _ = call(x[:, st:en], np.concatenate([am & outside, np.ones((b, block_length), bool)], 1),
+                                 positions=pos, kv_cache=kv)
+            calls += 1
+            reveal(logits[:, :block_length], st, sched[i])
+    return x, calls
+
+
+@pytest.mark.parametrize("cache,threshold,cfg", [("prefix", None, 0.0), ("dual", None, 0.0),
+                                                 ("prefix", 0.5, 0.0), ("dual", 0.5, 1.0)])
+def test_cached_sampler_equals_plain_implementation_of_facts_6b(golden_model, cache, threshold, cfg):
+    model, params = golden_model
+    rng = np.random.default_rng(1)
+    prompt = rng.integers(0, 250, (2, 6)).astype(np.int32)
+    prompt[1, :2] = 250
+    mask = np.ones((2, 6), np.int32)
+    mask[1, :2] = 0
+    kw = dict(steps=8, gen_length=16, block_length=8, threshold=threshold, cfg_scale=cfg)
+    want, want_calls = _plain_cached_generate(model, params, prompt, mask, cache=cache, **kw)
+    got, stats = generate(model, params, prompt, attention_mask=mask, mask_id=255, cache=cache,
+                          return_stats=True, **kw)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert stats["model_calls"] == want_calls
+    if threshold is None:
+        assert want_calls == 8
+    exact = np.asarray(generate(model, params, prompt, attention_mask=mask, mask_id=255, **kw))
+    assert (exact[:, 6:] != 255).all() and (np.asarray(got)[:, 6:] != 255).all()
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_cached_batch_gives_each_row_its_own_tokens(golden_model, cache):
+    model, params = golden_model
+    rng = np.random.default_rng(2)
+    prompts = [rng.integers(0, 250, n) for n in (6, 3)]
+    batch = np.full((2, 6), 250, np.int32)
+    mask = np.zeros((2, 6), np.int32)
+    for i, p in enumerate(prompts):
+        batch[i, 6 - len(p):], mask[i, 6 - len(p):] = p, 1
+    kw = dict(steps=8, gen_length=16, block_length=8, mask_id=255, cache=cache)
+    # (the first row alone has the batch's shape, so only the second compiles anew)
+    together = np.asarray(generate(model, params, batch, attention_mask=mask, **kw))
+    for i, p in enumerate(prompts):
+        alone = np.asarray(generate(model, params, p[None], **kw))
+        np.testing.assert_array_equal(together[i, 6:], alone[0, len(p):])
+
+
+def test_cache_rejects_infilling_and_unknown_kinds(golden_model):
+    model, params = golden_model
+    holes = np.array([[1, 255, 3, 4]])
+    with pytest.raises(ValueError, match="cache='dual'"):
+        generate(model, params, holes, steps=4, gen_length=4, block_length=4, mask_id=255, cache="dual")
+    with pytest.raises(ValueError, match="cache='suffix'"):
+        generate(model, params, np.ones((1, 4)), steps=4, gen_length=4, block_length=4, mask_id=255, cache="suffix")

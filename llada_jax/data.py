@@ -1,0 +1,255 @@
+"""Input pipelines on grain: packed pre-training sequences and chat SFT rows.
+
+Both pipelines tokenize everything up front into one in-memory array of fixed-length rows,
+then read it through a grain `MapDataset`: shuffle (reshuffled every epoch), repeat,
+shard across processes, batch. The iterator's position is a single integer, so
+`get_state()` is a small JSON dict and a restored iterator continues bitwise exactly.
+
+Sharding: all processes build the same global stream (same rows, same seed); process i
+takes global elements i, i + P, i + 2P, ... So at step k the P processes hold disjoint
+rows whose union is exactly the global batch k of one process at batch_size * P.
+
+The default pre-training corpus is the running Python's standard library source, so the
+demo needs no download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import sysconfig
+from typing import Iterator, Sequence
+
+import grain
+import numpy as np
+
+_EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+_CACHE_VERSION = 1
+
+
+def stdlib_files(split: str = "train", holdout_fraction: float = 0.05, *, root: str | None = None) -> list[str]:
+    """The .py files of the standard library (test directories and site-packages excluded),
+    split by a hash of the relative path: a file is in "eval" iff its hash falls below
+    `holdout_fraction`. Returned in hash order, a fixed pseudo-random order, so that a
+    byte cap (`max_bytes`) takes a sample of the whole library, not its first packages."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split={split!r}: expected 'train' or 'eval'")
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction={holdout_fraction}: expected a value in (0, 1)")
+    base = pathlib.Path(root or sysconfig.get_paths()["stdlib"])
+    if not base.is_dir():
+        raise ValueError(f"stdlib root {base} is not a directory")
+    keyed = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if d not in _EXCLUDED_DIRS)  # prune, don't walk into
+        for name in filenames:
+            if not name.endswith(".py"):
+                continue
+            rel = pathlib.Path(dirpath, name).relative_to(base).as_posix()
+            h = int.from_bytes(hashlib.sha256(rel.encode()).digest()[:8], "big")
+            if (h / 2**64 < holdout_fraction) == (split == "eval"):
+                keyed.append((h, os.path.join(dirpath, name)))
+    return [p for _, p in sorted(keyed)]
+
+
+def iter_documents(files: Sequence[str]) -> Iterator[str]:
+    """Documents of `files`: a `.jsonl` file gives one `{"text": ...}` per line, any other
+    file is one document (read as UTF-8, undecodable bytes replaced)."""
+    for path in files:
+        path = os.fspath(path)
+        if not path.endswith(".jsonl"):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                yield f.read()
+            continue
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    text = json.loads(line)["text"]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ValueError(f"{path}:{n}: expected a JSON object with a 'text' field ({e})") from e
+                if not isinstance(text, str):
+                    raise ValueError(f"{path}:{n}: 'text' is {type(text).__name__}, expected str")
+                yield text
+
+
+def pack_documents(docs: Sequence[Sequence[int]], eos_id: int, seq_len: int) -> np.ndarray:
+    """Concatenate docs, each followed by EOS, and cut into (n, seq_len) int32 rows.
+    The last row is right-padded with EOS, so no token is dropped."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len={seq_len}: expected >= 1")
+    flat = np.fromiter((t for d in docs for t in (*d, eos_id)), dtype=np.int32)
+    n_rows = max(1, -(-flat.size // seq_len))
+    out = np.full(n_rows * seq_len, eos_id, dtype=np.int32)
+    out[:flat.size] = flat
+    return out.reshape(n_rows, seq_len)
+
+
+def _cache_dir(tokenizer, cache_dir) -> str | None:
+    if cache_dir is not None:
+        return os.fspath(cache_dir)
+    if tokenizer.path is None:
+        return None
+    return os.path.join(os.path.dirname(os.path.abspath(tokenizer.path)), "data_cache")
+
+
+def pretrain_rows(files: Sequence[str], tokenizer, seq_len: int, *, max_bytes: int | None = None,
+                  cache_dir: str | None = None, use_cache: bool = True) -> np.ndarray:
+    """Tokenized and packed (n, seq_len) rows of the documents of `files` (stopping after
+    the document that reaches `max_bytes` of UTF-8 text). Cached as .npy under `cache_dir`
+    (default: `data_cache/` next to the tokenizer file), keyed by the files (path, size,
+    mtime), the tokenizer file's hash, seq_len and max_bytes."""
+    files = [os.path.abspath(os.fspath(f)) for f in files]
+    if not files:
+        raise ValueError("pretrain_rows: no files given")
+    cache = _cache_dir(tokenizer, cache_dir) if use_cache else None
+    if cache is not None:
+        stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+        key = json.dumps([_CACHE_VERSION, stats, tokenizer.fingerprint, seq_len, max_bytes])
+        cache_file = os.path.join(cache, f"pretrain-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npy")
+        if os.path.exists(cache_file):
+            return np.load(cache_file)
+    docs, total = [], 0
+    for doc in iter_documents(files):
+        if doc.strip():  # empty files (many __init__.py) would only add stray EOS tokens
+            docs.append(doc)
+            total += len(doc.encode("utf-8"))
+        if max_bytes is not None and total >= max_bytes:
+            break
+    rows = pack_documents(tokenizer.encode_batch(docs), tokenizer.eos_id, seq_len)
+    if cache is not None:
+        try:
+            os.makedirs(cache, exist_ok=True)
+            tmp = f"{cache_file}.tmp{os.getpid()}.npy"
+            np.save(tmp, rows)
+            os.replace(tmp, cache_file)  # atomic: processes sharing the directory may race
+        except OSError as e:
+            logging.warning("could not write the data cache %s (%s); continuing without it", cache, e)
+    return rows
+
+
+def sft_rows(jsonl_path: str, tokenizer, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids int32 (n, seq_len), prompt_mask bool (n, seq_len)) from a chat JSONL file
+    (`{"messages": [{"role", "content"}, ...]}` per line, the last message the answer).
+
+    Rows are `prompt, answer, <eot>, EOS, EOS...` right-padded with EOS to seq_len; the
+    padding counts as answer (prompt_mask False), as in facts section 4. Conversations
+    longer than seq_len are DROPPED with a warning (truncating would cut the answer's
+    end-of-turn and teach the model never to stop); if none fits, ValueError.
+    """
+    ids_rows, mask_rows, too_long, n = [], [], 0, 0
+    with open(jsonl_path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                messages = json.loads(line)["messages"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{jsonl_path}:{n}: expected a JSON object with a 'messages' list ({e})") from e
+            try:
+                ids, prompt_mask = tokenizer.encode_sft(messages)
+            except ValueError as e:
+                raise ValueError(f"{jsonl_path}:{n}: {e}") from e
+            if len(ids) > seq_len:
+                too_long += 1
+                continue
+            pad = seq_len - len(ids)
+            ids_rows.append(ids + [tokenizer.eos_id] * pad)
+            mask_rows.append(prompt_mask + [False] * pad)
+    if too_long:
+        logging.warning("%s: dropped %d of %d conversations longer than seq_len=%d",
+                        jsonl_path, too_long, too_long + len(ids_rows), seq_len)
+    if not ids_rows:
+        raise ValueError(f"{jsonl_path}: no conversation fits in seq_len={seq_len} "
+                         f"({too_long} too long, {n} lines)")
+    return np.asarray(ids_rows, dtype=np.int32), np.asarray(mask_rows, dtype=bool)
+
+
+class DataIterator:
+    """Iterator over batches (dicts of numpy arrays) with a JSON-serialisable state.
+
+    The state records the position and the pipeline's configuration; restoring a state
+    into a differently configured pipeline raises ValueError instead of silently
+    producing different batches.
+    """
+
+    def __init__(self, dataset: grain.MapDataset, config: dict):
+        self._config = config
+        # One reader thread and a short prefetch: elements are slices of an in-memory array.
+        self._it = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)).__iter__()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return next(self._it)
+
+    def get_state(self) -> dict:
+        return {"next_index": int(self._it.get_state()["next_index"]), "config": dict(self._config)}
+
+    def set_state(self, state: dict) -> None:
+        if not isinstance(state, dict) or "next_index" not in state:
+            raise ValueError(f"data iterator state {state!r}: expected a dict from get_state()")
+        if state.get("config") != self._config:
+            raise ValueError(f"data iterator state was saved with config {state.get('config')}, "
+                             f"this pipeline is {self._config}")
+        self._it.set_state({"next_index": int(state["next_index"])})
+
+
+def _batches(arrays: dict[str, np.ndarray], *, batch_size, seed, shuffle, num_epochs,
+             process_index, process_count, extra_config) -> DataIterator:
+    import jax  # only for the process defaults; the pipeline itself is pure numpy
+
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index}: expected 0 <= index < process_count={process_count}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: expected >= 1")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed={seed}: expected an integer in [0, 2**32)")
+    n = len(next(iter(arrays.values())))
+    if num_epochs is not None and n * num_epochs < batch_size * process_count:
+        raise ValueError(f"{n} rows x {num_epochs} epochs is less than one global batch "
+                         f"({batch_size} x {process_count} processes)")
+    ds = grain.MapDataset.range(n)
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    # after shuffle: grain reshuffles each epoch with seed + epoch
+    ds = ds.repeat(num_epochs)
+    ds = ds[process_index::process_count]
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.map(lambda idx: {k: v[np.asarray(idx)] for k, v in arrays.items()})
+    config = dict(extra_config, rows=n, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                  num_epochs=num_epochs, process_index=process_index, process_count=process_count)
+    return DataIterator(ds, config)
+
+
+def pretrain_iterator(files: Sequence[str], tokenizer, *, seq_len: int, batch_size: int, seed: int,
+                      process_index: int | None = None, process_count: int | None = None,
+                      shuffle: bool = True, max_bytes: int | None = None, cache_dir: str | None = None,
+                      use_cache: bool = True, num_epochs: int | None = None) -> DataIterator:
+    """Batches {"input_ids": int32 (batch_size, seq_len)} of packed documents (EOS after each),
+    forever by default. batch_size is per process; see the module docstring for sharding."""
+    rows = pretrain_rows(files, tokenizer, seq_len, max_bytes=max_bytes, cache_dir=cache_dir,
+                         use_cache=use_cache)
+    fp = hashlib.sha256(rows.tobytes()).hexdigest()[:16]
+    return _batches({"input_ids": rows}, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                    num_epochs=num_epochs, process_index=process_index, process_count=process_count,
+                    extra_config={"kind": "pretrain", "seq_len": seq_len, "data": fp})
+
+
+def sft_iterator(jsonl_path: str, tokenizer, *, seq_len: int, batch_size: int, seed: int,
+                 process_index: int | None = None, process_count: int | None = None,
+                 shuffle: bool = True, num_epochs: int | None = None) -> DataIterator:
+    """Batches {"input_ids": int32 (b, seq_len), "prompt_mask": bool (b, seq_len)} of chat
+    conversations (see `sft_rows`), forever by default."""
+    ids, prompt_mask = sft_rows(jsonl_path, tokenizer, seq_len)
+    fp = hashlib.sha256(ids.tobytes() + prompt_mask.tobytes()).hexdigest()[:16]
+    return _batches({"input_ids": ids, "prompt_mask": prompt_mask}, batch_size=batch_size, seed=seed,
+                    shuffle=shuffle, num_epochs=num_epochs, process_index=process_index,
+                    process_count=process_count, extra_config={"kind": "sft", "seq_len": seq_len, "data": fp})
