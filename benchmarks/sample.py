@@ -3,16 +3,23 @@ matmul peak, one JSON line per figure.
 
     python benchmarks/sample.py                      # d_model 256 and 512, batch 1 and 8
     python benchmarks/sample.py --d_model 256 --batch 1 --repeats 1
+    python benchmarks/sample.py --torch              # also the official loop in PyTorch
 
 The exact sampler's work is fixed by the algorithm: per step one forward pass over the
 whole sequence, with the output head only where a token can be revealed (the block).
 `flop_fraction` = those FLOPs over (time x the fp32 matmul peak measured in this run).
+With --torch, the official sampling loop (benchmarks/torch_reference.py) runs the same
+weights through our PyTorch module (llada_jax.torch_model) on the same machine, and
+`same_tokens` says whether both produced the same tokens.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+import tempfile
 import time
 
 import jax
@@ -38,9 +45,10 @@ def forward_flops(cfg: LLaDAConfig, queries: int, keys: int, head_positions: int
 
 
 def bench_config(d_model: int, vocab: int) -> LLaDAConfig:
+    ids = {} if vocab > 126336 else dict(mask_token_id=vocab - 1, eos_token_id=vocab - 2, pad_token_id=vocab - 2)
     return LLaDAConfig(d_model=d_model, n_heads=d_model // 64, n_kv_heads=d_model // 64, n_layers=4,
                        mlp_hidden_size=3 * d_model, vocab_size=vocab, embedding_size=vocab,
-                       max_sequence_length=1024)
+                       max_sequence_length=1024, **ids)
 
 
 def run(args):
@@ -79,6 +87,8 @@ def run(args):
                 emit(figure="step_ms", value=round(1e3 * best / calls, 2), **common)
                 emit(figure="flop_fraction", value=round(flops / best / peak, 3),
                      gflops_per_s=round(flops / best / 1e9, 1), **common)
+                if args.torch and threshold is None:
+                    torch_reference(cfg, params, prompt, np.asarray(out), best, args, common)
         # What the reference spends: the output head on every position at every step.
         ids = jnp.zeros((1, seq), jnp.int32)
         block = jnp.arange(args.prompt_len, args.prompt_len + args.block_length)[None]
@@ -93,6 +103,29 @@ def run(args):
                  d_model=d_model, vocab=args.vocab, seq_len=seq)
 
 
+def torch_reference(cfg, params, prompt, ours, our_time, args, common):
+    """Time the official loop in PyTorch on the same weights; check it gives our tokens."""
+    import torch
+
+    from llada_jax import hf
+    from llada_jax.torch_model import LLaDATorch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_reference import official_generate
+
+    torch.set_num_threads(os.cpu_count())
+    with tempfile.TemporaryDirectory() as d:
+        hf.save_pretrained(cfg, params, d, dtype="float32")
+        tmodel = LLaDATorch.from_pretrained(d)
+    t = time.perf_counter()
+    out = official_generate(tmodel, torch.tensor(prompt, dtype=torch.long), steps=args.steps,
+                            gen_length=args.gen_length, block_length=args.block_length, mask_id=cfg.mask_token_id)
+    took = time.perf_counter() - t
+    emit(figure="torch_reference_tokens_per_s", value=round(prompt.shape[0] * args.gen_length / took, 1),
+         speedup_of_ours=round(took / our_time, 2), same_tokens=bool((out.numpy() == ours).all()),
+         torch=torch.__version__, **common)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--d_model", type=int, nargs="+", default=[256, 512])
@@ -103,6 +136,7 @@ def main():
     p.add_argument("--steps", type=int, default=128)
     p.add_argument("--block_length", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--torch", action="store_true", help="also time the official loop in PyTorch")
     run(p.parse_args())
 
 
