@@ -1,0 +1,219 @@
+"""Export parameters as a Hugging Face directory that PyTorch loads.
+
+`save_pretrained` streams: each output tensor (one layer slice of a stacked
+parameter) is cast on its devices, gathered to the host alone, written into the
+current safetensors shard and dropped, so the host never holds the whole model.
+
+Command line: `python -m llada_jax.export --workdir=DIR [--step=N] --out=HF_DIR
+[--tokenizer=PATH] [--dtype=bfloat16]` exports a training checkpoint of DIR (the latest
+step unless --step); see `main` for where the model shape comes from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+
+from llada_jax import hf
+from llada_jax.model import LLaDAConfig
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja")
+
+
+@functools.lru_cache(maxsize=None)
+def _slice_cast_fn(dtype, stacked: bool):
+    if stacked:
+        return jax.jit(lambda a, i: jax.lax.dynamic_index_in_dim(a, i, 0, keepdims=False).astype(dtype))
+    return jax.jit(lambda a: a.astype(dtype))
+
+
+def gather(leaf, idx: int | None, dtype) -> np.ndarray:
+    """Host copy of `leaf` (its layer `idx` when stacked) in `dtype`.
+
+    The slice and cast run on the devices, so only the one output tensor, already in
+    the export dtype, crosses to the host. Arrays spanning several hosts are gathered
+    with process_allgather, a collective: every process must call this in the same order.
+    """
+    if isinstance(leaf, jax.Array):
+        x = _slice_cast_fn(dtype, idx is not None)(*((leaf, np.int32(idx)) if idx is not None else (leaf,)))
+        if not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            x = multihost_utils.process_allgather(x, tiled=True)
+        return np.asarray(x)
+    x = np.asarray(leaf if idx is None else leaf[idx])
+    return x.astype(dtype, copy=False)
+
+
+def save_pretrained(config: LLaDAConfig, params, path: str, *, max_shard_size="5GB", dtype="bfloat16",
+                    tokenizer=None) -> list[str]:
+    """Write a Hugging Face directory that the published PyTorch code, our
+    `llada_jax.torch_model` and `AutoModel.from_pretrained(path, trust_remote_code=True)` load.
+
+    Files: config.json (the official field names and values, plus an auto_map to
+    modeling_llada.py, a copy of our torch module), model.safetensors or
+    model-0000k-of-0000n.safetensors shards with model.safetensors.index.json,
+    generation_config.json, and the tokenizer files when `tokenizer` is given (a
+    directory holding tokenizer.json / tokenizer.model etc., a sentencepiece .model file,
+    a tokenizer.json, a `llada_jax.tokenizer` object, or one with save_pretrained(dir)).
+    params: numpy or (sharded) jax arrays, in our layout (stacked or not as config says).
+    max_shard_size: bytes per safetensors file (int, or "5GB" / "500MB"; decimal units).
+    Multi-host: every process must call this (the gathers are collective); only
+    process 0 writes files. Returns the safetensors file names.
+    """
+    hf.check_params(config, params)
+    np_dtype = hf.np_dtype(dtype)
+    writer = jax.process_index() == 0
+    expected = hf._expected_shapes(config)
+    mapping = {name: (p, idx, to_t) for name, p, idx, to_t, _ in hf._ours_to_hf_name(config)}
+    shards = hf.plan_shards([(name, expected[name]) for name in mapping], np_dtype,
+                            hf_parse_size(max_shard_size))
+    if writer:
+        os.makedirs(path, exist_ok=True)
+    for fname, shard in shards:
+        out = hf.ShardWriter(os.path.join(path, fname), shard, np_dtype) if writer else None
+        for name, _ in shard:
+            p, idx, to_t = mapping[name]
+            host = gather(hf._leaf(params, p), idx, np_dtype)
+            if out is not None:
+                out.write(name, to_t(host))
+            del host  # one tensor on the host at a time
+        if out is not None:
+            out.close()
+    files = [fname for fname, _ in shards]
+    if not writer:
+        return files
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(hf.nbytes(expected[n], np_dtype) for n in mapping)},
+                 "weight_map": {name: fname for fname, shard in shards for name, _ in shard}}
+        _write_json(os.path.join(path, "model.safetensors.index.json"), index)
+    _write_json(os.path.join(path, "config.json"), hf.config_to_hf(config, torch_dtype=np_dtype.name))
+    _write_json(os.path.join(path, "generation_config.json"),
+                {"_from_model_config": True, "eos_token_id": config.eos_token_id,
+                 "pad_token_id": config.pad_token_id})
+    here = os.path.dirname(os.path.abspath(__file__))
+    shutil.copyfile(os.path.join(here, "torch_model.py"), os.path.join(path, hf.MODELING_FILE))
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, path)
+    return files
+
+
+def hf_parse_size(size) -> int:
+    """"5GB" -> 5 * 10**9 bytes (decimal units as transformers uses; GiB/MiB are binary)."""
+    if isinstance(size, (int, np.integer)) and size > 0:
+        return int(size)
+    s = str(size).strip().upper()
+    for unit, mult in (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6),
+                       ("KB", 10**3), ("B", 1)):
+        if s.endswith(unit):
+            try:
+                value = int(float(s[:-len(unit)]) * mult)
+            except ValueError:
+                break
+            if value > 0:
+                return value
+            break
+    raise ValueError(f"max_shard_size={size!r}: expected a positive byte count or a string like '5GB'")
+
+
+def save_tokenizer(tokenizer, path: str) -> list[str]:
+    """Copy the files of `tokenizer` (see save_pretrained) into `path`; returns their names."""
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(path)
+        return sorted(os.listdir(path))
+    if hasattr(tokenizer, "path"):  # a llada_jax.tokenizer.Tokenizer: copy the file it was loaded from
+        tokenizer = tokenizer.path
+    src = os.fspath(tokenizer)
+    if os.path.isdir(src):
+        found = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(src, f))]
+        if not found:
+            raise ValueError(f"tokenizer={src!r}: the directory holds none of {TOKENIZER_FILES}")
+        for f in found:
+            shutil.copyfile(os.path.join(src, f), os.path.join(path, f))
+        return found
+    if os.path.isfile(src) and src.endswith(".model"):
+        shutil.copyfile(src, os.path.join(path, "tokenizer.model"))
+        return ["tokenizer.model"]
+    if os.path.isfile(src) and src.endswith(".json"):
+        shutil.copyfile(src, os.path.join(path, "tokenizer.json"))
+        return ["tokenizer.json"]
+    raise ValueError(f"tokenizer={src!r}: expected a directory with tokenizer files, a sentencepiece "
+                     f".model file, a tokenizer.json, or a tokenizer object")
+
+
+def _write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def _run_info(workdir: str) -> dict:
+    """workdir/run.json, written by training (llada_jax.loop) and by llada_jax.import_hf."""
+    path = os.path.join(workdir, "run.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"--workdir={workdir!r}: no run.json; expected a training or import workdir")
+    with open(path) as f:
+        return json.load(f)
+
+
+def restore_for_export(workdir: str, step: int | None = None):
+    """(LLaDAConfig, step, params) of a workdir's checkpoint, the params spread over all
+    local devices (fsdp on d_model where it divides) so no device holds the whole model."""
+    import orbax.checkpoint as ocp
+
+    from llada_jax import checkpoint, sharding
+    from llada_jax.import_hf import param_shardings
+
+    config = LLaDAConfig(**_run_info(workdir)["model"])
+    n = jax.device_count()
+    if config.d_model % n == 0:
+        shards = param_shardings(config, sharding.make_mesh({"data": 1, "fsdp": n, "tensor": 1}))
+    else:  # cannot split evenly: one device holds it
+        one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shards = jax.tree_util.tree_map(lambda _: one, jax.eval_shape(lambda: _init(config)))
+    shapes = jax.eval_shape(lambda: _init(config))
+    abstract = checkpoint.abstract_like(shapes, shards)
+    if step is None:
+        return (config, *checkpoint.restore_params(workdir, abstract))
+    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), read_only=True, async_save=False)
+    try:
+        if step not in ckpt.all_steps():
+            raise ValueError(f"--step={step}: not among the saved steps {ckpt.all_steps()} of {workdir!r}")
+        out = ckpt.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
+    finally:
+        ckpt.close()
+    return config, step, out["params"]
+
+
+def _init(config):
+    from llada_jax.model import init_params
+
+    return init_params(config, jax.random.key(0), seq_len=1)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Export a training checkpoint as a Hugging Face directory.")
+    ap.add_argument("--workdir", required=True, help="training (or import) workdir with run.json and checkpoints/")
+    ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest readable)")
+    ap.add_argument("--out", required=True, help="output Hugging Face directory")
+    ap.add_argument("--dtype", default="bfloat16", help="tensor dtype in the files (bfloat16 as published)")
+    ap.add_argument("--max_shard_size", default="5GB")
+    ap.add_argument("--tokenizer", default=None,
+                    help="tokenizer file or directory to include (default: the one in run.json, if any)")
+    args = ap.parse_args(argv)
+    config, step, params = restore_for_export(args.workdir, args.step)
+    tok = args.tokenizer or _run_info(args.workdir).get("tokenizer")
+    files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size, dtype=args.dtype,
+                            tokenizer=tok)
+    print(json.dumps({"out": os.path.abspath(args.out), "step": int(step), "files": files}))
+
+
+if __name__ == "__main__":
+    main()
