@@ -110,14 +110,22 @@ def _candidate_positions(b, block_start, opt: _Options):
     return jnp.broadcast_to(pos, (b, pos.shape[0]))
 
 
-def _transfer(x, logits_BxMxV, pos_BxM, k_B, rng, opt: _Options):
-    """One reverse step's reveal on the candidate positions; returns the new x."""
+class _State(NamedTuple):
+    x: jax.Array  # (B, L) current tokens
+    when: jax.Array  # (B, L) index of the model call that revealed each position, -1 if none
+    calls: jax.Array  # model calls so far
+
+
+def _transfer(st: _State, logits_BxMxV, pos_BxM, k_B, rng, opt: _Options) -> _State:
+    """One reverse step's reveal on the candidate positions (one model call's worth)."""
     x0, x0_p = predict(logits_BxMxV, rng, opt)
-    x_sub = jnp.take_along_axis(x, pos_BxM, axis=1)
+    x_sub = jnp.take_along_axis(st.x, pos_BxM, axis=1)
     confidence = jnp.where(x_sub == opt.mask_id, x0_p, _NEG_INF)
     select = select_transfer(confidence, k_B, opt.threshold)
-    rows = jnp.arange(x.shape[0])[:, None]
-    return x.at[rows, pos_BxM].set(jnp.where(select, x0, x_sub))
+    rows = jnp.arange(st.x.shape[0])[:, None]
+    x = st.x.at[rows, pos_BxM].set(jnp.where(select, x0, x_sub))
+    when = st.when.at[rows, pos_BxM].set(jnp.where(select, st.calls, jnp.take_along_axis(st.when, pos_BxM, 1)))
+    return _State(x, when, st.calls + 1)
 
 
 def _cached_logits(model, params, x, mask, kv, start, opt: _Options):
@@ -142,13 +150,16 @@ def _cached_logits(model, params, x, mask, kv, start, opt: _Options):
                          key_mask, kv_cache=kv, positions=positions, output_positions=out_pos)
 
 
-def _run_block(model, params, x, mask, prompt_index, rng, start, blk, opt: _Options):
-    """All steps of one block; returns (x, model calls)."""
-    b = x.shape[0]
+def _run_block(model, params, st: _State, mask, prompt_index, rng, start, blk, opt: _Options) -> _State:
+    """All steps of one block."""
+    b = st.x.shape[0]
     s = opt.steps_per_block
     pos = _candidate_positions(b, start, opt)
-    # masks of the block plus any holes left in the prompt
-    schedule = num_transfer_tokens(jnp.sum(jnp.take_along_axis(x, pos, axis=1) == opt.mask_id, axis=1), s)
+
+    def open_masks(x):  # masks of the block plus any holes left in the prompt
+        return jnp.take_along_axis(x, pos, axis=1) == opt.mask_id
+
+    schedule = num_transfer_tokens(jnp.sum(open_masks(st.x), axis=1), s)
     rngs = jax.random.split(jax.random.fold_in(rng, blk), s)
     kw = dict(return_kv=opt.cache is not None)
 
@@ -160,49 +171,45 @@ def _run_block(model, params, x, mask, prompt_index, rng, start, blk, opt: _Opti
         return schedule[:, i] if opt.threshold is None else jnp.maximum(schedule[:, i], 1)
 
     # First step: a full pass (it also fills the cache when there is one).
-    out = full_logits(x)
+    out = full_logits(st.x)
     logits, kv = out if opt.cache else (out, None)
-    x = _transfer(x, logits, pos, k_at(0), rngs[0], opt)
+    st = _transfer(st, logits, pos, k_at(0), rngs[0], opt)
 
-    def later_step(x, i):
+    def later_step(st, i):
         if opt.cache is None:
-            logits = full_logits(x)
+            logits = full_logits(st.x)
         else:
-            logits = _cached_logits(model, params, x, mask, kv, start, opt)
-        return _transfer(x, logits, pos, k_at(i), rngs[i], opt)
+            logits = _cached_logits(model, params, st.x, mask, kv, start, opt)
+        return _transfer(st, logits, pos, k_at(i), rngs[i], opt)
 
     if opt.threshold is None:
-        x, _ = jax.lax.scan(lambda x, i: (later_step(x, i), None), x, jnp.arange(1, s))
-        return x, jnp.int32(s)
+        st, _ = jax.lax.scan(lambda st, i: (later_step(st, i), None), st, jnp.arange(1, s))
+        return st
 
     def block_open(c):  # stop as soon as the block (and any hole) is filled
-        x, i = c
-        return (i < s) & jnp.any(jnp.take_along_axis(x, pos, axis=1) == opt.mask_id)
+        st, i = c
+        return (i < s) & jnp.any(open_masks(st.x))
 
-    x, used = jax.lax.while_loop(block_open, lambda c: (later_step(*c), c[1] + 1), (x, jnp.int32(1)))
-    return x, used
+    st, _ = jax.lax.while_loop(block_open, lambda c: (later_step(*c), c[1] + 1), (st, jnp.int32(1)))
+    return st
 
 
 @functools.partial(jax.jit, static_argnames=("model", "opt"))
-def _reverse_process(model, params, x, attention_mask, rng, opt: _Options):
+def _reverse_process(model, params, x, attention_mask, rng, opt: _Options) -> _State:
     b, l = x.shape
     prompt_index = x != opt.mask_id
     mask = jnp.ones((b, l), bool) if attention_mask is None else attention_mask
-    if opt.cache == "prefix":  # each block's window has its own static length: unroll
-        calls = jnp.int32(0)
-        for blk in range(opt.num_blocks):
-            start = opt.prompt_len + blk * opt.block_length
-            x, used = _run_block(model, params, x, mask, prompt_index, rng, start, blk, opt)
-            calls = calls + used
-        return x, calls
+    st = _State(x, jnp.full((b, l), -1, jnp.int32), jnp.int32(0))
 
-    def body(blk, carry):
-        x, calls = carry
+    def body(blk, st):
         start = opt.prompt_len + blk * opt.block_length
-        x, used = _run_block(model, params, x, mask, prompt_index, rng, start, blk, opt)
-        return x, calls + used
+        return _run_block(model, params, st, mask, prompt_index, rng, start, blk, opt)
 
-    return jax.lax.fori_loop(0, opt.num_blocks, body, (x, jnp.int32(0)))
+    if opt.cache == "prefix":  # each block's window has its own static length: unroll
+        for blk in range(opt.num_blocks):
+            st = body(blk, st)
+        return st
+    return jax.lax.fori_loop(0, opt.num_blocks, body, st)
 
 
 def _validate(model, prompt, attention_mask, steps, gen_length, block_length, temperature, remasking,
@@ -268,8 +275,9 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
     the block and everything after it against cached keys/values of the positions before
     the block; "dual" reruns only the block against cached keys/values of every other
     position. The cache is filled by a full pass at each block's start. None is exact.
-    return_stats: also return {"model_calls": int}; every forward pass, full or partial,
-    counts one (a guided cfg pass too).
+    return_stats: also return {"model_calls": int, "reveal_step": (B, P + gen_length) int32},
+    where every forward pass, full or partial, counts one call (a guided cfg pass too), and
+    reveal_step[b, j] is the 0-based call whose prediction revealed position j (-1: given).
     """
     prompt = np.asarray(prompt)
     if attention_mask is not None:
@@ -291,7 +299,7 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
     if attention_mask is not None:
         mask = np.concatenate([attention_mask.astype(bool), np.ones((b, gen_length), bool)], axis=1)
     rng = jax.random.key(0) if rng is None else rng
-    tokens, calls = _reverse_process(model, params, jnp.asarray(x), mask, rng, opt)
+    st = _reverse_process(model, params, jnp.asarray(x), mask, rng, opt)
     if return_stats:
-        return tokens, {"model_calls": int(calls)}
-    return tokens
+        return st.x, {"model_calls": int(st.calls), "reveal_step": np.asarray(st.when)}
+    return st.x

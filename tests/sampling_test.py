@@ -73,6 +73,7 @@ def test_threshold_reveals_exactly_the_positions_above_it():
     # block 2: step 1 reveals h=8 and h=6 together (pos 7, 9), then h4, h2.
     assert np.asarray(out)[0].tolist() == [1, 2, 5, 3, 4, 2, 9, 6, 8, 6]
     assert stats["model_calls"] == 4 + 3
+    assert stats["reveal_step"][0].tolist() == [-1, -1, 3, 1, 2, 0, 6, 4, 5, 4]
 
 
 def test_threshold_one_reveals_as_scheduled():
