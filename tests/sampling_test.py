@@ -167,18 +167,22 @@ def test_matches_official_sampler(golden_model, golden_dir, case):
 
 
 def test_left_padded_batch_gives_each_row_its_own_tokens(golden_model):
-    model, params = golden_model
+    _check_rows_alone(*golden_model, (8, 5, 3), steps=8, gen_length=16, block_length=8, mask_id=255)
+
+
+def _check_rows_alone(model, params, lengths, **kw):
+    """A left-padded batch gives each row the tokens its prompt gives alone."""
     rng = np.random.default_rng(0)
-    prompts = [rng.integers(0, 250, n) for n in (8, 5, 3)]
-    kw = dict(steps=8, gen_length=16, block_length=8, mask_id=255)
-    batch = np.full((3, 8), 250, np.int32)
-    mask = np.zeros((3, 8), np.int32)
+    prompts = [rng.integers(0, 250, n) for n in lengths]
+    width = max(lengths)
+    batch = np.full((len(lengths), width), 250, np.int32)
+    mask = np.zeros((len(lengths), width), np.int32)
     for i, p in enumerate(prompts):
-        batch[i, 8 - len(p):], mask[i, 8 - len(p):] = p, 1
+        batch[i, width - len(p):], mask[i, width - len(p):] = p, 1
     together = np.asarray(generate(model, params, batch, attention_mask=mask, **kw))
     for i, p in enumerate(prompts):
         alone = np.asarray(generate(model, params, p[None], **kw))
-        np.testing.assert_array_equal(together[i, 8:], alone[0, len(p):])
+        np.testing.assert_array_equal(together[i, width:], alone[0, len(p):])
 
 
 def test_temperature_sampling_is_reproducible_and_fills_every_mask(golden_model):
@@ -285,19 +289,8 @@ def test_cached_sampler_equals_plain_implementation_of_facts_6b(golden_model, ca
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
 def test_cached_batch_gives_each_row_its_own_tokens(golden_model, cache):
-    model, params = golden_model
-    rng = np.random.default_rng(2)
-    prompts = [rng.integers(0, 250, n) for n in (6, 3)]
-    batch = np.full((2, 6), 250, np.int32)
-    mask = np.zeros((2, 6), np.int32)
-    for i, p in enumerate(prompts):
-        batch[i, 6 - len(p):], mask[i, 6 - len(p):] = p, 1
-    kw = dict(steps=8, gen_length=16, block_length=8, mask_id=255, cache=cache)
     # (the first row alone has the batch's shape, so only the second compiles anew)
-    together = np.asarray(generate(model, params, batch, attention_mask=mask, **kw))
-    for i, p in enumerate(prompts):
-        alone = np.asarray(generate(model, params, p[None], **kw))
-        np.testing.assert_array_equal(together[i, 6:], alone[0, len(p):])
+    _check_rows_alone(*golden_model, (6, 3), steps=8, gen_length=16, block_length=8, mask_id=255, cache=cache)
 
 
 def test_cache_rejects_infilling_and_unknown_kinds(golden_model):
