@@ -1,0 +1,75 @@
+"""Training throughput on this machine: one JSON line per figure.
+
+    python benchmarks/train.py [--steps=3] [--batch=4] [--seq=128]
+
+Figures: the matmul peak measured in this run (f32 2048^2 matmul, best of 5), then for
+models with d_model 512 and 1024 (4 layers, vocabulary 8192, float32): compile time of
+the real jitted train step, step time, tokens/s and MFU = model FLOPs per second (full
+bidirectional attention, `llada_jax.metrics.train_flops_per_token`) over that peak.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from llada_jax import metrics, sharding, train  # noqa: E402
+from llada_jax.model import LLaDA, LLaDAConfig  # noqa: E402
+
+
+def bench(d_model, peak, *, steps, batch, seq):
+    cfg = LLaDAConfig(d_model=d_model, n_heads=d_model // 64, n_kv_heads=d_model // 64, n_layers=4,
+                      mlp_hidden_size=3 * d_model, vocab_size=8192, embedding_size=8192, max_sequence_length=seq,
+                      mask_token_id=8191, eos_token_id=8190, pad_token_id=8190)
+    import ml_collections
+
+    optim = ml_collections.ConfigDict(dict(lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, schedule="constant",
+                                           warmup_steps=0, decay_steps=0, final_lr_ratio=1.0, drop_step=-1,
+                                           drop_ratio=1.0, clip_norm=1.0, grad_accum=1))
+    model = LLaDA(cfg)
+    tx, schedule = train.make_optimizer(optim, 100)
+    mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+    _, shardings = train.state_shardings(model, tx, mesh)
+    state = train.init_state(model, tx, mesh, 0, shardings)
+    st = train.Static(model, tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
+    step = train.compile_step(st, mesh, shardings, {"input_ids": 2})
+    ids = np.random.default_rng(0).integers(0, 8000, (batch, seq), dtype=np.int32)
+    b = sharding.global_batch({"input_ids": ids}, mesh, batch)
+    t = time.perf_counter()
+    state, m = step(state, b)
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(steps):
+        state, m = step(state, b)
+    jax.block_until_ready(m)
+    step_s = (time.perf_counter() - t) / steps
+    flops = metrics.train_flops_per_token(cfg, seq) * batch * seq
+    n_params = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
+    return {"figure": "train_step", "d_model": d_model, "n_layers": 4, "params": int(n_params), "batch": batch,
+            "seq_len": seq, "compile_s": round(compile_s, 2), "step_s": round(step_s, 3),
+            "tokens_per_s": round(batch * seq / step_s, 1), "model_tflops_per_s": round(flops / step_s / 1e12, 4),
+            "mfu": round(flops / step_s / peak, 4)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    a = ap.parse_args()
+    peak = metrics.measure_peak_flops(n=2048)
+    print(json.dumps({"figure": "matmul_peak", "device": str(jax.devices()[0]), "dtype": "float32",
+                      "flops_per_s": round(peak, 1), "tflops_per_s": round(peak / 1e12, 4)}), flush=True)
+    for d in (512, 1024):
+        print(json.dumps(bench(d, peak, steps=a.steps, batch=a.batch, seq=a.seq)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Shared defaults of the experiment configs (big_vision style).
+
+Every experiment file's `get_config()` starts from `base_config()`, changes what it
+needs and returns the locked `ConfigDict`: a command-line override of a field that does
+not exist (`--config.optim.lrr=1`) is then an error naming that field.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    # Model shape (llada_jax.model.LLaDAConfig fields; Hugging Face names).
+    c.model = ml_collections.ConfigDict(dict(
+        d_model=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=256,
+        vocab_size=512, embedding_size=512, max_sequence_length=512,
+        rope_theta=10000.0, rms_norm_eps=1e-5,
+        # -1: taken from the tokenizer (mask, end-of-text); set for synthetic data.
+        mask_token_id=-1, eos_token_id=-1, pad_token_id=-1,
+        weight_tying=False, init_std=0.02,
+        dtype="float32", param_dtype="float32", scan_layers=True, remat_policy="none",
+    ))
+
+    # Device mesh (data, fsdp, tensor); one axis may be -1: the rest of the devices.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
+        schedule="cosine",  # "wsd" (warmup-stable-decay), "cosine" or "constant"
+        warmup_steps=100,
+        decay_steps=0,  # wsd: length of the final linear decay
+        final_lr_ratio=0.1,  # lr at the end, as a fraction of the peak
+        drop_step=-1, drop_ratio=1.0,  # wsd: optional step drop of the stable lr (LLaDA-8B: 0.25)
+        clip_norm=1.0,  # 0: no clipping
+        grad_accum=1,  # micro-batches per optimizer step
+    ))
+
+    c.data = ml_collections.ConfigDict(dict(
+        kind="pretrain",  # "pretrain" or "sft"
+        source="stdlib",  # "stdlib" (embedded corpus), "files", "jsonl" (SFT) or "synthetic"
+        train_files="", eval_files="",  # comma-separated text files (source "files")
+        train_jsonl="", eval_jsonl="",  # chat JSONL (source "jsonl")
+        tokenizer="",  # tokenizer path; empty: train one into the workdir (stdlib/files)
+        max_bytes=0,  # pre-training text to read (tokenizer and data); 0: all of it
+        seq_len=128,
+        batch_size=16,  # global batch (all processes, all micro-batches)
+        random_length_prob=0.01,  # fraction of steps with a random length in [1, seq_len]
+        eps=1e-3,  # minimum mask probability
+    ))
+
+    c.train = ml_collections.ConfigDict(dict(
+        steps=1000, seed=0, log_every=50,
+        eval_every=500, eval_batches=4,  # 0: no evaluation
+        num_samples=2, sample_prompt_len=16, sample_gen_length=32, sample_steps=32,
+        peak_flops=0.0,  # per-device peak FLOP/s for MFU; 0: measure a matmul at start-up
+        init_from="",  # a workdir or checkpoint directory to take the params from (SFT)
+    ))
+
+    c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=3, async_save=True))
+    return c
+
+
+def finish(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    c.lock()
+    return c

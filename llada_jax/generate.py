@@ -1,0 +1,143 @@
+"""Sample from the latest checkpoint of a training workdir.
+
+    python -m llada_jax.generate --workdir=DIR --prompt="def fib(n):" [--gen_length=64 --steps=64 ...]
+    python -m llada_jax.generate --workdir=DIR --prompt="x = <mask:6> + 1"      # infill 6 tokens
+    python -m llada_jax.generate --workdir=DIR --prompt_ids=5,9,-1,-1,7 --gen_length=0
+
+The model shape and tokenizer come from DIR/run.json (written by the training run).
+`<mask:N>` in --prompt (or -1 in --prompt_ids) stands for N (one) mask tokens, which the
+sampler fills in; with --gen_length=0 only those are filled. --chat wraps the prompt in
+the chat template of the instruct models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_MASK = re.compile(r"<mask:(\d+)>")
+
+
+def load(workdir: str):
+    """(LLaDA module, params, tokenizer or None, step) from a workdir's latest checkpoint."""
+    import flax.linen as nn
+
+    from llada_jax import checkpoint
+    from llada_jax.model import LLaDA, LLaDAConfig
+
+    info_path = os.path.join(workdir, "run.json")
+    if not os.path.exists(info_path):
+        raise ValueError(f"--workdir={workdir!r}: no run.json; expected the workdir of a training run")
+    with open(info_path) as f:
+        info = json.load(f)
+    model = LLaDA(LLaDAConfig(**info["model"]))
+    boxed = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.PRNGKey(0))
+    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
+                                      nn.unbox(boxed))
+    step, params = checkpoint.restore_params(workdir, abstract)
+    tokenizer = None
+    if info.get("tokenizer"):
+        from llada_jax.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(info["tokenizer"])
+    return model, params, tokenizer, step
+
+
+def encode_prompt(text: str | None, ids: str | None, tokenizer, mask_id: int, chat: bool = False) -> list[int]:
+    """Token ids of the prompt; `<mask:N>` (text) or -1 (ids) become N (one) mask ids."""
+    if ids:
+        try:
+            out = [int(x) for x in ids.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--prompt_ids={ids!r}: expected comma-separated integers (-1 for a mask)") from None
+        return [mask_id if i == -1 else i for i in out]
+    if text is None:
+        raise ValueError("expected --prompt or --prompt_ids")
+    if tokenizer is None:
+        raise ValueError("--prompt needs a tokenizer; this run has none (synthetic data): use --prompt_ids")
+    if chat:
+        if _MASK.search(text):
+            raise ValueError("--chat with <mask:N> in --prompt: infill is for plain prompts")
+        return tokenizer.render_chat([{"role": "user", "content": text}])
+    pieces, out = _MASK.split(text), []
+    for i, piece in enumerate(pieces):
+        if i % 2:
+            out += [mask_id] * int(piece)
+        elif piece:
+            out += tokenizer.encode(piece)
+    return out
+
+
+def sample(model, params, prompt_ids, *, tokenizer=None, gen_length=64, steps=None, block_length=None,
+           temperature=0.0, cfg_scale=0.0, remasking="low_confidence", threshold=None, seed=0,
+           logits_eos_inf=False, confidence_eos_eot_inf=False):
+    """Run the sampler; returns (all ids, the generated or infilled text)."""
+    from llada_jax import sampling
+
+    cfg = model.config
+    steps = steps or max(1, gen_length)
+    eot = tokenizer.eot_id if tokenizer is not None else cfg.eos_token_id
+    out = sampling.generate(model, params, np.asarray([prompt_ids], np.int32), steps=steps, gen_length=gen_length,
+                            block_length=block_length or gen_length, temperature=temperature,
+                            cfg_scale=cfg_scale, remasking=remasking, mask_id=cfg.mask_token_id,
+                            logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf,
+                            eos_id=cfg.eos_token_id, eot_id=eot, threshold=threshold,
+                            rng=jax.random.PRNGKey(seed))
+    ids = [int(i) for i in np.asarray(out)[0]]
+    shown = ids if gen_length == 0 else ids[len(prompt_ids):]
+    text = " ".join(map(str, shown)) if tokenizer is None else tokenizer.decode(shown)
+    return ids, text
+
+
+def main():
+    from absl import app, flags
+
+    flags.DEFINE_string("workdir", None, "training workdir (its latest checkpoint is used)")
+    flags.DEFINE_string("prompt", None, "prompt text; <mask:N> marks N tokens to infill")
+    flags.DEFINE_string("prompt_ids", None, "prompt as comma-separated token ids; -1 is a mask")
+    flags.DEFINE_bool("chat", False, "wrap the prompt in the chat template")
+    flags.DEFINE_integer("gen_length", 64, "tokens to generate after the prompt (0: only infill)")
+    flags.DEFINE_integer("steps", None, "sampling steps (default: gen_length, or the number of masks)")
+    flags.DEFINE_integer("block_length", None, "semi-autoregressive block length (default: gen_length)")
+    flags.DEFINE_float("temperature", 0.0, "Gumbel noise temperature (0: greedy)")
+    flags.DEFINE_float("cfg_scale", 0.0, "classifier-free guidance scale")
+    flags.DEFINE_enum("remasking", "low_confidence", ["low_confidence", "random"], "remasking rule")
+    flags.DEFINE_float("threshold", None, "Fast-dLLM confidence threshold")
+    flags.DEFINE_bool("logits_eos_inf", False, "forbid EOS as a prediction")
+    flags.DEFINE_bool("confidence_eos_eot_inf", False, "give EOS/EoT zero confidence")
+    flags.DEFINE_integer("seed", 0, "sampling seed")
+    flags.DEFINE_bool("show_ids", False, "also print the token ids")
+    flags.mark_flag_as_required("workdir")
+    F = flags.FLAGS
+
+    def run(_):
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        try:
+            model, params, tok, step = load(F.workdir)
+            ids = encode_prompt(F.prompt, F.prompt_ids, tok, model.config.mask_token_id, F.chat)
+            holes = sum(i == model.config.mask_token_id for i in ids)
+            all_ids, text = sample(model, params, ids, tokenizer=tok, gen_length=F.gen_length,
+                             steps=F.steps or (F.gen_length or holes), block_length=F.block_length,
+                             temperature=F.temperature, cfg_scale=F.cfg_scale, remasking=F.remasking,
+                             threshold=F.threshold, seed=F.seed, logits_eos_inf=F.logits_eos_inf,
+                             confidence_eos_eot_inf=F.confidence_eos_eot_inf)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        print(f"# checkpoint step {step}")
+        print(text)
+        if F.show_ids:
+            print("ids:", ",".join(map(str, all_ids)))
+
+    app.run(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""The training loop, evaluation, and the command line of `python -m llada_jax.train`.
+
+`train_and_evaluate(config, workdir)`: validate the config (before anything compiles),
+build the mesh, the data and the state (restored from the workdir's latest checkpoint,
+or from `train.init_from`, or fresh, always created in its shardings), then step, log,
+evaluate and checkpoint. SIGTERM/SIGINT save a checkpoint and end the run cleanly; a
+non-finite loss stops it with `NonFiniteLossError`, keeping the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from llada_jax import checkpoint, inputs, metrics, sampling, sharding, train
+from llada_jax.model import LLaDA
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def _schema():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "common.py")
+    if not os.path.exists(path):
+        return None
+    spec = importlib.util.spec_from_file_location("_llada_configs_common", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.base_config()
+
+
+def validate(config, num_devices: int, process_count: int = 1):
+    """Raise ValueError naming the field for a config that cannot run on this set-up."""
+    schema = _schema()
+    if schema is not None:
+        for section, fields in config.items():
+            if section not in schema:
+                raise ValueError(f"config.{section}: unknown section, expected one of {sorted(schema)}")
+            for k in fields:
+                if k not in schema[section]:
+                    raise ValueError(f"config.{section}.{k}: unknown field")
+    dp_mesh = sharding.mesh_shape(config.mesh, num_devices)
+    dp = dp_mesh[0] * dp_mesh[1]
+    d, o, t = config.data, config.optim, config.train
+    if d.kind not in train.KINDS:
+        raise ValueError(f"config.data.kind={d.kind!r}: expected one of {train.KINDS}")
+    if d.source not in inputs.SOURCES:
+        raise ValueError(f"config.data.source={d.source!r}: expected one of {inputs.SOURCES}")
+    if d.kind == "sft" and d.source not in ("jsonl", "synthetic"):
+        raise ValueError(f"config.data.source={d.source!r}: SFT expects 'jsonl' (or 'synthetic')")
+    if o.grad_accum < 1:
+        raise ValueError(f"config.optim.grad_accum={o.grad_accum}: expected >= 1")
+    if d.batch_size < 1 or d.batch_size % (dp * o.grad_accum):
+        raise ValueError(f"config.data.batch_size={d.batch_size}: expected a multiple of the data-parallel size "
+                         f"(mesh data x fsdp = {dp}) times optim.grad_accum={o.grad_accum}")
+    if d.batch_size % process_count:
+        raise ValueError(f"config.data.batch_size={d.batch_size}: expected a multiple of the process count "
+                         f"{process_count}")
+    if not 1 <= d.seq_len <= config.model.max_sequence_length:
+        raise ValueError(f"config.data.seq_len={d.seq_len}: expected 1..max_sequence_length="
+                         f"{config.model.max_sequence_length}")
+    if not 0.0 <= d.random_length_prob <= 1.0:
+        raise ValueError(f"config.data.random_length_prob={d.random_length_prob}: expected in [0, 1]")
+    if o.schedule not in train.SCHEDULES:
+        raise ValueError(f"config.optim.schedule={o.schedule!r}: expected one of {train.SCHEDULES}")
+    if o.lr <= 0 or o.warmup_steps < 0 or not 0 <= o.decay_steps <= t.steps:
+        raise ValueError(f"config.optim: lr={o.lr} (> 0), warmup_steps={o.warmup_steps} (>= 0), "
+                         f"decay_steps={o.decay_steps} (0..train.steps={t.steps}) out of range")
+    if t.steps < 1 or t.log_every < 1:
+        raise ValueError(f"config.train.steps={t.steps}, log_every={t.log_every}: expected >= 1")
+    if t.num_samples and not 1 <= t.sample_steps <= t.sample_gen_length:
+        raise ValueError(f"config.train.sample_steps={t.sample_steps}: expected 1..sample_gen_length="
+                         f"{t.sample_gen_length}")
+    return dp_mesh
+
+
+def _host(tree):
+    """Host copies of replicated (possibly multi-process) arrays."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def _save_run_info(workdir, config, mcfg, tokenizer):
+    info = {"config": json.loads(config.to_json()), "model": dataclasses.asdict(mcfg),
+            "tokenizer": None if tokenizer is None else os.path.abspath(tokenizer.path)}
+    tmp = os.path.join(workdir, f"run.json.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(info, f, indent=1, sort_keys=True)
+    os.replace(tmp, os.path.join(workdir, "run.json"))
+
+
+def _decode(tokenizer, ids):
+    ids = [int(i) for i in ids]
+    return " ".join(map(str, ids)) if tokenizer is None else tokenizer.decode(ids)
+
+
+def samples(model, params, batch, tokenizer, config, mcfg):
+    """A few generated continuations (or SFT answers) of held-out prompts, as text."""
+    t, out = config.train, {}
+    ids = np.asarray(batch["input_ids"])
+    for i in range(min(t.num_samples, ids.shape[0])):
+        if "prompt_mask" in batch:
+            prompt = ids[i][np.asarray(batch["prompt_mask"][i])]
+        else:
+            prompt = ids[i][: min(t.sample_prompt_len, ids.shape[1])]
+        prompt = multihost_utils.broadcast_one_to_all(prompt)
+        kw = {} if tokenizer is None else dict(eot_id=tokenizer.eot_id)
+        gen = sampling.generate(model, params, np.asarray(prompt)[None], steps=t.sample_steps,
+                                gen_length=t.sample_gen_length, block_length=t.sample_gen_length,
+                                mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id, **kw)
+        gen = np.asarray(_host(gen))[0, len(prompt):]
+        out[f"sample_{i}"] = f"{_decode(tokenizer, prompt)} ⟶ {_decode(tokenizer, gen)}"
+    return out
+
+
+def evaluate(eval_fn, state, make_eval_iter, mesh, config, key):
+    """Mean held-out loss over eval_batches (fixed noise) and bits per token."""
+    it, losses, batch = make_eval_iter(), [], None
+    for i in range(config.train.eval_batches):
+        batch = next(it)
+        g = sharding.global_batch(batch, mesh, config.data.batch_size)
+        losses.append(float(_host(eval_fn(state["params"], g, jax.random.fold_in(key, i)))))
+    loss = float(np.mean(losses))
+    return {"loss": loss, "bits_per_token": loss / math.log(2)}, batch
+
+
+def train_and_evaluate(config, workdir: str, *, devices=None, hooks=()):
+    """Run (or resume) the training in `workdir`. Returns the final state and the last
+    logged metrics. `hooks`: callables (step, state, metrics) run after each step."""
+    devices = list(jax.devices() if devices is None else devices)
+    validate(config, len(devices), jax.process_count())
+    primary = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    mesh = sharding.make_mesh(config.mesh, devices)
+    tokenizer = inputs.load_tokenizer(config, workdir)
+    mcfg = inputs.model_config(config, tokenizer)
+    model = LLaDA(mcfg)
+    d, t = config.data, config.train
+    tx, schedule = train.make_optimizer(config.optim, t.steps)
+    st = train.Static(model, tx, d.kind, mcfg.mask_token_id, d.eps,
+                      d.random_length_prob if d.kind == "pretrain" else 0.0, config.optim.grad_accum, schedule)
+    abstract, shardings = train.state_shardings(model, tx, mesh)
+    train_it, make_eval_iter = inputs.iterators(config, tokenizer, process_index=jax.process_index(),
+                                                process_count=jax.process_count())
+    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,
+                                   keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+    restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings))
+    if restored is not None:
+        step, state, data_state = restored
+        if data_state is not None:
+            train_it.set_state(data_state)
+        print(f"resumed from step {step} in {workdir}", flush=True)
+    elif t.init_from:
+        _, params = checkpoint.restore_params(t.init_from, checkpoint.abstract_like(
+            abstract["params"], shardings["params"]))
+        state = train.init_state(model, tx, mesh, t.seed, shardings, params=params)
+        print(f"initialised the params from {t.init_from}", flush=True)
+    else:
+        state = train.init_state(model, tx, mesh, t.seed, shardings)
+    if primary:
+        _save_run_info(workdir, config, mcfg, tokenizer)
+
+    batch_spec = {"input_ids": 2, **({"prompt_mask": 2} if d.kind == "sft" else {})}
+    step_fn = train.compile_step(st, mesh, shardings, batch_spec)
+    eval_fn = train.compile_eval(st, mesh, shardings["params"], batch_spec)
+    writer = metrics.Writer(workdir, enabled=primary)
+    peak = t.peak_flops or metrics.measure_peak_flops()
+    flops_step = metrics.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
+    eval_key = jax.random.PRNGKey(t.seed + 1)
+
+    stop = {"signal": None}
+    old_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old_handlers[sig] = signal.signal(sig, lambda s, _f: stop.update(signal=s))
+
+    from tqdm import tqdm
+
+    step = int(_host(state["step"]))
+    bar = tqdm(total=t.steps, initial=step, disable=not primary, dynamic_ncols=True)
+    last, sums, tick, n_since = {}, {}, None, 0
+    try:
+        while step < t.steps:
+            batch = sharding.global_batch(next(train_it), mesh, d.batch_size)
+            state, m = step_fn(state, batch)
+            m = _host(m)
+            step += 1
+            if not math.isfinite(float(m["loss"])):
+                ckpt.wait()
+                kept = ckpt.latest_step()
+                raise NonFiniteLossError(
+                    f"loss is {float(m['loss'])} at step {step}: stopping; the last good checkpoint "
+                    f"(step {kept}) is kept in {checkpoint.checkpoint_dir(workdir)}")
+            for h in hooks:
+                h(step, state, m)
+            ckpt.save(step, state, train_it.get_state())
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n_since += 1
+            if tick is None:  # the first step compiles: log it without throughput, time from its end
+                writer.scalars(step, {k: float(v) for k, v in m.items()})
+                tick, sums, n_since = time.perf_counter(), {}, 0
+            elif step % t.log_every == 0 or step == t.steps:
+                dt = time.perf_counter() - tick
+                last = {k: v / n_since for k, v in sums.items()}
+                last.update(tokens_per_s=n_since * d.batch_size * d.seq_len / dt,
+                            mfu=n_since * flops_step / dt / (peak * len(devices)), step_time_s=dt / n_since)
+                writer.scalars(step, last)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['masked_accuracy']:.2f}")
+                tick, sums, n_since = time.perf_counter(), {}, 0
+            if t.eval_every and t.eval_batches and (step % t.eval_every == 0 or step == t.steps):
+                ev, eval_batch = evaluate(eval_fn, state, make_eval_iter, mesh, config, eval_key)
+                writer.scalars(step, ev, prefix="eval")
+                if t.num_samples:
+                    texts = samples(model, state["params"], eval_batch, tokenizer, config, mcfg)
+                    writer.texts(step, texts)
+                    for k, v in texts.items():
+                        bar.write(f"[step {step}] {k}: {v!r}")
+                bar.write(f"[step {step}] eval loss {ev['loss']:.4f}, {ev['bits_per_token']:.4f} bits/token")
+                tick = time.perf_counter() if tick is not None else None
+            bar.update(1)
+            if stop["signal"] is not None:
+                ckpt.save(step, state, train_it.get_state(), force=True)
+                bar.write(f"signal {stop['signal']}: saved a checkpoint at step {step}; exiting")
+                break
+        else:
+            ckpt.save(step, state, train_it.get_state(), force=True)
+    finally:
+        bar.close()
+        ckpt.close()
+        writer.close()
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+    return state, last
+
+
+def init_distributed():
+    """Join a multi-process run when the environment describes one: JAX_COORDINATOR_ADDRESS
+    with JAX_NUM_PROCESSES and JAX_PROCESS_ID, or a cluster JAX detects itself (SLURM,
+    Open MPI, Cloud TPU). CPU processes use gloo collectives."""
+    env = os.environ
+    if env.get("JAX_PLATFORMS", "") == "cpu" or env.get("LLADA_CPU_COLLECTIVES") == "gloo":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if "JAX_COORDINATOR_ADDRESS" in env:
+        jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
+                                   int(env["JAX_PROCESS_ID"]))
+    elif any(k in env for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES")):
+        jax.distributed.initialize()
+
+
+def check_overrides(argv, default_config=None):
+    """Fail with the full field name on an override of a field the config lacks
+    (`--config.optim.lrr=1`), before absl parses anything."""
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), default_config)
+    overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    if not path or not overrides or not os.path.exists(path):
+        return
+    spec = importlib.util.spec_from_file_location("_llada_user_config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    config = mod.get_config()
+    for field in overrides:
+        node, parts = config, field.split(".")
+        for i, part in enumerate(parts):
+            name = part[2:] if i == len(parts) - 1 and part.startswith("no") and part not in node else part
+            if not hasattr(node, "keys") or name not in node:
+                where = "config" + "".join("." + p for p in parts[:i])
+                known = sorted(node.keys()) if hasattr(node, "keys") else []
+                raise SystemExit(f"error: --config.{field}: unknown field config.{field} "
+                                 f"({where} has {', '.join(known)})")
+            node = node[name]
+
+
+def run_cli():
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)", lock_config=True)
+    flags.DEFINE_string("workdir", None, "output directory; resumes from its latest checkpoint")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def main(_):
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
+        init_distributed()
+        try:
+            train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+        except (NonFiniteLossError, ValueError) as e:
+            raise SystemExit(f"error: {e}") from None
+
+    check_overrides(sys.argv)
+    app.run(main)

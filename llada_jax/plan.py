@@ -1,0 +1,129 @@
+"""Capacity planning without the hardware: compile the real train step ahead of time for
+a virtual mesh of N devices on this CPU and report the per-device memory and FLOPs.
+
+    python -m llada_jax.plan --config=configs/llada_8b.py --devices=256 [--config.mesh.fsdp=...]
+
+As MaxText's train_compile: the state and batch are abstract (`jax.ShapeDtypeStruct`
+with the shardings of the mesh), `jit(...).lower(...).compile()` partitions the step
+for N devices and the compiled executable's memory analysis gives the sizes; nothing
+is allocated. The devices are N virtual CPU devices, so the compiler is XLA:CPU: the
+temporaries are those of the CPU program (no flash attention, CPU fusion decisions),
+an estimate of what an accelerator build would need.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+GIB = 1024 ** 3
+
+
+def _sharded_bytes(abstract, shardings) -> int:
+    """Bytes one device holds of a tree, from each leaf's shard shape."""
+    import jax
+    import numpy as np
+
+    total = 0
+    for leaf, s in zip(jax.tree_util.tree_leaves(abstract), jax.tree_util.tree_leaves(shardings)):
+        total += int(np.prod(s.shard_shape(leaf.shape))) * leaf.dtype.itemsize
+    return total
+
+
+def plan(config, devices=None) -> dict:
+    """Compile the train step of `config` for `devices` (default: all) and return the
+    per-device figures (bytes, FLOPs) as a dict."""
+    import jax
+
+    from llada_jax import checkpoint, inputs, loop, metrics, sharding, train
+    from llada_jax.model import LLaDA
+
+    devices = list(jax.devices() if devices is None else devices)
+    dims = loop.validate(config, len(devices), 1)
+    mesh = sharding.make_mesh(config.mesh, devices)
+    mcfg = inputs.model_config(config, None)
+    model = LLaDA(mcfg)
+    d = config.data
+    tx, schedule = train.make_optimizer(config.optim, config.train.steps)
+    st = train.Static(model, tx, d.kind, mcfg.mask_token_id, d.eps,
+                      d.random_length_prob if d.kind == "pretrain" else 0.0, config.optim.grad_accum, schedule)
+    abstract, shardings = train.state_shardings(model, tx, mesh)
+    state = checkpoint.abstract_like(abstract, shardings)
+    batch_spec = {"input_ids": 2, **({"prompt_mask": 2} if d.kind == "sft" else {})}
+    batch = {k: jax.ShapeDtypeStruct((d.batch_size, d.seq_len), jax.numpy.int32 if k == "input_ids" else bool,
+                                     sharding=sharding.batch_sharding(mesh)) for k in batch_spec}
+    fn = jax.jit(functools.partial(train.train_step, st=st),
+                 in_shardings=(shardings, {k: sharding.batch_sharding(mesh) for k in batch_spec}),
+                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+    with jax.set_mesh(mesh), sharding.logical_rules_context():
+        compiled = fn.lower(state, batch).compile()
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    n = len(devices)
+    model_flops = metrics.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
+    return {
+        "devices": n, "mesh": dict(zip(sharding.MESH_AXES, dims)),
+        "params": sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"])),
+        "params_bytes": _sharded_bytes(abstract["params"], shardings["params"]),
+        "opt_state_bytes": _sharded_bytes(abstract["opt_state"], shardings["opt_state"]),
+        "argument_bytes": int(mem.argument_size_in_bytes), "output_bytes": int(mem.output_size_in_bytes),
+        "alias_bytes": int(mem.alias_size_in_bytes), "temp_bytes": int(mem.temp_size_in_bytes),
+        "code_bytes": int(mem.generated_code_size_in_bytes),
+        # arguments (state donated into the outputs) + temporaries
+        "total_bytes": int(mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+                           + mem.temp_size_in_bytes),
+        "compiled_flops_per_device": float(cost.get("flops", -1.0)) if cost else -1.0,
+        "model_flops_per_step": model_flops, "model_flops_per_device": model_flops / n,
+    }
+
+
+def report(p: dict) -> str:
+    def g(b):
+        return f"{b / GIB:8.2f} GiB" if b >= GIB / 10 else f"{b / 2**20:8.2f} MiB"
+
+    lines = [
+        f"devices: {p['devices']}  mesh: {p['mesh']}  parameters: {p['params']:,}",
+        "per device:",
+        f"  params           {g(p['params_bytes'])}",
+        f"  optimizer state  {g(p['opt_state_bytes'])}",
+        f"  temporaries      {g(p['temp_bytes'])}",
+        f"  arguments        {g(p['argument_bytes'])}  (outputs {g(p['output_bytes'])}, aliased {g(p['alias_bytes'])})",
+        f"  total            {g(p['total_bytes'])}",
+        f"FLOPs per step: model {p['model_flops_per_step']:.4g} ({p['model_flops_per_device']:.4g} per device); "
+        f"compiled per device {p['compiled_flops_per_device']:.4g}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = list(sys.argv if argv is None else argv)
+    devices = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--devices=")), None)
+    if devices is None or devices < 1:
+        raise SystemExit("usage: python -m llada_jax.plan --config=CONFIG --devices=N [--config.x=...]")
+    # Virtual CPU devices must be set before jax is imported.
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={devices}").strip()
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    from llada_jax.loop import check_overrides
+
+    check_overrides(argv)
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+    flags.DEFINE_integer("devices", None, "number of (virtual) devices to plan for")
+
+    def run(_):
+        import json
+
+        p = plan(flags.FLAGS.config)
+        print(report(p))
+        print(json.dumps(p))
+
+    app.run(run, argv=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The device mesh (data, fsdp, tensor) and the one table of logical-axis rules.
+
+Every parameter and activation of `llada_jax.model` carries logical axis names;
+`LOGICAL_RULES` (MaxText style) maps them onto mesh axes:
+- the batch is split over data x fsdp (both are data parallel);
+- weights are split over fsdp on their embed dimension (ZeRO-3 / FSDP: gathered per
+  layer inside the step) and over tensor on heads / mlp / vocab (Megatron style).
+Parameters and optimizer state are created already sharded (`shardings_of` gives the
+jit `out_shardings`); host batches become global arrays with `global_batch`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+LOGICAL_RULES = (
+    ("activation_batch", BATCH_AXES),
+    ("activation_length", None),
+    ("activation_embed", "tensor"),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("layers", None),
+    ("norm", None),
+)
+
+
+def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> tuple[int, int, int]:
+    """Resolve (data, fsdp, tensor) from the config; at most one axis may be -1."""
+    sizes = {a: int(mesh_cfg[a]) for a in MESH_AXES}
+    free = [a for a, s in sizes.items() if s == -1]
+    for a, s in sizes.items():
+        if s == 0 or s < -1:
+            raise ValueError(f"config.mesh.{a}={s}: expected a positive size or -1 (the rest of the devices)")
+    if len(free) > 1:
+        raise ValueError(f"config.mesh: {', '.join('mesh.' + a for a in free)} are all -1; "
+                         "expected at most one axis of size -1")
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if free:
+        if num_devices % fixed:
+            raise ValueError(f"config.mesh.{free[0]}=-1: the other axes multiply to {fixed}, "
+                             f"which does not divide the device count {num_devices}")
+        sizes[free[0]] = num_devices // fixed
+    elif fixed != num_devices:
+        raise ValueError(f"config.mesh=(data={sizes['data']}, fsdp={sizes['fsdp']}, tensor={sizes['tensor']}) "
+                         f"has {fixed} devices, expected the device count {num_devices}")
+    return sizes["data"], sizes["fsdp"], sizes["tensor"]
+
+
+def make_mesh(mesh_cfg: Mapping[str, int], devices=None) -> Mesh:
+    """A Mesh with axes (data, fsdp, tensor) over `devices` (default: all devices)."""
+    devices = list(jax.devices() if devices is None else devices)
+    shape = mesh_shape(mesh_cfg, len(devices))
+    try:  # topology-aware order on TPU/GPU pods
+        grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+    except (AssertionError, ValueError, NotImplementedError):
+        grid = np.asarray(devices, dtype=object).reshape(shape)
+    return Mesh(grid, MESH_AXES)
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def shardings_of(boxed_tree, mesh: Mesh):
+    """NamedShardings for a tree whose leaves may be `nn.Partitioned` (logical names);
+    plain leaves are replicated. The result's structure is that of the unboxed tree."""
+    specs = nn.get_partition_spec(boxed_tree)
+    return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Rows over data x fsdp; the other dimensions replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh, global_batch_size: int) -> dict:
+    """Assemble this process's rows into global arrays sharded over data x fsdp.
+
+    `local_batch` holds rows [process_index * b, (process_index + 1) * b) of the global
+    batch, b = global_batch_size / process_count.
+    """
+    out = {}
+    for name, value in local_batch.items():
+        value = np.asarray(value)
+        shape = (global_batch_size,) + value.shape[1:]
+        out[name] = jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value, shape)
+    return out
+
+
+def logical_rules_context():
+    """Context in which `nn.with_logical_constraint` inside the model resolves."""
+    return nn.logical_axis_rules(LOGICAL_RULES)

@@ -1,0 +1,134 @@
+"""Checkpoints: restore across meshes, retention, half-written checkpoints, SIGKILL and
+SIGTERM, non-finite losses."""
+
+import json
+import logging
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from llada_jax import checkpoint, loop, sharding, train
+from llada_jax.model import LLaDA, LLaDAConfig
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from train_helper import tiny_config  # noqa: E402
+
+HELPER = str(pathlib.Path(__file__).parent / "train_helper.py")
+CFG = LLaDAConfig.tiny(d_model=32, n_heads=4, n_kv_heads=2, mlp_hidden_size=64, vocab_size=128,
+                       embedding_size=128, mask_token_id=127, eos_token_id=126, pad_token_id=126)
+
+
+def _state(mesh_cfg, devices, seed=0):
+    model = LLaDA(CFG)
+    tx, _ = train.make_optimizer(tiny_config().optim, 10)
+    mesh = sharding.make_mesh(mesh_cfg, devices)
+    abstract, shardings = train.state_shardings(model, tx, mesh)
+    return train.init_state(model, tx, mesh, seed, shardings), abstract, shardings
+
+
+def _host(tree):
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def _assert_same(a, b):
+    for x, y in zip(jax.tree_util.tree_leaves(_host(a)), jax.tree_util.tree_leaves(_host(b))):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_restore_onto_other_meshes(tmp_path):
+    devs = jax.devices()
+    state8, _, _ = _state(dict(data=1, fsdp=4, tensor=2), devs, seed=1)
+    assert state8["params"]["wte"].sharding.shard_shape(state8["params"]["wte"].shape) == (64, 8)
+    ck = checkpoint.Checkpointer(str(tmp_path / "a"), every=1, keep=2)
+    ck.save(1, state8, {"batch": 3})
+    ck.close()
+    # written on 8 devices, restored on 1
+    _, abstract1, shard1 = _state(dict(data=1, fsdp=1, tensor=1), devs[:1])
+    ck = checkpoint.Checkpointer(str(tmp_path / "a"), every=1, keep=2)
+    step, state1, data_state = ck.restore(checkpoint.abstract_like(abstract1, shard1))
+    assert step == 1 and data_state == {"batch": 3}
+    assert state1["params"]["wte"].sharding.device_set == {devs[0]}
+    _assert_same(state8, state1)
+    # written on 1 device, restored on 8 (another layout)
+    ck2 = checkpoint.Checkpointer(str(tmp_path / "b"), every=1, keep=2)
+    ck2.save(5, state1, None)
+    ck2.wait()
+    _, abstract8, shard8 = _state(dict(data=2, fsdp=2, tensor=2), devs)
+    step, back, data_state = ck2.restore(checkpoint.abstract_like(abstract8, shard8))
+    assert step == 5 and data_state is None
+    assert back["params"]["blocks"]["q_proj"].sharding == shard8["params"]["blocks"]["q_proj"]
+    _assert_same(state1, back)
+    ck.close(), ck2.close()
+
+
+def test_every_n_keep_k_and_half_written_latest_is_skipped(tmp_path, caplog):
+    state, abstract, shardings = _state(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
+    ck = checkpoint.Checkpointer(str(tmp_path), every=2, keep=2)
+    saved = [s for s in range(1, 8) if ck.save(s, state, {"batch": s})]
+    assert saved == [2, 4, 6]
+    assert ck.save(7, state, {"batch": 7}, force=True)
+    ck.wait()
+    assert ck.all_steps() == [6, 7]
+    ck.close()
+    # damage the latest checkpoint's params as an interrupted write would
+    for f in (tmp_path / "7" / "params").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")
+    ck = checkpoint.Checkpointer(str(tmp_path), every=2, keep=2)
+    with caplog.at_level(logging.WARNING):
+        step, _, data_state = ck.restore(checkpoint.abstract_like(abstract, shardings))
+    ck.close()
+    assert step == 6 and data_state == {"batch": 6}
+    assert any("step 7" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
+
+
+def _run_helper(workdir, overrides, *flags, timeout=240):
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent.parent))
+    return subprocess.run([sys.executable, HELPER, str(workdir), json.dumps(overrides), *flags],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _final_params(state):
+    return _host(state["params"])
+
+
+def test_sigkill_mid_run_then_resume_is_bitwise_equal(tmp_path):
+    over = {"train.steps": 7, "checkpoint.every": 2}
+    ref, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "ref"))
+    killed = _run_helper(tmp_path / "run", over, "--kill-at=5")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    steps = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(tmp_path / "run")), read_only=True).all_steps()
+    assert steps and max(steps) <= 5
+    resumed, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "run"))
+    assert int(resumed["step"]) == 7
+    _assert_same(_final_params(ref), _final_params(resumed))
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert rows[-1]["step"] == 7
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    out = _run_helper(tmp_path, {"train.steps": 50, "checkpoint.every": 20}, "--term-at=3")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "saved a checkpoint at step 3" in out.stderr + out.stdout
+    result = json.loads(out.stdout.split("RESULT ", 1)[1])
+    assert result["step"] == 3
+    ck = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(tmp_path)), read_only=True)
+    assert ck.all_steps() == [3]
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny_config(**{"optim.lr": 1e30, "optim.schedule": "constant", "optim.warmup_steps": 0,
+                         "optim.clip_norm": 0.0, "train.steps": 8, "checkpoint.every": 1})
+    with pytest.raises(loop.NonFiniteLossError, match=r"loss is (nan|inf) at step (\d+).*last good checkpoint") as e:
+        loop.train_and_evaluate(cfg, str(tmp_path))
+    bad = int(e.value.args[0].split("at step ")[1].split(":")[0])
+    assert bad >= 2
+    ck = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(tmp_path)), read_only=True)
+    assert max(ck.all_steps()) == bad - 1
+    assert f"step {bad - 1}" in e.value.args[0]

@@ -1,0 +1,101 @@
+"""The experiment configs: they load with overrides, have the published shapes and
+recipe, and bad ones fail before anything compiles with a message naming the field."""
+
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from llada_jax import inputs, loop, train
+from llada_jax.model import LLaDA, param_count
+
+CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
+
+
+def load(name, *overrides):
+    """Parse as the command line does (config_flags reads the overrides from sys.argv)."""
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, flag_values=fv, lock_config=True)
+    argv = ["prog", f"--config={CONFIGS / name}.py", *overrides]
+    saved, sys.argv = sys.argv, argv
+    try:
+        fv(argv)
+    finally:
+        sys.argv = saved
+    return fv.config
+
+
+def n_params(config):
+    model = LLaDA(inputs.model_config(config, None))
+    shapes = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.PRNGKey(0))
+    return param_count(shapes)
+
+
+def test_every_config_loads_and_has_its_size():
+    sizes = {name: n_params(load(name)) for name in ("tiny", "small", "llada_1b", "llada_8b", "sft")}
+    assert sizes["llada_8b"] == 8_015_581_184  # the published count
+    assert 40e6 < sizes["small"] < 60e6
+    assert 0.9e9 < sizes["llada_1b"] - 2 * 126464 * 2048 < 1.3e9  # 1B without embedding and head
+    assert sizes["tiny"] < 1e6 and sizes["sft"] == sizes["tiny"]
+
+
+def test_8b_recipe():
+    c = load("llada_8b")
+    assert (c.data.seq_len, c.data.batch_size, c.data.random_length_prob) == (4096, 1280, 0.01)
+    assert c.optim.weight_decay == 0.1 and c.optim.schedule == "wsd"
+    assert (c.model.dtype, c.model.param_dtype) == ("bfloat16", "float32")
+    lr = train.make_schedule(c.optim, c.train.steps)
+    tokens = lambda t: int(t / (1280 * 4096))  # noqa: E731  step after t tokens
+    got = [float(lr(s)) for s in (1000, 2000, tokens(1.1e12), tokens(1.3e12), tokens(1.9e12), c.train.steps)]
+    assert got == pytest.approx([2e-4, 4e-4, 4e-4, 1e-4, 1e-4, 1e-5], rel=1e-4)
+    assert c.train.steps == round(2.3e12 / (1280 * 4096))
+
+
+def test_command_line_overrides_and_unknown_fields():
+    c = load("tiny", "--config.optim.lr=3e-4", "--config.mesh.fsdp=2")
+    assert c.optim.lr == 3e-4 and c.mesh.fsdp == 2
+    with pytest.raises((flags.Error, KeyError, AttributeError), match="lrr"):
+        load("tiny", "--config.optim.lrr=3e-4")
+    # the command lines check first and name the whole field
+    with pytest.raises(SystemExit, match=r"unknown field config\.optim\.lrr \(config\.optim has b1, b2"):
+        loop.check_overrides(["prog", f"--config={CONFIGS / 'tiny.py'}", "--config.optim.lrr=3e-4"])
+    with pytest.raises(SystemExit, match=r"unknown field config\.optimm\.lr \(config has checkpoint, data"):
+        loop.check_overrides(["prog", f"--config={CONFIGS / 'tiny.py'}", "--config.optimm.lr=3e-4"])
+    loop.check_overrides(["prog", f"--config={CONFIGS / 'tiny.py'}", "--config.optim.lr=3e-4", "--config.model.noscan_layers"])
+
+
+@pytest.mark.parametrize("overrides,devices,field", [
+    ({"data.batch_size": 12}, 8, "config.data.batch_size"),
+    ({"mesh.data": 2, "mesh.fsdp": 2}, 8, "config.mesh"),
+    ({"mesh.data": -1, "mesh.fsdp": -1}, 8, "config.mesh"),
+    ({"data.seq_len": 4097}, 8, "config.data.seq_len"),
+    ({"optim.grad_accum": 3}, 1, "config.data.batch_size"),
+    ({"optim.schedule": "linear"}, 1, "config.optim.schedule"),
+])
+def test_bad_configs_name_the_field(overrides, devices, field):
+    c = load("llada_8b")
+    c.unlock()
+    for k, v in overrides.items():
+        section, name = k.split(".")
+        setattr(getattr(c, section), name, v)
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        loop.validate(c, devices)
+
+
+def test_unknown_field_in_a_config_and_nothing_compiles(tmp_path):
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, *_a, **_k: compiles.append(name) if "backend_compile" in name else None)
+    c = load("tiny", "--config.data.source=synthetic", "--config.data.batch_size=12")
+    with pytest.raises(ValueError, match=r"config\.data\.batch_size=12"):
+        loop.train_and_evaluate(c, str(tmp_path))
+    assert compiles == []
+    c = load("tiny")
+    c.unlock()
+    c.optim.momentum = 0.9
+    with pytest.raises(ValueError, match=r"config\.optim\.momentum: unknown field"):
+        loop.validate(c, 1)

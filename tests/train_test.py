@@ -1,0 +1,170 @@
+"""The train step and loop: sharded runs equal one device, two processes equal one,
+gradient accumulation, random lengths without recompiles, SFT, schedules and FLOPs."""
+
+import json
+import math
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from llada_jax import loop, metrics, sampling, sharding, train
+from llada_jax.model import LLaDA, LLaDAConfig
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from train_helper import tiny_config  # noqa: E402
+
+HELPER = str(pathlib.Path(__file__).parent / "train_helper.py")
+
+
+def _params(state):
+    return jax.tree_util.tree_map(np.asarray, state["params"])
+
+
+def _max_diff(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def test_wsd_and_cosine_schedules():
+    o = ml_collections.ConfigDict(dict(lr=4e-4, warmup_steps=10, decay_steps=20, final_lr_ratio=0.025,
+                                       drop_step=50, drop_ratio=0.25, schedule="wsd"))
+    f = train.make_schedule(o, 100)
+    got = [float(f(s)) for s in (0, 5, 10, 49, 50, 79, 80, 90, 100)]
+    want = [0, 2e-4, 4e-4, 4e-4, 1e-4, 1e-4, 1e-4, 1e-4 + (1e-5 - 1e-4) * 0.5, 1e-5]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12)
+    o.update(schedule="cosine", drop_step=-1)
+    f = train.make_schedule(o, 100)
+    np.testing.assert_allclose([float(f(s)) for s in (0, 10, 100)], [0, 4e-4, 1e-5], rtol=1e-5, atol=1e-12)
+
+
+def test_flops_count_full_bidirectional_attention():
+    cfg = LLaDAConfig.llada_8b()
+    # 8,015,581,184 parameters minus the embedding table and the norm scales (the head is a matmul)
+    assert metrics.matmul_params(cfg) == 8_015_581_184 - 126464 * 4096 - (2 * 32 + 1) * 4096
+    per_token = metrics.train_flops_per_token(cfg, 4096)
+    attention = 3 * 4 * 4096 * 4096 * 32  # 3 x (QK^T + PV) over all 4096 keys, 32 layers
+    assert per_token == 6 * metrics.matmul_params(cfg) + attention
+
+
+def test_sharded_meshes_match_one_device(tmp_path):
+    """data=8, and fsdp=4 x tensor=2 (with gradient accumulation), give the loss and
+    params of 1 device after 3 steps."""
+    over = {"train.steps": 3, "checkpoint.every": 0, "train.sample_prompt_len": 8,
+            "train.sample_gen_length": 8, "train.sample_steps": 4}
+    runs = {}
+    for name, mesh, devices in (("one", (1, 1, 1), jax.devices()[:1]), ("data8", (8, 1, 1), None),
+                                ("fsdp4_tensor2", (1, 4, 2), None)):
+        ev = {"train.eval_every": 3, "train.num_samples": 1} if name == "one" else {}  # eval once
+        if name == "fsdp4_tensor2":  # also: 2 micro-batches of 4 give the step of one batch of 8
+            ev["optim.grad_accum"] = 2
+        cfg = tiny_config(**over, **ev, **dict(zip(("mesh.data", "mesh.fsdp", "mesh.tensor"), mesh)))
+        runs[name] = loop.train_and_evaluate(cfg, str(tmp_path / name), devices=devices)
+    (one, m1), (d8, m8), (ft, mft) = runs["one"], runs["data8"], runs["fsdp4_tensor2"]
+    assert d8["params"]["wte"].sharding.mesh.shape["data"] == 8
+    assert ft["params"]["blocks"]["q_proj"].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
+    for other, m in ((d8, m8), (ft, mft)):
+        assert abs(m["loss"] - m1["loss"]) < 1e-5 * abs(m1["loss"])
+        assert _max_diff(_params(one), _params(other)) < 1e-6
+    # metrics, eval and samples were logged (JSON lines and tensorboard)
+    rows = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]
+    tr = [r for r in rows if r["split"] == "train"]
+    assert {"loss", "masked_accuracy", "grad_norm", "lr", "tokens_per_s", "mfu"} <= set(tr[-1])
+    ev = [r for r in rows if r["split"] == "eval"][-1]
+    assert math.isclose(ev["bits_per_token"], ev["loss"] / math.log(2), rel_tol=1e-9)
+    assert "⟶" in [r for r in rows if r["split"] == "samples"][-1]["sample_0"]
+    assert any(p.name.startswith("events") for p in (tmp_path / "one" / "tensorboard").iterdir())
+
+
+def test_random_lengths_compile_once(tmp_path):
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, *_a, **_k: compiles.append(name) if name == "/jax/core/compile/backend_compile_duration" else None)
+    seen = {}
+    hook = lambda step, state, m: seen.setdefault(step, len(compiles))  # noqa: E731
+    cfg = tiny_config(**{"train.steps": 20, "checkpoint.every": 0, "data.random_length_prob": 0.7})
+    loop.train_and_evaluate(cfg, str(tmp_path), hooks=[hook])
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    lengths = {int(r["seq_len"]) for r in rows if r["split"] == "train"}
+    assert len(lengths) >= 5 and 32 in lengths and min(lengths) < 32
+    assert seen[20] == seen[1]  # no compilation between the first and the last step
+
+
+def _sft_batch():
+    rng = np.random.default_rng(0)
+    prompts = np.array([[1, 10 + i, 20 + i, 2] for i in range(4)])
+    answers = rng.integers(30, 120, size=(4, 12))
+    ids = np.tile(np.concatenate([prompts, answers], 1), (2, 1)).astype(np.int32)
+    prompt_mask = np.tile(np.arange(16) < 4, (8, 1))
+    return ids, prompt_mask
+
+
+def test_sft_never_masks_prompt_and_overfits(tmp_path):
+    cfg = LLaDAConfig.tiny(d_model=64, n_heads=4, n_kv_heads=4, mlp_hidden_size=128, vocab_size=128,
+                           embedding_size=128, mask_token_id=127, eos_token_id=126, pad_token_id=126)
+    model = LLaDA(cfg)
+    optim = tiny_config(**{"optim.lr": 3e-3, "optim.schedule": "constant", "optim.warmup_steps": 0,
+                           "optim.weight_decay": 0.0}).optim
+    tx, _ = train.make_optimizer(optim, 400)
+    mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
+    _, shardings = train.state_shardings(model, tx, mesh)
+    state = train.init_state(model, tx, mesh, 0, shardings)
+    st = train.Static(model, tx, "sft", 127, 1e-3, 0.0, 1)
+    ids, prompt_mask = _sft_batch()
+    batch = {"input_ids": jnp.asarray(ids), "prompt_mask": jnp.asarray(prompt_mask)}
+    for seed in range(20):
+        noisy, masked, _ = train.make_noise(batch, jax.random.PRNGKey(seed), None, st)
+        assert not np.any(np.asarray(masked) & prompt_mask)
+        np.testing.assert_array_equal(np.asarray(noisy)[prompt_mask], ids[prompt_mask])
+    step = train.compile_step(st, mesh, shardings, {"input_ids": 2, "prompt_mask": 2})
+    for _ in range(400):
+        state, m = step(state, batch)
+        assert int(m["masked_prompt_tokens"]) == 0
+    losses = [float(train.eval_loss(state["params"], batch, jax.random.PRNGKey(k), st)) for k in range(8)]
+    assert np.mean(losses) < 0.05, losses
+    out = sampling.generate(model, state["params"], ids[:1, :4], steps=12, gen_length=12, block_length=12,
+                            mask_id=127, eos_id=126)
+    np.testing.assert_array_equal(np.asarray(out)[0], ids[0])
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process_with_four_devices(tmp_path):
+    over = {"train.steps": 3, "checkpoint.every": 0, "mesh.data": 2, "mesh.fsdp": 2}
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent.parent), JAX_PLATFORMS="cpu",
+                   XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                   JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))
+        log = open(tmp_path / f"log{pid}.txt", "w")  # files, not pipes: a full pipe would block
+        procs.append(subprocess.Popen([sys.executable, HELPER, str(tmp_path / "multi"), json.dumps(over)],
+                                      stdout=log, stderr=subprocess.STDOUT, text=True, env=env))
+    outs = []
+    try:
+        for pid, p in enumerate(procs):
+            p.wait(timeout=300)
+            out = (tmp_path / f"log{pid}.txt").read_text()
+            assert p.returncode == 0, out[-3000:]
+            outs.append(json.loads(out.split("RESULT ", 1)[1].splitlines()[0]))
+            outs[-1]["params"] = dict(np.load(tmp_path / "multi" / f"params_{pid}.npz"))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    ref, m = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "single"), devices=jax.devices()[:4])
+    ref_params = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(ref["params"])}
+    for o in outs:
+        assert o["step"] == 3
+        assert abs(o["loss"] - m["loss"]) < 1e-5 * abs(m["loss"])
+        for k, v in ref_params.items():
+            np.testing.assert_allclose(o["params"][k], v, atol=1e-6, rtol=0)
