@@ -1,12 +1,7 @@
 """A 1B-parameter LLaDA (the paper's 1B scaling shape: d_model 2048, 22 layers) with the
 8B recipe scaled down."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root, for `configs.common`
-
-from configs.common import base_config, finish  # noqa: E402
+from llada_jax.config import base_config, finish
 
 
 def get_config():

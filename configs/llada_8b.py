@@ -7,12 +7,7 @@ over the last 0.3T tokens (2.3T tokens in all); 1% of steps with a random length
 [1, 4096]. bf16 compute with fp32 master weights.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root, for `configs.common`
-
-from configs.common import base_config, finish  # noqa: E402
+from llada_jax.config import base_config, finish
 
 TOKENS_PER_STEP = 1280 * 4096
 

@@ -5,12 +5,7 @@ Use: `--config=configs/sft.py --config.data.train_jsonl=chat.jsonl
 The model shape must match the checkpoint's (override `--config.model.*` as needed).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root, for `configs.common`
-
-from configs.common import base_config, finish  # noqa: E402
+from llada_jax.config import base_config, finish
 from configs.tiny import get_config as tiny_config  # noqa: E402
 
 

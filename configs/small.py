@@ -1,11 +1,6 @@
 """A ~51M-parameter model (d_model 512, 10 layers, 16k vocabulary) for one GPU or a small slice."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root, for `configs.common`
-
-from configs.common import base_config, finish  # noqa: E402
+from llada_jax.config import base_config, finish
 
 
 def get_config():

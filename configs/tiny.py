@@ -1,12 +1,7 @@
 """The embedded default: a ~0.43M-parameter model trained on the stdlib corpus in minutes
 on a 2-core CPU (`make demo`)."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root, for `configs.common`
-
-from configs.common import base_config, finish  # noqa: E402
+from llada_jax.config import base_config, finish
 
 
 def get_config():

@@ -25,6 +25,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from llada_jax import checkpoint, inputs, metrics, sampling, sharding, train
+from llada_jax.config import base_config
 from llada_jax.model import LLaDA
 
 log = logging.getLogger(__name__)
@@ -34,26 +35,15 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-def _schema():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "common.py")
-    if not os.path.exists(path):
-        return None
-    spec = importlib.util.spec_from_file_location("_llada_configs_common", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.base_config()
-
-
 def validate(config, num_devices: int, process_count: int = 1):
     """Raise ValueError naming the field for a config that cannot run on this set-up."""
-    schema = _schema()
-    if schema is not None:
-        for section, fields in config.items():
-            if section not in schema:
-                raise ValueError(f"config.{section}: unknown section, expected one of {sorted(schema)}")
-            for k in fields:
-                if k not in schema[section]:
-                    raise ValueError(f"config.{section}.{k}: unknown field")
+    schema = base_config()
+    for section, fields in config.items():
+        if section not in schema:
+            raise ValueError(f"config.{section}: unknown section, expected one of {sorted(schema)}")
+        for k in fields:
+            if k not in schema[section]:
+                raise ValueError(f"config.{section}.{k}: unknown field")
     dp_mesh = sharding.mesh_shape(config.mesh, num_devices)
     dp = dp_mesh[0] * dp_mesh[1]
     d, o, t = config.data, config.optim, config.train

@@ -1,4 +1,4 @@
-"""Shared defaults of the experiment configs (big_vision style).
+"""The schema and shared defaults of the experiment configs in configs/ (big_vision style).
 
 Every experiment file's `get_config()` starts from `base_config()`, changes what it
 needs and returns the locked `ConfigDict`: a command-line override of a field that does
