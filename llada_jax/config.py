@@ -7,6 +7,8 @@ not exist (`--config.optim.lrr=1`) is then an error naming that field.
 
 from __future__ import annotations
 
+import importlib.util
+
 import ml_collections
 
 
@@ -41,6 +43,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         kind="pretrain",  # "pretrain" or "sft"
         source="stdlib",  # "stdlib" (embedded corpus), "files", "jsonl" (SFT) or "synthetic"
+        task="arith",  # synthetic source: a task of llada_jax.tasks ("arith" or "sort")
+        task_items=8, task_values=64,  # the sort task's list length; values per token
         train_files="", eval_files="",  # comma-separated text files (source "files")
         train_jsonl="", eval_jsonl="",  # chat JSONL (source "jsonl")
         tokenizer="",  # tokenizer path; empty: train one into the workdir (stdlib/files)
@@ -66,3 +70,11 @@ def base_config() -> ml_collections.ConfigDict:
 def finish(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.lock()
     return c
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """`get_config()` of an experiment file, as `--config=path` loads it."""
+    spec = importlib.util.spec_from_file_location("_llada_user_config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config()

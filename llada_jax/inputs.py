@@ -1,5 +1,5 @@
 """What the training loop reads, from the config: the tokenizer, the train and eval
-iterators (llada_jax.data, or a synthetic source for tests and benchmarks) and the
+iterators (llada_jax.data, or a synthetic task of llada_jax.tasks) and the
 model config with the tokenizer's special ids."""
 
 from __future__ import annotations
@@ -8,48 +8,11 @@ import dataclasses
 import logging
 import os
 
-import numpy as np
-
+from llada_jax import tasks
 from llada_jax.model import LLaDAConfig
 
 log = logging.getLogger(__name__)
 SOURCES = ("stdlib", "files", "jsonl", "synthetic")
-
-
-class SyntheticIterator:
-    """Learnable synthetic batches: row r of global batch k is an arithmetic sequence
-    (start + stride * position) mod `modulus`, start and stride drawn from (seed, k, r).
-    Global batch k is a pure function of (seed, k); this process yields its contiguous
-    rows. State: {"batch": k}. SFT adds a prompt_mask on the first quarter of each row."""
-
-    def __init__(self, *, seq_len, batch_size, seed, process_index=0, process_count=1, vocab=64, sft=False):
-        self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
-        self.process_index, self.process_count = process_index, process_count
-        self.modulus, self.sft, self.batch = max(2, vocab), sft, 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        rng = np.random.default_rng([self.seed, self.batch])
-        self.batch += 1
-        n = self.batch_size * self.process_count
-        start = rng.integers(0, self.modulus, size=(n, 1))
-        stride = rng.integers(1, 4, size=(n, 1))
-        rows = slice(self.process_index * self.batch_size, (self.process_index + 1) * self.batch_size)
-        ids = ((start + stride * np.arange(self.seq_len)) % self.modulus).astype(np.int32)[rows]
-        out = {"input_ids": ids}
-        if self.sft:
-            out["prompt_mask"] = np.broadcast_to(np.arange(self.seq_len) < self.seq_len // 4, ids.shape).copy()
-        return out
-
-    def get_state(self):
-        return {"batch": self.batch}
-
-    def set_state(self, state):
-        if not isinstance(state, dict) or "batch" not in state:
-            raise ValueError(f"synthetic iterator state {state!r}: expected {{'batch': int}}")
-        self.batch = int(state["batch"])
 
 
 def _files(spec: str, field: str) -> list[str]:
@@ -118,9 +81,12 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
     local = d.batch_size // process_count
     kw = dict(seq_len=d.seq_len, batch_size=local, process_index=process_index, process_count=process_count)
     if d.source == "synthetic":
-        vocab = min(64, config.model.vocab_size - 2)
+        task = tasks.make_task(d.task, n_items=d.task_items, n_values=min(d.task_values, config.model.vocab_size - 2),
+                               vocab_size=config.model.vocab_size, seq_len=d.seq_len)
+        kw.pop("seq_len")
+
         def make(seed):
-            return SyntheticIterator(seed=seed, vocab=vocab, sft=d.kind == "sft", **kw)
+            return tasks.TaskIterator(task, seed=seed, sft=d.kind == "sft", **kw)
         return (None if eval_only else make(config.train.seed)), (lambda: make(config.train.seed + 1_000_003))
     if d.source == "jsonl":
         if not d.train_jsonl:

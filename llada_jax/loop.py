@@ -10,7 +10,6 @@ non-finite loss stops it with `NonFiniteLossError`, keeping the last good checkp
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import logging
 import math
@@ -25,7 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from llada_jax import checkpoint, inputs, metrics, sampling, sharding, train
-from llada_jax.config import base_config
+from llada_jax.config import base_config, load_config_file
 from llada_jax.model import LLaDA
 
 log = logging.getLogger(__name__)
@@ -259,10 +258,7 @@ def check_overrides(argv, default_config=None):
     overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
     if not path or not overrides or not os.path.exists(path):
         return
-    spec = importlib.util.spec_from_file_location("_llada_user_config", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    config = mod.get_config()
+    config = load_config_file(path)
     for field in overrides:
         node, parts = config, field.split(".")
         for i, part in enumerate(parts):
