@@ -1,13 +1,13 @@
 """Speed versus quality of the samplers on a trained model, one JSON line per figure.
 
-Trains configs/sort.py (SFT: sort 8 digits) once per generation length into
+Trains configs/sort.py (SFT: sort 4 digits) once per generation length into
 --workdir/sort_G (a finished run is reused), then samples the answers of held-out
 prompts with: exact (steps = gen_length), threshold 0.9, prefix cache, dual cache, and
 threshold 0.9 + dual cache, all semi-autoregressive with blocks of --block_length.
 For each: task accuracy (exact match of the whole answer), token agreement with the
 exact sampler, model calls, tokens/s and the speedup over exact.
 
-    python benchmarks/fast_sampling.py                       # gen_length 64 and 256
+    python benchmarks/fast_sampling.py                       # gen_length 64 and 128
     python benchmarks/fast_sampling.py --gen_lengths 64 --train_steps 100   # quick look
 """
 
@@ -39,7 +39,7 @@ def train(gen_length, args):
     from llada_jax.config import load_config_file
 
     config = load_config_file(os.path.join(ROOT, "configs", "sort.py"))
-    config.data.seq_len = 9 + gen_length
+    config.data.seq_len = config.data.task_items + 1 + gen_length
     if args.train_steps:
         config.train.steps = config.checkpoint.every = args.train_steps
     workdir = os.path.join(args.workdir, f"sort_{gen_length}")
@@ -89,7 +89,7 @@ def run(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gen_lengths", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--gen_lengths", type=int, nargs="+", default=[64, 128])
     p.add_argument("--block_length", type=int, default=32)
     p.add_argument("--eval_rows", type=int, default=64)
     p.add_argument("--train_steps", type=int, default=0, help="0: the config's")
