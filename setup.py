@@ -28,7 +28,7 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "matplotlib==3.11.2",
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "matplotlib==3.11.2", "lm-eval==0.4.13",
                  "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
         # Parity and export tests only; never imported by training or sampling.
         # 2.13.0 is the CPU build that lies on disk, so no multi-GB CUDA build is pulled.

@@ -23,11 +23,11 @@ def get_config(mode: str = "full"):
     c.sizes = [(32, 2), (64, 2), (96, 3)] if full else [(16, 1), (24, 1), (32, 1)]
     # Every run gets the same training FLOPs: steps = flops_budget / FLOPs per step.
     c.train = ml_collections.ConfigDict(dict(
-        flops_budget=2.0e12 if full else 4.0e9, batch_size=16 if full else 8, lr=3e-3, warmup_frac=0.05,
+        flops_budget=1.5e12 if full else 2.0e9, batch_size=16 if full else 8, lr=3e-3, warmup_frac=0.05,
         random_length_prob=0.01, evals=6 if full else 2, elbo_t_samples=8 if full else 2, seed=0))
     # Downstream: fill a masked line of held-out code of exactly `line_tokens` tokens,
     # given `prefix_tokens` before it (and for diffusion infilling `suffix_tokens` after).
-    c.infill = ml_collections.ConfigDict(dict(examples=64 if full else 6, line_tokens=6,
+    c.infill = ml_collections.ConfigDict(dict(examples=64 if full else 4, line_tokens=6,
                                               prefix_tokens=32 if full else 16, suffix_tokens=16 if full else 8))
     c.lock()
     return c

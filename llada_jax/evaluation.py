@@ -1,0 +1,298 @@
+"""lm-evaluation-harness adapter for LLaDA models (the official `eval_llada.py`, in JAX).
+
+Registers the model `llada_jax` with lm-eval. lm-eval 0.4 has no plugin discovery for
+models, so the command line goes through this module, which registers the model and then
+runs lm-eval's own CLI with the same arguments:
+
+    python -m llada_jax.evaluation --model llada_jax --tasks arc_easy --batch_size 8 \
+        --model_args workdir=DIR,mc_num=128,cfg=0.5,is_check_greedy=False
+    python -m llada_jax.evaluation --model llada_jax --model_args pretrained=HF_DIR,gen_length=256,\
+steps=256,block_length=32 --tasks gsm8k
+
+workdir: a training (or `llada_jax.import_hf`) workdir: run.json + checkpoints/.
+pretrained: a Hugging Face directory (config.json, safetensors, tokenizer files).
+Options of the official adapter: mc_num, batch_size, cfg, is_check_greedy (likelihood
+tasks); steps, gen_length, block_length, remasking (generation tasks). Also: temperature,
+seed, add_bos (prepend BOS to every context, as the published tokenizer does), max_rows
+(rows per forward pass when requests are batched).
+
+- `loglikelihood`: the Monte Carlo estimate of facts section 5 (mc_num samples in
+  batches of batch_size, stratified masked counts), batched across requests of the same
+  (context, continuation) token lengths; `is_greedy` by greedy one-token-per-step
+  unmasking of the continuation (False when is_check_greedy is off).
+- `generate_until`: `llada_jax.sampling.generate`, batched with left padding; the text is
+  cut at the first EOS/EoT and then at the first stop sequence.
+- `loglikelihood_rolling`: not supported (NotImplementedError, see there).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections import defaultdict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+from llada_jax import sampling
+from llada_jax.diffusion import guided_logits, stratified_mask, token_cross_entropy
+from llada_jax.model import LLaDA
+
+log = logging.getLogger(__name__)
+MODEL_NAME = "llada_jax"
+
+
+def load_model(workdir: str | None = None, pretrained: str | None = None):
+    """(LLaDAConfig, params on the first device, Tokenizer) of a workdir or an HF directory."""
+    from llada_jax.tokenizer import load_tokenizer
+
+    if (workdir is None) == (pretrained is None):
+        raise ValueError("llada_jax: give exactly one of model_args workdir=DIR (training workdir) "
+                         "or pretrained=DIR (Hugging Face directory)")
+    if workdir is not None:
+        from llada_jax.export import restore_for_export
+
+        run_json = os.path.join(workdir, "run.json")
+        if not os.path.isfile(run_json):
+            raise ValueError(f"workdir={workdir!r}: no run.json; expected a training or import workdir")
+        with open(run_json) as f:
+            tok_path = json.load(f).get("tokenizer")
+        if not tok_path:
+            raise ValueError(f"workdir={workdir!r}: run.json names no tokenizer; evaluation needs text")
+        config, step, params = restore_for_export(workdir)
+        log.info("llada_jax: restored step %d of %s", step, workdir)
+    else:
+        from llada_jax import hf
+
+        config, params = hf.load_pretrained(pretrained)
+        tok_path = pretrained
+    params = jax.device_put(params, jax.devices()[0])
+    return config, params, load_tokenizer(tok_path)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "prompt_len", "batch_size", "num_batches",
+                                             "cfg_scale", "mask_id"))
+def _mc_group(model, params, seqs_NxL, keys_N, *, prompt_len, batch_size, num_batches, cfg_scale, mask_id):
+    """Mean Monte Carlo loss (minus the log-likelihood estimate) of N requests sharing a
+    shape, in one forward pass of N * batch_size rows per MC batch. Request i with key
+    keys_N[i] draws exactly the masks `diffusion.log_likelihood(rng=keys_N[i])` draws."""
+    n, l = seqs_NxL.shape
+    answer_len = l - prompt_len
+    rows = jnp.repeat(seqs_NxL, batch_size, axis=0)  # request-major: (N * bs, L)
+    prompt_mask = jnp.broadcast_to(jnp.arange(l) < prompt_len, rows.shape)
+    keys = jax.vmap(lambda k: jax.random.split(k, num_batches))(keys_N)  # (N, nb, 2)
+
+    def one_batch(_, ks):
+        is_mask, num = jax.vmap(lambda k: stratified_mask(k, batch_size, prompt_len, answer_len))(ks)
+        is_mask, num = is_mask.reshape(n * batch_size, l), num.reshape(-1)
+        logits = guided_logits(model, params, jnp.where(is_mask, mask_id, rows), prompt_mask, cfg_scale, mask_id)
+        ce = token_cross_entropy(logits, rows)
+        weight = answer_len / num.astype(jnp.float32)  # 1 / p_mask with p_mask = l / L
+        per_row = jnp.sum(jnp.where(is_mask, ce * weight[:, None], 0.0), axis=1)
+        return None, jnp.sum(per_row.reshape(n, batch_size), axis=1) / batch_size
+
+    _, losses = jax.lax.scan(one_batch, None, jnp.swapaxes(keys, 0, 1))  # (nb, N)
+    return jnp.mean(losses, axis=0)
+
+
+def cut_at_stop(text: str, stops) -> str:
+    """`text` up to the earliest occurrence of any stop sequence."""
+    cut = len(text)
+    for s in stops or ():
+        if s:
+            i = text.find(s)
+            if i >= 0:
+                cut = min(cut, i)
+    return text[:cut]
+
+
+def _flag(v) -> bool:
+    if isinstance(v, str):
+        if v.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected a boolean, got {v!r}")
+        return v.lower() in ("true", "1")
+    return bool(v)
+
+
+@register_model(MODEL_NAME)
+class LLaDAEvalHarness(LM):
+    """lm-eval model. Build from model_args (workdir= or pretrained=), or in Python from
+    an in-memory `model`, `params` and `tokenizer`."""
+
+    def __init__(self, workdir=None, pretrained=None, *, model: LLaDA | None = None, params=None,
+                 tokenizer=None, mc_num=128, batch_size=32, cfg=0.0, is_check_greedy=True, steps=128,
+                 gen_length=128, block_length=128, remasking="low_confidence", temperature=0.0, seed=1234,
+                 add_bos=False, max_rows=512, **ignored):
+        super().__init__()
+        if model is not None:
+            if params is None or tokenizer is None:
+                raise ValueError("llada_jax: an in-memory model needs params and tokenizer too")
+            self.model, self.params, self.tokenizer = model, params, tokenizer
+        else:
+            config, self.params, self.tokenizer = load_model(workdir, pretrained)
+            self.model = LLaDA(config)
+        ignored = {k: v for k, v in ignored.items() if v is not None and k not in ("device", "max_batch_size")}
+        if ignored:
+            log.warning("llada_jax: ignoring model_args %s", ignored)
+        if str(batch_size).startswith("auto"):
+            raise ValueError("llada_jax: batch_size=auto is not supported; give an integer")
+        self.mc_num, self.batch_size = int(mc_num), int(batch_size)
+        if self.mc_num < 1 or self.batch_size < 1 or self.mc_num % self.batch_size:
+            raise ValueError(f"llada_jax: mc_num={mc_num} must be a positive multiple of batch_size={batch_size}")
+        self.cfg, self.is_check_greedy = float(cfg), _flag(is_check_greedy)
+        self.steps, self.gen_length, self.block_length = int(steps), int(gen_length), int(block_length)
+        self.remasking, self.temperature, self.add_bos = remasking, float(temperature), _flag(add_bos)
+        self.seed, self.max_rows = int(seed), int(max_rows)
+        self.mask_id = self.model.config.mask_token_id
+        self.max_length = self.model.config.max_sequence_length
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string, additional_config=None):
+        """model_args win over lm-eval's own --batch_size/--device (the official adapter's
+        batch_size is the Monte Carlo batch, a model argument)."""
+        from lm_eval.utils import simple_parse_args_string
+
+        args = simple_parse_args_string(arg_string)
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
+        return cls(**args, **extra)
+
+    # --- tokenization -----------------------------------------------------------------
+
+    @property
+    def tokenizer_name(self) -> str:
+        return os.path.basename(self.tokenizer.path or "llada_jax")
+
+    def apply_chat_template(self, chat_history, add_generation_prompt=True) -> str:
+        return self.tokenizer.chat_text(chat_history, add_generation_prompt=add_generation_prompt)
+
+    def _encode_context(self, text: str) -> list[int]:
+        return ([self.tokenizer.bos_id] if self.add_bos else []) + self.tokenizer.encode(text)
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Token ids of (context, continuation) as the official adapter splits them: trailing
+        spaces of the context move to the continuation, the pair is encoded whole and the
+        continuation is what follows the context's tokens. An empty context becomes [EOS];
+        a pair longer than the model's maximum loses context tokens from the left."""
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        whole = self._encode_context(context + continuation)
+        ctx = self._encode_context(context)
+        cont = whole[len(ctx):]
+        if not cont:
+            raise ValueError(f"llada_jax: continuation {continuation!r} encodes to no tokens")
+        ctx = ctx or [self.tokenizer.eos_id]
+        room = self.max_length - len(cont)
+        if room < 1:
+            raise ValueError(f"llada_jax: continuation of {len(cont)} tokens leaves no room for context "
+                             f"in max_sequence_length={self.max_length}")
+        return ctx[-room:], cont
+
+    # --- likelihood -------------------------------------------------------------------
+
+    def _groups(self, pairs):
+        """Indices of the pairs grouped by (context length, continuation length), cut into
+        chunks of at most max_rows // batch_size requests."""
+        by_shape = defaultdict(list)
+        for i, (ctx, cont) in enumerate(pairs):
+            by_shape[(len(ctx), len(cont))].append(i)
+        per_chunk = max(1, self.max_rows // self.batch_size)
+        for shape, idx in sorted(by_shape.items()):
+            for s in range(0, len(idx), per_chunk):
+                yield shape, idx[s:s + per_chunk]
+
+    def loglikelihoods(self, pairs, keys) -> np.ndarray:
+        """Monte Carlo log-likelihood estimates of token pairs, request i drawing with keys[i]."""
+        out = np.zeros(len(pairs))
+        for (p_len, _), idx in self._groups(pairs):
+            # pad the chunk to a power of two with copies of its first request: few compiles
+            pad = idx + [idx[0]] * ((1 << (len(idx) - 1).bit_length()) - len(idx))
+            seqs = np.asarray([pairs[i][0] + pairs[i][1] for i in pad], np.int32)
+            losses = _mc_group(self.model, self.params, jnp.asarray(seqs), jnp.stack([keys[i] for i in pad]),
+                               prompt_len=p_len, batch_size=self.batch_size,
+                               num_batches=self.mc_num // self.batch_size, cfg_scale=self.cfg,
+                               mask_id=self.mask_id)
+            out[idx] = -np.asarray(losses)[:len(idx)]
+        return out
+
+    def greedy_matches(self, pairs) -> np.ndarray:
+        """Whether greedy one-token-per-step unmasking of each continuation reproduces it."""
+        out = np.zeros(len(pairs), bool)
+        if not self.is_check_greedy:
+            return out
+        for (p_len, c_len), idx in self._groups(pairs):
+            prompts = np.asarray([pairs[i][0] for i in idx], np.int32)
+            targets = np.asarray([pairs[i][1] for i in idx], np.int32)
+            gen = sampling.generate(self.model, self.params, prompts, steps=c_len, gen_length=c_len,
+                                    block_length=c_len, temperature=0.0, cfg_scale=self.cfg,
+                                    mask_id=self.mask_id)
+            out[idx] = np.all(np.asarray(gen)[:, p_len:] == targets, axis=1)
+        return out
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        pairs = [self.encode_pair(*r.args[:2]) for r in requests]
+        base = jax.random.PRNGKey(self.seed)
+        keys = [jax.random.fold_in(base, i) for i in range(len(pairs))]
+        ll = self.loglikelihoods(pairs, keys)
+        greedy = self.greedy_matches(pairs)
+        return [(float(a), bool(g)) for a, g in zip(ll, greedy)]
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError(
+            "llada_jax: loglikelihood_rolling (perplexity tasks such as wikitext) is not supported for "
+            "masked diffusion models: they have no left-to-right factorisation of a text's likelihood, "
+            "only the ELBO bound of facts section 3; use multiple-choice or generation tasks")
+
+    # --- generation -------------------------------------------------------------------
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        prompts = [self._encode_context(r.args[0]) or [self.tokenizer.eos_id] for r in requests]
+        until = []
+        for r in requests:
+            kw = r.args[1] if len(r.args) > 1 and isinstance(r.args[1], dict) else {}
+            stops = kw.get("until") or []
+            until.append([stops] if isinstance(stops, str) else list(stops))
+        room = self.max_length - self.gen_length
+        prompts = [p[-room:] for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths together
+        texts = [""] * len(prompts)
+        eos = {self.tokenizer.eos_id, self.tokenizer.eot_id}
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            batch = np.full((len(idx), width), self.tokenizer.eos_id, np.int32)
+            mask = np.zeros((len(idx), width), bool)
+            for row, i in enumerate(idx):  # left padding with EOS, masked out
+                batch[row, width - len(prompts[i]):] = prompts[i]
+                mask[row, width - len(prompts[i]):] = True
+            gen = sampling.generate(self.model, self.params, batch, attention_mask=mask, steps=self.steps,
+                                    gen_length=self.gen_length, block_length=self.block_length,
+                                    temperature=self.temperature, cfg_scale=self.cfg, remasking=self.remasking,
+                                    mask_id=self.mask_id, eos_id=self.tokenizer.eos_id,
+                                    eot_id=self.tokenizer.eot_id, rng=jax.random.PRNGKey(self.seed + s))
+            for row, i in enumerate(idx):
+                ids = [int(t) for t in np.asarray(gen)[row, width:]]
+                ends = [j for j, t in enumerate(ids) if t in eos]
+                text = self.tokenizer.decode(ids[:ends[0]] if ends else ids)
+                texts[i] = cut_at_stop(text, until[i])
+        return texts
+
+
+def main(argv=None):
+    """lm-eval's command line with the `llada_jax` model registered."""
+    import sys
+
+    from lm_eval.__main__ import cli_evaluate
+
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    cli_evaluate()
+
+
+if __name__ == "__main__":
+    main()
