@@ -23,16 +23,17 @@ import numpy as np
 import optax
 
 from llada_jax import diffusion, metrics, train
+from llada_jax.config import base_config
 from llada_jax.model import LLaDA, LLaDAConfig, init_params
 
 KINDS = ("diffusion", "autoregressive")
 
 
 def optim_config(lr: float, warmup_steps: int) -> ml_collections.ConfigDict:
-    """The optimizer fields of `configs/common.py` (AdamW, cosine decay, clipping)."""
-    return ml_collections.ConfigDict(dict(
-        lr=lr, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, schedule="cosine", warmup_steps=warmup_steps,
-        decay_steps=0, final_lr_ratio=0.1, drop_step=-1, drop_ratio=1.0, clip_norm=1.0, grad_accum=1))
+    """The default optimizer fields (AdamW, cosine decay, clipping) at this lr and warmup."""
+    optim = base_config().optim
+    optim.update(lr=lr, warmup_steps=warmup_steps)
+    return optim
 
 
 def ar_loss(params, model: LLaDA, ids):
