@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2  # two workers: the suite is bound by single-threaded XLA compiles
 
 .PHONY: test demo clean
 
