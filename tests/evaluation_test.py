@@ -4,6 +4,7 @@ task (local JSONL + task YAML) that a tiny model trained here decides."""
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -179,3 +180,10 @@ def test_cli_runs_offline_in_a_subprocess(toy, tmp_path):
     with open(results[0]) as f:
         acc = json.load(f)["results"]["toy_digits"]["acc,none"]
     assert acc >= 0.6  # chance is 0.25
+
+
+def test_console_script_runs_lm_eval_cli():
+    script = pathlib.Path(sys.executable).parent / "llada-lm-eval"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "--model_args" in out.stdout
