@@ -64,17 +64,24 @@ def iter_documents(files: Sequence[str]) -> Iterator[str]:
             with open(path, encoding="utf-8", errors="replace") as f:
                 yield f.read()
             continue
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    text = json.loads(line)["text"]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise ValueError(f"{path}:{n}: expected a JSON object with a 'text' field ({e})") from e
-                if not isinstance(text, str):
-                    raise ValueError(f"{path}:{n}: 'text' is {type(text).__name__}, expected str")
-                yield text
+        for n, text in jsonl_field(path, "text", "a 'text' field"):
+            if not isinstance(text, str):
+                raise ValueError(f"{path}:{n}: 'text' is {type(text).__name__}, expected str")
+            yield text
+
+
+def jsonl_field(path: str, field: str, what: str) -> Iterator[tuple[int, object]]:
+    """(line number, value of `field`) for every non-blank line of a JSONL file; a line
+    that is not a JSON object holding `field` raises ValueError naming file and line."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)[field]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{n}: expected a JSON object with {what} ({e})") from e
+            yield n, value
 
 
 def pack_documents(docs: Sequence[Sequence[int]], eos_id: int, seq_len: int) -> np.ndarray:
@@ -142,24 +149,17 @@ def sft_rows(jsonl_path: str, tokenizer, seq_len: int) -> tuple[np.ndarray, np.n
     end-of-turn and teach the model never to stop); if none fits, ValueError.
     """
     ids_rows, mask_rows, too_long, n = [], [], 0, 0
-    with open(jsonl_path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                messages = json.loads(line)["messages"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{jsonl_path}:{n}: expected a JSON object with a 'messages' list ({e})") from e
-            try:
-                ids, prompt_mask = tokenizer.encode_sft(messages)
-            except ValueError as e:
-                raise ValueError(f"{jsonl_path}:{n}: {e}") from e
-            if len(ids) > seq_len:
-                too_long += 1
-                continue
-            pad = seq_len - len(ids)
-            ids_rows.append(ids + [tokenizer.eos_id] * pad)
-            mask_rows.append(prompt_mask + [False] * pad)
+    for n, messages in jsonl_field(jsonl_path, "messages", "a 'messages' list"):
+        try:
+            ids, prompt_mask = tokenizer.encode_sft(messages)
+        except ValueError as e:
+            raise ValueError(f"{jsonl_path}:{n}: {e}") from e
+        if len(ids) > seq_len:
+            too_long += 1
+            continue
+        pad = seq_len - len(ids)
+        ids_rows.append(ids + [tokenizer.eos_id] * pad)
+        mask_rows.append(prompt_mask + [False] * pad)
     if too_long:
         logging.warning("%s: dropped %d of %d conversations longer than seq_len=%d",
                         jsonl_path, too_long, too_long + len(ids_rows), seq_len)
