@@ -13,6 +13,7 @@ with a warning and the one before it is used.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -27,6 +28,16 @@ def abstract_like(tree, shardings):
     """ShapeDtypeStructs of `tree` (arrays or abstract) placed with `shardings`."""
     return jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def run_info(workdir: str) -> dict:
+    """workdir/run.json (the model shape, the config and the tokenizer path), written by a
+    training run (llada_jax.loop) and by llada_jax.import_hf."""
+    path = os.path.join(workdir, "run.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"--workdir={workdir!r}: no run.json; expected a training or import workdir")
+    with open(path) as f:
+        return json.load(f)
 
 
 def checkpoint_dir(workdir: str) -> str:

@@ -78,3 +78,10 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.get_config()
+
+
+def experiment_mode(name: str, mode: str) -> bool:
+    """True for an experiment config's full run, False for its reduced (CI-sized) one."""
+    if mode not in ("full", "reduced"):
+        raise ValueError(f"{name} config mode {mode!r}: expected 'full' or 'reduced'")
+    return mode == "full"

@@ -28,7 +28,6 @@ seed, add_bos (prepend BOS to every context, as the published tokenizer does), m
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from collections import defaultdict
@@ -55,13 +54,10 @@ def load_model(workdir: str | None = None, pretrained: str | None = None):
         raise ValueError("llada_jax: give exactly one of model_args workdir=DIR (training workdir) "
                          "or pretrained=DIR (Hugging Face directory)")
     if workdir is not None:
+        from llada_jax.checkpoint import run_info
         from llada_jax.export import restore_for_export
 
-        run_json = os.path.join(workdir, "run.json")
-        if not os.path.isfile(run_json):
-            raise ValueError(f"workdir={workdir!r}: no run.json; expected a training or import workdir")
-        with open(run_json) as f:
-            tok_path = json.load(f).get("tokenizer")
+        tok_path = run_info(workdir).get("tokenizer")
         if not tok_path:
             raise ValueError(f"workdir={workdir!r}: run.json names no tokenizer; evaluation needs text")
         config, step, params = restore_for_export(workdir)

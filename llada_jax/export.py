@@ -154,15 +154,6 @@ def _write_json(path, obj):
         f.write("\n")
 
 
-def _run_info(workdir: str) -> dict:
-    """workdir/run.json, written by training (llada_jax.loop) and by llada_jax.import_hf."""
-    path = os.path.join(workdir, "run.json")
-    if not os.path.isfile(path):
-        raise ValueError(f"--workdir={workdir!r}: no run.json; expected a training or import workdir")
-    with open(path) as f:
-        return json.load(f)
-
-
 def restore_for_export(workdir: str, step: int | None = None):
     """(LLaDAConfig, step, params) of a workdir's checkpoint, the params spread over all
     local devices (fsdp on d_model where it divides) so no device holds the whole model."""
@@ -171,7 +162,7 @@ def restore_for_export(workdir: str, step: int | None = None):
     from llada_jax import checkpoint, sharding
     from llada_jax.import_hf import param_shardings
 
-    config = LLaDAConfig(**_run_info(workdir)["model"])
+    config = LLaDAConfig(**checkpoint.run_info(workdir)["model"])
     n = jax.device_count()
     if config.d_model % n == 0:
         shards = param_shardings(config, sharding.make_mesh({"data": 1, "fsdp": n, "tensor": 1}))
@@ -209,7 +200,9 @@ def main(argv=None):
                     help="tokenizer file or directory to include (default: the one in run.json, if any)")
     args = ap.parse_args(argv)
     config, step, params = restore_for_export(args.workdir, args.step)
-    tok = args.tokenizer or _run_info(args.workdir).get("tokenizer")
+    from llada_jax.checkpoint import run_info
+
+    tok = args.tokenizer or run_info(args.workdir).get("tokenizer")
     files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size, dtype=args.dtype,
                             tokenizer=tok)
     print(json.dumps({"out": os.path.abspath(args.out), "step": int(step), "files": files}))

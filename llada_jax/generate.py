@@ -12,8 +12,6 @@ the chat template of the instruct models.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 
 import jax
@@ -30,11 +28,7 @@ def load(workdir: str):
     from llada_jax import checkpoint
     from llada_jax.model import LLaDA, LLaDAConfig
 
-    info_path = os.path.join(workdir, "run.json")
-    if not os.path.exists(info_path):
-        raise ValueError(f"--workdir={workdir!r}: no run.json; expected the workdir of a training run")
-    with open(info_path) as f:
-        info = json.load(f)
+    info = checkpoint.run_info(workdir)
     model = LLaDA(LLaDAConfig(**info["model"]))
     boxed = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.PRNGKey(0))
     dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])

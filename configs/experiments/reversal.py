@@ -6,11 +6,11 @@
 
 import ml_collections
 
+from llada_jax.config import experiment_mode
+
 
 def get_config(mode: str = "full"):
-    if mode not in ("full", "reduced"):
-        raise ValueError(f"reversal config mode {mode!r}: expected 'full' or 'reduced'")
-    full = mode == "full"
+    full = experiment_mode("reversal", mode)
     c = ml_collections.ConfigDict()
     c.mode = mode
     # Set A: facts written only forward ("<A> is the parent of <B>."); set B: written

@@ -6,11 +6,11 @@ cores); `--config=configs/experiments/scaling.py:reduced` the CI-sized check (a 
 
 import ml_collections
 
+from llada_jax.config import experiment_mode
+
 
 def get_config(mode: str = "full"):
-    if mode not in ("full", "reduced"):
-        raise ValueError(f"scaling config mode {mode!r}: expected 'full' or 'reduced'")
-    full = mode == "full"
+    full = experiment_mode("scaling", mode)
     c = ml_collections.ConfigDict()
     c.mode = mode
     # The embedded corpus: the standard library's source, train/eval split by file.
