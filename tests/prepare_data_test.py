@@ -9,6 +9,7 @@ import pathlib
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -191,15 +192,16 @@ def test_sft_prepared_equals_in_memory_rows(tok, tmp_path):
 def test_training_resumes_bitwise_from_prepared_data(tok, prep, tmp_path):
     over = {"data.source": "prepared", "data.path": prep, "data.tokenizer": "", "data.random_length_prob": 0.5,
             "model.vocab_size": 400, "model.embedding_size": 400, "model.mask_token_id": -1,
-            "model.eos_token_id": -1, "model.pad_token_id": -1}
-    straight, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "a"))
+            "model.eos_token_id": -1, "model.pad_token_id": -1, "train.steps": 4}
+    one = jax.devices()[:1]
+    straight, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "a"), devices=one)
 
     def crash(step, state, m):
         if step == 3:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):  # a crash after the step-2 checkpoint
-        loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "b"), hooks=[crash])
-    resumed, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "b"))
+        loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "b"), devices=one, hooks=[crash])
+    resumed, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "b"), devices=one)
     for a, b in zip(*(jax_leaves(s["params"]) for s in (straight, resumed))):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="config.data.eval_path is empty"):
@@ -207,6 +209,4 @@ def test_training_resumes_bitwise_from_prepared_data(tok, prep, tmp_path):
 
 
 def jax_leaves(tree):
-    import jax
-
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
