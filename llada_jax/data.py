@@ -24,7 +24,6 @@ import re
 import sysconfig
 from typing import Iterator, Sequence
 
-import grain
 import numpy as np
 
 _EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
@@ -214,7 +213,9 @@ class DataIterator:
 
     _PER_PROCESS = ("batch_size", "process_index", "process_count")
 
-    def __init__(self, dataset: grain.MapDataset, config: dict, *, read_threads: int = 1, check=None):
+    def __init__(self, dataset, config: dict, *, read_threads: int = 1, check=None):
+        import grain  # here, not at the top: prepare_data's worker processes need none of it
+
         self._config = config
         self._check = check
         # a short prefetch; more reader threads for data read from disk
@@ -248,6 +249,7 @@ class DataIterator:
 def batches(n: int, gather, *, batch_size, seed, shuffle, num_epochs, process_index, process_count,
             extra_config, read_threads: int = 1, check=None) -> DataIterator:
     """A DataIterator over `n` rows: batches `gather(row indices)` of this process's rows."""
+    import grain
     import jax  # only for the process defaults; the pipeline itself is pure numpy
 
     process_index = jax.process_index() if process_index is None else process_index
