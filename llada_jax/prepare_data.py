@@ -210,6 +210,8 @@ def prepare_unit(job: tuple) -> dict:
             items.clear()
 
         for where, value, doc_end, n in _documents(unit, field):
+            if unit["type"] != "text" and isinstance(value, str) and not value.strip():
+                continue  # a blank document would only add a stray EOS (as data.pretrain_rows skips it)
             replaced += n
             items.append((where, value, doc_end))
             chars += len(value) if isinstance(value, str) else 1000
@@ -269,7 +271,9 @@ def prepare(inputs, out: str, *, tokenizer: str | None = None, kind: str = "pret
         raise ValueError(f"--shard_bytes={shard_bytes}: expected >= 1")
     field = field or ("text" if kind == "pretrain" else "messages")
     files = expand_inputs(inputs)
-    if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, PLAN)):
+    ours = ("tokenizer.model", "tokenizer.json")  # a run killed before its plan leaves only these (and .tmp)
+    if os.path.isdir(out) and not os.path.isfile(os.path.join(out, PLAN)) and any(
+            f not in ours and ".tmp" not in f for f in os.listdir(out)):
         raise ValueError(f"--out={out!r} is a non-empty directory not made by prepare_data: "
                          "refusing to write into it; choose a new directory")
     os.makedirs(out, exist_ok=True)
