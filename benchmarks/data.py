@@ -148,7 +148,7 @@ def main():
     if not os.path.exists(tok_dir + "/tokenizer.model"):
         from llada_jax import tokenizer as T
 
-        T.train_sentencepiece(corpus[:1], tok_dir + "/tokenizer", 512, max_bytes=4_000_000)
+        T.train_sentencepiece(corpus[:1], tok_dir + "/tokenizer", 512, max_bytes=4_000_000, character_coverage=0.995)
     for size in sizes:
         files, total = [], 0
         for f in corpus:  # the first `size` MB of the parts

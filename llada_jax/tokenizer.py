@@ -270,8 +270,8 @@ def train_sentencepiece(files: Sequence[str], out_prefix: str, vocab_size: int, 
             raise ValueError(
                 f"{over}: the tokenizer's training text holds {len(seen['chars'])} distinct characters (character "
                 f"{budget + 1} first appears here), "
-                f"more than vocab_size={vocab_size} can cover (binary or random bytes?); clean the input or "
-                f"raise the vocabulary size") from e
+                f"more than vocab_size={vocab_size} can cover (binary or random bytes?); clean the input, lower "
+                f"character_coverage or raise the vocabulary size") from e
         raise ValueError(f"sentencepiece could not train on {list(files)[:3]}: {e}") from e
     os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
     # write then rename, so a concurrent reader never sees half a file
