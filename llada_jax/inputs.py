@@ -34,15 +34,17 @@ def validate(config) -> None:
         raise ValueError(f"config.data.source={d.source!r}: SFT expects 'jsonl' or 'prepared' (or 'synthetic')")
     if d.max_bytes < 0:
         raise ValueError(f"config.data.max_bytes={d.max_bytes}: expected >= 0 (0: all of the text)")
-    if d.source == "prepared":
-        from llada_jax import prepared
 
-        if not d.path:
-            raise ValueError("config.data.path is empty: expected a directory made by "
-                             "`python -m llada_jax.prepare_data` (source 'prepared')")
-        for field in ("path", "eval_path") if _evaluating(config) else ("path",):
-            if getattr(d, field):
-                prepared.read_index(getattr(d, field))
+
+def _prepared_path(d) -> str:
+    """config.data.path, checked (at run time: llada_jax.plan validates configs without data)."""
+    from llada_jax import prepared
+
+    if not d.path:
+        raise ValueError("config.data.path is empty: expected a directory made by "
+                         "`python -m llada_jax.prepare_data` (source 'prepared')")
+    prepared.read_index(d.path)
+    return d.path
 
 
 def _evaluating(config) -> bool:
@@ -62,7 +64,7 @@ def load_tokenizer(config, workdir: str):
     if d.source == "prepared":  # the tokenizer the data was made with, stored beside it
         from llada_jax import prepared
 
-        found = prepared.tokenizer_file(d.path)
+        found = prepared.tokenizer_file(_prepared_path(d))
         if found is None:
             raise ValueError(f"config.data.path={d.path!r} holds no tokenizer file; set config.data.tokenizer")
         return tok.load_tokenizer(found)
