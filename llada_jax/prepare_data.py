@@ -347,7 +347,7 @@ def _write_index(out, tok, kind, dtype, n_units) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m llada_jax.prepare_data", description=__doc__.split("\n\n")[0])
-    p.add_argument("--inputs", required=True, help="comma-separated files or globs: text, .jsonl, .parquet")
+    p.add_argument("--inputs", default="", help="comma-separated files or globs: text, .jsonl, .parquet")
     p.add_argument("--out", required=True, help="output directory (rerun to resume)")
     p.add_argument("--tokenizer", default=None, help="sentencepiece .model, tokenizer.json or a directory; "
                    "default: train a sentencepiece model on the inputs into OUT/tokenizer.model")
