@@ -24,6 +24,7 @@ setup(
         "absl-py==2.5.1",
         "safetensors==0.8.0",
         "tokenizers==0.23.3",
+        "pyarrow==26.0.1",  # Parquet inputs of llada_jax.prepare_data
         "numpy>=1.26",
         "tqdm>=4.66",
     ],
@@ -31,7 +32,8 @@ setup(
     entry_points={"console_scripts": ["llada-lm-eval = llada_jax.evaluation:main"]},
     extras_require={
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "matplotlib==3.11.2", "lm-eval==0.4.13",
-                 "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
+                 "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0",
+                 "psutil==7.2.2"],  # benchmarks/data.py: peak RSS of a process tree
         # Parity and export tests only; never imported by training or sampling.
         # 2.13.0 is the CPU build that lies on disk, so no multi-GB CUDA build is pulled.
         "torch": ["torch==2.13.0", "transformers==5.23.0"],

@@ -11,7 +11,7 @@ def get_config():
                    rope_theta=500000.0, mask_token_id=126336, eos_token_id=126081, pad_token_id=126081,
                    dtype="bfloat16", param_dtype="float32", remat_policy="full")
     c.mesh.update(data=1, fsdp=-1, tensor=1)
-    c.data.update(source="files", seq_len=4096, batch_size=512, random_length_prob=0.01)
+    c.data.update(source="prepared", seq_len=4096, batch_size=512, random_length_prob=0.01)
     c.optim.update(lr=4e-4, b1=0.9, b2=0.95, weight_decay=0.1, schedule="wsd", warmup_steps=2000,
                    decay_steps=10_000, final_lr_ratio=0.025, drop_step=60_000, drop_ratio=0.25,
                    clip_norm=1.0)

@@ -20,7 +20,7 @@ def get_config():
                    mask_token_id=126336, eos_token_id=126081, pad_token_id=126081,
                    dtype="bfloat16", param_dtype="float32", remat_policy="full")
     c.mesh.update(data=1, fsdp=-1, tensor=1)
-    c.data.update(source="files", seq_len=4096, batch_size=1280, random_length_prob=0.01)
+    c.data.update(source="prepared", seq_len=4096, batch_size=1280, random_length_prob=0.01)
     stable_end = round(1.2e12 / TOKENS_PER_STEP)  # 228,882
     decay_start = round(2.0e12 / TOKENS_PER_STEP)  # 381,470
     total = round(2.3e12 / TOKENS_PER_STEP)  # 438,691

@@ -2,7 +2,7 @@
 # Multi-node GPU training under SLURM: one process per node, each driving all the GPUs of its node.
 #
 #   sbatch --nodes=4 launch/slurm_gpu.sh --config=configs/llada_8b.py --workdir=/shared/runs/8b \
-#       --config.data.train_files=/shared/data/train.txt --config.mesh.data=4 --config.mesh.fsdp=8
+#       --config.data.path=/shared/data/prepared --config.mesh.data=4 --config.mesh.fsdp=8
 #
 # The arguments are those of `python -m llada_jax.train`. The coordinator is the first node of
 # the job (port $PORT, default 12355); the process count and id come from SLURM_NTASKS and

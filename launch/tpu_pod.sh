@@ -5,7 +5,7 @@
 #   export TPU_NAME=my-v5p-256 ZONE=us-east5-a [PROJECT=my-project]
 #   launch/tpu_pod.sh setup        # once: copy this repository to every host and install it
 #   launch/tpu_pod.sh --config=configs/llada_8b.py --workdir=gs://my-bucket/runs/8b \
-#       --config.data.train_files=/mnt/data/train.txt
+#       --config.data.path=/mnt/data/prepared
 #
 # Every host runs `python -m llada_jax.train <arguments>` in ~/llada-jax (REMOTE_DIR); JAX
 # finds the other hosts of the slice itself (no coordinator to pass). The workdir must be

@@ -42,11 +42,12 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict(dict(
         kind="pretrain",  # "pretrain" or "sft"
-        source="stdlib",  # "stdlib" (embedded corpus), "files", "jsonl" (SFT) or "synthetic"
+        source="stdlib",  # "stdlib" (embedded corpus), "files", "jsonl" (SFT), "prepared" or "synthetic"
         task="arith",  # synthetic source: a task of llada_jax.tasks ("arith" or "sort")
         task_items=8, task_values=64,  # the sort task's list length; values per token
         train_files="", eval_files="",  # comma-separated text files (source "files")
         train_jsonl="", eval_jsonl="",  # chat JSONL (source "jsonl")
+        path="", eval_path="",  # directories of `python -m llada_jax.prepare_data` (source "prepared")
         tokenizer="",  # tokenizer path; empty: train one into the workdir (stdlib/files)
         max_bytes=0,  # pre-training text to read (tokenizer and data); 0: all of it
         seq_len=128,

@@ -10,7 +10,8 @@ takes global elements i, i + P, i + 2P, ... So at step k the P processes hold di
 rows whose union is exactly the global batch k of one process at batch_size * P.
 
 The default pre-training corpus is the running Python's standard library source, so the
-demo needs no download.
+demo needs no download. A corpus that does not fit in memory is tokenized once by
+`llada_jax.prepare_data` and streamed by `llada_jax.prepared` through the same `batches`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import json
 import logging
 import os
 import pathlib
+import re
 import sysconfig
 from typing import Iterator, Sequence
 
-import grain
 import numpy as np
 
 _EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
@@ -55,32 +56,60 @@ def stdlib_files(split: str = "train", holdout_fraction: float = 0.05, *, root: 
     return [p for _, p in sorted(keyed)]
 
 
-def iter_documents(files: Sequence[str]) -> Iterator[str]:
+def decode_text(raw: bytes) -> tuple[str, int]:
+    """(text, number of bytes that were not UTF-8): each such byte becomes U+FFFD."""
+    try:
+        return raw.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        # surrogateescape maps each undecodable byte to one lone surrogate: count and replace them
+        return re.subn("[\udc80-\udcff]", "\ufffd", raw.decode("utf-8", "surrogateescape"))
+
+
+def warn_replaced(replaced: int, files: int, first: str) -> None:
+    if replaced:
+        logging.warning("replaced %d bytes that are not UTF-8 with U+FFFD in %d file(s) (first: %s)",
+                        replaced, files, first)
+
+
+def iter_documents(files: Sequence[str], with_source: bool = False) -> Iterator:
     """Documents of `files`: a `.jsonl` file gives one `{"text": ...}` per line, any other
-    file is one document (read as UTF-8, undecodable bytes replaced)."""
+    file is one document (read as UTF-8; undecodable bytes are replaced, and how many is
+    logged once, at the end). With `with_source`: (path, first line number, text)."""
+    replaced, bad_files, first = 0, 0, ""
     for path in files:
         path = os.fspath(path)
         if not path.endswith(".jsonl"):
-            with open(path, encoding="utf-8", errors="replace") as f:
-                yield f.read()
+            with open(path, "rb") as f:
+                text, n = decode_text(f.read())
+            replaced, bad_files, first = replaced + n, bad_files + bool(n), first or (path if n else "")
+            yield (path, 1, text) if with_source else text
             continue
         for n, text in jsonl_field(path, "text", "a 'text' field"):
             if not isinstance(text, str):
                 raise ValueError(f"{path}:{n}: 'text' is {type(text).__name__}, expected str")
-            yield text
+            yield (path, n, text) if with_source else text
+    warn_replaced(replaced, bad_files, first)
 
 
-def jsonl_field(path: str, field: str, what: str) -> Iterator[tuple[int, object]]:
-    """(line number, value of `field`) for every non-blank line of a JSONL file; a line
-    that is not a JSON object holding `field` raises ValueError naming file and line."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+def jsonl_field(path: str, field: str, what: str, start: int = 0, end: int | None = None,
+                first_line: int = 1) -> Iterator[tuple[int, object]]:
+    """(line number, value of `field`) for every non-blank line of a JSONL file (or of the
+    lines starting in bytes [start, end), `start` a line start numbered `first_line`); a
+    line that is not UTF-8 JSON object holding `field` raises ValueError naming file and line."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        n = first_line - 1
+        while end is None or f.tell() < end:
+            line = f.readline()
+            if not line:
+                break
+            n += 1
             if not line.strip():
                 continue
             try:
                 value = json.loads(line)[field]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{n}: expected a JSON object with {what} ({e})") from e
+            except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError, UnicodeDecodeError
+                raise ValueError(f"{path}:{n}: expected a JSON object with {what}, in UTF-8 ({e})") from e
             yield n, value
 
 
@@ -127,6 +156,9 @@ def pretrain_rows(files: Sequence[str], tokenizer, seq_len: int, *, max_bytes: i
             total += len(doc.encode("utf-8"))
         if max_bytes is not None and total >= max_bytes:
             break
+    if not docs:
+        raise ValueError(f"no text in the training files {files[:3]}{' ...' if len(files) > 3 else ''}: "
+                         "every file is empty or blank")
     rows = pack_documents(tokenizer.encode_batch(docs), tokenizer.eos_id, seq_len)
     if cache is not None:
         try:
@@ -174,34 +206,51 @@ class DataIterator:
 
     The state records the position and the pipeline's configuration; restoring a state
     into a differently configured pipeline raises ValueError instead of silently
-    producing different batches.
+    producing different batches. The position counts global batches, which do not depend
+    on how they are split over processes, so a state restores onto another process count
+    with the same global batch size. `check`, if given, is called before every batch
+    (a background integrity check raises through it).
     """
 
-    def __init__(self, dataset: grain.MapDataset, config: dict):
+    _PER_PROCESS = ("batch_size", "process_index", "process_count")
+
+    def __init__(self, dataset, config: dict, *, read_threads: int = 1, check=None):
+        import grain  # here, not at the top: prepare_data's worker processes need none of it
+
         self._config = config
-        # One reader thread and a short prefetch: elements are slices of an in-memory array.
-        self._it = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)).__iter__()
+        self._check = check
+        # a short prefetch; more reader threads for data read from disk
+        self._it = dataset.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                                             prefetch_buffer_size=2 * read_threads)).__iter__()
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
+        if self._check is not None:
+            self._check()
         return next(self._it)
 
     def get_state(self) -> dict:
         return {"next_index": int(self._it.get_state()["next_index"]), "config": dict(self._config)}
 
     def set_state(self, state: dict) -> None:
-        if not isinstance(state, dict) or "next_index" not in state:
+        if not isinstance(state, dict) or "next_index" not in state or not isinstance(state.get("config"), dict):
             raise ValueError(f"data iterator state {state!r}: expected a dict from get_state()")
-        if state.get("config") != self._config:
-            raise ValueError(f"data iterator state was saved with config {state.get('config')}, "
-                             f"this pipeline is {self._config}")
+        saved, mine = state["config"], self._config
+        same = {k: v for k, v in saved.items() if k not in self._PER_PROCESS} == \
+            {k: v for k, v in mine.items() if k not in self._PER_PROCESS}
+        global_batch = [c.get("batch_size", 0) * c.get("process_count", 1) for c in (saved, mine)]
+        if not same or global_batch[0] != global_batch[1]:
+            raise ValueError(f"data iterator state was saved with config {saved} (global batch_size "
+                             f"{global_batch[0]}), this pipeline is {mine} (global batch_size {global_batch[1]})")
         self._it.set_state({"next_index": int(state["next_index"])})
 
 
-def _batches(arrays: dict[str, np.ndarray], *, batch_size, seed, shuffle, num_epochs,
-             process_index, process_count, extra_config) -> DataIterator:
+def batches(n: int, gather, *, batch_size, seed, shuffle, num_epochs, process_index, process_count,
+            extra_config, read_threads: int = 1, check=None) -> DataIterator:
+    """A DataIterator over `n` rows: batches `gather(row indices)` of this process's rows."""
+    import grain
     import jax  # only for the process defaults; the pipeline itself is pure numpy
 
     process_index = jax.process_index() if process_index is None else process_index
@@ -212,7 +261,6 @@ def _batches(arrays: dict[str, np.ndarray], *, batch_size, seed, shuffle, num_ep
         raise ValueError(f"batch_size={batch_size}: expected >= 1")
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed}: expected an integer in [0, 2**32)")
-    n = len(next(iter(arrays.values())))
     if num_epochs is not None and n * num_epochs < batch_size * process_count:
         raise ValueError(f"{n} rows x {num_epochs} epochs is less than one global batch "
                          f"({batch_size} x {process_count} processes)")
@@ -223,10 +271,15 @@ def _batches(arrays: dict[str, np.ndarray], *, batch_size, seed, shuffle, num_ep
     ds = ds.repeat(num_epochs)
     ds = ds[process_index::process_count]
     ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(lambda idx: {k: v[np.asarray(idx)] for k, v in arrays.items()})
+    ds = ds.map(lambda idx: gather(np.asarray(idx)))
     config = dict(extra_config, rows=n, batch_size=batch_size, seed=seed, shuffle=shuffle,
                   num_epochs=num_epochs, process_index=process_index, process_count=process_count)
-    return DataIterator(ds, config)
+    return DataIterator(ds, config, read_threads=read_threads, check=check)
+
+
+def _batches(arrays: dict[str, np.ndarray], **kw) -> DataIterator:
+    n = len(next(iter(arrays.values())))
+    return batches(n, lambda idx: {k: v[idx] for k, v in arrays.items()}, **kw)
 
 
 def pretrain_iterator(files: Sequence[str], tokenizer, *, seq_len: int, batch_size: int, seed: int,

@@ -12,7 +12,7 @@ from llada_jax import tasks
 from llada_jax.model import LLaDAConfig
 
 log = logging.getLogger(__name__)
-SOURCES = ("stdlib", "files", "jsonl", "synthetic")
+SOURCES = ("stdlib", "files", "jsonl", "prepared", "synthetic")
 
 
 def _files(spec: str, field: str) -> list[str]:
@@ -25,6 +25,32 @@ def _files(spec: str, field: str) -> list[str]:
     return files
 
 
+def validate(config) -> None:
+    """Raise ValueError naming the config.data field that cannot work (before anything runs)."""
+    d = config.data
+    if d.source not in SOURCES:
+        raise ValueError(f"config.data.source={d.source!r}: expected one of {SOURCES}")
+    if d.kind == "sft" and d.source not in ("jsonl", "prepared", "synthetic"):
+        raise ValueError(f"config.data.source={d.source!r}: SFT expects 'jsonl' or 'prepared' (or 'synthetic')")
+    if d.max_bytes < 0:
+        raise ValueError(f"config.data.max_bytes={d.max_bytes}: expected >= 0 (0: all of the text)")
+
+
+def _prepared_path(d) -> str:
+    """config.data.path, checked (at run time: llada_jax.plan validates configs without data)."""
+    from llada_jax import prepared
+
+    if not d.path:
+        raise ValueError("config.data.path is empty: expected a directory made by "
+                         "`python -m llada_jax.prepare_data` (source 'prepared')")
+    prepared.read_index(d.path)
+    return d.path
+
+
+def _evaluating(config) -> bool:
+    return bool(config.train.eval_every and config.train.eval_batches)
+
+
 def load_tokenizer(config, workdir: str):
     """The tokenizer named by config.data.tokenizer; if empty, one trained on the training
     files into workdir/tokenizer.model (reused when present). None for synthetic data."""
@@ -35,6 +61,13 @@ def load_tokenizer(config, workdir: str):
         return None
     if d.tokenizer:
         return tok.load_tokenizer(d.tokenizer)
+    if d.source == "prepared":  # the tokenizer the data was made with, stored beside it
+        from llada_jax import prepared
+
+        found = prepared.tokenizer_file(_prepared_path(d))
+        if found is None:
+            raise ValueError(f"config.data.path={d.path!r} holds no tokenizer file; set config.data.tokenizer")
+        return tok.load_tokenizer(found)
     path = os.path.join(workdir, "tokenizer.model")
     if os.path.exists(path):
         return tok.load_tokenizer(path)
@@ -88,6 +121,17 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
         def make(seed):
             return tasks.TaskIterator(task, seed=seed, sft=d.kind == "sft", **kw)
         return (None if eval_only else make(config.train.seed)), (lambda: make(config.train.seed + 1_000_003))
+    evaluating = _evaluating(config)
+    if d.source == "prepared":
+        from llada_jax import prepared
+
+        if evaluating and not d.eval_path:
+            raise ValueError("config.data.eval_path is empty: evaluation (train.eval_every) needs prepared "
+                             "held-out data; prepare it, or set config.train.eval_every=0")
+        pkw = dict(kw, kind=d.kind)
+        train = None if eval_only else prepared.prepared_iterator(d.path, tokenizer, seed=config.train.seed, **pkw)
+        return train, (lambda: prepared.prepared_iterator(d.eval_path, tokenizer, seed=0, shuffle=False,
+                                                          verify="size", **pkw))
     if d.source == "jsonl":
         if not d.train_jsonl:
             raise ValueError("config.data.train_jsonl is empty: expected a chat JSONL file for SFT")
@@ -97,6 +141,7 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
     mb = d.max_bytes or None
     train = None if eval_only else data.pretrain_iterator(train_files(config, "train"), tokenizer, max_bytes=mb,
                                                           seed=config.train.seed, **kw)
-    eval_files = train_files(config, "eval")
+    # held-out files are only needed (and only checked) when the run evaluates
+    eval_files = train_files(config, "eval") if evaluating or eval_only else None
     return train, (lambda: data.pretrain_iterator(eval_files, tokenizer, seed=0, shuffle=False,
                                                   max_bytes=None if mb is None else max(mb // 10, 100_000), **kw))

@@ -48,10 +48,7 @@ def validate(config, num_devices: int, process_count: int = 1):
     d, o, t = config.data, config.optim, config.train
     if d.kind not in train.KINDS:
         raise ValueError(f"config.data.kind={d.kind!r}: expected one of {train.KINDS}")
-    if d.source not in inputs.SOURCES:
-        raise ValueError(f"config.data.source={d.source!r}: expected one of {inputs.SOURCES}")
-    if d.kind == "sft" and d.source not in ("jsonl", "synthetic"):
-        raise ValueError(f"config.data.source={d.source!r}: SFT expects 'jsonl' (or 'synthetic')")
+    inputs.validate(config)
     if o.grad_accum < 1:
         raise ValueError(f"config.optim.grad_accum={o.grad_accum}: expected >= 1")
     if d.batch_size < 1 or d.batch_size % (dp * o.grad_accum):

@@ -206,20 +206,28 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     raise ValueError(f"tokenizer path {path}: expected a .model file, a tokenizer.json or a directory")
 
 
-def _training_chunks(files: Sequence[str], max_bytes: int, chunk_chars: int = 2000):
-    """Documents cut at line ends into pieces of about `chunk_chars` characters, up to
-    `max_bytes` in all. Chunks (not lines) keep the newlines, so pieces such as ':\\n' or
-    '\\n\\n' can be learned, which matters for code."""
+def _training_chunks(files: Sequence[str], max_bytes: int, seen: dict, chunk_chars: int = 2000):
+    """Documents cut at line ends into pieces of about `chunk_chars` characters (a longer
+    line is cut too: sentencepiece skips over-long sentences), up to `max_bytes` in all.
+    Chunks (not lines) keep the newlines, so pieces such as ':\\n' or '\\n\\n' can be
+    learned, which matters for code. `seen["chars"]` collects the distinct characters and
+    `seen["first"]` each one's first "file:line", to name the input when there are too many."""
     from llada_jax import data  # data does not import this module at load time
 
-    total = 0
-    for doc in data.iter_documents(files):
+    total, chars, first = 0, seen.setdefault("chars", set()), seen.setdefault("first", {})
+    for path, line_no, doc in data.iter_documents(files, with_source=True):
         cur = ""
-        for line in doc.splitlines(keepends=True):
-            if cur and len(cur) + len(line) > chunk_chars:
-                yield cur
-                cur = ""
-            cur += line
+        for i, line in enumerate(doc.splitlines(keepends=True)):
+            new = set(line) - chars
+            if new:
+                chars.update(new)
+                first.update(dict.fromkeys(new, f"{path}:{line_no if path.endswith('.jsonl') else i + 1}"))
+            for j in range(0, len(line), chunk_chars):
+                piece = line[j:j + chunk_chars]
+                if cur and len(cur) + len(piece) > chunk_chars:
+                    yield cur
+                    cur = ""
+                cur += piece
             total += len(line.encode("utf-8"))
             if total >= max_bytes:
                 break
@@ -249,16 +257,22 @@ def train_sentencepiece(files: Sequence[str], out_prefix: str, vocab_size: int, 
     if not files:
         raise ValueError("train_sentencepiece: no training files given")
     specials = [SPECIAL_TOKENS[name] for name in sorted(SPM_IDS, key=SPM_IDS.get)]
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=_training_chunks(files, max_bytes), model_writer=model,
-        vocab_size=vocab_size, model_type=model_type, byte_fallback=True,
-        unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, user_defined_symbols=specials,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
-        allow_whitespace_only_pieces=True, split_digits=True, character_coverage=character_coverage,
-        max_sentence_length=1 << 16, num_threads=os.cpu_count() or 1,
-        # a tiny corpus may not support vocab_size pieces: take what it supports
-        hard_vocab_limit=False, minloglevel=2)
+    model, seen = io.BytesIO(), {}
+    try:
+        _train(spm, _training_chunks(files, max_bytes, seen), model, vocab_size, model_type, specials,
+               character_coverage)
+    except RuntimeError as e:  # sentencepiece's internal errors: say what in the input causes them
+        if not seen.get("chars"):
+            raise ValueError(f"no text to train the tokenizer on in {list(files)[:3]}: the files are empty") from e
+        if "required_chars" in str(e):
+            budget = vocab_size - len(SPM_IDS) - 257
+            over = list(seen["first"].values())[budget] if len(seen["first"]) > budget else "?"
+            raise ValueError(
+                f"{over}: the tokenizer's training text holds {len(seen['chars'])} distinct characters (character "
+                f"{budget + 1} first appears here), "
+                f"more than vocab_size={vocab_size} can cover (binary or random bytes?); clean the input, lower "
+                f"character_coverage or raise the vocabulary size") from e
+        raise ValueError(f"sentencepiece could not train on {list(files)[:3]}: {e}") from e
     os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
     # write then rename, so a concurrent reader never sees half a file
     tmp = f"{out_prefix}.model.tmp{os.getpid()}"
@@ -266,3 +280,15 @@ def train_sentencepiece(files: Sequence[str], out_prefix: str, vocab_size: int, 
         f.write(model.getvalue())
     os.replace(tmp, f"{out_prefix}.model")
     return SentencePieceTokenizer(f"{out_prefix}.model")
+
+
+def _train(spm, chunks, model, vocab_size, model_type, specials, character_coverage):
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=chunks, model_writer=model,
+        vocab_size=vocab_size, model_type=model_type, byte_fallback=True,
+        unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, user_defined_symbols=specials,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
+        allow_whitespace_only_pieces=True, split_digits=True, character_coverage=character_coverage,
+        max_sentence_length=1 << 16, num_threads=os.cpu_count() or 1,
+        # a tiny corpus may not support vocab_size pieces: take what it supports
+        hard_vocab_limit=False, minloglevel=2)

@@ -194,3 +194,46 @@ def test_defaults_finite_epochs_and_cache_location(tok, corpus, tmp_path):
     data.pretrain_rows(corpus[:1], tok, 16)
     cache = os.path.join(os.path.dirname(tok.path), "data_cache")
     assert any(f.startswith("pretrain-") for f in os.listdir(cache))
+
+
+def test_training_data_mistakes_refused_or_reported(tok, tmp_path, caplog):
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from train_helper import tiny_config
+
+    from llada_jax import inputs
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text(" \n")
+    with pytest.raises(ValueError, match="no text in the training files .*empty.txt"):
+        data.pretrain_rows([str(empty)], tok, 16, use_cache=False)
+    empty.write_text("")
+    with pytest.raises(ValueError, match="no text to train the tokenizer on"):
+        T.train_sentencepiece([str(empty)], str(tmp_path / "t0"), 400)
+    # random bytes: sentencepiece's internal error becomes one naming the file and line
+    rng = np.random.default_rng(0)
+    (tmp_path / "rand.txt").write_bytes(b"plain text\n" + rng.integers(0, 256, 60_000, dtype=np.uint8).tobytes())
+    with pytest.raises(ValueError, match=r"rand.txt:\d+: the tokenizer's training text holds \d+ distinct"):
+        T.train_sentencepiece([str(tmp_path / "rand.txt")], str(tmp_path / "t1"), 400)
+    # a line longer than sentencepiece's sentence limit is cut, not dropped
+    (tmp_path / "long.txt").write_text("ab" * 50_000 + "\n")
+    long_tok = T.train_sentencepiece([str(tmp_path / "long.txt")], str(tmp_path / "t2"), 400)
+    assert long_tok.decode(long_tok.encode("abab")) == "abab"
+    # non-UTF-8 bytes are replaced, and how many is said once
+    (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1") * 3)
+    with caplog.at_level(logging.WARNING):
+        docs = list(data.iter_documents([str(tmp_path / "latin1.txt"), str(tmp_path / "latin1.txt")]))
+    assert docs[0] == "caf\ufffd\n" * 3
+    assert caplog.text.count("replaced 6 bytes that are not UTF-8 with U+FFFD in 2 file(s)") == 1
+    c = tiny_config(**{"data.source": "files", "data.train_files": str(tmp_path / "latin1.txt"),
+                       "data.max_bytes": -1})
+    with pytest.raises(ValueError, match="config.data.max_bytes=-1: expected >= 0"):
+        inputs.validate(c)
+    # no held-out files needed while evaluation is off
+    c.data.max_bytes, c.train.eval_every = 0, 0
+    train, _ = inputs.iterators(c, tok, process_index=0, process_count=1)
+    assert next(train)["input_ids"].shape == (8, 32)
+    c.train.eval_every = 2
+    with pytest.raises(ValueError, match="config.data.eval_files=''"):
+        inputs.iterators(c, tok, process_index=0, process_count=1)
