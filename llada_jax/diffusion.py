@@ -48,7 +48,7 @@ class ChunkedLogits(NamedTuple):
 
     hidden_BxLxE: jax.Array
     head_ExV: jax.Array
-    chunk: int = 512
+    chunk: int = 128
 
 
 def token_stats(logits, targets):
