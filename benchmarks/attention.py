@@ -1,6 +1,7 @@
 """Dense against chunked attention in the real train step on this CPU: one JSON line per figure.
 
     python benchmarks/attention.py [--seqs=512,1024,2048] [--reps=3] [--compile_only_seqs=8192,16384]
+                                   [--chunked_only_seqs=8192]
 
 For each sequence length: a d_model 512 model (8 heads, 2 layers, vocabulary 4096,
 float32, batch 1) with attention "dense" and "chunked"; the compiled step's memory
@@ -8,7 +9,8 @@ float32, batch 1) with attention "dense" and "chunked"; the compiled step's memo
 time, measured in pairs (dense, chunked, dense, ...) so that load from other processes
 on a shared machine hits both alike; the medians are reported. At the compile-only
 lengths the step is compiled but not run: the memory dense would need, without
-allocating it.
+allocating it. At the chunked-only lengths, chunked runs (one timed step) where dense
+would need more memory than this shared machine gives one process.
 """
 
 import argparse
@@ -58,6 +60,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seqs", default="512,1024,2048")
     ap.add_argument("--compile_only_seqs", default="8192,16384")
+    ap.add_argument("--chunked_only_seqs", default="8192")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1)
     a = ap.parse_args()
@@ -85,6 +88,18 @@ def main():
                               "tokens_per_s": round(a.batch * seq / step_s, 1), **runs[impl][3]}), flush=True)
         ratio = statistics.median(times["chunked"]) / statistics.median(times["dense"])
         print(json.dumps({"figure": "chunked_over_dense_time", "seq_len": seq, "ratio": round(ratio, 3)}), flush=True)
+    for seq in [int(s) for s in a.chunked_only_seqs.split(",") if s]:
+        step, (model, tx, mesh, shardings), b, figures = make_step("chunked", seq, a.batch)
+        state = train.init_state(model, tx, mesh, 0, shardings)
+        state, m = step(state, b)
+        jax.block_until_ready(m)
+        t = time.perf_counter()
+        state, m = step(state, b)
+        jax.block_until_ready(m)
+        step_s = time.perf_counter() - t
+        print(json.dumps({"figure": "attention_train_step", "attention": "chunked", "seq_len": seq, "batch": a.batch,
+                          "d_model": 512, "step_s_median": round(step_s, 3), "loss": round(float(m["loss"]), 4),
+                          **figures}), flush=True)
     for seq in [int(s) for s in a.compile_only_seqs.split(",") if s]:
         for impl in IMPLS:
             figures = make_step(impl, seq, a.batch)[3]
