@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
         mask_token_id=-1, eos_token_id=-1, pad_token_id=-1,
         weight_tying=False, init_std=0.02,
         dtype="float32", param_dtype="float32", scan_layers=True, remat_policy="none",
+        attention="dense",  # "dense", "chunked" (any backend), "cudnn" (GPU) or "splash" (TPU)
     ))
 
     # Device mesh (data, fsdp, tensor); one axis may be -1: the rest of the devices.

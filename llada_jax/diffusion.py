@@ -4,10 +4,14 @@ Monte Carlo likelihood estimate (facts sections 3 to 5). Pure, jit-friendly func
 from __future__ import annotations
 
 import functools
+import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from llada_jax.model import lm_head
 
 
 def forward_process(rng, input_ids, mask_id, eps=1e-3, prompt_mask=None, valid_mask=None):
@@ -36,32 +40,66 @@ def token_cross_entropy(logits, targets):
     return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
 
-def _metrics(logits, input_ids, masked):
+class ChunkedLogits(NamedTuple):
+    """Logits not yet computed: `model.lm_head(hidden_BxLxE, head_ExV)`, what the model
+    returns with `return_hidden=True`. The losses then apply the head `chunk` positions
+    at a time under `jax.checkpoint`, so neither the (B, L, V) logits nor their gradient
+    ever exist whole (10 GB in float32 for 5 x 4096 tokens over LLaDA's vocabulary)."""
+
+    hidden_BxLxE: jax.Array
+    head_ExV: jax.Array
+    chunk: int = 128
+
+
+def token_stats(logits, targets):
+    """(cross-entropy, argmax == target) per token, both (B, L), from (B, L, V) logits
+    or from `ChunkedLogits` (the same values, chunk by chunk)."""
+    if not isinstance(logits, ChunkedLogits):
+        return token_cross_entropy(logits, targets), jnp.argmax(logits, -1) == targets
+    hidden, head, chunk = logits
+    b, l, e = hidden.shape
+    c = min(chunk, l)
+    n = math.ceil(l / c)
+    pad = n * c - l
+    h_NxBxCxE = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, n, c, e).swapaxes(0, 1)
+    t_NxBxC = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, n, c).swapaxes(0, 1)
+
+    @jax.checkpoint  # the backward recomputes each chunk's logits instead of storing them
+    def one(h_BxCxE, t_BxC):
+        logits_BxCxV = lm_head(h_BxCxE, head)
+        return token_cross_entropy(logits_BxCxV, t_BxC), jnp.argmax(logits_BxCxV, -1) == t_BxC
+
+    ce, correct = jax.lax.map(lambda xs: one(*xs), (h_NxBxCxE, t_NxBxC))
+    return ce.swapaxes(0, 1).reshape(b, n * c)[:, :l], correct.swapaxes(0, 1).reshape(b, n * c)[:, :l]
+
+
+def _metrics(correct, masked):
     n = jnp.sum(masked)
-    correct = jnp.sum((jnp.argmax(logits, -1) == input_ids) & masked)
-    return {"masked_accuracy": correct / jnp.maximum(n, 1), "num_masked": n}
+    return {"masked_accuracy": jnp.sum(correct & masked) / jnp.maximum(n, 1), "num_masked": n}
 
 
 def pretrain_loss(logits, input_ids, masked, p_mask, valid_mask=None):
     """sum over masked tokens of CE / p, divided by the number of token positions.
 
+    logits: (B, L, V), or `ChunkedLogits` (the same loss without materialising them).
     With `valid_mask` (random-length batches padded to a fixed shape) only the valid
     positions count in the denominator, as if the batch had been cropped.
     """
-    ce = token_cross_entropy(logits, input_ids)
+    ce, correct = token_stats(logits, input_ids)
     total = jnp.sum(jnp.where(masked, ce / p_mask, 0.0))
     positions = input_ids.size if valid_mask is None else jnp.sum(valid_mask)
     loss = total / positions
-    return loss, _metrics(logits, input_ids, masked)
+    return loss, _metrics(correct, masked)
 
 
 def sft_loss(logits, input_ids, masked, p_mask, prompt_mask):
-    """sum over masked tokens of CE / p / answer_length(row), divided by B (facts section 4)."""
-    ce = token_cross_entropy(logits, input_ids)
+    """sum over masked tokens of CE / p / answer_length(row), divided by B (facts section 4).
+    logits: (B, L, V) or `ChunkedLogits`."""
+    ce, correct = token_stats(logits, input_ids)
     answer_len = jnp.sum(~prompt_mask.astype(bool), axis=1, keepdims=True)
     per_token = ce / p_mask / jnp.maximum(answer_len, 1)
     loss = jnp.sum(jnp.where(masked, per_token, 0.0)) / input_ids.shape[0]
-    return loss, _metrics(logits, input_ids, masked)
+    return loss, _metrics(correct, masked)
 
 
 def stratified_mask(rng, batch_size, prompt_len, answer_len):

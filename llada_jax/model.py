@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from llada_jax import attention as attention_lib
+
 # Logical axis names used by the parameters and activations of this module.
 # `llada_jax.sharding.LOGICAL_RULES` maps each onto mesh axes.
 VOCAB, EMBED, HEADS, KV_HEADS, HEAD_DIM, MLP, LAYERS, NORM = (
@@ -36,9 +38,6 @@ REMAT_POLICIES = {
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 DTYPES = ("float32", "bfloat16", "float16")
-# Large negative for masked attention scores: finite, so a row whose keys are all
-# masked gets a uniform softmax instead of NaN.
-_MASK_VALUE = -1e30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +65,7 @@ class LLaDAConfig:
     causal: bool = False  # True: an autoregressive baseline of the same shape
     scan_layers: bool = True
     remat_policy: str = "none"  # a key of REMAT_POLICIES
+    attention: str = "dense"  # a key of llada_jax.attention.IMPLEMENTATIONS
 
     def __post_init__(self):
         def need(ok, field, expected):
@@ -86,6 +86,8 @@ class LLaDAConfig:
         need(self.dtype in DTYPES, "dtype", f"one of {DTYPES}")
         need(self.param_dtype in DTYPES, "param_dtype", f"one of {DTYPES}")
         need(self.remat_policy in REMAT_POLICIES, "remat_policy", f"one of {sorted(REMAT_POLICIES)}")
+        need(self.attention in attention_lib.IMPLEMENTATIONS, "attention",
+             f"one of {sorted(attention_lib.IMPLEMENTATIONS)}")
 
     @property
     def head_dim(self) -> int:
@@ -154,17 +156,9 @@ def apply_rope(x_BxLxHxD, cos_BxLxD, sin_BxLxD):
     return out.astype(x_BxLxHxD.dtype)
 
 
-def attention(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, bias_BxLxS):
-    """Softmax attention with grouped KV heads; query head h uses kv head h // group."""
-    b, l, h, d = q_BxLxHxD.shape
-    kv = k_BxSxKxD.shape[2]
-    q_BxLxKxGxD = q_BxLxHxD.reshape(b, l, kv, h // kv, d)
-    scores = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, k_BxSxKxD,
-                        preferred_element_type=jnp.float32) / jnp.sqrt(jnp.float32(d))
-    scores = jnp.where(bias_BxLxS[:, None, None], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxD.dtype)
-    out_BxLxKxGxD = jnp.einsum("bkgls,bskd->blkgd", probs, v_BxSxKxD)
-    return out_BxLxKxGxD.reshape(b, l, h, d)
+def lm_head(x_BxLxE, head_ExV):
+    """Output logits in float32 from the final normed hidden states (compute dtype)."""
+    return jnp.einsum("ble,ev->blv", x_BxLxE, head_ExV.astype(x_BxLxE.dtype), preferred_element_type=jnp.float32)
 
 
 class Block(nn.Module):
@@ -174,7 +168,7 @@ class Block(nn.Module):
     return_kv: bool = False
 
     @nn.compact
-    def __call__(self, x_BxLxE, allowed_BxLxS, cos_BxLxD, sin_BxLxD, cache_kv):
+    def __call__(self, x_BxLxE, key_mask, cos_BxLxD, sin_BxLxD, cache_kv):
         cfg = self.config
         dt = jnp.dtype(cfg.dtype)
         e, h, kvh, d, std = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.init_std
@@ -191,7 +185,7 @@ class Block(nn.Module):
         if cache_kv is not None:  # cached keys/values of other positions come first
             k = jnp.concatenate([cache_kv[0].astype(dt), k], axis=1)
             v = jnp.concatenate([cache_kv[1].astype(dt), v], axis=1)
-        attn = attention(q, k, v, allowed_BxLxS)
+        attn = attention_lib.attend(cfg.attention, q, k, v, key_mask, causal=cfg.causal)
         h_BxLxE = x_BxLxE + jnp.einsum("blhd,hde->ble", attn, wo)
         h_BxLxE = nn.with_logical_constraint(h_BxLxE, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
 
@@ -212,7 +206,7 @@ class LLaDA(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids_BxL, attention_mask=None, *, positions=None, kv_cache=None,
-                 output_positions=None, return_kv=False):
+                 output_positions=None, return_kv=False, kv_lengths=None, return_hidden=False):
         """Logits for `input_ids_BxL` (B, L).
 
         attention_mask: (B, S) with 1 for keys that may be attended to and 0 for padding,
@@ -223,6 +217,11 @@ class LLaDA(nn.Module):
         output_positions: (B, M) indices into the L query positions whose logits are
           wanted; the output head then runs on M positions only.
         return_kv: also return the `KVCache` of the L fresh positions.
+        kv_lengths: (B,) int, instead of `attention_mask` for right padding: keys
+          [0, n) are valid (the form cuDNN's kernel takes; the train step uses it).
+        return_hidden: return (final normed hidden states (B, L or M, d_model), output
+          head (d_model, embedding_size)) instead of the logits, `lm_head` of the two:
+          the loss then applies the head chunk by chunk (`diffusion.ChunkedLogits`).
         Returns float32 logits (B, L or M, embedding_size), plus the KVCache if asked.
         """
         cfg = self.config
@@ -230,16 +229,13 @@ class LLaDA(nn.Module):
         b, l = input_ids_BxL.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
-        s = l if kv_cache is None else kv_cache.k.shape[2] + l
-
-        # allowed_BxLxS: which keys each query may attend to.
-        allowed = jnp.ones((b, l, s), dtype=bool)
-        if attention_mask is not None:
-            allowed = allowed & attention_mask.astype(bool)[:, None, :]
-        if cfg.causal:
-            if kv_cache is not None:
-                raise ValueError("LLaDA: kv_cache is not supported with causal=True")
-            allowed = allowed & jnp.tril(jnp.ones((l, l), dtype=bool))[None]
+        if attention_mask is not None and kv_lengths is not None:
+            raise ValueError("LLaDA: pass attention_mask or kv_lengths, not both")
+        if cfg.causal and kv_cache is not None:
+            raise ValueError("LLaDA: kv_cache is not supported with causal=True")
+        # Which keys the queries may attend to (the same for every query of a row);
+        # the causal triangle is the attention implementation's business.
+        key_mask = attention_lib.KeyMask(None if attention_mask is None else attention_mask.astype(bool), kv_lengths)
 
         embedding = _param(self, "wte", (cfg.embedding_size, e := cfg.d_model), (VOCAB, EMBED), cfg.init_std)
         x = jnp.take(embedding, input_ids_BxL, axis=0).astype(dt)
@@ -255,12 +251,12 @@ class LLaDA(nn.Module):
             stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                             in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
                             length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: LAYERS})
-            x, new_kv = stack(cfg, return_kv, name="blocks")(x, allowed, cos, sin, cache)
+            x, new_kv = stack(cfg, return_kv, name="blocks")(x, key_mask, cos, sin, cache)
         else:
             per_layer = []
             for i in range(cfg.n_layers):
                 layer_cache = None if cache is None else (cache[0][i], cache[1][i])
-                x, kv = block(cfg, return_kv, name=f"blocks_{i}")(x, allowed, cos, sin, layer_cache)
+                x, kv = block(cfg, return_kv, name=f"blocks_{i}")(x, key_mask, cos, sin, layer_cache)
                 per_layer.append(kv)
             new_kv = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *per_layer) if return_kv else None
 
@@ -271,10 +267,10 @@ class LLaDA(nn.Module):
             head = embedding.T
         else:
             head = _param(self, "ff_out", (e, cfg.embedding_size), (EMBED, VOCAB), cfg.init_std)
-        logits = jnp.einsum("ble,ev->blv", x, head.astype(dt), preferred_element_type=jnp.float32)
+        out = (x, head) if return_hidden else lm_head(x, head)
         if return_kv:
-            return logits, KVCache(*new_kv)
-        return logits
+            return out, KVCache(*new_kv)
+        return out
 
 
 def init_params(config: LLaDAConfig, rng, seq_len: int = 8) -> Any:

@@ -170,7 +170,11 @@ def loss_fn(params, batch, noise, valid, st: Static):
     """(loss, metrics) of one (micro-)batch given its noise; `valid`: (B, L) or None."""
     ids = batch["input_ids"]
     noisy, masked, p_mask = noise
-    logits = st.model.apply({"params": params}, noisy, valid)
+    # `valid` is right padding (a length per row): passed as lengths, which every attention
+    # kernel takes; the head is applied chunk by chunk inside the loss.
+    lengths = None if valid is None else jnp.sum(valid, axis=1, dtype=jnp.int32)
+    logits = diffusion.ChunkedLogits(*st.model.apply({"params": params}, noisy, kv_lengths=lengths,
+                                                     return_hidden=True))
     if st.kind == "sft":
         prompt_mask = batch["prompt_mask"]
         loss, m = diffusion.sft_loss(logits, ids, masked, p_mask, prompt_mask)

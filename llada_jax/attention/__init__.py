@@ -1,0 +1,84 @@
+"""Attention implementations behind one signature, chosen by `LLaDAConfig.attention`.
+
+Every implementation computes softmax(q k^T / sqrt(D)) v with grouped KV heads (query
+head h uses KV head h // (H / K)) and the same key mask for every query of a row:
+
+    fn(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask: KeyMask, *, causal: bool) -> out_BxLxHxD
+
+S = L for a plain forward pass; S = cache length + L on the sampler's KV-cache path
+(cache keys first). A row whose keys are all masked gets a uniform average of its
+values, as the dense reference does (finite, never NaN).
+
+- "dense": the reference; materialises the (B, H, L, S) float32 scores.
+- "chunked": flash attention in plain JAX (online softmax over key blocks, recomputing
+  backward); memory O(L x block) per head; any backend.
+- "cudnn": cuDNN flash attention through `jax.nn.dot_product_attention` (GPU).
+- "splash": Pallas TPU splash attention (TPU; Pallas interpret mode elsewhere).
+
+Adding a kernel is one new file here plus one entry in `IMPLEMENTATIONS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+# name -> module defining `attention`; imported on first use (splash pulls in Pallas).
+IMPLEMENTATIONS = {
+    "dense": "llada_jax.attention.dense",
+    "chunked": "llada_jax.attention.chunked",
+    "cudnn": "llada_jax.attention.cudnn",
+    "splash": "llada_jax.attention.splash",
+}
+# Large negative for masked scores: finite, so an all-masked row is uniform, not NaN.
+MASK_VALUE = -1e30
+
+
+class KeyMask(NamedTuple):
+    """Which keys the queries of each row may attend to: at most one field is set.
+
+    valid_BxS: boolean, True for keys that may be attended to (any pattern: left
+      padding, the sampler's cache masks).
+    lengths_B: int, keys [0, n) are valid (right padding); kernels such as cuDNN's take
+      this form directly.
+    Neither: every key is valid.
+    """
+
+    valid_BxS: jax.Array | None = None
+    lengths_B: jax.Array | None = None
+
+    def as_bool(self, s: int) -> jax.Array | None:
+        """The (B, S) boolean form, or None when every key is valid."""
+        if self.lengths_B is not None:
+            return jnp.arange(s, dtype=jnp.int32)[None, :] < self.lengths_B.astype(jnp.int32)[:, None]
+        if self.valid_BxS is not None:
+            return self.valid_BxS.astype(bool)
+        return None
+
+
+def get(name: str):
+    """The `attention` function of implementation `name`."""
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"attention={name!r}: expected one of {sorted(IMPLEMENTATIONS)}")
+    return importlib.import_module(IMPLEMENTATIONS[name]).attention
+
+
+def attend(name: str, q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask: KeyMask = KeyMask(), *, causal: bool = False):
+    """Checks the shapes (at trace time), then runs implementation `name`."""
+    b, l, h, d = q_BxLxHxD.shape
+    _, s, kvh, _ = k_BxSxKxD.shape
+    if k_BxSxKxD.shape != (b, s, kvh, d) or v_BxSxKxD.shape != k_BxSxKxD.shape or h % kvh:
+        raise ValueError(f"attention: q {q_BxLxHxD.shape}, k {k_BxSxKxD.shape}, v {v_BxSxKxD.shape}; expected "
+                         "(B, L, H, D) and (B, S, K, D) with H a multiple of K")
+    if causal and s != l:
+        raise ValueError(f"attention: causal=True needs as many keys as queries, got L={l}, S={s}")
+    if mask.valid_BxS is not None and mask.lengths_B is not None:
+        raise ValueError("attention: KeyMask takes valid_BxS or lengths_B, not both")
+    if mask.valid_BxS is not None and mask.valid_BxS.shape != (b, s):
+        raise ValueError(f"attention: key mask shape {mask.valid_BxS.shape}, expected (B, S) = {(b, s)}")
+    if mask.lengths_B is not None and mask.lengths_B.shape != (b,):
+        raise ValueError(f"attention: key lengths shape {mask.lengths_B.shape}, expected (B,) = {(b,)}")
+    return get(name)(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask, causal=causal)
