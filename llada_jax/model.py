@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from llada_jax import validation
+
 # Logical axis names used by the parameters and activations of this module.
 # `llada_jax.sharding.LOGICAL_RULES` maps each onto mesh axes.
 VOCAB, EMBED, HEADS, KV_HEADS, HEAD_DIM, MLP, LAYERS, NORM = (
@@ -224,8 +226,10 @@ class LLaDA(nn.Module):
           wanted; the output head then runs on M positions only.
         return_kv: also return the `KVCache` of the L fresh positions.
         Returns float32 logits (B, L or M, embedding_size), plus the KVCache if asked.
+        Concrete (not traced) ids outside [0, embedding_size) raise ValueError.
         """
         cfg = self.config
+        validation.check_concrete_ids("LLaDA.apply", input_ids_BxL, cfg.embedding_size)
         dt = jnp.dtype(cfg.dtype)
         b, l = input_ids_BxL.shape
         if positions is None:
