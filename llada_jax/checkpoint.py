@@ -39,8 +39,8 @@ class CheckpointMismatchError(ValueError):
 
     def __init__(self, step: int, directory: str, details: list[str]):
         self.step, self.directory, self.details = step, directory, details
-        super().__init__(f"checkpoint step {step} in {directory} does not match the state of this config: "
-                         + "; ".join(details))
+        super().__init__(f"checkpoint step {step} in {directory} does not match the state of this config "
+                         f"({'; '.join(details)})")
 
 
 def _leaf_name(path) -> str:
@@ -63,18 +63,14 @@ def _flat_spec(tree, prefix: str) -> dict:
     return out
 
 
-def _mismatches(saved: dict, want: dict, limit: int = 4) -> list[str]:
-    """Human-readable differences between two {name: (shape, dtype)} maps."""
-    out = []
-    for name in sorted(set(want) - set(saved))[:limit]:
-        out.append(f"{name} {want[name][0]} missing from the checkpoint")
-    for name in sorted(set(saved) - set(want))[:limit]:
-        out.append(f"{name} {saved[name][0]} in the checkpoint is not in this state")
-    for name in sorted(set(saved) & set(want)):
-        if saved[name] != want[name] and len(out) < 2 * limit:
-            out.append(f"{name}: checkpoint {saved[name][0]} {saved[name][1]}, this config "
-                       f"{want[name][0]} {want[name][1]}")
-    return out
+def _mismatches(saved: dict, want: dict, limit: int = 3) -> list[str]:
+    """Human-readable differences between two {name: (shape, dtype)} maps (the first
+    `limit`, then a count of the rest)."""
+    out = [f"{n} {want[n][0]} missing from the checkpoint" for n in sorted(set(want) - set(saved))]
+    out += [f"{n} {saved[n][0]} in the checkpoint is not in this state" for n in sorted(set(saved) - set(want))]
+    out += [f"{n}: checkpoint {saved[n][0]} {saved[n][1]}, this config {want[n][0]} {want[n][1]}"
+            for n in sorted(set(saved) & set(want)) if saved[n] != want[n]]
+    return out[:limit] + ([f"{len(out) - limit} more"] if len(out) > limit else [])
 
 
 def abstract_like(tree, shardings):

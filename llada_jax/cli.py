@@ -72,8 +72,9 @@ def define_config_flag(argv, default_path: str | None = None, help_text="experim
         raise ValueError(f"--config={path!r}: {type(e).__name__}: {e}") from None
     check_overrides(config, argv)
     kw = {} if flag_values is None else {"flag_values": flag_values}
-    config_flags.DEFINE_config_dict("config", config, help_text, lock_config=True, **kw)
-    return argv if i is None else argv[:i] + argv[i + span:]
+    argv = argv if i is None else argv[:i] + argv[i + span:]
+    config_flags.DEFINE_config_dict("config", config, help_text, lock_config=True, sys_argv=argv, **kw)
+    return argv
 
 
 def run_absl(main, argv=None):

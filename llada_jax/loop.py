@@ -102,14 +102,14 @@ def _mismatch_error(e, workdir, saved_info, config, source):
     """The error for a readable checkpoint that does not match: what differs, what changed
     in the config since the run that wrote it, and how to start fresh instead."""
     changed = workdir_lib.config_diff((saved_info or {}).get("config"), json.loads(config.to_json()))
-    since = (f" Config changes since the run that wrote it (run.json -> now): {'; '.join(changed)}."
+    since = (f"the config changed since the run that wrote this workdir (run.json -> now): {'; '.join(changed)}. "
              if changed else "")
     if source == "init_from":
         return checkpoint.CheckpointMismatchError(e.step, e.directory, e.details + [
             f"config.train.init_from={config.train.init_from!r} holds another model shape; set "
             f"--config.model.* to its shape (run.json of that directory)"])
     return ValueError(
-        f"{e}.{since} Nothing was written. To resume, rerun with the old values; to start a fresh "
+        f"{since}{e}. Nothing was written. To resume, rerun with the old values; to start a fresh "
         f"run, use a new --workdir (with --config.train.init_from={workdir} to start from these params "
         f"when the model shape is unchanged)")
 

@@ -131,3 +131,8 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ck = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(tmp_path)), read_only=True)
     assert max(ck.all_steps()) == bad - 1
     assert f"step {bad - 1}" in e.value.args[0]
+    # the last good checkpoint is good: finite params and optimizer state (issue 11, case 5)
+    tx, _ = train.make_optimizer(cfg.optim, cfg.train.steps)
+    abstract, shardings = train.state_shardings(LLaDA(CFG), tx, sharding.make_mesh(cfg.mesh, jax.devices()))
+    step, state, _ = ck.restore(checkpoint.abstract_like(abstract, shardings))
+    assert step == bad - 1 and bool(train.all_finite((state["params"], state["opt_state"])))
