@@ -184,6 +184,8 @@ class Checkpointer:
             except CheckpointMismatchError:
                 raise
             except Exception as e:  # noqa: BLE001 - any other failure: the files cannot be read
+                if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e):
+                    raise  # out of memory says nothing about the files: keep them where they are
                 older = f"trying step {steps[i + 1]}" if i + 1 < len(steps) else "no older checkpoint left"
                 moved = None if self.read_only else self.quarantine(step)
                 log.warning("checkpoint at step %d in %s is unreadable (%s: %s); %s, %s",

@@ -83,7 +83,7 @@ def vocab_of(model) -> int | None:
 def check_concrete_ids(where: str, ids, vocab: int):
     """Range-check ids that are concrete (not traced inside jit): an id outside the
     embedding table would silently give NaN or wrapped logits."""
-    if isinstance(ids, jax.core.Tracer):
+    if isinstance(ids, jax.core.Tracer) or (isinstance(ids, jax.Array) and not ids.is_fully_addressable):
         return
     host = np.asarray(ids)
     if host.dtype == bool or not np.issubdtype(host.dtype, np.integer):
