@@ -13,7 +13,6 @@ is saved, keeping the last good checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging

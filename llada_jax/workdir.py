@@ -21,7 +21,6 @@ copied workdir keeps working.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import socket
