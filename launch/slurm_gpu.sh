@@ -12,7 +12,12 @@
 # Edit the #SBATCH lines for your cluster (partition, account, time); sbatch options on the command
 # line override them. Environment: PYTHON (default python3; activate your venv first, sbatch
 # passes the environment on), PORT, DRY_RUN=1 (print the srun command instead of running it).
+# Preemption and the time limit: SLURM sends SIGTERM to the training processes (5 minutes
+# before the limit, --signal); they save a checkpoint and exit 75 (llada_jax.loop.EXIT_PREEMPTED),
+# and this script then requeues the job (scontrol requeue), which resumes from that checkpoint.
 #SBATCH --job-name=llada
+#SBATCH --requeue
+#SBATCH --signal=TERM@300
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
@@ -57,4 +62,10 @@ if [[ -n "${DRY_RUN:-}" ]]; then
   printf '%q ' "${cmd[@]}"; echo
   exit 0
 fi
-exec "${cmd[@]}"
+rc=0
+"${cmd[@]}" || rc=$?
+if [[ $rc -eq 75 ]]; then  # a checkpoint was saved on SIGTERM: run again from it
+  echo "slurm_gpu.sh: preempted after saving a checkpoint; requeueing job ${SLURM_JOB_ID:-?}" >&2
+  scontrol requeue "${SLURM_JOB_ID:?}"
+fi
+exit "$rc"

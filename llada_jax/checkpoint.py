@@ -7,21 +7,70 @@ One checkpoint per saved step, three items (nothing is pickled):
 Saves are asynchronous (training goes on while the arrays are written), every `every`
 steps, keeping the last `keep`. Restores take abstract targets carrying the shardings
 of the current mesh, so a checkpoint written on 8 devices restores onto 1 and the other
-way round. A latest checkpoint that cannot be read (half-written, truncated) is skipped
-with a warning and the one before it is used.
+way round.
+
+Restore tells two failures apart. A checkpoint whose metadata reads but does not match
+the abstract state (other shapes, dtypes or tree: the config changed) raises
+`CheckpointMismatchError` naming the leaves, before anything is written. A checkpoint
+that cannot be read (half-written, truncated files) is moved aside to
+`quarantine/<step>.<time>` next to checkpoints/ (never deleted, so the run saves that
+step again) and the one before it is used; read-only restores only skip it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import shutil
+import time
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from llada_jax import workdir as workdir_lib
+
 log = logging.getLogger(__name__)
+
+
+class CheckpointMismatchError(ValueError):
+    """A readable checkpoint whose arrays do not match the state this run builds."""
+
+    def __init__(self, step: int, directory: str, details: list[str]):
+        self.step, self.directory, self.details = step, directory, details
+        super().__init__(f"checkpoint step {step} in {directory} does not match the state of this config "
+                         f"({'; '.join(details)})")
+
+
+def _leaf_name(path) -> str:
+    """The dotted name orbax gives a leaf (dict keys, sequence indices, field names)."""
+    parts = []
+    for k in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return ".".join(parts)
+
+
+def _flat_spec(tree, prefix: str) -> dict:
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        out[".".join(filter(None, [prefix, _leaf_name(path)]))] = (tuple(leaf.shape), np.dtype(leaf.dtype))
+    return out
+
+
+def _mismatches(saved: dict, want: dict, limit: int = 3) -> list[str]:
+    """Human-readable differences between two {name: (shape, dtype)} maps (the first
+    `limit`, then a count of the rest)."""
+    out = [f"{n} {want[n][0]} missing from the checkpoint" for n in sorted(set(want) - set(saved))]
+    out += [f"{n} {saved[n][0]} in the checkpoint is not in this state" for n in sorted(set(saved) - set(want))]
+    out += [f"{n}: checkpoint {saved[n][0]} {saved[n][1]}, this config {want[n][0]} {want[n][1]}"
+            for n in sorted(set(saved) & set(want)) if saved[n] != want[n]]
+    return out[:limit] + ([f"{len(out) - limit} more"] if len(out) > limit else [])
 
 
 def abstract_like(tree, shardings):
@@ -32,12 +81,8 @@ def abstract_like(tree, shardings):
 
 def run_info(workdir: str) -> dict:
     """workdir/run.json (the model shape, the config and the tokenizer path), written by a
-    training run (llada_jax.loop) and by llada_jax.import_hf."""
-    path = os.path.join(workdir, "run.json")
-    if not os.path.isfile(path):
-        raise ValueError(f"--workdir={workdir!r}: no run.json; expected a training or import workdir")
-    with open(path) as f:
-        return json.load(f)
+    training run (llada_jax.loop) and by llada_jax.import_hf; see llada_jax.workdir."""
+    return workdir_lib.read_run_info(workdir)
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -53,12 +98,13 @@ class Checkpointer:
             raise ValueError(f"config.checkpoint.every={every}: expected >= 0 (0: only at the end)")
         if keep < 1:
             raise ValueError(f"config.checkpoint.keep={keep}: expected >= 1")
-        self.every = every
+        self.every, self.read_only, self.directory = every, read_only, directory
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=max(1, every), create=not read_only,
             enable_async_checkpointing=async_save, read_only=read_only, cleanup_tmp_directories=not read_only)
-        self.manager = ocp.CheckpointManager(directory, options=options,
-                                             item_names=("params", "train", "data"))
+        handlers = {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
+                    "data": ocp.JsonCheckpointHandler()}  # known up front: metadata reads need them
+        self.manager = ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -78,27 +124,73 @@ class Checkpointer:
             data=ocp.args.JsonSave(data_state if data_state is not None else {}))
         return bool(self.manager.save(step, args=args, force=True))
 
-    def _restore_step(self, step, abstract_state, with_train):
-        items = dict(params=ocp.args.StandardRestore(abstract_state["params"]))
+    def _items(self, abstract_state, with_train):
+        items = {"params": abstract_state["params"]}
         if with_train:
-            items["train"] = ocp.args.StandardRestore({k: abstract_state[k] for k in ("step", "opt_state", "rng")})
-            items["data"] = ocp.args.JsonRestore()
-        return self.manager.restore(step, args=ocp.args.Composite(**items))
+            items["train"] = {k: abstract_state[k] for k in ("step", "opt_state", "rng")}
+        return items
+
+    def _check_metadata(self, step, items):
+        """Raise CheckpointMismatchError when the saved arrays differ from `items`;
+        any other exception means the checkpoint cannot be read."""
+        metadata = self.manager.item_metadata(step)
+        saved, want = {}, {}
+        for name, tree in items.items():
+            md = metadata[name] if name in metadata.keys() else None
+            if md is None or getattr(md, "tree", None) is None:
+                raise OSError(f"no metadata for item {name!r}")
+            saved.update(_flat_spec(md.tree, name))
+            want.update(_flat_spec(tree, name))
+        details = _mismatches(saved, want)
+        if details:
+            raise CheckpointMismatchError(step, self.directory, details)
+
+    def _restore_step(self, step, abstract_state, with_train):
+        items = self._items(abstract_state, with_train)
+        self._check_metadata(step, items)
+        args = {k: ocp.args.StandardRestore(v) for k, v in items.items()}
+        if with_train:
+            args["data"] = ocp.args.JsonRestore()
+        return self.manager.restore(step, args=ocp.args.Composite(**args))
+
+    def quarantine(self, step: int) -> str | None:
+        """Move an unreadable step aside to quarantine/<step>.<time> (process 0; never
+        deleted) so the run saves that step again. Returns the new path."""
+        dest = None
+        if jax.process_index() == 0:
+            root = os.path.join(os.path.dirname(os.path.abspath(self.directory)), "quarantine")
+            os.makedirs(root, exist_ok=True)
+            dest = os.path.join(root, f"{step}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}")
+            shutil.move(os.path.join(self.directory, str(step)), dest)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"quarantine {step}")
+        self.manager.reload()
+        return dest
 
     def restore(self, abstract_state: dict, *, params_only: bool = False):
         """Restore the latest readable checkpoint onto the shardings in `abstract_state`.
 
         Returns (step, state, data_state), or None when there is no checkpoint. With
-        `params_only`, state holds only "params" (and data_state is None).
+        `params_only`, state holds only "params" (and data_state is None). A readable
+        checkpoint that does not match raises CheckpointMismatchError; an unreadable one
+        is quarantined (read-only: skipped) and the next older one tried.
         """
         steps = sorted(self.manager.all_steps(), reverse=True)
         for i, step in enumerate(steps):
             try:
                 out = self._restore_step(step, abstract_state, not params_only)
-            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped
+            except CheckpointMismatchError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any other failure: the files cannot be read
+                if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e):
+                    raise  # out of memory says nothing about the files: keep them where they are
                 older = f"trying step {steps[i + 1]}" if i + 1 < len(steps) else "no older checkpoint left"
-                log.warning("checkpoint at step %d in %s is unreadable (%s: %s); skipping it, %s",
-                            step, self.manager.directory, type(e).__name__, str(e)[:200], older)
+                moved = None if self.read_only else self.quarantine(step)
+                log.warning("checkpoint at step %d in %s is unreadable (%s: %s); %s, %s",
+                            step, self.directory, type(e).__name__, str(e)[:200],
+                            f"moved it to {moved}" if moved else "skipping it", older)
                 continue
             if params_only:
                 return step, {"params": out["params"]}, None

@@ -15,12 +15,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def main():
-    from absl import app, flags
-    from ml_collections import config_flags
+def main(argv=None):
+    from absl import flags
 
-    config_flags.DEFINE_config_file("config", os.path.join(ROOT, "configs", "tiny.py"), "experiment config",
-                                    lock_config=True)
+    from llada_jax import cli
+
+    with cli.user_errors():
+        argv = cli.define_config_flag(list(sys.argv if argv is None else argv),
+                                      os.path.join(ROOT, "configs", "tiny.py"), "experiment config")
     flags.DEFINE_string("workdir", os.path.join("workdirs", "demo"), "output directory")
     flags.DEFINE_string("prompt", "def ", "prompt to continue after training")
 
@@ -34,7 +36,8 @@ def main():
         t0 = time.time()
         print(f"training {os.path.relpath(os.path.join(ROOT, 'configs', 'tiny.py'))} into {F.workdir} ...",
               flush=True)
-        loop.train_and_evaluate(F.config, F.workdir)
+        with cli.user_errors(loop.NonFiniteLossError):
+            loop.train_and_evaluate(F.config, F.workdir)
         rows = metrics.read_jsonl(F.workdir)
         if rows:
             print(f"\ntrain loss: {rows[0]['loss']:.3f} (step {rows[0]['step']}) -> "
@@ -53,7 +56,7 @@ def main():
         print(f"\ndone in {time.time() - t0:.0f} s. Metrics: {os.path.join(F.workdir, 'metrics.jsonl')}")
         print(f"tensorboard --logdir {os.path.join(F.workdir, 'tensorboard')}")
 
-    app.run(run, argv=sys.argv)
+    cli.run_absl(run, argv)
 
 
 if __name__ == "__main__":

@@ -163,18 +163,34 @@ def _mc_losses(model, params, seq, rng, *, prompt_len, batch_size, num_batches, 
 
 
 def log_likelihood(model, params, prompt, answer, *, rng, mc_num=128, batch_size=16, cfg_scale=0.0,
-                   mask_id=126336) -> float:
+                   mask_id=None) -> float:
     """Monte Carlo estimate of log p(answer | prompt) (an ELBO; facts section 5).
 
     prompt, answer: 1-D token id sequences. Jitted once per (prompt, answer) shape.
+    mask_id: default model.config.mask_token_id (the published id for a model without a
+    config). Arguments are checked as `sampling.generate` checks them (ValueError).
     """
-    prompt = np.asarray(prompt, np.int32).reshape(-1)
-    answer = np.asarray(answer, np.int32).reshape(-1)
+    from llada_jax import validation
+
+    where, config = "log_likelihood", getattr(model, "config", None)
+    vocab = validation.vocab_of(model)
+    if mask_id is None:
+        mask_id = 126336 if config is None else config.mask_token_id
+    mask_id = validation.token_id(where, "mask_id", mask_id, vocab)
+    prompt = validation.token_ids(where, "prompt", prompt, vocab, ndim=1)
+    answer = validation.token_ids(where, "answer", answer, vocab, ndim=1)
     if answer.size == 0:
         raise ValueError("log_likelihood: answer is empty; expected at least one token")
+    if config is not None and prompt.size + answer.size > config.max_sequence_length:
+        validation.bad(where, "len(prompt) + len(answer)", prompt.size + answer.size,
+                       f"<= max_sequence_length={config.max_sequence_length}")
+    mc_num = validation.integer(where, "mc_num", mc_num, minimum=1)
+    batch_size = validation.integer(where, "batch_size", batch_size, minimum=1)
     if mc_num % batch_size:
         raise ValueError(f"log_likelihood: mc_num={mc_num} must be a multiple of batch_size={batch_size}")
+    cfg_scale = validation.number(where, "cfg_scale", cfg_scale, minimum=0)
+    rng = validation.rng_key(where, "rng", rng)
     seq = jnp.asarray(np.concatenate([prompt, answer]))
     losses = _mc_losses(model, params, seq, rng, prompt_len=int(prompt.size), batch_size=batch_size,
-                        num_batches=mc_num // batch_size, cfg_scale=float(cfg_scale), mask_id=int(mask_id))
+                        num_batches=mc_num // batch_size, cfg_scale=cfg_scale, mask_id=mask_id)
     return -float(jnp.mean(losses))

@@ -285,9 +285,12 @@ def main(argv=None):
 
     from lm_eval.__main__ import cli_evaluate
 
+    from llada_jax import cli
+
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
-    cli_evaluate()
+    with cli.user_errors():
+        cli_evaluate()
 
 
 if __name__ == "__main__":

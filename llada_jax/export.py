@@ -5,8 +5,12 @@ parameter) is cast on its devices, gathered to the host alone, written into the
 current safetensors shard and dropped, so the host never holds the whole model.
 
 Command line: `python -m llada_jax.export --workdir=DIR [--step=N] --out=HF_DIR
-[--tokenizer=PATH] [--dtype=bfloat16]` exports a training checkpoint of DIR (the latest
-step unless --step); see `main` for where the model shape comes from.
+[--tokenizer=PATH] [--dtype=bfloat16] [--overwrite]` exports a training checkpoint of DIR
+(the latest step unless --step); see `main` for where the model shape comes from.
+
+Nothing is ever mixed: the files are written into a fresh temporary directory next to
+the target and moved into place at the end. A non-empty target is refused unless
+`overwrite`, which replaces it whole.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 from llada_jax import hf
 from llada_jax.model import LLaDAConfig
 
+EXPORT_DTYPES = ("float32", "bfloat16", "float16")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja")
 
@@ -53,7 +58,7 @@ def gather(leaf, idx: int | None, dtype) -> np.ndarray:
 
 
 def save_pretrained(config: LLaDAConfig, params, path: str, *, max_shard_size="5GB", dtype="bfloat16",
-                    tokenizer=None) -> list[str]:
+                    tokenizer=None, overwrite: bool = False) -> list[str]:
     """Write a Hugging Face directory that the published PyTorch code, our
     `llada_jax.torch_model` and `AutoModel.from_pretrained(path, trust_remote_code=True)` load.
 
@@ -65,18 +70,76 @@ def save_pretrained(config: LLaDAConfig, params, path: str, *, max_shard_size="5
     a tokenizer.json, a `llada_jax.tokenizer` object, or one with save_pretrained(dir)).
     params: numpy or (sharded) jax arrays, in our layout (stacked or not as config says).
     max_shard_size: bytes per safetensors file (int, or "5GB" / "500MB"; decimal units).
+    dtype: one of EXPORT_DTYPES.
+    overwrite: replace a non-empty `path` (whole); otherwise that is a ValueError. The files
+    are written into a temporary directory beside `path` and moved there at the end.
     Multi-host: every process must call this (the gathers are collective); only
     process 0 writes files. Returns the safetensors file names.
     """
+    if str(dtype) not in EXPORT_DTYPES and not (hasattr(dtype, "name") and dtype.name in EXPORT_DTYPES):
+        raise ValueError(f"--dtype={dtype!r}: expected one of {', '.join(EXPORT_DTYPES)}")
+    check_target(path, overwrite)
     hf.check_params(config, params)
     np_dtype = hf.np_dtype(dtype)
-    writer = jax.process_index() == 0
+    max_bytes = hf_parse_size(max_shard_size)
+    if jax.process_index() != 0:
+        return _write_files(config, params, None, np_dtype, max_bytes, None)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(path))}.tmp{os.getpid()}")
+    os.makedirs(tmp)
+    try:
+        files = _write_files(config, params, tmp, np_dtype, max_bytes, tokenizer)
+        _move_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # our own half-written temporary directory
+        raise
+    return files
+
+
+def check_target(path: str, overwrite: bool):
+    """ValueError for an export target that exists and is not an empty directory, unless
+    `overwrite` (then it must at least be a directory)."""
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path):
+        raise ValueError(f"--out={path!r} is a file; expected a new or empty directory")
+    if {"run.json", "checkpoints"} & set(os.listdir(path)):
+        raise ValueError(f"--out={path!r} is a llada_jax workdir (run.json, checkpoints/); an export never "
+                         f"replaces one, even with --overwrite: choose another directory")
+    if os.listdir(path) and not overwrite:
+        raise ValueError(f"--out={path!r} is not empty (it holds {', '.join(sorted(os.listdir(path))[:4])}); "
+                         f"choose a new directory, or pass --overwrite to replace it whole")
+
+
+def _move_into_place(tmp: str, path: str):
+    """Rename `tmp` to `path`; an existing `path` is first renamed aside, then removed."""
+    old = None
+    if os.path.exists(path):
+        old = os.path.join(os.path.dirname(os.path.abspath(path)),
+                           f".{os.path.basename(os.path.abspath(path))}.old{os.getpid()}")
+        os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        if old is not None:
+            os.rename(old, path)  # put the previous export back
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _plan(config, np_dtype, max_bytes):
     expected = hf._expected_shapes(config)
     mapping = {name: (p, idx, to_t) for name, p, idx, to_t, _ in hf._ours_to_hf_name(config)}
-    shards = hf.plan_shards([(name, expected[name]) for name in mapping], np_dtype,
-                            hf_parse_size(max_shard_size))
-    if writer:
-        os.makedirs(path, exist_ok=True)
+    shards = hf.plan_shards([(name, expected[name]) for name in mapping], np_dtype, max_bytes)
+    return expected, shards, mapping
+
+
+def _write_files(config, params, path, np_dtype, max_bytes, tokenizer) -> list[str]:
+    """Gather every tensor (a collective: all processes call this); write when `path`."""
+    writer = path is not None
+    expected, shards, mapping = _plan(config, np_dtype, max_bytes)
     for fname, shard in shards:
         out = hf.ShardWriter(os.path.join(path, fname), shard, np_dtype) if writer else None
         for name, _ in shard:
@@ -194,17 +257,25 @@ def main(argv=None):
     ap.add_argument("--workdir", required=True, help="training (or import) workdir with run.json and checkpoints/")
     ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest readable)")
     ap.add_argument("--out", required=True, help="output Hugging Face directory")
-    ap.add_argument("--dtype", default="bfloat16", help="tensor dtype in the files (bfloat16 as published)")
+    ap.add_argument("--dtype", default="bfloat16", choices=EXPORT_DTYPES,
+                    help="tensor dtype in the files (bfloat16 as published)")
+    ap.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory whole")
     ap.add_argument("--max_shard_size", default="5GB")
     ap.add_argument("--tokenizer", default=None,
                     help="tokenizer file or directory to include (default: the one in run.json, if any)")
     args = ap.parse_args(argv)
-    config, step, params = restore_for_export(args.workdir, args.step)
-    from llada_jax.checkpoint import run_info
+    from llada_jax import cli
+    from llada_jax import workdir as workdir_lib
 
-    tok = args.tokenizer or run_info(args.workdir).get("tokenizer")
-    files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size, dtype=args.dtype,
-                            tokenizer=tok)
+    with cli.user_errors():
+        check_target(args.out, args.overwrite)  # before any restore
+        hf_parse_size(args.max_shard_size)
+        info = workdir_lib.read_run_info(args.workdir)
+        with workdir_lib.lock(args.workdir, "export", enabled=jax.process_index() == 0):
+            config, step, params = restore_for_export(args.workdir, args.step)
+            tok = args.tokenizer or info.get("tokenizer")
+            files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size,
+                                    dtype=args.dtype, tokenizer=tok, overwrite=args.overwrite)
     print(json.dumps({"out": os.path.abspath(args.out), "step": int(step), "files": files}))
 
 

@@ -89,8 +89,10 @@ def sample(model, params, prompt_ids, *, tokenizer=None, gen_length=64, steps=No
     return ids, text
 
 
-def main():
-    from absl import app, flags
+def main(argv=None):
+    from absl import flags
+
+    from llada_jax import cli
 
     flags.DEFINE_string("workdir", None, "training workdir (its latest checkpoint is used)")
     flags.DEFINE_string("prompt", None, "prompt text; <mask:N> marks N tokens to infill")
@@ -114,23 +116,20 @@ def main():
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.WARNING)
-        try:
-            model, params, tok, step = load(F.workdir)
-            ids = encode_prompt(F.prompt, F.prompt_ids, tok, model.config.mask_token_id, F.chat)
-            holes = sum(i == model.config.mask_token_id for i in ids)
-            all_ids, text = sample(model, params, ids, tokenizer=tok, gen_length=F.gen_length,
-                             steps=F.steps or (F.gen_length or holes), block_length=F.block_length,
-                             temperature=F.temperature, cfg_scale=F.cfg_scale, remasking=F.remasking,
-                             threshold=F.threshold, seed=F.seed, logits_eos_inf=F.logits_eos_inf,
-                             confidence_eos_eot_inf=F.confidence_eos_eot_inf)
-        except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
+        model, params, tok, step = load(F.workdir)
+        ids = encode_prompt(F.prompt, F.prompt_ids, tok, model.config.mask_token_id, F.chat)
+        holes = sum(i == model.config.mask_token_id for i in ids)
+        all_ids, text = sample(model, params, ids, tokenizer=tok, gen_length=F.gen_length,
+                               steps=F.steps or (F.gen_length or holes), block_length=F.block_length,
+                               temperature=F.temperature, cfg_scale=F.cfg_scale, remasking=F.remasking,
+                               threshold=F.threshold, seed=F.seed, logits_eos_inf=F.logits_eos_inf,
+                               confidence_eos_eot_inf=F.confidence_eos_eot_inf)
         print(f"# checkpoint step {step}")
         print(text)
         if F.show_ids:
             print("ids:", ",".join(map(str, all_ids)))
 
-    app.run(run)
+    cli.run_absl(run, argv)
 
 
 if __name__ == "__main__":

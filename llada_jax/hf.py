@@ -46,8 +46,34 @@ AUTO_MAP = {"AutoConfig": "modeling_llada.LLaDAConfig", "AutoModel": "modeling_l
             "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM"}
 
 
+# config.json fields without a safe default: LLaDAConfig's defaults are the 8B model's, so
+# a missing one would silently build another model. The rest have published fallbacks.
+REQUIRED_FIELDS = ("d_model", "n_heads", "n_layers", "vocab_size", "max_sequence_length", "rope_theta",
+                   "rms_norm_eps", "mask_token_id", "eos_token_id")
+
+
+def read_config(path: str) -> dict:
+    """The parsed config.json of Hugging Face directory `path` (ValueError naming the file)."""
+    file = os.path.join(path, "config.json")
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"{path}: no config.json; expected a Hugging Face model directory")
+    try:
+        with open(file) as f:
+            out = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(out, dict):
+        raise ValueError(f"{file}: expected a JSON object, got {type(out).__name__}")
+    return out
+
+
 def config_from_hf(hf: dict, **overrides) -> LLaDAConfig:
-    """LLaDAConfig from a parsed config.json; unsupported features raise ValueError."""
+    """LLaDAConfig from a parsed config.json; unsupported features and missing fields
+    (REQUIRED_FIELDS, unless given in `overrides`) raise ValueError."""
+    missing = [k for k in REQUIRED_FIELDS if hf.get(k) is None and k not in overrides]
+    if missing:
+        raise ValueError(f"config.json is missing {', '.join(missing)}: expected every one of "
+                         f"{', '.join(REQUIRED_FIELDS)} (no default is safe: the defaults are LLaDA-8B's)")
     for key, want in _UNSUPPORTED.items():
         value = hf.get(key)
         if value is not None and value != want:
@@ -272,9 +298,18 @@ def read_header(file: str) -> tuple[dict, int]:
         (n,) = struct.unpack("<Q", raw)
         if n > 100 * 2**20:
             raise ValueError(f"{file}: safetensors header of {n} bytes, expected under 100 MiB")
-        header = json.loads(f.read(n))
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file}: not a safetensors file (its header is not JSON: {e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{file}: not a safetensors file (its header is not a JSON object)")
     header.pop("__metadata__", None)
     for name, entry in header.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list) or \
+                not isinstance(entry.get("data_offsets"), list) or len(entry["data_offsets"]) != 2:
+            raise ValueError(f"{file}: tensor {name!r} has a malformed header entry {entry!r}")
         if entry.get("dtype") not in _ST_DTYPES:
             raise ValueError(f"{file}: tensor {name!r} has dtype {entry.get('dtype')!r}, "
                              f"expected one of {sorted(_ST_DTYPES)}")
@@ -292,11 +327,20 @@ class DirReader:
     def __init__(self, path: str):
         index = os.path.join(path, "model.safetensors.index.json")
         if os.path.exists(index):
-            with open(index) as f:
-                weight_map = json.load(f).get("weight_map")
+            try:
+                with open(index) as f:
+                    weight_map = json.load(f).get("weight_map")
+            except (ValueError, UnicodeDecodeError, AttributeError) as e:
+                raise ValueError(f"{index}: not a JSON object with a 'weight_map' ({e})") from None
             if not isinstance(weight_map, dict):
                 raise ValueError(f"{index}: expected a 'weight_map' object of tensor name -> file")
             files = sorted(set(weight_map.values()))
+            root = os.path.realpath(path)
+            for fname in files:
+                inside = os.path.realpath(os.path.join(path, str(fname)))
+                if not isinstance(fname, str) or os.path.isabs(fname) or os.path.commonpath([inside, root]) != root:
+                    raise ValueError(f"{index}: weight_map names {fname!r}, outside {path}; expected file "
+                                     f"names inside the directory")
         elif os.path.exists(os.path.join(path, "model.safetensors")):
             weight_map, files = None, ["model.safetensors"]
         else:

@@ -9,6 +9,8 @@ which `--config.train.init_from=DIR` of configs/sft.py fine-tunes and
 `python -m llada_jax.generate` samples; it prints the `--config.model.*` flags that give
 those the imported shape. DIR also gets run.json (model config, tokenizer path, as a
 training run writes it), the tokenizer files, and the config.json as hf_config.json.
+DIR must be new or empty (llada_jax.workdir): an import never replaces a training run
+or an earlier import; train from it with `--config.train.init_from=DIR`.
 """
 
 from __future__ import annotations
@@ -111,8 +113,7 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
     Multi-host: every process calls this with the same arguments; make_array_from_callback
     asks each process only for its addressable shards (each reads the tensor it needs).
     """
-    with open(os.path.join(path, "config.json")) as f:
-        hf_config = json.load(f)
+    hf_config = hf.read_config(path)
     reader = hf.DirReader(path)
     if dtype is None and "param_dtype" not in config_overrides:
         stored = {reader.dtype(n).name for n in reader.names}
@@ -143,12 +144,25 @@ def model_flags(config: LLaDAConfig) -> list[str]:
 def import_to_workdir(src: str, workdir: str, *, dtype="float32") -> LLaDAConfig:
     """Write the params of HF directory `src` as the step-0 checkpoint of `workdir`, its
     tokenizer files next to it, and run.json (the model config and tokenizer path, as a
-    training run writes it) so `llada_jax.export` and the sampler find the shape."""
+    training run writes it) so `llada_jax.export` and the sampler find the shape.
+    `workdir` must be new or empty (WorkdirError otherwise); it is locked meanwhile."""
+    from llada_jax import workdir as workdir_lib
+
+    if not os.path.isdir(src):
+        raise FileNotFoundError(f"--src={src!r}: no such directory; expected a Hugging Face directory")
+    workdir_lib.claim(workdir, "import")
+    os.makedirs(workdir, exist_ok=True)
+    with workdir_lib.lock(workdir, "import", enabled=jax.process_index() == 0):
+        workdir_lib.claim(workdir, "import")  # again under the lock: another import may have just finished
+        return _import(src, workdir, dtype)
+
+
+def _import(src, workdir, dtype):
     from llada_jax import checkpoint
+    from llada_jax import workdir as workdir_lib
     from llada_jax.export import TOKENIZER_FILES
 
     config, params = load_pretrained(src, dtype=dtype)
-    os.makedirs(workdir, exist_ok=True)
     ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), async_save=False)
     try:
         state = {"params": params, "step": jnp.zeros((), jnp.int32), "opt_state": {},
@@ -164,21 +178,22 @@ def import_to_workdir(src: str, workdir: str, *, dtype="float32") -> LLaDAConfig
             if name in ("tokenizer.json", "tokenizer.model") and tokenizer is None:
                 tokenizer = os.path.abspath(os.path.join(workdir, name))
     shutil.copyfile(os.path.join(src, "config.json"), os.path.join(workdir, "hf_config.json"))
-    info = {"config": None, "model": dataclasses.asdict(config), "tokenizer": tokenizer,
-            "imported_from": os.path.abspath(src)}
-    with open(os.path.join(workdir, "run.json"), "w") as f:
-        json.dump(info, f, indent=1, sort_keys=True)
+    workdir_lib.write_run_info(workdir, "import", config=None, model=dataclasses.asdict(config),
+                               tokenizer=tokenizer, imported_from=os.path.abspath(src))
     return config
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", required=True, help="Hugging Face directory (config.json + safetensors)")
-    ap.add_argument("--workdir", required=True, help="training workdir to create")
+    ap.add_argument("--workdir", required=True, help="new (or empty) workdir to create")
     ap.add_argument("--dtype", default="float32", choices=DTYPES,
                     help="parameter dtype in the checkpoint (float32: master weights for fine-tuning)")
     args = ap.parse_args(argv)
-    config = import_to_workdir(args.src, args.workdir, dtype=args.dtype)
+    from llada_jax import cli
+
+    with cli.user_errors():
+        config = import_to_workdir(args.src, args.workdir, dtype=args.dtype)
     print(json.dumps({"workdir": os.path.abspath(args.workdir), "step": 0,
                       "flags": " ".join(model_flags(config))}))
 

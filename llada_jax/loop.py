@@ -3,8 +3,12 @@
 `train_and_evaluate(config, workdir)`: validate the config (before anything compiles),
 build the mesh, the data and the state (restored from the workdir's latest checkpoint,
 or from `train.init_from`, or fresh, always created in its shardings), then step, log,
-evaluate and checkpoint. SIGTERM/SIGINT save a checkpoint and end the run cleanly; a
-non-finite loss stops it with `NonFiniteLossError`, keeping the last good checkpoint.
+evaluate and checkpoint. The workdir is claimed first (llada_jax.workdir: its owner
+kind, its lock) and a checkpoint that does not match the config stops the run before
+anything is written. SIGTERM/SIGINT save a checkpoint and end the run; the command line
+then exits with EXIT_PREEMPTED (75) so a scheduler requeues it. A non-finite loss,
+gradient norm or updated parameter stops it with `NonFiniteLossError` before that step
+is saved, keeping the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -23,11 +27,15 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from llada_jax import checkpoint, inputs, metrics, sampling, sharding, train
-from llada_jax.config import base_config, load_config_file
+from llada_jax import checkpoint, cli, inputs, metrics, sampling, sharding, train
+from llada_jax import workdir as workdir_lib
+from llada_jax.config import base_config
 from llada_jax.model import LLaDA
 
 log = logging.getLogger(__name__)
+# Exit status of `python -m llada_jax.train` after SIGTERM/SIGINT saved a checkpoint:
+# EX_TEMPFAIL ("try again later"); launch/slurm_gpu.sh requeues the job on it.
+EXIT_PREEMPTED = 75
 
 
 class NonFiniteLossError(RuntimeError):
@@ -81,12 +89,25 @@ def _host(tree):
 
 
 def _save_run_info(workdir, config, mcfg, tokenizer):
-    info = {"config": json.loads(config.to_json()), "model": dataclasses.asdict(mcfg),
-            "tokenizer": None if tokenizer is None else os.path.abspath(tokenizer.path)}
-    tmp = os.path.join(workdir, f"run.json.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(workdir, "run.json"))
+    workdir_lib.write_run_info(workdir, "train", config=json.loads(config.to_json()),
+                               model=dataclasses.asdict(mcfg),
+                               tokenizer=None if tokenizer is None else os.path.abspath(tokenizer.path))
+
+
+def _mismatch_error(e, workdir, saved_info, config, source):
+    """The error for a readable checkpoint that does not match: what differs, what changed
+    in the config since the run that wrote it, and how to start fresh instead."""
+    changed = workdir_lib.config_diff((saved_info or {}).get("config"), json.loads(config.to_json()))
+    since = (f"the config changed since the run that wrote this workdir (run.json -> now): {'; '.join(changed)}. "
+             if changed else "")
+    if source == "init_from":
+        return checkpoint.CheckpointMismatchError(e.step, e.directory, e.details + [
+            f"config.train.init_from={config.train.init_from!r} holds another model shape; set "
+            f"--config.model.* to its shape (run.json of that directory)"])
+    return ValueError(
+        f"{since}{e}. Nothing was written. To resume, rerun with the old values; to start a fresh "
+        f"run, use a new --workdir (with --config.train.init_from={workdir} to start from these params "
+        f"when the model shape is unchanged)")
 
 
 def _decode(tokenizer, ids):
@@ -126,11 +147,21 @@ def evaluate(eval_fn, state, make_eval_iter, mesh, config, key):
 
 def train_and_evaluate(config, workdir: str, *, devices=None, hooks=()):
     """Run (or resume) the training in `workdir`. Returns the final state and the last
-    logged metrics. `hooks`: callables (step, state, metrics) run after each step."""
+    logged metrics; those hold "signal" (its number) when SIGTERM/SIGINT ended the run
+    early. `hooks`: callables (step, state, metrics) run after each step.
+
+    WorkdirError (a ValueError) for a workdir this run must not write (an import
+    workdir, a foreign directory, one locked by another run)."""
     devices = list(jax.devices() if devices is None else devices)
     validate(config, len(devices), jax.process_count())
-    primary = jax.process_index() == 0
+    saved_info = workdir_lib.claim(workdir, "train")
     os.makedirs(workdir, exist_ok=True)
+    with workdir_lib.lock(workdir, "train", enabled=jax.process_index() == 0):
+        return _train(config, workdir, devices, hooks, saved_info)
+
+
+def _train(config, workdir, devices, hooks, saved_info):
+    primary = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir)
     mcfg = inputs.model_config(config, tokenizer)
@@ -144,15 +175,23 @@ def train_and_evaluate(config, workdir: str, *, devices=None, hooks=()):
                                                 process_count=jax.process_count())
     ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,
                                    keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
-    restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings))
+    try:
+        restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings))
+    except checkpoint.CheckpointMismatchError as e:
+        ckpt.close()
+        raise _mismatch_error(e, workdir, saved_info, config, "resume") from None
     if restored is not None:
         step, state, data_state = restored
         if data_state is not None:
             train_it.set_state(data_state)
         print(f"resumed from step {step} in {workdir}", flush=True)
     elif t.init_from:
-        _, params = checkpoint.restore_params(t.init_from, checkpoint.abstract_like(
-            abstract["params"], shardings["params"]))
+        try:
+            _, params = checkpoint.restore_params(t.init_from, checkpoint.abstract_like(
+                abstract["params"], shardings["params"]))
+        except checkpoint.CheckpointMismatchError as e:
+            ckpt.close()
+            raise _mismatch_error(e, workdir, saved_info, config, "init_from") from None
         state = train.init_state(model, tx, mesh, t.seed, shardings, params=params)
         print(f"initialised the params from {t.init_from}", flush=True)
     else:
@@ -185,11 +224,14 @@ def train_and_evaluate(config, workdir: str, *, devices=None, hooks=()):
             state, m = step_fn(state, batch)
             m = _host(m)
             step += 1
-            if not math.isfinite(float(m["loss"])):
+            finite = bool(m.pop("state_finite", True))
+            bad = [f"{k} is {float(m[k])}" for k in ("loss", "grad_norm") if not math.isfinite(float(m[k]))]
+            if bad or not finite:  # stop before this step's state can be saved
                 ckpt.wait()
                 kept = ckpt.latest_step()
+                what = ", ".join(bad + ([] if finite else ["the updated state (params, optimizer) is not finite"]))
                 raise NonFiniteLossError(
-                    f"loss is {float(m['loss'])} at step {step}: stopping; the last good checkpoint "
+                    f"{what} at step {step}: stopping; the last good checkpoint "
                     f"(step {kept}) is kept in {checkpoint.checkpoint_dir(workdir)}")
             for h in hooks:
                 h(step, state, m)
@@ -222,6 +264,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, hooks=()):
             if stop["signal"] is not None:
                 ckpt.save(step, state, train_it.get_state(), force=True)
                 bar.write(f"signal {stop['signal']}: saved a checkpoint at step {step}; exiting")
+                last = {**last, "signal": int(stop["signal"])}
                 break
         else:
             ckpt.save(step, state, train_it.get_state(), force=True)
@@ -248,43 +291,35 @@ def init_distributed():
         jax.distributed.initialize()
 
 
-def check_overrides(argv, default_config=None):
-    """Fail with the full field name on an override of a field the config lacks
-    (`--config.optim.lrr=1`), before absl parses anything."""
-    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), default_config)
-    overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
-    if not path or not overrides or not os.path.exists(path):
-        return
-    config = load_config_file(path)
-    for field in overrides:
-        node, parts = config, field.split(".")
-        for i, part in enumerate(parts):
-            name = part[2:] if i == len(parts) - 1 and part.startswith("no") and part not in node else part
-            if not hasattr(node, "keys") or name not in node:
-                where = "config" + "".join("." + p for p in parts[:i])
-                known = sorted(node.keys()) if hasattr(node, "keys") else []
-                raise SystemExit(f"error: --config.{field}: unknown field config.{field} "
-                                 f"({where} has {', '.join(known)})")
-            node = node[name]
+def exit_status(last: dict) -> int:
+    """The command line's exit status for train_and_evaluate's last metrics: 0 when the
+    run finished, EXIT_PREEMPTED when a signal stopped it after saving a checkpoint."""
+    if "signal" not in last:
+        return 0
+    print(f"stopped by signal {last['signal']} after saving a checkpoint: exit status {EXIT_PREEMPTED} "
+          f"(rerun the same command to resume)", file=sys.stderr)
+    return EXIT_PREEMPTED
 
 
-def run_cli():
-    from absl import app, flags
-    from ml_collections import config_flags
+def run_cli(argv=None):
+    """`python -m llada_jax.train --config=FILE --workdir=DIR [--config.x.y=v ...]`: user
+    mistakes exit 1 with one `error: ...` line; a run ended by SIGTERM/SIGINT (after
+    saving a checkpoint) exits EXIT_PREEMPTED."""
+    from absl import flags
 
-    config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)", lock_config=True)
+    argv = list(sys.argv if argv is None else argv)
+    with cli.user_errors():
+        argv = cli.define_config_flag(argv)
     flags.DEFINE_string("workdir", None, "output directory; resumes from its latest checkpoint")
-    flags.mark_flags_as_required(["config", "workdir"])
+    flags.mark_flags_as_required(["workdir"])
 
     def main(_):
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
         init_distributed()
-        try:
-            train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-        except (NonFiniteLossError, ValueError) as e:
-            raise SystemExit(f"error: {e}") from None
+        with cli.user_errors(NonFiniteLossError):
+            _, last = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+        raise SystemExit(exit_status(last))
 
-    check_overrides(sys.argv)
-    app.run(main)
+    cli.run_absl(main, argv)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from llada_jax import attention as attention_lib
+from llada_jax import validation
 
 # Logical axis names used by the parameters and activations of this module.
 # `llada_jax.sharding.LOGICAL_RULES` maps each onto mesh axes.
@@ -223,8 +224,10 @@ class LLaDA(nn.Module):
           head (d_model, embedding_size)) instead of the logits, `lm_head` of the two:
           the loss then applies the head chunk by chunk (`diffusion.ChunkedLogits`).
         Returns float32 logits (B, L or M, embedding_size), plus the KVCache if asked.
+        Concrete (not traced) ids outside [0, embedding_size) raise ValueError.
         """
         cfg = self.config
+        validation.check_concrete_ids("LLaDA.apply", input_ids_BxL, cfg.embedding_size)
         dt = jnp.dtype(cfg.dtype)
         b, l = input_ids_BxL.shape
         if positions is None:

@@ -99,20 +99,21 @@ def report(p: dict) -> str:
 
 def main(argv=None):
     argv = list(sys.argv if argv is None else argv)
-    devices = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--devices=")), None)
-    if devices is None or devices < 1:
-        raise SystemExit("usage: python -m llada_jax.plan --config=CONFIG --devices=N [--config.x=...]")
+    devices = next((a.split("=", 1)[1] for a in argv if a.startswith("--devices=")), None)
+    if devices is None or not devices.isdigit() or int(devices) < 1:
+        raise SystemExit(f"error: --devices={devices}: expected a positive integer "
+                         f"(usage: python -m llada_jax.plan --config=CONFIG --devices=N [--config.x=...])")
+    devices = int(devices)
     # Virtual CPU devices must be set before jax is imported.
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={devices}").strip()
     os.environ["JAX_PLATFORMS"] = "cpu"
-    from llada_jax.loop import check_overrides
+    from absl import flags
 
-    check_overrides(argv)
-    from absl import app, flags
-    from ml_collections import config_flags
+    from llada_jax import cli
 
-    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+    with cli.user_errors():
+        argv = cli.define_config_flag(argv)
     flags.DEFINE_integer("devices", None, "number of (virtual) devices to plan for")
 
     def run(_):
@@ -122,7 +123,7 @@ def main(argv=None):
         print(report(p))
         print(json.dumps(p))
 
-    app.run(run, argv=argv)
+    cli.run_absl(run, argv)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from llada_jax import validation
 from llada_jax.diffusion import guided_logits
 
 REMASKING = ("low_confidence", "random")
 CACHES = (None, "prefix", "dual")
+# Special ids of the published LLaDA-8B tokenizer: the defaults for a model without a config.
+PUBLISHED_IDS = {"mask_id": 126336, "eos_id": 126081, "eot_id": 126348}
 _NEG_INF = -jnp.inf
 
 
@@ -213,21 +216,32 @@ def _reverse_process(model, params, x, attention_mask, rng, opt: _Options) -> _S
 
 
 def _validate(model, prompt, attention_mask, steps, gen_length, block_length, temperature, remasking,
-              mask_id, threshold, cfg_scale, cache):
-    def bad(name, value, expected):
-        raise ValueError(f"generate: {name}={value!r}, expected {expected}")
+              mask_id, threshold, cfg_scale, cache, eos_id, eot_id, rng):
+    """Checked and normalised arguments (see llada_jax.validation); ValueError otherwise."""
+    where = "generate"
 
-    if prompt.ndim != 2 or prompt.shape[1] == 0:
+    def bad(name, value, expected):
+        validation.bad(where, name, value, expected)
+
+    vocab = validation.vocab_of(model)
+    prompt = validation.token_ids(where, "prompt", prompt, vocab, ndim=2)
+    if prompt.shape[1] == 0:
         bad("prompt.shape", prompt.shape, "(batch, prompt_len) with prompt_len >= 1")
+    mask_id = validation.token_id(where, "mask_id", mask_id, vocab)
+    eos_id = validation.token_id(where, "eos_id", eos_id, vocab)
+    eot_id = validation.token_id(where, "eot_id", eot_id, vocab)
     holes = int((prompt == mask_id).sum(axis=1).max()) if prompt.size else 0
-    if not isinstance(gen_length, int) or gen_length < 0 or (gen_length == 0 and holes == 0):
+    gen_length = validation.integer(where, "gen_length", gen_length, minimum=0)
+    if gen_length == 0 and holes == 0:
         bad("gen_length", gen_length, "a positive int (0 only to infill masks inside the prompt)")
     num_blocks = 1
     if gen_length:
-        if not isinstance(block_length, int) or block_length <= 0 or gen_length % block_length:
+        block_length = validation.integer(where, "block_length", block_length, minimum=1)
+        if gen_length % block_length:
             bad("block_length", block_length, f"a positive divisor of gen_length={gen_length}")
         num_blocks = gen_length // block_length
-    if not isinstance(steps, int) or steps <= 0 or steps % num_blocks:
+    steps = validation.integer(where, "steps", steps, minimum=1)
+    if steps % num_blocks:
         bad("steps", steps, f"a positive multiple of the number of blocks ({num_blocks})")
     if steps > gen_length + holes:
         bad("steps", steps, f"<= gen_length + masks in the prompt ({gen_length + holes})")
@@ -237,30 +251,42 @@ def _validate(model, prompt, attention_mask, steps, gen_length, block_length, te
         bad("cache", cache, "None when the prompt holds masks to infill (cached steps do not rerun the prompt)")
     if remasking not in REMASKING:
         bad("remasking", remasking, f"one of {REMASKING}")
-    if temperature < 0:
-        bad("temperature", temperature, ">= 0")
-    if cfg_scale < 0:
-        bad("cfg_scale", cfg_scale, ">= 0")
-    if threshold is not None and not 0 < threshold <= 1:
-        bad("threshold", threshold, "None or in (0, 1]")
-    if attention_mask is not None and attention_mask.shape != prompt.shape:
-        bad("attention_mask.shape", attention_mask.shape, f"the prompt's shape {prompt.shape}")
+    temperature = validation.number(where, "temperature", temperature, minimum=0)
+    cfg_scale = validation.number(where, "cfg_scale", cfg_scale, minimum=0)
+    if threshold is not None:
+        threshold = validation.number(where, "threshold", threshold)
+        if not 0 < threshold <= 1:
+            bad("threshold", threshold, "None or in (0, 1]")
+    if attention_mask is not None:
+        attention_mask = np.asarray(attention_mask)
+        if attention_mask.shape != prompt.shape:
+            bad("attention_mask.shape", attention_mask.shape, f"the prompt's shape {prompt.shape}")
     config = getattr(model, "config", None)
-    if config is not None:
-        vocab = config.embedding_size
-        if not 0 <= mask_id < vocab:
-            bad("mask_id", mask_id, f"a token id in [0, {vocab})")
-        if prompt.shape[1] + gen_length > config.max_sequence_length:
-            bad("prompt_len + gen_length", prompt.shape[1] + gen_length,
-                f"<= max_sequence_length={config.max_sequence_length}")
-        if prompt.size and (prompt.min() < 0 or prompt.max() >= vocab):
-            bad("prompt token", int(prompt.max() if prompt.max() >= vocab else prompt.min()),
-                f"ids in [0, {vocab})")
+    if config is not None and prompt.shape[1] + gen_length > config.max_sequence_length:
+        bad("prompt_len + gen_length", prompt.shape[1] + gen_length,
+            f"<= max_sequence_length={config.max_sequence_length}")
+    rng = jax.random.key(0) if rng is None else validation.rng_key(where, "rng", rng)
+    return dict(prompt=prompt, attention_mask=attention_mask, steps=steps, gen_length=gen_length,
+                block_length=block_length, temperature=temperature, cfg_scale=cfg_scale, mask_id=mask_id,
+                threshold=threshold, eos_id=eos_id, eot_id=eot_id, rng=rng)
+
+
+def special_ids(model, mask_id=None, eos_id=None, eot_id=None):
+    """Defaults of the special ids: the model's config (mask, eos; eot defaults to eos),
+    or the published LLaDA-8B ids for a model without a config."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return (PUBLISHED_IDS["mask_id"] if mask_id is None else mask_id,
+                PUBLISHED_IDS["eos_id"] if eos_id is None else eos_id,
+                PUBLISHED_IDS["eot_id"] if eot_id is None else eot_id)
+    mask_id = config.mask_token_id if mask_id is None else mask_id
+    eos_id = config.eos_token_id if eos_id is None else eos_id
+    return mask_id, eos_id, eos_id if eot_id is None else eot_id
 
 
 def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_length=128, block_length=128,
-             temperature=0.0, cfg_scale=0.0, remasking="low_confidence", mask_id=126336,
-             logits_eos_inf=False, confidence_eos_eot_inf=False, eos_id=126081, eot_id=126348,
+             temperature=0.0, cfg_scale=0.0, remasking="low_confidence", mask_id=None,
+             logits_eos_inf=False, confidence_eos_eot_inf=False, eos_id=None, eot_id=None,
              threshold=None, rng=None, return_stats=False, cache=None):
     """Sample answers for `prompt` (B, P) int ids; returns int32 (B, P + gen_length).
 
@@ -278,12 +304,17 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
     return_stats: also return {"model_calls": int, "reveal_step": (B, P + gen_length) int32},
     where every forward pass, full or partial, counts one call (a guided cfg pass too), and
     reveal_step[b, j] is the 0-based call whose prediction revealed position j (-1: given).
+    mask_id, eos_id, eot_id: default to model.config's mask and eos ids (eot: the eos id;
+    pass `tokenizer.eot_id` for chat models); the published LLaDA-8B ids for a model
+    without a config. Every id, the prompt and the options are checked (ValueError) first.
     """
-    prompt = np.asarray(prompt)
-    if attention_mask is not None:
-        attention_mask = np.asarray(attention_mask)
-    _validate(model, prompt, attention_mask, steps, gen_length, block_length, temperature, remasking,
-              mask_id, threshold, cfg_scale, cache)
+    mask_id, eos_id, eot_id = special_ids(model, mask_id, eos_id, eot_id)
+    a = _validate(model, prompt, attention_mask, steps, gen_length, block_length, temperature, remasking,
+                  mask_id, threshold, cfg_scale, cache, eos_id, eot_id, rng)
+    prompt, attention_mask, steps, gen_length, block_length = (
+        a["prompt"], a["attention_mask"], a["steps"], a["gen_length"], a["block_length"])
+    temperature, cfg_scale, mask_id, threshold, eos_id, eot_id, rng = (
+        a["temperature"], a["cfg_scale"], a["mask_id"], a["threshold"], a["eos_id"], a["eot_id"], a["rng"])
     b, p = prompt.shape
     opt = _Options(prompt_len=p, gen_length=gen_length, block_length=block_length if gen_length else 0,
                    steps_per_block=steps // max(1, gen_length // max(1, block_length)),
@@ -298,7 +329,6 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
     mask = None
     if attention_mask is not None:
         mask = np.concatenate([attention_mask.astype(bool), np.ones((b, gen_length), bool)], axis=1)
-    rng = jax.random.key(0) if rng is None else rng
     st = _reverse_process(model, params, jnp.asarray(x), mask, rng, opt)
     if return_stats:
         return st.x, {"model_calls": int(st.calls), "reveal_step": np.asarray(st.when)}

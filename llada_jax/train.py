@@ -226,8 +226,15 @@ def train_step(state, batch, st: Static):
                "lr": st.schedule(state["step"]) if st.schedule is not None else jnp.float32(0)}
     if "masked_prompt_tokens" in m:
         metrics["masked_prompt_tokens"] = m["masked_prompt_tokens"]
+    metrics["state_finite"] = all_finite((new_params, opt_state))  # the loop never saves a NaN state
     new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state, "rng": rng}
     return new_state, metrics
+
+
+def all_finite(tree):
+    """True when every floating-point leaf of `tree` is finite (one fused reduction)."""
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
 
 
 def eval_loss(params, batch, rng, st: Static):

@@ -49,6 +49,22 @@ def test_slurm_script_takes_coordinator_and_ids_from_slurm():
     assert "-m llada_jax.train --config=configs/llada_8b.py --workdir=/shared/run\\ 1" in out.stdout
 
 
+@pytest.mark.parametrize("status,requeued", [(75, True), (0, False), (1, False)])
+def test_slurm_script_requeues_a_run_that_saved_on_sigterm(tmp_path, status, requeued):
+    """srun exiting 75 (llada_jax.loop.EXIT_PREEMPTED) makes the job requeue itself."""
+    log = tmp_path / "calls"
+    for name, body in (("srun", f'echo "srun $*" >> {log}; exit {status}'),
+                       ("scontrol", f'[[ $1 == show ]] && {{ echo node1; exit 0; }}; echo "scontrol $*" >> {log}')):
+        (tmp_path / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (tmp_path / name).chmod(0o755)
+    env = _env(SLURM_JOB_NODELIST="node1", SLURM_JOB_ID="42")
+    env["PATH"] = f"{tmp_path}:{env['PATH']}"
+    out = subprocess.run(["bash", str(LAUNCH / "slurm_gpu.sh"), "--config=c.py", "--workdir=w"], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == status, out.stderr
+    assert ("scontrol requeue 42" in log.read_text()) == requeued
+
+
 def test_tpu_script_runs_the_command_on_every_worker():
     env = _env(DRY_RUN="1", TPU_NAME="pod", ZONE="us-east5-a", PROJECT="proj")
     out = subprocess.run(["bash", str(LAUNCH / "tpu_pod.sh"), "--config=configs/llada_8b.py", "--workdir=gs://b/r"],

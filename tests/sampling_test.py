@@ -299,4 +299,4 @@ def test_cache_rejects_infilling_and_unknown_kinds(golden_model):
     with pytest.raises(ValueError, match="cache='dual'"):
         generate(model, params, holes, steps=4, gen_length=4, block_length=4, mask_id=255, cache="dual")
     with pytest.raises(ValueError, match="cache='suffix'"):
-        generate(model, params, np.ones((1, 4)), steps=4, gen_length=4, block_length=4, mask_id=255, cache="suffix")
+        generate(model, params, np.ones((1, 4), np.int32), steps=4, gen_length=4, block_length=4, mask_id=255, cache="suffix")

@@ -57,7 +57,8 @@ def main():
     flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
     np.savez(os.path.join(workdir, f"params_{jax.process_index()}.npz"), **flat)
     print("RESULT " + json.dumps({"step": int(np.asarray(state["step"].addressable_data(0))),
-                                  "loss": last.get("loss")}))
+                                  "loss": last.get("loss")}), flush=True)
+    sys.exit(loop.exit_status(last))  # as `python -m llada_jax.train` exits
 
 
 if __name__ == "__main__":
