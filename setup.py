@@ -31,7 +31,8 @@ setup(
     entry_points={"console_scripts": ["llada-lm-eval = llada_jax.evaluation:main"]},
     extras_require={
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "matplotlib==3.11.2", "lm-eval==0.4.13",
-                 "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
+                 "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0",
+                 "peft==0.21.2"],  # the LoRA adapters' PEFT round trip (with the torch extra)
         # Parity and export tests only; never imported by training or sampling.
         # 2.13.0 is the CPU build that lies on disk, so no multi-GB CUDA build is pulled.
         "torch": ["torch==2.13.0", "transformers==5.23.0"],
