@@ -171,6 +171,10 @@ def restore_for_export(workdir: str, step: int | None = None):
         shards = jax.tree_util.tree_map(lambda _: one, jax.eval_shape(lambda: _init(config)))
     shapes = jax.eval_shape(lambda: _init(config))
     abstract = checkpoint.abstract_like(shapes, shards)
+    from llada_jax import lora_io
+
+    if lora_io.base_reference(workdir) is not None:  # LoRA: its adapters plus the base it references, unmerged
+        return (config, *lora_io.restore_params(workdir, abstract, step))
     if step is None:
         return (config, *checkpoint.restore_params(workdir, abstract))
     ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), read_only=True, async_save=False)
@@ -198,10 +202,19 @@ def main(argv=None):
     ap.add_argument("--max_shard_size", default="5GB")
     ap.add_argument("--tokenizer", default=None,
                     help="tokenizer file or directory to include (default: the one in run.json, if any)")
+    ap.add_argument("--peft", action="store_true",
+                    help="LoRA workdir: write the adapters alone in the PEFT format (default: merged weights)")
     args = ap.parse_args(argv)
     config, step, params = restore_for_export(args.workdir, args.step)
+    from llada_jax import lora_io
     from llada_jax.checkpoint import run_info
 
+    if args.peft:
+        base = (run_info(args.workdir).get("lora_base") or {}).get("workdir")
+        files = lora_io.save_peft(config, params, args.out, base_model=base)
+        print(json.dumps({"out": os.path.abspath(args.out), "step": int(step), "files": files}))
+        return
+    config, params = lora_io.merge(config, params)
     tok = args.tokenizer or run_info(args.workdir).get("tokenizer")
     files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size, dtype=args.dtype,
                             tokenizer=tok)
