@@ -33,7 +33,8 @@ setup(
     extras_require={
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "matplotlib==3.11.2", "lm-eval==0.4.13",
                  "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0",
-                 "psutil==7.2.2"],  # benchmarks/data.py: peak RSS of a process tree
+                 "psutil==7.2.2",  # benchmarks/data.py: peak RSS of a process tree
+                 "peft==0.21.2"],  # the LoRA adapters' PEFT round trip (with the torch extra)
         # Parity and export tests only; never imported by training or sampling.
         # 2.13.0 is the CPU build that lies on disk, so no multi-GB CUDA build is pulled.
         "torch": ["torch==2.13.0", "transformers==5.23.0"],

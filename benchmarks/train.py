@@ -1,11 +1,13 @@
 """Training throughput on this machine: one JSON line per figure.
 
-    python benchmarks/train.py [--steps=3] [--batch=4] [--seq=128]
+    python benchmarks/train.py [--steps=3] [--batch=4] [--seq=128] [--lora=16]
 
 Figures: the matmul peak measured in this run (f32 2048^2 matmul, best of 5), then for
 models with d_model 512 and 1024 (4 layers, vocabulary 8192, float32): compile time of
 the real jitted train step, step time, tokens/s and MFU = model FLOPs per second (full
 bidirectional attention, `llada_jax.metrics.train_flops_per_token`) over that peak.
+--lora=R: each model also with LoRA rank R on all seven projections (frozen float32 base,
+adapters trained), the same figures plus "lora_rank" and the trainable parameter count.
 """
 
 import argparse
@@ -19,11 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from llada_jax import metrics, sharding, train  # noqa: E402
-from llada_jax.model import LLaDA, LLaDAConfig  # noqa: E402
+from llada_jax import lora, metrics, sharding, train  # noqa: E402
+from llada_jax.model import LLaDA, LLaDAConfig, init_params  # noqa: E402
 
 
-def bench(d_model, peak, *, steps, batch, seq):
+def bench(d_model, peak, *, steps, batch, seq, lora_rank=0):
     cfg = LLaDAConfig(d_model=d_model, n_heads=d_model // 64, n_kv_heads=d_model // 64, n_layers=4,
                       mlp_hidden_size=3 * d_model, vocab_size=8192, embedding_size=8192, max_sequence_length=seq,
                       mask_token_id=8191, eos_token_id=8190, pad_token_id=8190)
@@ -32,11 +34,17 @@ def bench(d_model, peak, *, steps, batch, seq):
     optim = ml_collections.ConfigDict(dict(lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, schedule="constant",
                                            warmup_steps=0, decay_steps=0, final_lr_ratio=1.0, drop_step=-1,
                                            drop_ratio=1.0, clip_norm=1.0, grad_accum=1))
+    frozen = None
+    if lora_rank:
+        frozen = init_params(cfg, jax.random.PRNGKey(0))
+        cfg = cfg.replace(lora=lora.LoRAConfig(rank=lora_rank))
     model = LLaDA(cfg)
     tx, schedule = train.make_optimizer(optim, 100)
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
     _, shardings = train.state_shardings(model, tx, mesh)
-    state = train.init_state(model, tx, mesh, 0, shardings)
+    if frozen is not None:
+        frozen = jax.device_put(frozen, shardings["frozen"])
+    state = train.init_state(model, tx, mesh, 0, shardings, frozen=frozen)
     st = train.Static(model, tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
     step = train.compile_step(st, mesh, shardings, {"input_ids": 2})
     ids = np.random.default_rng(0).integers(0, 8000, (batch, seq), dtype=np.int32)
@@ -51,8 +59,10 @@ def bench(d_model, peak, *, steps, batch, seq):
     jax.block_until_ready(m)
     step_s = (time.perf_counter() - t) / steps
     flops = metrics.train_flops_per_token(cfg, seq) * batch * seq
-    n_params = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
-    return {"figure": "train_step", "d_model": d_model, "n_layers": 4, "params": int(n_params), "batch": batch,
+    n_params = sum(x.size for x in jax.tree_util.tree_leaves(train.full_params(state)))
+    trainable = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
+    return {"figure": "train_step", "d_model": d_model, "n_layers": 4, "params": int(n_params),
+            "lora_rank": lora_rank, "trainable_params": int(trainable), "batch": batch,
             "seq_len": seq, "compile_s": round(compile_s, 2), "step_s": round(step_s, 3),
             "tokens_per_s": round(batch * seq / step_s, 1), "model_tflops_per_s": round(flops / step_s / 1e12, 4),
             "mfu": round(flops / step_s / peak, 4)}
@@ -63,12 +73,14 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--lora", type=int, default=0, help="also time LoRA of this rank (0: only full training)")
     a = ap.parse_args()
     peak = metrics.measure_peak_flops(n=2048)
     print(json.dumps({"figure": "matmul_peak", "device": str(jax.devices()[0]), "dtype": "float32",
                       "flops_per_s": round(peak, 1), "tflops_per_s": round(peak / 1e12, 4)}), flush=True)
     for d in (512, 1024):
-        print(json.dumps(bench(d, peak, steps=a.steps, batch=a.batch, seq=a.seq)), flush=True)
+        for rank in (0, a.lora) if a.lora else (0,):
+            print(json.dumps(bench(d, peak, steps=a.steps, batch=a.batch, seq=a.seq, lora_rank=rank)), flush=True)
 
 
 if __name__ == "__main__":

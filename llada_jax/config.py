@@ -65,6 +65,15 @@ def base_config() -> ml_collections.ConfigDict:
         init_from="",  # a workdir or checkpoint directory to take the params from (SFT)
     ))
 
+    # LoRA fine-tuning (llada_jax.lora): rank 0 is off. With rank > 0 the base model comes
+    # from train.init_from, frozen and stored as base_dtype; the adapters and their optimizer
+    # state are float32 and are all a checkpoint holds (the base is referenced, see the README).
+    c.lora = ml_collections.ConfigDict(dict(
+        rank=0, alpha=16.0, dropout=0.0,
+        targets="all",  # "all" or a comma-separated subset of q_proj,k_proj,v_proj,attn_out,ff_proj,up_proj,ff_out
+        base_dtype="bfloat16",
+    ))
+
     c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=3, async_save=True))
     return c
 

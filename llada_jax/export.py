@@ -84,17 +84,23 @@ def save_pretrained(config: LLaDAConfig, params, path: str, *, max_shard_size="5
     max_bytes = hf_parse_size(max_shard_size)
     if jax.process_index() != 0:
         return _write_files(config, params, None, np_dtype, max_bytes, None)
+    return write_dir_atomically(path, lambda tmp: _write_files(config, params, tmp, np_dtype, max_bytes, tokenizer))
+
+
+def write_dir_atomically(path: str, write):
+    """`write(tmp)` into a fresh temporary directory beside `path`, then move it into place
+    (an earlier `path` is replaced whole, never mixed). Returns what `write` returns."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(path))}.tmp{os.getpid()}")
     os.makedirs(tmp)
     try:
-        files = _write_files(config, params, tmp, np_dtype, max_bytes, tokenizer)
+        out = write(tmp)
         _move_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # our own half-written temporary directory
         raise
-    return files
+    return out
 
 
 def check_target(path: str, overwrite: bool):
@@ -234,6 +240,10 @@ def restore_for_export(workdir: str, step: int | None = None):
         shards = jax.tree_util.tree_map(lambda _: one, jax.eval_shape(lambda: _init(config)))
     shapes = jax.eval_shape(lambda: _init(config))
     abstract = checkpoint.abstract_like(shapes, shards)
+    from llada_jax import lora_io
+
+    if lora_io.base_reference(workdir) is not None:  # LoRA: its adapters plus the base it references, unmerged
+        return (config, *lora_io.restore_params(workdir, abstract, step))
     if step is None:
         return (config, *checkpoint.restore_params(workdir, abstract))
     ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), read_only=True, async_save=False)
@@ -263,8 +273,10 @@ def main(argv=None):
     ap.add_argument("--max_shard_size", default="5GB")
     ap.add_argument("--tokenizer", default=None,
                     help="tokenizer file or directory to include (default: the one in run.json, if any)")
+    ap.add_argument("--peft", action="store_true",
+                    help="LoRA workdir: write the adapters alone in the PEFT format (default: merged weights)")
     args = ap.parse_args(argv)
-    from llada_jax import cli
+    from llada_jax import cli, lora_io
     from llada_jax import workdir as workdir_lib
 
     with cli.user_errors():
@@ -273,9 +285,14 @@ def main(argv=None):
         info = workdir_lib.read_run_info(args.workdir)
         with workdir_lib.lock(args.workdir, "export", enabled=jax.process_index() == 0):
             config, step, params = restore_for_export(args.workdir, args.step)
-            tok = args.tokenizer or info.get("tokenizer")
-            files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size,
-                                    dtype=args.dtype, tokenizer=tok, overwrite=args.overwrite)
+            if args.peft:
+                base = (info.get("lora_base") or {}).get("workdir")
+                files = lora_io.save_peft(config, params, args.out, base_model=base, overwrite=args.overwrite)
+            else:
+                config, params = lora_io.merge(config, params)
+                tok = args.tokenizer or info.get("tokenizer")
+                files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size,
+                                        dtype=args.dtype, tokenizer=tok, overwrite=args.overwrite)
     print(json.dumps({"out": os.path.abspath(args.out), "step": int(step), "files": files}))
 
 

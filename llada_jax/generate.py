@@ -34,7 +34,9 @@ def load(workdir: str):
     dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
                                       nn.unbox(boxed))
-    step, params = checkpoint.restore_params(workdir, abstract)
+    from llada_jax import lora_io  # a LoRA workdir: adapters plus the referenced base, applied unmerged
+
+    step, params = lora_io.restore_params(workdir, abstract)
     tokenizer = None
     if info.get("tokenizer"):
         from llada_jax.tokenizer import load_tokenizer

@@ -106,8 +106,10 @@ def model_config(config, tokenizer) -> LLaDAConfig:
     return LLaDAConfig(**{k: val for k, val in m.items() if k in names})
 
 
-def iterators(config, tokenizer, *, process_index, process_count, eval_only=False):
-    """(train_iterator, make_eval_iterator); batches hold this process's rows."""
+def iterators(config, tokenizer, *, process_index, process_count, eval_only=False, cache_dir=None):
+    """(train_iterator, make_eval_iterator); batches hold this process's rows. `cache_dir`:
+    where the in-memory text sources cache their tokenized rows (the training loop passes
+    WORKDIR/data_cache, so a run never writes next to someone else's tokenizer file)."""
     from llada_jax import data
 
     d = config.data
@@ -139,6 +141,7 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
         train = None if eval_only else data.sft_iterator(d.train_jsonl, tokenizer, seed=config.train.seed, **kw)
         return train, (lambda: data.sft_iterator(eval_path, tokenizer, seed=0, shuffle=False, **kw))
     mb = d.max_bytes or None
+    kw["cache_dir"] = cache_dir
     train = None if eval_only else data.pretrain_iterator(train_files(config, "train"), tokenizer, max_bytes=mb,
                                                           seed=config.train.seed, **kw)
     # held-out files are only needed (and only checked) when the run evaluates

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from llada_jax import checkpoint, cli, inputs, metrics, sampling, sharding, train
+from llada_jax import checkpoint, cli, inputs, lora_io, metrics, sampling, sharding, train
 from llada_jax import workdir as workdir_lib
 from llada_jax.config import base_config
 from llada_jax.model import LLaDA
@@ -80,6 +80,7 @@ def validate(config, num_devices: int, process_count: int = 1):
     if t.num_samples and not 1 <= t.sample_steps <= t.sample_gen_length:
         raise ValueError(f"config.train.sample_steps={t.sample_steps}: expected 1..sample_gen_length="
                          f"{t.sample_gen_length}")
+    lora_io.validate(config)
     return dp_mesh
 
 
@@ -88,10 +89,12 @@ def _host(tree):
     return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
-def _save_run_info(workdir, config, mcfg, tokenizer):
+def _save_run_info(workdir, config, mcfg, tokenizer, lora_base=None):
     workdir_lib.write_run_info(workdir, "train", config=json.loads(config.to_json()),
                                model=dataclasses.asdict(mcfg),
-                               tokenizer=None if tokenizer is None else os.path.abspath(tokenizer.path))
+                               tokenizer=None if tokenizer is None else os.path.abspath(tokenizer.path),
+                               # the frozen base of a LoRA run, by reference (llada_jax.lora_io)
+                               **({} if lora_base is None else {"lora_base": lora_base}))
 
 
 def _mismatch_error(e, workdir, saved_info, config, source):
@@ -140,7 +143,7 @@ def evaluate(eval_fn, state, make_eval_iter, mesh, config, key):
     for i in range(config.train.eval_batches):
         batch = next(it)
         g = sharding.global_batch(batch, mesh, config.data.batch_size)
-        losses.append(float(_host(eval_fn(state["params"], g, jax.random.fold_in(key, i)))))
+        losses.append(float(_host(eval_fn(train.full_params(state), g, jax.random.fold_in(key, i)))))
     loss = float(np.mean(losses))
     return {"loss": loss, "bits_per_token": loss / math.log(2)}, batch
 
@@ -154,6 +157,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, hooks=()):
     workdir, a foreign directory, one locked by another run)."""
     devices = list(jax.devices() if devices is None else devices)
     validate(config, len(devices), jax.process_count())
+    lora_io.check_base(config)
     saved_info = workdir_lib.claim(workdir, "train")
     os.makedirs(workdir, exist_ok=True)
     with workdir_lib.lock(workdir, "train", enabled=jax.process_index() == 0):
@@ -164,7 +168,7 @@ def _train(config, workdir, devices, hooks, saved_info):
     primary = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir)
-    mcfg = inputs.model_config(config, tokenizer)
+    mcfg = lora_io.model_config(config, inputs.model_config(config, tokenizer))
     model = LLaDA(mcfg)
     d, t = config.data, config.train
     tx, schedule = train.make_optimizer(config.optim, t.steps)
@@ -172,7 +176,8 @@ def _train(config, workdir, devices, hooks, saved_info):
                       d.random_length_prob if d.kind == "pretrain" else 0.0, config.optim.grad_accum, schedule)
     abstract, shardings = train.state_shardings(model, tx, mesh)
     train_it, make_eval_iter = inputs.iterators(config, tokenizer, process_index=jax.process_index(),
-                                                process_count=jax.process_count())
+                                                process_count=jax.process_count(),
+                                                cache_dir=os.path.join(workdir, "data_cache"))
     ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,
                                    keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
     try:
@@ -180,11 +185,22 @@ def _train(config, workdir, devices, hooks, saved_info):
     except checkpoint.CheckpointMismatchError as e:
         ckpt.close()
         raise _mismatch_error(e, workdir, saved_info, config, "resume") from None
+    lora_base, frozen = None, None
+    if "frozen" in abstract:  # LoRA: the base of a resumed run is the one it recorded
+        lora_base = (lora_io.base_reference(workdir) if restored is not None else None) or {
+            "workdir": os.path.abspath(t.init_from), "step": None}
+        lora_base["step"], frozen = lora_io.load_base(lora_base["workdir"], checkpoint.abstract_like(
+            abstract["frozen"], shardings["frozen"]), lora_base["step"])
+        print(f"LoRA base: step {lora_base['step']} of {lora_base['workdir']}", flush=True)
     if restored is not None:
         step, state, data_state = restored
+        if frozen is not None:
+            state["frozen"] = frozen
         if data_state is not None:
             train_it.set_state(data_state)
         print(f"resumed from step {step} in {workdir}", flush=True)
+    elif frozen is not None:
+        state = train.init_state(model, tx, mesh, t.seed, shardings, frozen=frozen)
     elif t.init_from:
         try:
             _, params = checkpoint.restore_params(t.init_from, checkpoint.abstract_like(
@@ -197,11 +213,11 @@ def _train(config, workdir, devices, hooks, saved_info):
     else:
         state = train.init_state(model, tx, mesh, t.seed, shardings)
     if primary:
-        _save_run_info(workdir, config, mcfg, tokenizer)
+        _save_run_info(workdir, config, mcfg, tokenizer, lora_base)
 
     batch_spec = {"input_ids": 2, **({"prompt_mask": 2} if d.kind == "sft" else {})}
     step_fn = train.compile_step(st, mesh, shardings, batch_spec)
-    eval_fn = train.compile_eval(st, mesh, shardings["params"], batch_spec)
+    eval_fn = train.compile_eval(st, mesh, train.full_params(shardings), batch_spec)
     writer = metrics.Writer(workdir, enabled=primary)
     peak = t.peak_flops or metrics.measure_peak_flops()
     flops_step = metrics.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
@@ -254,7 +270,7 @@ def _train(config, workdir, devices, hooks, saved_info):
                 ev, eval_batch = evaluate(eval_fn, state, make_eval_iter, mesh, config, eval_key)
                 writer.scalars(step, ev, prefix="eval")
                 if t.num_samples:
-                    texts = samples(model, state["params"], eval_batch, tokenizer, config, mcfg)
+                    texts = samples(model, train.full_params(state), eval_batch, tokenizer, config, mcfg)
                     writer.texts(step, texts)
                     for k, v in texts.items():
                         bar.write(f"[step {step}] {k}: {v!r}")

@@ -25,6 +25,7 @@ import flax.linen as nn
 
 from llada_jax import attention as attention_lib
 from llada_jax import validation
+from llada_jax.lora import LoRAConfig, adapt
 
 # Logical axis names used by the parameters and activations of this module.
 # `llada_jax.sharding.LOGICAL_RULES` maps each onto mesh axes.
@@ -67,8 +68,12 @@ class LLaDAConfig:
     scan_layers: bool = True
     remat_policy: str = "none"  # a key of REMAT_POLICIES
     attention: str = "dense"  # a key of llada_jax.attention.IMPLEMENTATIONS
+    lora: LoRAConfig = LoRAConfig()  # adapters on the Block projections; rank 0: none
 
     def __post_init__(self):
+        if isinstance(self.lora, dict):  # from run.json
+            object.__setattr__(self, "lora", LoRAConfig(**self.lora))
+
         def need(ok, field, expected):
             if not ok:
                 raise ValueError(f"LLaDAConfig.{field}={getattr(self, field)!r}: expected {expected}")
@@ -125,6 +130,14 @@ def _param(module, name, shape, axes, init_std):
     return module.param(name, init, shape, dtype)
 
 
+def project(module, name, x, spec, shape, axes, n_in=1):
+    """einsum(spec, x, W) for the Block weight `name` (shape, logical axes; its first n_in
+    axes are contracted), plus its LoRA update when config.lora targets it. Every Block
+    projection goes through here, so an adapter changes this one place."""
+    w = _param(module, name, shape, axes, module.config.init_std).astype(jnp.dtype(module.config.dtype))
+    return adapt(module, name, x, jnp.einsum(spec, x, w), spec, shape, axes, n_in)
+
+
 def _ones_param(module, name, dim):
     init = nn.with_logical_partitioning(nn.initializers.ones, (NORM,))
     return module.param(name, init, (dim,), jnp.dtype(module.config.param_dtype))
@@ -172,30 +185,28 @@ class Block(nn.Module):
     def __call__(self, x_BxLxE, key_mask, cos_BxLxD, sin_BxLxD, cache_kv):
         cfg = self.config
         dt = jnp.dtype(cfg.dtype)
-        e, h, kvh, d, std = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.init_std
+        e, h, kvh, d = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
 
         n = RMSNorm(cfg, name="attn_norm")(x_BxLxE)
-        wq = _param(self, "q_proj", (e, h, d), (EMBED, HEADS, HEAD_DIM), std).astype(dt)
-        wk = _param(self, "k_proj", (e, kvh, d), (EMBED, KV_HEADS, HEAD_DIM), std).astype(dt)
-        wv = _param(self, "v_proj", (e, kvh, d), (EMBED, KV_HEADS, HEAD_DIM), std).astype(dt)
-        wo = _param(self, "attn_out", (h, d, e), (HEADS, HEAD_DIM, EMBED), std).astype(dt)
-        q = apply_rope(jnp.einsum("ble,ehd->blhd", n, wq), cos_BxLxD, sin_BxLxD)
-        k = apply_rope(jnp.einsum("ble,ehd->blhd", n, wk), cos_BxLxD, sin_BxLxD)
-        v = jnp.einsum("ble,ehd->blhd", n, wv)
+        q = apply_rope(project(self, "q_proj", n, "ble,ehd->blhd", (e, h, d), (EMBED, HEADS, HEAD_DIM)),
+                       cos_BxLxD, sin_BxLxD)
+        k = apply_rope(project(self, "k_proj", n, "ble,ehd->blhd", (e, kvh, d), (EMBED, KV_HEADS, HEAD_DIM)),
+                       cos_BxLxD, sin_BxLxD)
+        v = project(self, "v_proj", n, "ble,ehd->blhd", (e, kvh, d), (EMBED, KV_HEADS, HEAD_DIM))
         new_kv = (k, v) if self.return_kv else None
         if cache_kv is not None:  # cached keys/values of other positions come first
             k = jnp.concatenate([cache_kv[0].astype(dt), k], axis=1)
             v = jnp.concatenate([cache_kv[1].astype(dt), v], axis=1)
         attn = attention_lib.attend(cfg.attention, q, k, v, key_mask, causal=cfg.causal)
-        h_BxLxE = x_BxLxE + jnp.einsum("blhd,hde->ble", attn, wo)
+        attn_out = project(self, "attn_out", attn, "blhd,hde->ble", (h, d, e), (HEADS, HEAD_DIM, EMBED), n_in=2)
+        h_BxLxE = x_BxLxE + attn_out
         h_BxLxE = nn.with_logical_constraint(h_BxLxE, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
 
         m = RMSNorm(cfg, name="ff_norm")(h_BxLxE)
-        w_gate = _param(self, "ff_proj", (e, cfg.mlp_hidden_size), (EMBED, MLP), std).astype(dt)
-        w_up = _param(self, "up_proj", (e, cfg.mlp_hidden_size), (EMBED, MLP), std).astype(dt)
-        w_down = _param(self, "ff_out", (cfg.mlp_hidden_size, e), (MLP, EMBED), std).astype(dt)
-        hidden = jax.nn.silu(m @ w_gate) * (m @ w_up)
-        out = h_BxLxE + hidden @ w_down
+        mlp = cfg.mlp_hidden_size
+        gate = project(self, "ff_proj", m, "ble,em->blm", (e, mlp), (EMBED, MLP))
+        hidden = jax.nn.silu(gate) * project(self, "up_proj", m, "ble,em->blm", (e, mlp), (EMBED, MLP))
+        out = h_BxLxE + project(self, "ff_out", hidden, "blm,me->ble", (mlp, e), (MLP, EMBED))
         out = nn.with_logical_constraint(out, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
         return out, new_kv
 
@@ -251,7 +262,7 @@ class LLaDA(nn.Module):
             block = nn.remat(Block, policy=policy, prevent_cse=not cfg.scan_layers)
         cache = None if kv_cache is None else (kv_cache.k, kv_cache.v)
         if cfg.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                             in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
                             length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: LAYERS})
             x, new_kv = stack(cfg, return_kv, name="blocks")(x, key_mask, cos, sin, cache)

@@ -36,13 +36,13 @@ def plan(config, devices=None) -> dict:
     per-device figures (bytes, FLOPs) as a dict."""
     import jax
 
-    from llada_jax import checkpoint, inputs, loop, metrics, sharding, train
+    from llada_jax import checkpoint, inputs, lora_io, loop, metrics, sharding, train
     from llada_jax.model import LLaDA
 
     devices = list(jax.devices() if devices is None else devices)
     dims = loop.validate(config, len(devices), 1)
     mesh = sharding.make_mesh(config.mesh, devices)
-    mcfg = inputs.model_config(config, None)
+    mcfg = lora_io.model_config(config, inputs.model_config(config, None))
     model = LLaDA(mcfg)
     d = config.data
     tx, schedule = train.make_optimizer(config.optim, config.train.steps)
@@ -68,6 +68,9 @@ def plan(config, devices=None) -> dict:
         "params": sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"])),
         "params_bytes": _sharded_bytes(abstract["params"], shardings["params"]),
         "opt_state_bytes": _sharded_bytes(abstract["opt_state"], shardings["opt_state"]),
+        # LoRA: params are the adapters; the frozen base is counted here
+        "frozen_params": sum(x.size for x in jax.tree_util.tree_leaves(abstract.get("frozen", {}))),
+        "frozen_bytes": _sharded_bytes(abstract.get("frozen", {}), shardings.get("frozen", {})),
         "argument_bytes": int(mem.argument_size_in_bytes), "output_bytes": int(mem.output_size_in_bytes),
         "alias_bytes": int(mem.alias_size_in_bytes), "temp_bytes": int(mem.temp_size_in_bytes),
         "code_bytes": int(mem.generated_code_size_in_bytes),
@@ -86,7 +89,9 @@ def report(p: dict) -> str:
     lines = [
         f"devices: {p['devices']}  mesh: {p['mesh']}  parameters: {p['params']:,}",
         "per device:",
-        f"  params           {g(p['params_bytes'])}",
+        f"  params           {g(p['params_bytes'])}" + (f"  (LoRA adapters; frozen base {g(p['frozen_bytes'])}, "
+                                                          f"{p['frozen_params']:,} parameters)"
+                                                          if p["frozen_params"] else ""),
         f"  optimizer state  {g(p['opt_state_bytes'])}",
         f"  temporaries      {g(p['temp_bytes'])}",
         f"  arguments        {g(p['argument_bytes'])}  (outputs {g(p['output_bytes'])}, aliased {g(p['alias_bytes'])})",

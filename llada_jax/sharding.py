@@ -35,6 +35,7 @@ LOGICAL_RULES = (
     ("mlp", "tensor"),
     ("layers", None),
     ("norm", None),
+    ("lora_rank", None),  # LoRA adapters: split like the weight they adapt, the small rank replicated
 )
 
 

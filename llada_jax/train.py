@@ -3,6 +3,12 @@
 Pure functions over an explicit state dict {"step", "params", "opt_state", "rng"}; one
 jitted step with in/out shardings on the (data, fsdp, tensor) mesh. Parameters are the
 fp32 master weights; the model computes in `config.model.dtype` (bf16 on accelerators).
+With LoRA (`model.config.lora.rank > 0`) "params" holds only the adapters, the trainable
+partition, and the state gains "frozen", the base: gradients are taken and the optimizer
+(the same optax chain) keeps state for the adapters alone, and the base passes through
+the step untouched (donated and aliased: bitwise unchanged, no copy). Splitting the tree
+instead of masking the full one (optax.masked / multi_transform) also avoids computing
+and accumulating full-size base gradients only to throw them away.
 The loop, evaluation and the command line are in `llada_jax.loop`, which
 `python -m llada_jax.train` runs.
 """
@@ -17,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from llada_jax import diffusion, sharding
+from llada_jax import diffusion, lora, sharding
 from llada_jax.model import LLaDA
 
 SCHEDULES = ("wsd", "cosine", "constant")
@@ -121,20 +127,34 @@ def state_shardings(model: LLaDA, tx, mesh, init_len: int = 8):
         boxed = jax.eval_shape(lambda r: model.init(r, dummy)["params"], jax.random.PRNGKey(0))
     param_sh = sharding.shardings_of(boxed, mesh)
     params = nn.unbox(boxed)
+    frozen = None
+    if model.config.lora.rank:  # train the adapters; the base is frozen
+        (params, frozen), (param_sh, frozen_sh) = lora.split(params), lora.split(param_sh)
     opt = jax.eval_shape(tx.init, params)
     abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "opt_state": opt,
                 "rng": jax.ShapeDtypeStruct((2,), jnp.uint32)}
     rep = sharding.replicated(mesh)
     shardings = {"step": rep, "params": param_sh, "opt_state": _opt_shardings(opt, param_sh, mesh), "rng": rep}
+    if frozen is not None:
+        abstract["frozen"], shardings["frozen"] = frozen, frozen_sh
     return abstract, shardings
 
 
-def init_state(model: LLaDA, tx, mesh, seed: int, shardings, params=None):
+def full_params(state):
+    """The model's whole parameter tree: the params, plus the frozen LoRA base if any."""
+    return lora.combine(state["params"], state["frozen"]) if "frozen" in state else state["params"]
+
+
+def init_state(model: LLaDA, tx, mesh, seed: int, shardings, params=None, frozen=None):
     """A fresh state created directly in its shardings (jit with out_shardings). With
-    `params` (e.g. restored for SFT) only the optimizer state is new."""
-    fn = _jitted_init(model, tx, mesh, *_key(shardings))
+    `params` (e.g. restored for SFT) only the optimizer state is new. LoRA: `frozen` is
+    the (restored) base, added as it is; fresh adapters are initialised."""
+    fn = _jitted_init(model, tx, mesh, *_key({k: v for k, v in shardings.items() if k != "frozen"}))
     with jax.set_mesh(mesh), sharding.logical_rules_context():
-        return fn(jax.random.PRNGKey(seed), params)
+        state = fn(jax.random.PRNGKey(seed), params)
+    if frozen is not None:
+        state["frozen"] = frozen
+    return state
 
 
 @functools.lru_cache(maxsize=16)
@@ -145,6 +165,8 @@ def _jitted_init(model, tx, mesh, treedef, leaves):
         p_key, s_key = jax.random.split(key)
         if params is None:
             params = nn.unbox(model.init(p_key, jnp.zeros((dp, 8), jnp.int32))["params"])
+            if model.config.lora.rank:  # the adapters only (the base init is dead code)
+                params = lora.split(params)[0]
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rng": s_key}
 
     return jax.jit(init, out_shardings=jax.tree_util.tree_unflatten(treedef, leaves))
@@ -166,15 +188,18 @@ def make_noise(batch, rng, valid, st: Static):
                                      prompt_mask=prompt_mask, valid_mask=valid)
 
 
-def loss_fn(params, batch, noise, valid, st: Static):
-    """(loss, metrics) of one (micro-)batch given its noise; `valid`: (B, L) or None."""
+def loss_fn(params, batch, noise, valid, st: Static, frozen=None, dropout_rng=None):
+    """(loss, metrics) of one (micro-)batch given its noise; `valid`: (B, L) or None.
+    LoRA: `params` are the adapters, `frozen` the base; `dropout_rng` turns on their dropout."""
     ids = batch["input_ids"]
     noisy, masked, p_mask = noise
     # `valid` is right padding (a length per row): passed as lengths, which every attention
     # kernel takes; the head is applied chunk by chunk inside the loss.
     lengths = None if valid is None else jnp.sum(valid, axis=1, dtype=jnp.int32)
-    logits = diffusion.ChunkedLogits(*st.model.apply({"params": params}, noisy, kv_lengths=lengths,
-                                                     return_hidden=True))
+    variables = {"params": params if frozen is None else lora.combine(params, frozen)}
+    rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
+    logits = diffusion.ChunkedLogits(*st.model.apply(variables, noisy, kv_lengths=lengths,
+                                                     return_hidden=True, rngs=rngs))
     if st.kind == "sft":
         prompt_mask = batch["prompt_mask"]
         loss, m = diffusion.sft_loss(logits, ids, masked, p_mask, prompt_mask)
@@ -196,9 +221,10 @@ def train_step(state, batch, st: Static):
         valid, length = _length_mask(len_rng, ids.shape, st.random_length_prob)
     noise = make_noise(batch, noise_rng, valid, st)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    params = state["params"]
+    params, frozen = state["params"], state.get("frozen")
+    drop = jax.random.fold_in(step_rng, 1) if st.model.config.lora.dropout > 0 else None
     if st.grad_accum == 1:
-        (loss, m), grads = grad_fn(params, batch, noise, valid, st)
+        (loss, m), grads = grad_fn(params, batch, noise, valid, st, frozen, drop)
     else:
         a = st.grad_accum
 
@@ -210,12 +236,13 @@ def train_step(state, batch, st: Static):
         micro = jax.tree_util.tree_map(split, (batch, noise, valid))
 
         def body(acc, xs):
-            mb, mn, mv = xs
-            (l_, m_), g = grad_fn(params, mb, mn, mv, st)
+            (mb, mn, mv), i = xs
+            mdrop = None if drop is None else jax.random.fold_in(drop, i)
+            (l_, m_), g = grad_fn(params, mb, mn, mv, st, frozen, mdrop)
             return jax.tree_util.tree_map(jnp.add, acc, g), (l_, m_)
 
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        grads, (losses, ms) = jax.lax.scan(body, zeros, micro)
+        grads, (losses, ms) = jax.lax.scan(body, zeros, (micro, jnp.arange(a)))
         grads = jax.tree_util.tree_map(lambda g: g / a, grads)
         loss = jnp.mean(losses)
         m = jax.tree_util.tree_map(jnp.sum, ms)
@@ -228,6 +255,8 @@ def train_step(state, batch, st: Static):
         metrics["masked_prompt_tokens"] = m["masked_prompt_tokens"]
     metrics["state_finite"] = all_finite((new_params, opt_state))  # the loop never saves a NaN state
     new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state, "rng": rng}
+    if frozen is not None:
+        new_state["frozen"] = frozen
     return new_state, metrics
 
 
