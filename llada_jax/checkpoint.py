@@ -63,13 +63,13 @@ def _flat_spec(tree, prefix: str) -> dict:
     return out
 
 
-def _mismatches(saved: dict, want: dict, limit: int = 3) -> list[str]:
+def _mismatches(saved: dict, want: dict, limit: int = 3, dtypes: bool = True) -> list[str]:
     """Human-readable differences between two {name: (shape, dtype)} maps (the first
-    `limit`, then a count of the rest)."""
+    `limit`, then a count of the rest); with `dtypes=False` only shapes must agree."""
     out = [f"{n} {want[n][0]} missing from the checkpoint" for n in sorted(set(want) - set(saved))]
     out += [f"{n} {saved[n][0]} in the checkpoint is not in this state" for n in sorted(set(saved) - set(want))]
     out += [f"{n}: checkpoint {saved[n][0]} {saved[n][1]}, this config {want[n][0]} {want[n][1]}"
-            for n in sorted(set(saved) & set(want)) if saved[n] != want[n]]
+            for n in sorted(set(saved) & set(want)) if saved[n][: 2 if dtypes else 1] != want[n][: 2 if dtypes else 1]]
     return out[:limit] + ([f"{len(out) - limit} more"] if len(out) > limit else [])
 
 
@@ -130,9 +130,9 @@ class Checkpointer:
             items["train"] = {k: abstract_state[k] for k in ("step", "opt_state", "rng")}
         return items
 
-    def _check_metadata(self, step, items):
-        """Raise CheckpointMismatchError when the saved arrays differ from `items`;
-        any other exception means the checkpoint cannot be read."""
+    def _check_metadata(self, step, items, dtypes=True):
+        """Raise CheckpointMismatchError when the saved arrays differ from `items` (in shape,
+        and in dtype when `dtypes`); any other exception means the checkpoint cannot be read."""
         metadata = self.manager.item_metadata(step)
         saved, want = {}, {}
         for name, tree in items.items():
@@ -141,13 +141,15 @@ class Checkpointer:
                 raise OSError(f"no metadata for item {name!r}")
             saved.update(_flat_spec(md.tree, name))
             want.update(_flat_spec(tree, name))
-        details = _mismatches(saved, want)
+        details = _mismatches(saved, want, dtypes=dtypes)
         if details:
             raise CheckpointMismatchError(step, self.directory, details)
 
     def _restore_step(self, step, abstract_state, with_train):
         items = self._items(abstract_state, with_train)
-        self._check_metadata(step, items)
+        # Params alone (init_from, a LoRA base, sampling) may be cast on read (an fp32 checkpoint
+        # into a bf16 model); a resumed training state must match exactly.
+        self._check_metadata(step, items, dtypes=with_train)
         args = {k: ocp.args.StandardRestore(v) for k, v in items.items()}
         if with_train:
             args["data"] = ocp.args.JsonRestore()
@@ -207,15 +209,20 @@ class Checkpointer:
         self.manager.close()
 
 
-def restore_params(path: str, abstract_params):
-    """Params of the latest readable checkpoint under `path` (a workdir or its
-    checkpoints/ directory), placed as `abstract_params` says. Returns (step, params)."""
+def restore_params(path: str, abstract_params, step: int | None = None):
+    """Params of checkpoint `step` (default: the latest readable) under `path` (a workdir or
+    its checkpoints/ directory), placed as `abstract_params` says. Returns (step, params)."""
     directory = path if os.path.basename(os.path.normpath(path)) == "checkpoints" else checkpoint_dir(path)
     if not os.path.isdir(directory):
         raise ValueError(f"restore_params: {path!r} holds no checkpoints/ directory; expected a training workdir")
     ckpt = Checkpointer(directory, read_only=True, async_save=False)
     try:
-        out = ckpt.restore({"params": abstract_params}, params_only=True)
+        if step is None:
+            out = ckpt.restore({"params": abstract_params}, params_only=True)
+        elif step not in ckpt.all_steps():
+            raise ValueError(f"step {step}: not among the saved steps {ckpt.all_steps()} of {path!r}")
+        else:
+            out = step, ckpt._restore_step(step, {"params": abstract_params}, False)
     finally:
         ckpt.close()
     if out is None:

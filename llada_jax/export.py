@@ -5,8 +5,9 @@ parameter) is cast on its devices, gathered to the host alone, written into the
 current safetensors shard and dropped, so the host never holds the whole model.
 
 Command line: `python -m llada_jax.export --workdir=DIR [--step=N] --out=HF_DIR
-[--tokenizer=PATH] [--dtype=bfloat16] [--overwrite]` exports a training checkpoint of DIR
-(the latest step unless --step); see `main` for where the model shape comes from.
+[--tokenizer=PATH] [--dtype=bfloat16] [--overwrite] [--peft]` exports a training checkpoint of
+DIR (the latest step unless --step); see `main` for where the model shape comes from. A LoRA
+workdir is exported merged, or with `--peft` as its adapters alone (`save_peft`).
 
 Nothing is ever mixed: the files are written into a fresh temporary directory next to
 the target and moved into place at the end. A non-empty target is refused unless
@@ -24,10 +25,11 @@ import shutil
 import jax
 import numpy as np
 
-from llada_jax import hf
+from llada_jax import hf, lora, lora_io
 from llada_jax.model import LLaDAConfig
 
 EXPORT_DTYPES = ("float32", "bfloat16", "float16")
+PEFT_PREFIX = "base_model.model."  # PeftModel -> LoraModel -> our model
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja")
 
@@ -223,11 +225,64 @@ def _write_json(path, obj):
         f.write("\n")
 
 
+def peft_target_regex(config: LLaDAConfig) -> str:
+    """PEFT target_modules (a regex that must match a module's full name): the adapted
+    projections of the blocks only, not the output head (also named ff_out)."""
+    return r"model\.transformer\.blocks\.\d+\.(" + "|".join(config.lora.targets) + ")"
+
+
+def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None = None,
+              dtype="float32", overwrite: bool = False) -> list[str]:
+    """Write the adapters of `params` in the PEFT format into `path`: adapter_config.json
+    and adapter_model.safetensors with `base_model.model.model.transformer.blocks.{i}.{name}
+    .lora_{A,B}.weight` as PyTorch Linear weights (A: [r, in], B: [out, r]), loadable with
+    `peft.PeftModel.from_pretrained(our exported base model, path)`. Returns the file names.
+    A non-empty `path` is refused unless `overwrite` (then replaced whole), as for the HF export."""
+    cfg = config.lora
+    if not cfg.rank:
+        raise ValueError("save_peft: the model has no LoRA adapters (config.lora.rank=0)")
+    check_target(path, overwrite)
+    np_dtype = hf.np_dtype(dtype)
+    entries, tensors = [], []
+    for i in range(config.n_layers):
+        for name in cfg.targets:
+            p, idx = hf._block_path(config, i, name)
+            a_path, b_path = p[:-1] + (name + lora.SUFFIX_A,), p[:-1] + (name + lora.SUFFIX_B,)
+            key = f"{PEFT_PREFIX}{hf.PREFIX}blocks.{i}.{name}"
+            a = gather(hf._leaf(params, a_path), idx, np_dtype)
+            b = gather(hf._leaf(params, b_path), idx, np_dtype)
+            a_t = np.ascontiguousarray(a.reshape(-1, cfg.rank).T)  # [r, in]
+            b_t = np.ascontiguousarray(b.reshape(cfg.rank, -1).T)  # [out, r]
+            for suffix, t in ((".lora_A.weight", a_t), (".lora_B.weight", b_t)):
+                entries.append((key + suffix, t.shape))
+                tensors.append(t)
+    if jax.process_index() != 0:
+        return ["adapter_config.json", "adapter_model.safetensors"]
+
+    def write(tmp):
+        out = hf.ShardWriter(os.path.join(tmp, "adapter_model.safetensors"), entries, np_dtype)
+        for (name, _), t in zip(entries, tensors):
+            out.write(name, t)
+        out.close()
+        adapter_config = {
+            "peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model,
+            "r": cfg.rank, "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout,
+            "target_modules": peft_target_regex(config), "bias": "none", "fan_in_fan_out": False,
+            "inference_mode": True, "init_lora_weights": True, "use_rslora": False, "use_dora": False,
+            "modules_to_save": None, "layers_to_transform": None, "layers_pattern": None,
+            "rank_pattern": {}, "alpha_pattern": {},
+        }
+        with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
+            json.dump(adapter_config, f, indent=2)
+            f.write("\n")
+
+    write_dir_atomically(path, write)
+    return ["adapter_config.json", "adapter_model.safetensors"]
+
+
 def restore_for_export(workdir: str, step: int | None = None):
     """(LLaDAConfig, step, params) of a workdir's checkpoint, the params spread over all
     local devices (fsdp on d_model where it divides) so no device holds the whole model."""
-    import orbax.checkpoint as ocp
-
     from llada_jax import checkpoint, sharding
     from llada_jax.import_hf import param_shardings
 
@@ -240,20 +295,8 @@ def restore_for_export(workdir: str, step: int | None = None):
         shards = jax.tree_util.tree_map(lambda _: one, jax.eval_shape(lambda: _init(config)))
     shapes = jax.eval_shape(lambda: _init(config))
     abstract = checkpoint.abstract_like(shapes, shards)
-    from llada_jax import lora_io
-
-    if lora_io.base_reference(workdir) is not None:  # LoRA: its adapters plus the base it references, unmerged
-        return (config, *lora_io.restore_params(workdir, abstract, step))
-    if step is None:
-        return (config, *checkpoint.restore_params(workdir, abstract))
-    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), read_only=True, async_save=False)
-    try:
-        if step not in ckpt.all_steps():
-            raise ValueError(f"--step={step}: not among the saved steps {ckpt.all_steps()} of {workdir!r}")
-        out = ckpt.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
-    finally:
-        ckpt.close()
-    return config, step, out["params"]
+    # a LoRA workdir: its adapters plus the base it references, unmerged
+    return (config, *lora_io.restore_params(workdir, abstract, step))
 
 
 def _init(config):
@@ -276,7 +319,7 @@ def main(argv=None):
     ap.add_argument("--peft", action="store_true",
                     help="LoRA workdir: write the adapters alone in the PEFT format (default: merged weights)")
     args = ap.parse_args(argv)
-    from llada_jax import cli, lora_io
+    from llada_jax import cli
     from llada_jax import workdir as workdir_lib
 
     with cli.user_errors():
@@ -287,7 +330,7 @@ def main(argv=None):
             config, step, params = restore_for_export(args.workdir, args.step)
             if args.peft:
                 base = (info.get("lora_base") or {}).get("workdir")
-                files = lora_io.save_peft(config, params, args.out, base_model=base, overwrite=args.overwrite)
+                files = save_peft(config, params, args.out, base_model=base, overwrite=args.overwrite)
             else:
                 config, params = lora_io.merge(config, params)
                 tok = args.tokenizer or info.get("tokenizer")

@@ -1,4 +1,5 @@
-"""LoRA workdirs: their config, their checkpoints, merging, and the PEFT export.
+"""LoRA workdirs: their config, their checkpoints and merging (the PEFT export is in
+`llada_jax.export`).
 
 A LoRA run (`--config.lora.rank=16 --config.train.init_from=BASE`) keeps the base model
 once, by reference: its checkpoints hold only the adapters and their optimizer state;
@@ -17,17 +18,12 @@ module names of our exported PyTorch model) for `peft.PeftModel.from_pretrained(
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
-import numpy as np
 
-from llada_jax import checkpoint, hf, lora
+from llada_jax import checkpoint, lora
 from llada_jax.model import DTYPES, LLaDAConfig
-
-PEFT_PREFIX = "base_model.model."  # PeftModel -> LoraModel -> our model
-
 
 def validate(config):
     """ValueError naming the config.lora field that cannot run (before anything compiles)."""
@@ -51,22 +47,6 @@ def model_config(config, mcfg: LLaDAConfig) -> LLaDAConfig:
     return mcfg.replace(lora=lora.from_config(config.lora), param_dtype=config.lora.base_dtype)
 
 
-def _restore_step(path, abstract, step=None):
-    """(step, params) of `step` (default: the latest readable) of a workdir's checkpoints."""
-    if step is None:
-        return checkpoint.restore_params(path, abstract)
-    import orbax.checkpoint as ocp
-
-    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(path), read_only=True, async_save=False)
-    try:
-        if step not in ckpt.all_steps():
-            raise ValueError(f"step {step}: not among the saved steps {ckpt.all_steps()} of {path!r}")
-        out = ckpt.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
-    finally:
-        ckpt.close()
-    return step, out["params"]
-
-
 def base_reference(workdir: str):
     """run.json's `lora_base` of a workdir ({"workdir", "step"}), or None."""
     path = os.path.join(workdir, "run.json")
@@ -79,7 +59,7 @@ def load_base(base_workdir: str, abstract_base, step=None):
     if base_reference(base_workdir) is not None:
         raise ValueError(f"config.train.init_from={base_workdir!r} is itself a LoRA run; export it merged "
                          "(python -m llada_jax.export) and import_hf that as the base")
-    return _restore_step(base_workdir, abstract_base, step)
+    return checkpoint.restore_params(base_workdir, abstract_base, step)
 
 
 def restore_params(workdir: str, abstract_params, step=None):
@@ -87,9 +67,9 @@ def restore_params(workdir: str, abstract_params, step=None):
     base from the workdir and step run.json references, combined (nothing is merged)."""
     ref = base_reference(workdir)
     if ref is None:
-        return _restore_step(workdir, abstract_params, step)
+        return checkpoint.restore_params(workdir, abstract_params, step)
     abstract_adapters, abstract_base = lora.split(abstract_params)
-    step, adapters = _restore_step(workdir, abstract_adapters, step)
+    step, adapters = checkpoint.restore_params(workdir, abstract_adapters, step)
     _, base = load_base(ref["workdir"], abstract_base, ref["step"])
     return step, lora.combine(adapters, base)
 
@@ -99,60 +79,3 @@ def merge(config: LLaDAConfig, params):
     if not config.lora.rank:
         return config, params
     return config.replace(lora=lora.LoRAConfig()), jax.jit(lambda p: lora.merge(config.lora, p))(params)
-
-
-def peft_target_regex(config: LLaDAConfig) -> str:
-    """PEFT target_modules (a regex that must match a module's full name): the adapted
-    projections of the blocks only, not the output head (also named ff_out)."""
-    return r"model\.transformer\.blocks\.\d+\.(" + "|".join(config.lora.targets) + ")"
-
-
-def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None = None,
-              dtype="float32", overwrite: bool = False) -> list[str]:
-    """Write the adapters of `params` in the PEFT format into `path`: adapter_config.json
-    and adapter_model.safetensors with `base_model.model.model.transformer.blocks.{i}.{name}
-    .lora_{A,B}.weight` as PyTorch Linear weights (A: [r, in], B: [out, r]), loadable with
-    `peft.PeftModel.from_pretrained(our exported base model, path)`. Returns the file names.
-    A non-empty `path` is refused unless `overwrite` (then replaced whole), as for the HF export."""
-    from llada_jax.export import check_target, gather, write_dir_atomically
-
-    cfg = config.lora
-    if not cfg.rank:
-        raise ValueError("save_peft: the model has no LoRA adapters (config.lora.rank=0)")
-    check_target(path, overwrite)
-    np_dtype = hf.np_dtype(dtype)
-    entries, tensors = [], []
-    for i in range(config.n_layers):
-        for name in cfg.targets:
-            p, idx = hf._block_path(config, i, name)
-            a_path, b_path = p[:-1] + (name + lora.SUFFIX_A,), p[:-1] + (name + lora.SUFFIX_B,)
-            key = f"{PEFT_PREFIX}{hf.PREFIX}blocks.{i}.{name}"
-            a = gather(hf._leaf(params, a_path), idx, np_dtype)
-            b = gather(hf._leaf(params, b_path), idx, np_dtype)
-            a_t = np.ascontiguousarray(a.reshape(-1, cfg.rank).T)  # [r, in]
-            b_t = np.ascontiguousarray(b.reshape(cfg.rank, -1).T)  # [out, r]
-            for suffix, t in ((".lora_A.weight", a_t), (".lora_B.weight", b_t)):
-                entries.append((key + suffix, t.shape))
-                tensors.append(t)
-    if jax.process_index() != 0:
-        return ["adapter_config.json", "adapter_model.safetensors"]
-
-    def write(tmp):
-        out = hf.ShardWriter(os.path.join(tmp, "adapter_model.safetensors"), entries, np_dtype)
-        for (name, _), t in zip(entries, tensors):
-            out.write(name, t)
-        out.close()
-        adapter_config = {
-            "peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model,
-            "r": cfg.rank, "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout,
-            "target_modules": peft_target_regex(config), "bias": "none", "fan_in_fan_out": False,
-            "inference_mode": True, "init_lora_weights": True, "use_rslora": False, "use_dora": False,
-            "modules_to_save": None, "layers_to_transform": None, "layers_pattern": None,
-            "rank_pattern": {}, "alpha_pattern": {},
-        }
-        with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
-            json.dump(adapter_config, f, indent=2)
-            f.write("\n")
-
-    write_dir_atomically(path, write)
-    return ["adapter_config.json", "adapter_model.safetensors"]
