@@ -25,6 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
         weight_tying=False, init_std=0.02,
         dtype="float32", param_dtype="float32", scan_layers=True, remat_policy="none",
         attention="dense",  # "dense", "chunked" (any backend), "cudnn" (GPU) or "splash" (TPU)
+        mlp_chunk=0,  # the MLP over sequence chunks of this many tokens (less memory); 0: whole
     ))
 
     # Device mesh (data, fsdp, tensor); one axis may be -1: the rest of the devices.

@@ -73,17 +73,17 @@ def from_config(lora_cfg) -> LoRAConfig:
                       targets=parse_targets(lora_cfg.targets))
 
 
-def adapt(module: nn.Module, name: str, x, y, spec: str, shape: tuple, axes: tuple, n_in: int):
-    """y (= einsum(spec, x, W) for the weight `name` of `module`) plus its LoRA update.
+def adapter(module: nn.Module, name: str, spec: str, shape: tuple, axes: tuple, n_in: int):
+    """The LoRA update of the weight `name` of `module` as a pure function (x, y) -> y +
+    alpha/r * dropout(x) A B, or None when the module's config.lora does not target it.
 
     spec: the einsum of the projection, "x_letters,w_letters->y_letters", whose first
-    n_in weight letters are contracted with x. Returns y unchanged when the module's
-    config.lora does not target `name`. Dropout on the adapter's input runs only when
-    the caller passes a "dropout" rng (training); inference never does.
+    n_in weight letters are contracted with x. Dropout on the adapter's input runs only
+    when the caller passes a "dropout" rng (training); inference never does.
     """
     cfg = module.config.lora
     if not cfg.applies(name):
-        return y
+        return None
     r = cfg.rank
     init_a = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=tuple(range(n_in)),
                                               out_axis=-1)
@@ -92,15 +92,20 @@ def adapt(module: nn.Module, name: str, x, y, spec: str, shape: tuple, axes: tup
     b = module.param(name + SUFFIX_B, nn.with_logical_partitioning(nn.initializers.zeros,
                                                                    (LORA_RANK,) + tuple(axes[n_in:])),
                      (r,) + tuple(shape[n_in:]), jnp.float32)
-    if cfg.dropout > 0 and module.has_rng("dropout"):
-        keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - cfg.dropout, x.shape)
-        x = jnp.where(keep, x / (1.0 - cfg.dropout), 0).astype(x.dtype)
+    dropout_key = module.make_rng("dropout") if cfg.dropout > 0 and module.has_rng("dropout") else None
     lhs, out = spec.split("->")
     xs, ws = lhs.split(",")
     rl = next(c for c in "rzyxw" if c not in spec)  # a free letter for the rank axis
     mid = "".join(c for c in xs if c not in ws[:n_in]) + rl
-    xa = jnp.einsum(f"{xs},{ws[:n_in]}{rl}->{mid}", x, a.astype(y.dtype)) * jnp.asarray(cfg.scale, y.dtype)
-    return y + jnp.einsum(f"{mid},{rl}{ws[n_in:]}->{out}", xa, b.astype(y.dtype))
+
+    def update(x, y):
+        if dropout_key is not None:
+            keep = jax.random.bernoulli(dropout_key, 1.0 - cfg.dropout, x.shape)
+            x = jnp.where(keep, x / (1.0 - cfg.dropout), 0).astype(x.dtype)
+        xa = jnp.einsum(f"{xs},{ws[:n_in]}{rl}->{mid}", x, a.astype(y.dtype)) * jnp.asarray(cfg.scale, y.dtype)
+        return y + jnp.einsum(f"{mid},{rl}{ws[n_in:]}->{out}", xa, b.astype(y.dtype))
+
+    return update
 
 
 # ------------------------------------------------------------------ parameter trees

@@ -25,7 +25,7 @@ import flax.linen as nn
 
 from llada_jax import attention as attention_lib
 from llada_jax import validation
-from llada_jax.lora import LoRAConfig, adapt
+from llada_jax.lora import LoRAConfig, adapter
 
 # Logical axis names used by the parameters and activations of this module.
 # `llada_jax.sharding.LOGICAL_RULES` maps each onto mesh axes.
@@ -68,6 +68,7 @@ class LLaDAConfig:
     scan_layers: bool = True
     remat_policy: str = "none"  # a key of REMAT_POLICIES
     attention: str = "dense"  # a key of llada_jax.attention.IMPLEMENTATIONS
+    mlp_chunk: int = 0  # the MLP over sequence chunks of this many tokens (memory); 0: whole
     lora: LoRAConfig = LoRAConfig()  # adapters on the Block projections; rank 0: none
 
     def __post_init__(self):
@@ -94,6 +95,8 @@ class LLaDAConfig:
         need(self.remat_policy in REMAT_POLICIES, "remat_policy", f"one of {sorted(REMAT_POLICIES)}")
         need(self.attention in attention_lib.IMPLEMENTATIONS, "attention",
              f"one of {sorted(attention_lib.IMPLEMENTATIONS)}")
+        need(isinstance(self.mlp_chunk, int) and self.mlp_chunk >= 0, "mlp_chunk",
+             "an integer >= 0 (0: the MLP over the whole sequence at once)")
 
     @property
     def head_dim(self) -> int:
@@ -130,12 +133,22 @@ def _param(module, name, shape, axes, init_std):
     return module.param(name, init, shape, dtype)
 
 
-def project(module, name, x, spec, shape, axes, n_in=1):
-    """einsum(spec, x, W) for the Block weight `name` (shape, logical axes; its first n_in
-    axes are contracted), plus its LoRA update when config.lora targets it. Every Block
-    projection goes through here, so an adapter changes this one place."""
+def projection(module, name, spec, shape, axes, n_in=1):
+    """The Block weight `name` (shape, logical axes; its first n_in axes are contracted) as a
+    pure function x -> einsum(spec, x, W), plus its LoRA update when config.lora targets it.
+    Every Block projection goes through here, so an adapter changes this one place."""
     w = _param(module, name, shape, axes, module.config.init_std).astype(jnp.dtype(module.config.dtype))
-    return adapt(module, name, x, jnp.einsum(spec, x, w), spec, shape, axes, n_in)
+    update = adapter(module, name, spec, shape, axes, n_in)
+
+    def apply(x):
+        y = jnp.einsum(spec, x, w)
+        return y if update is None else update(x, y)
+
+    return apply
+
+
+def project(module, name, x, spec, shape, axes, n_in=1):
+    return projection(module, name, spec, shape, axes, n_in)(x)
 
 
 def _ones_param(module, name, dim):
@@ -175,6 +188,19 @@ def lm_head(x_BxLxE, head_ExV):
     return jnp.einsum("ble,ev->blv", x_BxLxE, head_ExV.astype(x_BxLxE.dtype), preferred_element_type=jnp.float32)
 
 
+def sequence_chunked(fn, x_BxLxE, chunk: int):
+    """A token-wise `fn` over x in sequence chunks of `chunk` tokens, each rematerialised:
+    the backward pass then holds one chunk's intermediates (for the MLP, 3 x mlp_hidden_size
+    values per token) instead of the whole sequence's. With `chunk` 0, or not dividing a
+    longer L, one call. The values are those of fn(x): every token is computed alike."""
+    b, l, e = x_BxLxE.shape
+    if not chunk or l <= chunk or l % chunk:
+        return fn(x_BxLxE)
+    xs_NxBxCxE = x_BxLxE.reshape(b, l // chunk, chunk, e).swapaxes(0, 1)
+    ys_NxBxCxE = jax.lax.map(jax.checkpoint(fn), xs_NxBxCxE)
+    return ys_NxBxCxE.swapaxes(0, 1).reshape(b, l, ys_NxBxCxE.shape[-1])
+
+
 class Block(nn.Module):
     """One pre-norm LLaMA block. Call signature fits `nn.scan`: (carry, *xs) -> (carry, ys)."""
 
@@ -204,9 +230,16 @@ class Block(nn.Module):
 
         m = RMSNorm(cfg, name="ff_norm")(h_BxLxE)
         mlp = cfg.mlp_hidden_size
-        gate = project(self, "ff_proj", m, "ble,em->blm", (e, mlp), (EMBED, MLP))
-        hidden = jax.nn.silu(gate) * project(self, "up_proj", m, "ble,em->blm", (e, mlp), (EMBED, MLP))
-        out = h_BxLxE + project(self, "ff_out", hidden, "blm,me->ble", (mlp, e), (MLP, EMBED))
+        gate = projection(self, "ff_proj", "ble,em->blm", (e, mlp), (EMBED, MLP))
+        up = projection(self, "up_proj", "ble,em->blm", (e, mlp), (EMBED, MLP))
+        down = projection(self, "ff_out", "blm,me->ble", (mlp, e), (MLP, EMBED))
+
+        def ffn(m_BxCxE):
+            return down(jax.nn.silu(gate(m_BxCxE)) * up(m_BxCxE))
+
+        # LoRA dropout draws one mask per call: chunks would repeat it, so it runs unchunked.
+        dropout = cfg.lora.dropout > 0 and self.has_rng("dropout")
+        out = h_BxLxE + sequence_chunked(ffn, m, 0 if dropout else cfg.mlp_chunk)
         out = nn.with_logical_constraint(out, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
         return out, new_kv
 
