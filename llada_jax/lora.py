@@ -6,13 +6,13 @@ A: (in..., rank), initialised as PEFT does (kaiming-uniform, bound 1/sqrt(fan_in
 B: (rank, out...), zero, so a fresh adapter leaves the logits exactly unchanged. A and B
 are float32 parameters named `<weight>_lora_a` / `<weight>_lora_b` next to the weight
 they adapt (so they are stacked by `nn.scan` and sharded by the weight's logical axes;
-the rank axis is replicated). `llada_jax.model.project`, through which every Block
-projection goes, calls `adapt`: the adapter math is this one function, not a second
+the rank axis is replicated). `llada_jax.model.projection`, through which every Block
+projection goes, calls `adapter`: the adapter math is this one function, not a second
 copy of the model.
 
 This module knows only jax/flax (the model imports it); training-side helpers that need
-the rest of the project (restoring a LoRA workdir, merging, the PEFT export) are in
-`llada_jax.lora_io`.
+the rest of the project (restoring a LoRA workdir, merging) are in `llada_jax.lora_io`,
+the PEFT export in `llada_jax.export`.
 """
 
 from __future__ import annotations
