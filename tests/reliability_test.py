@@ -196,6 +196,25 @@ def test_run_json_paths_are_relative_inside_the_workdir(tmp_path):
     assert checkpoint.run_info(str(tmp_path / "b"))["tokenizer"] == str(tmp_path / "b" / "tokenizer.model")
 
 
+def test_data_cache_lives_in_the_workdir_not_next_to_the_tokenizer(tmp_path):
+    """A run with someone else's tokenizer file writes its tokenized-data cache into its own
+    workdir; the tokenizer's directory stays byte-identical."""
+    from llada_jax import tokenizer as tok
+
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f.read_text() for f in sorted(pathlib.Path(json.__file__).parent.glob("*.py"))))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    tokenizer = tok.train_sentencepiece([str(text)], str(shared / "tok"), 512)
+    before = tree_hash(shared)
+    wd = tmp_path / "wd"
+    loop.train_and_evaluate(tiny_config(**{"data.source": "files", "data.train_files": str(text),
+                                           "data.tokenizer": tokenizer.path, "train.steps": 2,
+                                           "model.vocab_size": 512, "model.embedding_size": 512}), str(wd))
+    assert tree_hash(shared) == before and not (shared / "data_cache").exists()
+    assert any((wd / "data_cache").iterdir())
+
+
 # ----------------------------------------------------------- generate, log_likelihood
 CFG = LLaDAConfig.tiny(d_model=32, n_heads=4, n_kv_heads=2, mlp_hidden_size=64, vocab_size=128,
                        embedding_size=128, max_sequence_length=64, mask_token_id=127, eos_token_id=126,
