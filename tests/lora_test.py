@@ -125,6 +125,14 @@ def test_merged_equals_unmerged_and_exports_round_trip(lora_run, golden_dir, tmp
     assert (cfg["peft_type"], cfg["r"], cfg["lora_alpha"]) == ("LORA", 8, 16.0)
 
 
+@pytest.mark.parametrize("attention", ["chunked", "splash"])  # cudnn needs a GPU
+def test_adapters_work_with_every_attention_implementation(lora_run, attention):
+    model, params, _, _ = generate.load(lora_run[0])
+    want = np.asarray(model.apply({"params": params}, IDS))
+    got = np.asarray(LLaDA(model.config.replace(attention=attention)).apply({"params": params}, IDS))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_sampling_and_likelihood_without_merging(lora_run):
     model, params, _, _ = generate.load(lora_run[0])
     mcfg, merged = lora_io.merge(model.config, params)
