@@ -174,9 +174,7 @@ def log_likelihood(model, params, prompt, answer, *, rng, mc_num=128, batch_size
 
     where, config = "log_likelihood", getattr(model, "config", None)
     vocab = validation.vocab_of(model)
-    if mask_id is None:
-        mask_id = 126336 if config is None else config.mask_token_id
-    mask_id = validation.token_id(where, "mask_id", mask_id, vocab)
+    mask_id = validation.token_id(where, "mask_id", validation.special_ids(model, mask_id)[0], vocab)
     prompt = validation.token_ids(where, "prompt", prompt, vocab, ndim=1)
     answer = validation.token_ids(where, "answer", answer, vocab, ndim=1)
     if answer.size == 0:

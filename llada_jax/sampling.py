@@ -23,12 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from llada_jax import validation
+from llada_jax.validation import special_ids
 from llada_jax.diffusion import guided_logits
 
 REMASKING = ("low_confidence", "random")
 CACHES = (None, "prefix", "dual")
-# Special ids of the published LLaDA-8B tokenizer: the defaults for a model without a config.
-PUBLISHED_IDS = {"mask_id": 126336, "eos_id": 126081, "eot_id": 126348}
 _NEG_INF = -jnp.inf
 
 
@@ -269,19 +268,6 @@ def _validate(model, prompt, attention_mask, steps, gen_length, block_length, te
     return dict(prompt=prompt, attention_mask=attention_mask, steps=steps, gen_length=gen_length,
                 block_length=block_length, temperature=temperature, cfg_scale=cfg_scale, mask_id=mask_id,
                 threshold=threshold, eos_id=eos_id, eot_id=eot_id, rng=rng)
-
-
-def special_ids(model, mask_id=None, eos_id=None, eot_id=None):
-    """Defaults of the special ids: the model's config (mask, eos; eot defaults to eos),
-    or the published LLaDA-8B ids for a model without a config."""
-    config = getattr(model, "config", None)
-    if config is None:
-        return (PUBLISHED_IDS["mask_id"] if mask_id is None else mask_id,
-                PUBLISHED_IDS["eos_id"] if eos_id is None else eos_id,
-                PUBLISHED_IDS["eot_id"] if eot_id is None else eot_id)
-    mask_id = config.mask_token_id if mask_id is None else mask_id
-    eos_id = config.eos_token_id if eos_id is None else eos_id
-    return mask_id, eos_id, eos_id if eot_id is None else eot_id
 
 
 def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_length=128, block_length=128,

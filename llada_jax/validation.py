@@ -3,7 +3,7 @@ the likelihood, the model on concrete inputs): a ValueError naming the argument,
 value and what was expected, on the host, before anything compiles.
 
 Each check returns the value normalised (numpy integers -> int, ids -> an int32 array)
-so callers use what was checked.
+so callers use what was checked. `special_ids` gives the defaults of the special ids.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import numbers
 
 import jax
 import numpy as np
+
+# Special ids of the published LLaDA-8B tokenizer: the defaults for a model without a config.
+PUBLISHED_IDS = {"mask_id": 126336, "eos_id": 126081, "eot_id": 126348}
 
 
 def bad(where: str, name: str, value, expected: str):
@@ -91,3 +94,16 @@ def check_concrete_ids(where: str, ids, vocab: int):
     if host.size and (host.min() < 0 or host.max() >= vocab):
         worst = int(host.max() if host.max() >= vocab else host.min())
         bad(where, "input_ids token", worst, f"ids in [0, {vocab})")
+
+
+def special_ids(model, mask_id=None, eos_id=None, eot_id=None):
+    """Defaults of the special ids: the model's config (mask, eos; eot defaults to eos),
+    or the published LLaDA-8B ids for a model without a config."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return (PUBLISHED_IDS["mask_id"] if mask_id is None else mask_id,
+                PUBLISHED_IDS["eos_id"] if eos_id is None else eos_id,
+                PUBLISHED_IDS["eot_id"] if eot_id is None else eot_id)
+    mask_id = config.mask_token_id if mask_id is None else mask_id
+    eos_id = config.eos_token_id if eos_id is None else eos_id
+    return mask_id, eos_id, eos_id if eot_id is None else eot_id
