@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import os
 
-from llada_jax import tasks
+from llada_jax import lora, tasks
 from llada_jax.model import LLaDAConfig
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,8 @@ def train_files(config, split="train"):
 
 def model_config(config, tokenizer) -> LLaDAConfig:
     """LLaDAConfig from config.model; special ids left at -1 come from the tokenizer
-    (synthetic data: mask = vocab - 1, eos = pad = vocab - 2)."""
+    (synthetic data: mask = vocab - 1, eos = pad = vocab - 2). With config.lora.rank > 0
+    the model gets those adapters and stores its (frozen) base as lora.base_dtype."""
     m = config.model.to_dict()
     v = m["vocab_size"]
     if tokenizer is not None:
@@ -103,6 +104,9 @@ def model_config(config, tokenizer) -> LLaDAConfig:
         if m[k] == -1:
             m[k] = val
     names = {f.name for f in dataclasses.fields(LLaDAConfig)}
+    lc = config.get("lora")
+    if lc is not None and lc.rank:
+        m.update(lora=lora.from_config(lc), param_dtype=lc.base_dtype)
     return LLaDAConfig(**{k: val for k, val in m.items() if k in names})
 
 

@@ -168,7 +168,7 @@ def _train(config, workdir, devices, hooks, saved_info):
     primary = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir)
-    mcfg = lora_io.model_config(config, inputs.model_config(config, tokenizer))
+    mcfg = inputs.model_config(config, tokenizer)
     model = LLaDA(mcfg)
     d, t = config.data, config.train
     tx, schedule = train.make_optimizer(config.optim, t.steps)

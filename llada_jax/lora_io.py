@@ -40,13 +40,6 @@ def check_base(config):
                          "config.train.init_from=WORKDIR (a training or import_hf workdir) for the base")
 
 
-def model_config(config, mcfg: LLaDAConfig) -> LLaDAConfig:
-    """`mcfg` with the experiment config's adapters, the base stored as lora.base_dtype."""
-    if not config.lora.rank:
-        return mcfg
-    return mcfg.replace(lora=lora.from_config(config.lora), param_dtype=config.lora.base_dtype)
-
-
 def base_reference(workdir: str):
     """run.json's `lora_base` of a workdir ({"workdir", "step"}), or None."""
     path = os.path.join(workdir, "run.json")

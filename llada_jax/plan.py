@@ -37,13 +37,13 @@ def plan(config, devices=None) -> dict:
     per-device figures (bytes, FLOPs) as a dict."""
     import jax
 
-    from llada_jax import checkpoint, inputs, lora_io, loop, metrics, sharding, train
+    from llada_jax import checkpoint, inputs, loop, metrics, sharding, train
     from llada_jax.model import LLaDA
 
     devices = list(jax.devices() if devices is None else devices)
     dims = loop.validate(config, len(devices), 1)
     mesh = sharding.make_mesh(config.mesh, devices)
-    mcfg = lora_io.model_config(config, inputs.model_config(config, None))
+    mcfg = inputs.model_config(config, None)
     model = LLaDA(mcfg)
     d = config.data
     tx, schedule = train.make_optimizer(config.optim, config.train.steps)
