@@ -272,9 +272,7 @@ def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None 
             "modules_to_save": None, "layers_to_transform": None, "layers_pattern": None,
             "rank_pattern": {}, "alpha_pattern": {},
         }
-        with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
-            json.dump(adapter_config, f, indent=2)
-            f.write("\n")
+        _write_json(os.path.join(tmp, "adapter_config.json"), adapter_config)
 
     write_dir_atomically(path, write)
     return ["adapter_config.json", "adapter_model.safetensors"]
