@@ -19,6 +19,7 @@ step again) and the one before it is used; read-only restores only skip it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -89,6 +90,19 @@ def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
+@contextlib.contextmanager
+def _quiet_read_only_notice():
+    """Drop orbax's "Given directory is read only" warning, which CheckpointManager logs on
+    every read-only open (we asked for read-only: reading a run we did not write)."""
+    absl_logger = logging.getLogger("absl")
+    drop = lambda record: not str(record.msg).startswith("Given directory is read only")  # noqa: E731
+    absl_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(drop)
+
+
 class Checkpointer:
     """Saves and restores (params, train state, data state) under `directory`."""
 
@@ -99,12 +113,15 @@ class Checkpointer:
         if keep < 1:
             raise ValueError(f"config.checkpoint.keep={keep}: expected >= 1")
         self.every, self.read_only, self.directory = every, read_only, directory
+        # Read-only: no save interval nor retention (orbax would reset them with a warning each).
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=max(1, every), create=not read_only,
+            max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else max(1, every),
+            create=not read_only,
             enable_async_checkpointing=async_save, read_only=read_only, cleanup_tmp_directories=not read_only)
         handlers = {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
                     "data": ocp.JsonCheckpointHandler()}  # known up front: metadata reads need them
-        self.manager = ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+        with _quiet_read_only_notice():
+            self.manager = ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
