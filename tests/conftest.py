@@ -39,3 +39,44 @@ def golden_model():
 
     config, params = hf.load_pretrained(str(DATA / "llada-tiny"))
     return LLaDA(config), params
+
+
+# The longest tests (worker seconds on the 2-core CI machine), started first so that the
+# two xdist workers do not end on one of them while the other idles; longest first.
+SLOW_FIRST = (
+    "experiments_test.py::test_scaling_reduced_run",
+    "train_test.py::test_two_processes_match",
+    "train_test.py::test_sharded_meshes_match",
+    "readme_test.py::test_readme_shell_commands_run",
+    "lora_test.py::test_lora_sft_reaches_full",
+    "checkpoint_test.py::test_sigkill_mid_run",
+    "experiments_test.py::test_reversal_reduced_run",
+    "notebooks_test.py::test_notebook_runs_headless",
+    "train_test.py::test_sft_never_masks_prompt",
+    "generate_test.py::test_cli_samples_and_infills",
+    "hf_test.py::test_two_layer_model_at_full_8b_width",
+    "launch_test.py::test_local_two_processes",
+    "evaluation_test.py::test_cli_runs_offline",
+    "demo_test.py::test_fast_demo_prints",
+)
+
+
+def pytest_configure(config):
+    # xdist's "load" becomes "loadgroup": the groups set below keep the tests that share a
+    # module-scoped fixture on one worker, so that fixture (a training run) is built once.
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist names each test's group
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        if defs is not None and any(d[-1].scope == "module" for d in defs.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+    def rank(item):
+        name = item.nodeid.rsplit("/", 1)[-1]
+        return next((i for i, p in enumerate(SLOW_FIRST) if name.startswith(p)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: the rest keep their order

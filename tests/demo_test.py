@@ -1,0 +1,40 @@
+"""`make demo` (llada_jax.demo): its output sections, in the reduced --fast mode, with
+nothing but the progress bar on stderr (no library warnings), and the step-by-step
+rendering of the reverse process."""
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+
+from llada_jax import demo, tasks
+
+SECTIONS = ("[1/4] training", "MFU", "[2/4] the reverse process", "call 1 ", "threshold rule (keep",
+            "[3/4] infill", "  masked  ", "  filled  ", "[4/4] parallel decoding", "one token per call",
+            "threshold 0.9", "threshold rule:", "written to", "python -m llada_jax.generate --workdir=")
+
+
+def test_fast_demo_prints_every_section_and_no_warnings(tmp_path):
+    wd = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "llada_jax.demo", "--fast", f"--workdir={wd}"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    positions = [r.stdout.find(s) for s in SECTIONS]
+    assert -1 not in positions, [s for s, p in zip(SECTIONS, positions) if p < 0]
+    assert positions == sorted(positions)  # in this order
+    # stderr holds the one progress bar (tqdm's carriage-return redraws) and nothing else
+    lines = [ln for ln in re.split(r"[\r\n]", r.stderr) if ln.strip()]
+    assert lines and all(re.match(r"^\s*\d+%\|", ln) for ln in lines), lines[:5]
+    assert (wd / "metrics.jsonl").exists() and (wd / "checkpoints").is_dir()
+
+
+def test_reverse_process_lines_reveal_each_call_and_bracket_it():
+    task = tasks.make_task("sort", n_items=3, n_values=10, vocab_size=16, seq_len=9)
+    ids = np.array([7, 2, 5, task.sep, 2, 5, 7, task.eos, task.eos])
+    when = np.array([-1, -1, -1, -1, 1, 2, 0, 0, 1])  # 3 calls; the largest digit and an EOS first
+    lines = demo.reverse_process_lines(ids, when, 3, task)
+    assert lines[0].endswith(" 7  2  5  >  _  _  _  _  _ ")
+    assert lines[1].endswith(" 7  2  5  >  _  _ [7][.] _ ")
+    assert lines[2].endswith(" 7  2  5  > [2] _  7  . [.]")
+    assert lines[3].endswith(" 7  2  5  >  2 [5] 7  .  . ")
