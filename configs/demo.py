@@ -1,6 +1,6 @@
-"""`make demo`: a 0.6M-parameter masked diffusion LM learns to sort 8 digits (SFT on the sort
-task of llada_jax.tasks: the answer is masked at random, the prompt never) in about 2
-minutes of a 2-core CPU.
+"""`make demo`: a 0.86M-parameter masked diffusion LM learns to sort 8 digits (SFT on
+the sort task of llada_jax.tasks: the answer is masked at random, the prompt never) in
+about 2 minutes of a 2-core CPU.
 
     python -m llada_jax.demo [--workdir=workdirs/demo] [--config.train.steps=...]
 
