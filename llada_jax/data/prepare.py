@@ -1,7 +1,7 @@
 """Tokenize a corpus once into a prepared directory: `python -m llada_jax.prepare_data
 --inputs=PATHS_OR_GLOBS --out=DIR [--tokenizer=PATH] [--kind=pretrain|sft]`.
 
-The format (flat token shards + index) and why are in `llada_jax.prepared`, which reads it.
+The format (flat token shards + index) and why are in `llada_jax.data.prepared`, which reads it.
 
 Work is planned before anything is tokenized: the inputs are cut into units of about
 `shard_bytes` of input (runs of whole text files; line-aligned byte ranges of a JSONL
@@ -28,8 +28,7 @@ import time
 
 import numpy as np
 
-from llada_jax import data, prepared
-from llada_jax import tokenizer as T
+from llada_jax.data import pipeline as data, prepared, tokenizer as T
 
 PLAN = "plan.json"
 _ENCODE_CHARS = 1 << 20  # text per encode batch
@@ -369,7 +368,3 @@ def main(argv=None):
     except (ValueError, OSError) as e:
         raise SystemExit(f"error: {e}") from None
     print(json.dumps({k: index[k] for k in ("kind", "documents", "tokens", "dtype")} | {"shards": len(index["shards"])}))
-
-
-if __name__ == "__main__":
-    main()

@@ -25,7 +25,9 @@ import shutil
 import jax
 import numpy as np
 
-from llada_jax import hf, lora, lora_io
+from llada_jax.interop import hf
+from llada_jax.model.adapters import lora
+from llada_jax.checkpoint import lora_io
 from llada_jax.model import LLaDAConfig
 
 EXPORT_DTYPES = ("float32", "bfloat16", "float16")
@@ -62,14 +64,14 @@ def gather(leaf, idx: int | None, dtype) -> np.ndarray:
 def save_pretrained(config: LLaDAConfig, params, path: str, *, max_shard_size="5GB", dtype="bfloat16",
                     tokenizer=None, overwrite: bool = False) -> list[str]:
     """Write a Hugging Face directory that the published PyTorch code, our
-    `llada_jax.torch_model` and `AutoModel.from_pretrained(path, trust_remote_code=True)` load.
+    `llada_jax.interop.torch_model` and `AutoModel.from_pretrained(path, trust_remote_code=True)` load.
 
     Files: config.json (the official field names and values, plus an auto_map to
     modeling_llada.py, a copy of our torch module), model.safetensors or
     model-0000k-of-0000n.safetensors shards with model.safetensors.index.json,
     generation_config.json, and the tokenizer files when `tokenizer` is given (a
     directory holding tokenizer.json / tokenizer.model etc., a sentencepiece .model file,
-    a tokenizer.json, a `llada_jax.tokenizer` object, or one with save_pretrained(dir)).
+    a tokenizer.json, a `llada_jax.data.tokenizer` object, or one with save_pretrained(dir)).
     params: numpy or (sharded) jax arrays, in our layout (stacked or not as config says).
     max_shard_size: bytes per safetensors file (int, or "5GB" / "500MB"; decimal units).
     dtype: one of EXPORT_DTYPES.
@@ -199,7 +201,7 @@ def save_tokenizer(tokenizer, path: str) -> list[str]:
     if hasattr(tokenizer, "save_pretrained"):
         tokenizer.save_pretrained(path)
         return sorted(os.listdir(path))
-    if hasattr(tokenizer, "path"):  # a llada_jax.tokenizer.Tokenizer: copy the file it was loaded from
+    if hasattr(tokenizer, "path"):  # a llada_jax.data.tokenizer.Tokenizer: copy the file it was loaded from
         tokenizer = tokenizer.path
     src = os.fspath(tokenizer)
     if os.path.isdir(src):
@@ -281,8 +283,9 @@ def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None 
 def restore_for_export(workdir: str, step: int | None = None):
     """(LLaDAConfig, step, params) of a workdir's checkpoint, the params spread over all
     local devices (fsdp on d_model where it divides) so no device holds the whole model."""
-    from llada_jax import checkpoint, sharding
-    from llada_jax.import_hf import param_shardings
+    from llada_jax.checkpoint import manager as checkpoint
+    from llada_jax.parallel import sharding
+    from llada_jax.interop.import_hf import param_shardings
 
     config = LLaDAConfig(**checkpoint.run_info(workdir)["model"])
     n = jax.device_count()
@@ -318,7 +321,7 @@ def main(argv=None):
                     help="LoRA workdir: write the adapters alone in the PEFT format (default: merged weights)")
     args = ap.parse_args(argv)
     from llada_jax import cli
-    from llada_jax import workdir as workdir_lib
+    from llada_jax.checkpoint import workdir as workdir_lib
 
     with cli.user_errors():
         check_target(args.out, args.overwrite)  # before any restore
@@ -335,7 +338,3 @@ def main(argv=None):
                 files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size,
                                         dtype=args.dtype, tokenizer=tok, overwrite=args.overwrite)
     print(json.dumps({"out": os.path.abspath(args.out), "step": int(step), "files": files}))
-
-
-if __name__ == "__main__":
-    main()

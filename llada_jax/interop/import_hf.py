@@ -9,7 +9,7 @@ which `--config.train.init_from=DIR` of configs/sft.py fine-tunes and
 `python -m llada_jax.generate` samples; it prints the `--config.model.*` flags that give
 those the imported shape. DIR also gets run.json (model config, tokenizer path, as a
 training run writes it), the tokenizer files, and the config.json as hf_config.json.
-DIR must be new or empty (llada_jax.workdir): an import never replaces a training run
+DIR must be new or empty (llada_jax.checkpoint.workdir): an import never replaces a training run
 or an earlier import; train from it with `--config.train.init_from=DIR`.
 """
 
@@ -28,14 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from llada_jax import hf
+from llada_jax.interop import hf
 from llada_jax.model import DTYPES, LLaDA, LLaDAConfig
 
 
 def param_shardings(config: LLaDAConfig, mesh, rules=None):
     """NamedShardings of the parameter tree from the model's logical axes."""
     if rules is None:
-        from llada_jax.sharding import LOGICAL_RULES as rules
+        from llada_jax.parallel.sharding import LOGICAL_RULES as rules
     abstract = jax.eval_shape(
         lambda: LLaDA(config).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
     return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
@@ -103,7 +103,7 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
     Reads config.json and model.safetensors (or the shards listed in
     model.safetensors.index.json) one tensor at a time and places each on its devices:
     with `mesh`, by the model's logical axes (`rules`, default
-    `llada_jax.sharding.LOGICAL_RULES`), or as an explicit `shardings` tree (our
+    `llada_jax.parallel.sharding.LOGICAL_RULES`), or as an explicit `shardings` tree (our
     parameter structure); with neither, on the default device. A stacked layer
     parameter is filled one layer at a time in place (a donated update).
     dtype: parameter dtype; None keeps the stored one (bfloat16 for the published
@@ -146,7 +146,7 @@ def import_to_workdir(src: str, workdir: str, *, dtype="float32") -> LLaDAConfig
     tokenizer files next to it, and run.json (the model config and tokenizer path, as a
     training run writes it) so `llada_jax.export` and the sampler find the shape.
     `workdir` must be new or empty (WorkdirError otherwise); it is locked meanwhile."""
-    from llada_jax import workdir as workdir_lib
+    from llada_jax.checkpoint import workdir as workdir_lib
 
     if not os.path.isdir(src):
         raise FileNotFoundError(f"--src={src!r}: no such directory; expected a Hugging Face directory")
@@ -158,9 +158,8 @@ def import_to_workdir(src: str, workdir: str, *, dtype="float32") -> LLaDAConfig
 
 
 def _import(src, workdir, dtype):
-    from llada_jax import checkpoint
-    from llada_jax import workdir as workdir_lib
-    from llada_jax.export import TOKENIZER_FILES
+    from llada_jax.checkpoint import manager as checkpoint, workdir as workdir_lib
+    from llada_jax.interop.export import TOKENIZER_FILES
 
     config, params = load_pretrained(src, dtype=dtype)
     ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), async_save=False)
@@ -196,7 +195,3 @@ def main(argv=None):
         config = import_to_workdir(args.src, args.workdir, dtype=args.dtype)
     print(json.dumps({"workdir": os.path.abspath(args.workdir), "step": 0,
                       "flags": " ".join(model_flags(config))}))
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@ partition, and the state gains "frozen", the base: gradients are taken and the o
 the step untouched (donated and aliased: bitwise unchanged, no copy). Splitting the tree
 instead of masking the full one (optax.masked / multi_transform) also avoids computing
 and accumulating full-size base gradients only to throw them away.
-The loop, evaluation and the command line are in `llada_jax.loop`, which
+The loop, evaluation and the command line are in `llada_jax.training.loop`, which
 `python -m llada_jax.train` runs.
 """
 
@@ -23,7 +23,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from llada_jax import diffusion, lora, sharding
+from llada_jax.objectives import diffusion
+from llada_jax.model.adapters import lora
+from llada_jax.parallel import sharding
 from llada_jax.model import LLaDA
 
 SCHEDULES = ("wsd", "cosine", "constant")
@@ -303,9 +305,3 @@ def compile_eval(st: Static, mesh, param_shardings, batch_spec: dict):
             return fn(params, batch, rng)
 
     return run
-
-
-if __name__ == "__main__":
-    from llada_jax import loop
-
-    loop.run_cli()
