@@ -64,7 +64,7 @@ def _timed(fn, repeats=3):
 
 
 def show_training(workdir, config, wall_s, cpu_s, say):
-    from llada_jax import metrics
+    from llada_jax.training import metrics
 
     rows = metrics.read_jsonl(workdir)
     timed = [r for r in rows if "mfu" in r]
@@ -84,7 +84,10 @@ def show_training(workdir, config, wall_s, cpu_s, say):
 def run_demo(config, workdir, *, n_eval=256, repeats=3, say=print):
     """Train (or resume) into `workdir`, then print the four sections. Returns a dict of
     the figures: accuracy and model calls of both samplers, speedup, mfu."""
-    from llada_jax import inputs, loop, sampling, tasks, train
+    from llada_jax import sampling
+    from llada_jax.data import tasks
+    from llada_jax.training import inputs, loop
+    from llada_jax.training import step as train
     from llada_jax.model import LLaDA
 
     d = config.data
@@ -175,7 +178,7 @@ def main(argv=None):
     def run(_):
         from absl import logging as absl_logging
 
-        from llada_jax import loop
+        from llada_jax.training import loop
 
         absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
         F = flags.FLAGS

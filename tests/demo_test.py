@@ -8,7 +8,8 @@ import sys
 
 import numpy as np
 
-from llada_jax import demo, tasks
+from llada_jax import demo
+from llada_jax.data import tasks
 
 SECTIONS = ("[1/4] training", "MFU", "[2/4] the reverse process", "call 1 ", "threshold rule (keep",
             "[3/4] infill", "  masked  ", "  filled  ", "[4/4] parallel decoding", "one token per call",
