@@ -63,7 +63,9 @@ def _timed(fn, repeats=3):
     return out, best
 
 
-def show_training(workdir, config, wall_s, cpu_s, say):
+def show_training(workdir, mcfg, seq_len, wall_s, cpu_s, say):
+    """Loss, throughput and MFU from the run's metrics.jsonl (the loop's own accounting:
+    model FLOPs per step over a matmul peak it measures at start-up)."""
     from llada_jax.training import metrics
 
     rows = metrics.read_jsonl(workdir)
@@ -75,15 +77,16 @@ def show_training(workdir, config, wall_s, cpu_s, say):
     if timed:
         mfu = float(np.mean([r["mfu"] for r in timed]))
         tps = float(np.mean([r["tokens_per_s"] for r in timed]))
+        gflops = tps * metrics.train_flops_per_token(mcfg, seq_len) / 1e9
         say(f"  {tps:,.0f} tokens/s, {1e3 * float(np.mean([r['step_time_s'] for r in timed])):.0f} ms/step, "
-            f"MFU {100 * mfu:.1f}% (model FLOPs over a matmul peak measured at start-up)")
+            f"{gflops:.1f} GFLOP/s: MFU {100 * mfu:.1f}% of a matmul peak measured at start-up")
     if wall_s is not None:
         say(f"  {wall_s:.0f} s wall, {cpu_s:.0f} s CPU for this run ({cpu_s / max(wall_s, 1e-9):.1f} cores busy)")
 
 
 def run_demo(config, workdir, *, n_eval=256, repeats=3, say=print):
-    """Train (or resume) into `workdir`, then print the four sections. Returns a dict of
-    the figures: accuracy and model calls of both samplers, speedup, mfu."""
+    """Train (or resume) into `workdir`, then print the four sections (through `say`).
+    Returns the figures: accuracy, model calls and seconds of both samplers, speedup."""
     from llada_jax import sampling
     from llada_jax.data import tasks
     from llada_jax.training import inputs, loop
@@ -98,10 +101,10 @@ def run_demo(config, workdir, *, n_eval=256, repeats=3, say=print):
     t0, c0 = time.perf_counter(), time.process_time()
     state, last = loop.train_and_evaluate(config, workdir)
     trained = "step_time_s" in last
-    show_training(workdir, config, time.perf_counter() - t0 if trained else None,
+    mcfg = inputs.model_config(config, None)
+    show_training(workdir, mcfg, d.seq_len, time.perf_counter() - t0 if trained else None,
                   time.process_time() - c0, say)
 
-    mcfg = inputs.model_config(config, None)
     model, params = LLaDA(mcfg), train.full_params(state)
     task = tasks.make_task("sort", n_items=d.task_items, n_values=d.task_values, vocab_size=mcfg.vocab_size,
                            seq_len=d.seq_len)
