@@ -61,20 +61,32 @@ SLOW_FIRST = (
 )
 
 
-def pytest_configure(config):
-    # xdist's "load" becomes "loadgroup": the groups set below keep the tests that share a
-    # module-scoped fixture on one worker, so that fixture (a training run) is built once.
-    if getattr(config.option, "dist", "no") == "load":
-        config.option.dist = "loadgroup"
+def _module_fixture_files():
+    """Test files with a module-scoped fixture (a training run, an export, ...)."""
+    return {p.name for p in pathlib.Path(__file__).parent.glob("*_test.py") if 'scope="module"' in p.read_text()}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist names each test's group
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's "load" (what -n gives), except that the tests of a file with a module-scoped
+    fixture go to one worker together, so that fixture is built once, not once per worker.
+    (xdist's own loadgroup cannot do this here: it renames items through an attribute
+    this pytest no longer reads.)"""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    files = _module_fixture_files()
+
+    class ModuleFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            path = nodeid.split("::", 1)[0]
+            return path if path.rsplit("/", 1)[-1] in files else nodeid
+
+    return ModuleFixtureScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        defs = getattr(item, "_fixtureinfo", None)
-        if defs is not None and any(d[-1].scope == "module" for d in defs.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
     def rank(item):
         name = item.nodeid.rsplit("/", 1)[-1]
         return next((i for i, p in enumerate(SLOW_FIRST) if name.startswith(p)), len(SLOW_FIRST))
