@@ -131,7 +131,10 @@ def test_corrupt_truncated_and_foreign_shards_refused(tok, corpus, prep, tmp_pat
         for _ in range(200):
             next(background)
             time.sleep(0.01)
-    shard.write_bytes(bytes(raw[:-2]))
+    # a new file in its place: `background`'s prefetch threads may still read the old one's
+    # memory map, and truncating a mapped file under them is a SIGBUS
+    shard.with_suffix(".new").write_bytes(bytes(raw[:-2]))
+    os.replace(shard.with_suffix(".new"), shard)
     with pytest.raises(ValueError, match="truncated"):
         _it(out, tok, verify="size")
     other = T.train_sentencepiece(data.stdlib_files("train")[:2], str(tmp_path / "other"), 400, max_bytes=20_000)
