@@ -223,12 +223,7 @@ def _train(config, workdir, devices, hooks, saved_info):
     flops_step = metrics.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
     eval_key = jax.random.PRNGKey(t.seed + 1)
 
-    stop = {"signal": None}
-    old_handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old_handlers[sig] = signal.signal(sig, lambda s, _f: stop.update(signal=s))
-
+    stop, restore_handlers = catch_stop_signals()
     from tqdm import tqdm
 
     step = int(_host(state["step"]))
@@ -240,15 +235,7 @@ def _train(config, workdir, devices, hooks, saved_info):
             state, m = step_fn(state, batch)
             m = _host(m)
             step += 1
-            finite = bool(m.pop("state_finite", True))
-            bad = [f"{k} is {float(m[k])}" for k in ("loss", "grad_norm") if not math.isfinite(float(m[k]))]
-            if bad or not finite:  # stop before this step's state can be saved
-                ckpt.wait()
-                kept = ckpt.latest_step()
-                what = ", ".join(bad + ([] if finite else ["the updated state (params, optimizer) is not finite"]))
-                raise NonFiniteLossError(
-                    f"{what} at step {step}: stopping; the last good checkpoint "
-                    f"(step {kept}) is kept in {checkpoint.checkpoint_dir(workdir)}")
+            check_finite(m, step, ckpt, workdir)
             for h in hooks:
                 h(step, state, m)
             ckpt.save(step, state, train_it.get_state())
@@ -288,9 +275,37 @@ def _train(config, workdir, devices, hooks, saved_info):
         bar.close()
         ckpt.close()
         writer.close()
+        restore_handlers()
+    return state, last
+
+
+def catch_stop_signals():
+    """(stop, restore): from now on SIGTERM/SIGINT only set stop["signal"] (the loop then
+    saves a checkpoint and ends); restore() reinstates the previous handlers. Shared by the
+    training loop and the RL loop (llada_jax.rl.loop)."""
+    stop, old_handlers = {"signal": None}, {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old_handlers[sig] = signal.signal(sig, lambda s, _f: stop.update(signal=s))
+
+    def restore():
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
-    return state, last
+
+    return stop, restore
+
+
+def check_finite(m: dict, step: int, ckpt, workdir: str, keys=("loss", "grad_norm")):
+    """Pop m["state_finite"]; NonFiniteLossError when it is False or a `keys` metric is not
+    finite, before this step's state can be saved (the last good checkpoint is kept)."""
+    finite = bool(m.pop("state_finite", True))
+    bad = [f"{k} is {float(m[k])}" for k in keys if not math.isfinite(float(m[k]))]
+    if bad or not finite:
+        ckpt.wait()
+        kept = ckpt.latest_step()
+        what = ", ".join(bad + ([] if finite else ["the updated state (params, optimizer) is not finite"]))
+        raise NonFiniteLossError(f"{what} at step {step}: stopping; the last good checkpoint "
+                                 f"(step {kept}) is kept in {checkpoint.checkpoint_dir(workdir)}")
 
 
 def init_distributed():
