@@ -39,10 +39,10 @@ from llada_jax.rl import step as rl_step
 from llada_jax.tasks import SortTask
 
 FULL = dict(n_items=6, n_values=20, answer_len=8, d_model=64, n_layers=2, mlp=256,
-            sft_examples=300, sft_steps=400, sft_batch=64, sft_lr=3e-3,
-            rl_steps=80, prompts=16, generations=8, mu=2, rl_lr=2e-4, temperature=1.0,
+            sft_examples=200, sft_steps=1200, sft_batch=64, sft_lr=3e-3,
+            rl_steps=150, prompts=16, generations=8, mu=2, rl_lr=2e-4, temperature=0.7,
             p_mask_prompt=0.15, epsilon=0.2, beta=0.01,
-            vrpo_steps=100, vrpo_batch=32, vrpo_n=8, vrpo_beta=0.1, vrpo_lr=3e-4, pair_prompts=1024,
+            vrpo_steps=100, vrpo_batch=32, vrpo_n=8, vrpo_beta=0.1, vrpo_lr=5e-5, pair_prompts=1024,
             eval_prompts=512)
 REDUCED = dict(FULL, n_items=3, answer_len=4, d_model=32, n_layers=1, mlp=64, sft_examples=64, sft_steps=20,
                sft_batch=16, rl_steps=2, prompts=4, generations=4, vrpo_steps=2, vrpo_batch=4, vrpo_n=2,
@@ -189,11 +189,48 @@ def _constant(lr):
     return o
 
 
+COLUMNS = (("accuracy_before", "SFT start"), ("accuracy_after", "diffu-GRPO"),
+           ("accuracy_sft_baseline", "SFT continued (GRPO's FLOPs)"), ("accuracy_after_vrpo", "VRPO"),
+           ("accuracy_sft_baseline_vrpo", "SFT continued (VRPO's FLOPs)"))
+
+
+def table(lines) -> str:
+    """Markdown: exact match (%) per seed, then mean and standard deviation over seeds."""
+    rows = ["| seed | " + " | ".join(c for _, c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for x in lines:
+        rows.append(f"| {x['seed']} | " + " | ".join(f"{100 * x[k]:.1f}" for k, _ in COLUMNS) + " |")
+    if len(lines) > 1:
+        stats = [np.array([x[k] for x in lines]) * 100 for k, _ in COLUMNS]
+        rows.append("| mean ± std | " + " | ".join(f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" for v in stats) + " |")
+    return "\n".join(rows)
+
+
+def plot(lines, path):
+    """Bars: mean exact match of each arm over the seeds, with each seed as a dot."""
+    import matplotlib  # lazy: plotting only
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for i, (k, name) in enumerate(COLUMNS):
+        v = np.array([x[k] for x in lines]) * 100
+        ax.bar(i, v.mean(), color=f"C{i}", alpha=0.7, yerr=v.std(ddof=1) if len(v) > 1 else None, capsize=4)
+        ax.scatter(np.full(len(v), i), v, color="k", s=10, zorder=3)
+    ax.set_xticks(range(len(COLUMNS)), [n.replace(" (", "\n(") for _, n in COLUMNS], fontsize=8)
+    ax.set_ylabel("exact match on held-out prompts (%)")
+    ax.set_title(f"sort {lines[0]['task'][4:]} values: RL from an SFT start ({len(lines)} seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, action="append", help="repeatable; default 0")
     p.add_argument("--mode", default="full", choices=("full", "reduced"))
+    p.add_argument("--plot", action="store_true", help="also write OUT/rl_miniature.png and .md")
     a = p.parse_args(argv)
     with cli.user_errors():
         os.makedirs(a.out, exist_ok=True)
@@ -204,6 +241,10 @@ def main(argv=None):
             lines.append(line)
         with open(os.path.join(a.out, "results.jsonl"), "a") as f:
             f.writelines(json.dumps(x) + "\n" for x in lines)
+        if a.plot:
+            plot(lines, os.path.join(a.out, "rl_miniature.png"))
+            with open(os.path.join(a.out, "rl_miniature.md"), "w") as f:
+                f.write(table(lines) + "\n")
     return lines
 
 
