@@ -35,7 +35,7 @@ def emit(**fields):
 
 
 def train(gen_length, args):
-    from llada_jax import loop
+    from llada_jax.training import loop
     from llada_jax.config import load_config_file
 
     config = load_config_file(os.path.join(ROOT, "configs", "sort.py"))
@@ -53,7 +53,7 @@ def run(args):
     import jax
 
     from llada_jax import generate as cli
-    from llada_jax import tasks
+    from llada_jax.data import tasks
     from llada_jax.sampling import generate
 
     for gen_length in args.gen_lengths:

@@ -24,7 +24,7 @@ import numpy as np
 
 from llada_jax import validation
 from llada_jax.validation import special_ids
-from llada_jax.diffusion import guided_logits
+from llada_jax.objectives.diffusion import guided_logits
 
 REMASKING = ("low_confidence", "random")
 CACHES = (None, "prefix", "dual")
