@@ -11,13 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax import loop
+from llada_jax.training import loop
 from llada_jax.model import LLaDA, LLaDAConfig, init_params
 from llada_jax.objectives import grpo, vrpo
 from llada_jax.rl import pairs, rewards, rollout
 from llada_jax.rl import step as rl_step
 from llada_jax.rl.loop import train_rl
-from llada_jax.tasks import ArithmeticTask, SortTask
+from llada_jax.data.tasks import ArithmeticTask, SortTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASK = 9
@@ -257,3 +257,16 @@ def test_config_errors_and_the_cli_error_line(sft_wd, tmp_path):
                           f"--config.rl.init_from={sft_wd}"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].startswith("error: config.rl.pairs=''"), out.stderr
+
+
+def test_reduced_miniature_prints_the_accuracies(tmp_path, capsys):
+    from llada_jax.experiments import rl_miniature
+
+    (line,) = rl_miniature.main([f"--out={tmp_path}", "--mode=reduced", "--seed=1", "--plot"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == line
+    for k, _ in rl_miniature.COLUMNS:
+        assert 0.0 <= line[k] <= 1.0
+    assert line["sft_baseline_steps"] >= 1 and line["grpo_flops"] > 0
+    assert (tmp_path / "rl_miniature.png").stat().st_size > 0
+    assert "| 1 |" in (tmp_path / "rl_miniature.md").read_text()

@@ -29,23 +29,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llada_jax import cli, metrics, train
+from llada_jax import cli
+from llada_jax.training import metrics
+from llada_jax.training import step as train
 from llada_jax.config import experiment_mode
 from llada_jax.experiments import optim_config
 from llada_jax.model import LLaDA, LLaDAConfig, init_params
 from llada_jax.rl import pairs as pairs_lib
 from llada_jax.rl import rewards, rollout
 from llada_jax.rl import step as rl_step
-from llada_jax.tasks import SortTask
+from llada_jax.data.tasks import SortTask
 
 FULL = dict(n_items=6, n_values=20, answer_len=8, d_model=64, n_layers=2, mlp=256,
-            sft_examples=200, sft_steps=1200, sft_batch=64, sft_lr=3e-3,
-            rl_steps=150, prompts=16, generations=8, mu=2, rl_lr=2e-4, temperature=0.7,
-            p_mask_prompt=0.15, epsilon=0.2, beta=0.01,
+            sft_examples=200, sft_steps=1200, sft_batch=64, sft_lr=3e-3, sft_continue_lr=3e-4,
+            rl_steps=150, prompts=16, generations=8, mu=8, rl_lr=5e-5, temperature=1.0,
+            p_mask_prompt=0.15, epsilon=0.2, beta=0.0,
             vrpo_steps=100, vrpo_batch=32, vrpo_n=8, vrpo_beta=0.1, vrpo_lr=5e-5, pair_prompts=1024,
             eval_prompts=512)
 REDUCED = dict(FULL, n_items=3, answer_len=4, d_model=32, n_layers=1, mlp=64, sft_examples=64, sft_steps=20,
-               sft_batch=16, rl_steps=2, prompts=4, generations=4, vrpo_steps=2, vrpo_batch=4, vrpo_n=2,
+               sft_batch=16, rl_steps=2, mu=2, prompts=4, generations=4, vrpo_steps=2, vrpo_batch=4, vrpo_n=2,
                pair_prompts=16, eval_prompts=32)
 
 
@@ -136,9 +138,9 @@ def run(seed: int, mode: str, out: str) -> dict:
     tokens = h["prompts"] * g * seq_len
     grpo_flops = tokens * flops_token / 3 * (n + mu * (1 + (1 if h["beta"] else 0) + 3)) * h["rl_steps"]
 
-    # 3. SFT continued for the same FLOPs (constant lr, the same labelled rows)
+    # 3. SFT continued for the same FLOPs (the same labelled rows, at the SFT schedule's final lr)
     base_steps = max(1, round(grpo_flops / sft_step_flops))
-    st_base = train.Static(model, constant(h["rl_lr"]), "sft", task.mask, 1e-3, 0.0, 1, None)
+    st_base = train.Static(model, constant(h["sft_continue_lr"]), "sft", task.mask, 1e-3, 0.0, 1, None)
     b_state = sft(fresh_state(start, st_base.tx, seed), st_base, rows, prompt_mask, base_steps, h["sft_batch"],
                   seed + 1)
     acc_base = exact_match(model, b_state["params"], task, held_out, h)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from llada_jax import diffusion
+from llada_jax.objectives import diffusion
 
 
 def elbo(model, params, seqs_NxL, rngs_N, *, prompt_len: int, n: int, mask_id: int):

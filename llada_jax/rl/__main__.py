@@ -13,7 +13,7 @@ from llada_jax import cli
 def main(argv=None):
     from absl import flags
 
-    from llada_jax import loop
+    from llada_jax.training import loop
     from llada_jax.rl.loop import train_rl
 
     argv = list(sys.argv if argv is None else argv)

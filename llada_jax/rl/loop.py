@@ -27,8 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llada_jax import checkpoint, inputs, lora_io, loop, metrics, sharding, train
-from llada_jax import workdir as workdir_lib
+from llada_jax.checkpoint import lora_io
+from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.checkpoint import workdir as workdir_lib
+from llada_jax.parallel import sharding
+from llada_jax.training import inputs, loop, metrics
+from llada_jax.training import step as train
 from llada_jax.model import LLaDA
 from llada_jax.objectives import grpo
 from llada_jax.rl import pairs as pairs_lib

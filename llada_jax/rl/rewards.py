@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from llada_jax.tasks import ArithmeticTask, SortTask
+from llada_jax.data.tasks import ArithmeticTask, SortTask
 
 REWARDS: dict[str, Callable] = {}
 

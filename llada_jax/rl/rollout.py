@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llada_jax import sampling
+from llada_jax.sampling import sampler as sampling
 
 SAMPLER_FIELDS = ("gen_length", "block_length", "temperature", "remasking", "threshold", "cache")
 

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from llada_jax import lora, train
+from llada_jax.model.adapters import lora
+from llada_jax.training import step as train
 from llada_jax.model import LLaDA
 from llada_jax.objectives import grpo, vrpo
 
