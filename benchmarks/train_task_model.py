@@ -1,14 +1,14 @@
 """Train the task model of the speed-versus-quality table once, and write it as a
 Hugging Face directory (config.json + model.safetensors, float32).
 
-configs/sort8.py: SFT on sorting 8 digits; the answer region is padded with EOS to
+configs/cumsum8.py: SFT on the running sums (mod 10) of 8 digits; the answer region is padded with EOS to
 64 or 128 tokens. Training cycles through answer regions of `--cycle` lengths (64 and
 128, and the cheaper 16 that holds the same answer with less padding) so one model
 serves both generation lengths of `benchmarks/fast_sampling.py`. The steps are
 the project's (llada_jax.train); only the data alternation is this script's own. At the
 end it prints the exact sampler's accuracy on held-out prompts, one JSON line per length.
 
-    python benchmarks/train_task_model.py --out benchmarks/models/sort8      # ~15 min, 2 cores
+    python benchmarks/train_task_model.py --out benchmarks/models/cumsum8      # ~15 min, 2 cores
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ def exact_accuracy(model, params, task, gen_length, n, block_length=32, seed=123
     return task.score(ids, np.asarray(out))
 
 
-def train_model(config, steps, cycle, log=print, max_seconds=None):
+def train_model(config, steps, cycle, log=print, max_seconds=None, init=None):
     """(config, model, params) after `steps` SFT steps; batch k has an answer region of
-    cycle[k % len(cycle)] tokens. `max_seconds`: stop early (the schedule is not shortened)."""
+    cycle[k % len(cycle)] tokens. `max_seconds`: stop early (the schedule is not shortened).
+    `init`: a model directory to start from (a fresh optimizer and schedule)."""
     import jax
 
     from llada_jax import inputs, sharding, tasks, train
@@ -62,7 +63,12 @@ def train_model(config, steps, cycle, log=print, max_seconds=None):
     tx, schedule = train.make_optimizer(config.optim, steps)
     st = train.Static(model, tx, "sft", mcfg.mask_token_id, d.eps, 0.0, 1, schedule)
     _, shardings = train.state_shardings(model, tx, mesh)
-    state = train.init_state(model, tx, mesh, config.train.seed, shardings)
+    params = None
+    if init:
+        from llada_jax import hf
+
+        params = hf.load_pretrained(init, dtype="float32")[1]
+    state = train.init_state(model, tx, mesh, config.train.seed, shardings, params=params)
     step_fn = train.compile_step(st, mesh, shardings, {"input_ids": 2, "prompt_mask": 2})
     its = {g: tasks.TaskIterator(make_task(config, g), batch_size=d.batch_size, seed=config.train.seed + g, sft=True)
            for g in set(cycle)}
@@ -85,12 +91,14 @@ def train_model(config, steps, cycle, log=print, max_seconds=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=os.path.join(ROOT, "configs", "sort8.py"))
+    p.add_argument("--config", default=os.path.join(ROOT, "configs", "cumsum8.py"))
     p.add_argument("--out", required=True, help="new directory for config.json + model.safetensors")
     p.add_argument("--steps", type=int, default=0, help="0: the config's train.steps")
     p.add_argument("--cycle", type=int, nargs="+", default=[16, 64, 16, 128], help="answer region per batch, cycled")
     p.add_argument("--max_minutes", type=float, default=0, help="stop training early after this long (0: never)")
     p.add_argument("--eval_rows", type=int, default=128)
+    p.add_argument("--init", default="", help="continue from this model directory (new optimizer)")
+    p.add_argument("--lr", type=float, default=0, help="0: the config's peak learning rate")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = p.parse_args(argv)
     from llada_jax.config import load_config_file
@@ -102,8 +110,12 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     config = load_config_file(args.config)
     steps = args.steps or config.train.steps
+    if args.lr:
+        config.unlock()
+        config.optim.lr = args.lr
     t = time.perf_counter()
-    mcfg, model, params = train_model(config, steps, args.cycle, max_seconds=60 * args.max_minutes)
+    mcfg, model, params = train_model(config, steps, args.cycle, max_seconds=60 * args.max_minutes,
+                                      init=args.init or None)
     emit(figure="train_total", steps=steps, seconds=round(time.perf_counter() - t, 1))
     save_pretrained(mcfg, params, args.out, dtype="float32", overwrite=args.overwrite)
     d = config.data  # what benchmarks/fast_sampling.py needs to rebuild the task
