@@ -121,7 +121,7 @@ def main(argv=None):
     d = config.data  # what benchmarks/fast_sampling.py needs to rebuild the task
     with open(os.path.join(args.out, "task.json"), "w") as f:
         json.dump({"name": d.task, "n_items": d.task_items, "n_values": d.task_values}, f)
-    for g in GEN_LENGTHS:
+    for g in GEN_LENGTHS if args.eval_rows else ():
         acc, tok = exact_accuracy(model, params, make_task(config, g), g, args.eval_rows)
         emit(figure="exact_accuracy", gen_length=g, rows=args.eval_rows, accuracy=round(acc, 4),
              token_accuracy=round(tok, 4))
