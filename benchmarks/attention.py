@@ -26,7 +26,8 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from llada_jax import sharding, train  # noqa: E402
+from llada_jax.parallel import sharding  # noqa: E402
+from llada_jax.training import step as train  # noqa: E402
 from llada_jax.model import LLaDA, LLaDAConfig  # noqa: E402
 
 GIB = 1024 ** 3

@@ -80,7 +80,7 @@ TRAIN = """
 import time; t0 = time.time()
 import sys, json
 sys.path.insert(0, {root!r})
-from llada_jax import loop
+from llada_jax.training import loop
 from configs.tiny import get_config
 c = get_config()
 c.data.update(source="prepared", path={path!r})
@@ -96,8 +96,11 @@ def loader_vs_step(path, batches=20):
     import jax
 
     from configs.small import get_config
-    from llada_jax import inputs, prepared, sharding, train
-    from llada_jax import tokenizer as T
+    from llada_jax.training import inputs
+    from llada_jax.data import prepared
+    from llada_jax.parallel import sharding
+    from llada_jax.training import step as train
+    from llada_jax.data import tokenizer as T
 
     c = get_config()
     d = c.data
@@ -146,7 +149,7 @@ def main():
     corpus = build_corpus(os.path.join(args.work, f"corpus-{max(sizes)}"), max(sizes))
     tok_dir = os.path.join(args.work, "tok")
     if not os.path.exists(tok_dir + "/tokenizer.model"):
-        from llada_jax import tokenizer as T
+        from llada_jax.data import tokenizer as T
 
         T.train_sentencepiece(corpus[:1], tok_dir + "/tokenizer", 512, max_bytes=4_000_000, character_coverage=0.995)
     for size in sizes:

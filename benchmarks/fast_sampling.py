@@ -6,7 +6,7 @@ The model: benchmarks/models/cumsum8 (running sums mod 10 of 8 digits; the answe
 held-out prompts are fixed (seed 12345). Every method is semi-autoregressive with
 blocks of --block_length and steps = gen_length (one token per call for the exact
 sampler); the others add Fast-dLLM's threshold rule, its prefix / dual KV cache, and the
-end-of-answer rule (`eos_early_stop`, llada_jax.eos_stop), alone and combined.
+end-of-answer rule (`eos_early_stop`, llada_jax.sampling.eos_stop), alone and combined.
 
 Fields: accuracy (exact match of the whole answer region), agreement (fraction of
 answers identical to the exact sampler's), model_calls (mean forward passes per
@@ -53,7 +53,8 @@ def emit(**fields):
 
 def load(path):
     """(LLaDA module, params, task) of a model directory written by train_task_model.py."""
-    from llada_jax import hf, tasks
+    from llada_jax.data import tasks
+    from llada_jax.interop import hf
     from llada_jax.model import LLaDA
 
     with open(os.path.join(path, "task.json")) as f:

@@ -20,7 +20,7 @@ import sys
 CHILD = r"""
 import json, os, sys, time
 import jax
-from llada_jax import hf
+from llada_jax.interop import hf
 from llada_jax.model import LLaDAConfig, init_params, param_count
 cfg = LLaDAConfig(**json.loads(sys.argv[2]))
 what, path = sys.argv[1], sys.argv[3]

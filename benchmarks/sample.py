@@ -9,7 +9,7 @@ The exact sampler's work is fixed by the algorithm: per step one forward pass ov
 whole sequence, with the output head only where a token can be revealed (the block).
 `flop_fraction` = those FLOPs over (time x the fp32 matmul peak measured in this run).
 With --torch, the official sampling loop (benchmarks/torch_reference.py) runs the same
-weights through our PyTorch module (llada_jax.torch_model) on the same machine, and
+weights through our PyTorch module (llada_jax.interop.torch_model) on the same machine, and
 `same_tokens` says whether both produced the same tokens.
 """
 
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llada_jax.metrics import matmul_params, measure_peak_flops
+from llada_jax.training.metrics import matmul_params, measure_peak_flops
 from llada_jax.model import LLaDA, LLaDAConfig, init_params
 from llada_jax.sampling import generate
 
@@ -107,8 +107,8 @@ def torch_reference(cfg, params, prompt, ours, our_time, args, common):
     """Time the official loop in PyTorch on the same weights; check it gives our tokens."""
     import torch
 
-    from llada_jax import hf
-    from llada_jax.torch_model import LLaDATorch
+    from llada_jax.interop import hf
+    from llada_jax.interop.torch_model import LLaDATorch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from torch_reference import official_generate

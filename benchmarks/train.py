@@ -5,7 +5,7 @@
 Figures: the matmul peak measured in this run (f32 2048^2 matmul, best of 5), then for
 models with d_model 512 and 1024 (4 layers, vocabulary 8192, float32): compile time of
 the real jitted train step, step time, tokens/s and MFU = model FLOPs per second (full
-bidirectional attention, `llada_jax.metrics.train_flops_per_token`) over that peak.
+bidirectional attention, `llada_jax.training.metrics.train_flops_per_token`) over that peak.
 --lora=R: each model also with LoRA rank R on all seven projections (frozen float32 base,
 adapters trained), the same figures plus "lora_rank" and the trainable parameter count.
 """
@@ -21,7 +21,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from llada_jax import lora, metrics, sharding, train  # noqa: E402
+from llada_jax.model.adapters import lora  # noqa: E402
+from llada_jax.training import metrics  # noqa: E402
+from llada_jax.parallel import sharding  # noqa: E402
+from llada_jax.training import step as train  # noqa: E402
 from llada_jax.model import LLaDA, LLaDAConfig, init_params  # noqa: E402
 
 

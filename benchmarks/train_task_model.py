@@ -5,7 +5,7 @@ configs/cumsum8.py: SFT on the running sums (mod 10) of 8 digits; the answer reg
 64 or 128 tokens. Training cycles through answer regions of `--cycle` lengths (64 and
 128, and the cheaper 16 that holds the same answer with less padding) so one model
 serves both generation lengths of `benchmarks/fast_sampling.py`. The steps are
-the project's (llada_jax.train); only the data alternation is this script's own. At the
+the project's (llada_jax.training.step); only the data alternation is this script's own. At the
 end it prints the exact sampler's accuracy on held-out prompts, one JSON line per length.
 
     python benchmarks/train_task_model.py --out benchmarks/models/cumsum8      # ~15 min, 2 cores
@@ -30,7 +30,7 @@ def emit(**fields):
 
 
 def make_task(config, gen_length):
-    from llada_jax import tasks
+    from llada_jax.data import tasks
 
     d = config.data
     return tasks.make_task(d.task, n_items=d.task_items, n_values=d.task_values,
@@ -53,7 +53,9 @@ def train_model(config, steps, cycle, log=print, max_seconds=None, init=None):
     `init`: a model directory to start from (a fresh optimizer and schedule)."""
     import jax
 
-    from llada_jax import inputs, sharding, tasks, train
+    from llada_jax.data import tasks
+    from llada_jax.parallel import sharding
+    from llada_jax.training import inputs, step as train
     from llada_jax.model import LLaDA
 
     d = config.data
@@ -65,7 +67,7 @@ def train_model(config, steps, cycle, log=print, max_seconds=None, init=None):
     _, shardings = train.state_shardings(model, tx, mesh)
     params = None
     if init:
-        from llada_jax import hf
+        from llada_jax.interop import hf
 
         params = hf.load_pretrained(init, dtype="float32")[1]
     state = train.init_state(model, tx, mesh, config.train.seed, shardings, params=params)
@@ -102,7 +104,7 @@ def main(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = p.parse_args(argv)
     from llada_jax.config import load_config_file
-    from llada_jax.export import check_target, save_pretrained
+    from llada_jax.interop.export import check_target, save_pretrained
 
     try:
         check_target(args.out, args.overwrite)  # refuse before training, not after

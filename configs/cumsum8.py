@@ -1,4 +1,4 @@
-"""SFT on the checkable cumsum task of llada_jax.tasks: the prompt is 8 digits and a
+"""SFT on the checkable cumsum task of llada_jax.data.tasks: the prompt is 8 digits and a
 separator, the answer their running sums mod 10 (each answer digit is the previous one
 plus the next prompt digit, a carry-like chain), then EOS up to the answer region's end
 (64 or 128 tokens: `benchmarks/train_task_model.py` mixes both lengths). The model of

@@ -1,4 +1,4 @@
-"""SFT on the checkable sort task of llada_jax.tasks: the prompt is 4 digits and a
+"""SFT on the checkable sort task of llada_jax.data.tasks: the prompt is 4 digits and a
 separator, the answer the sorted digits padded with EOS. `benchmarks/fast_sampling.py`
 trains it (a few minutes on a 2-core CPU) and measures the samplers on it.
 

@@ -6,14 +6,14 @@
 #
 # The arguments are those of `python -m llada_jax.train`. The coordinator is the first node of
 # the job (port $PORT, default 12355); the process count and id come from SLURM_NTASKS and
-# SLURM_PROCID, exported as JAX_NUM_PROCESSES / JAX_PROCESS_ID for llada_jax.loop.init_distributed.
+# SLURM_PROCID, exported as JAX_NUM_PROCESSES / JAX_PROCESS_ID for llada_jax.training.loop.init_distributed.
 # Submit from the repository root (or set LLADA_ROOT). The workdir must be on a file system
 # every node sees (all processes write their shards of each checkpoint).
 # Edit the #SBATCH lines for your cluster (partition, account, time); sbatch options on the command
 # line override them. Environment: PYTHON (default python3; activate your venv first, sbatch
 # passes the environment on), PORT, DRY_RUN=1 (print the srun command instead of running it).
 # Preemption and the time limit: SLURM sends SIGTERM to the training processes (5 minutes
-# before the limit, --signal); they save a checkpoint and exit 75 (llada_jax.loop.EXIT_PREEMPTED),
+# before the limit, --signal); they save a checkpoint and exit 75 (llada_jax.training.loop.EXIT_PREEMPTED),
 # and this script then requeues the job (scontrol requeue), which resumes from that checkpoint.
 #SBATCH --job-name=llada
 #SBATCH --requeue

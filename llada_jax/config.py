@@ -45,7 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         kind="pretrain",  # "pretrain" or "sft"
         source="stdlib",  # "stdlib" (embedded corpus), "files", "jsonl" (SFT), "prepared" or "synthetic"
-        task="arith",  # synthetic source: a task of llada_jax.tasks ("arith" or "sort")
+        task="arith",  # synthetic source: a task of llada_jax.data.tasks ("arith" or "sort")
         task_items=8, task_values=64,  # the sort task's list length; values per token
         train_files="", eval_files="",  # comma-separated text files (source "files")
         train_jsonl="", eval_jsonl="",  # chat JSONL (source "jsonl")
@@ -66,7 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
         init_from="",  # a workdir or checkpoint directory to take the params from (SFT)
     ))
 
-    # LoRA fine-tuning (llada_jax.lora): rank 0 is off. With rank > 0 the base model comes
+    # LoRA fine-tuning (llada_jax.model.adapters.lora): rank 0 is off. With rank > 0 the base model comes
     # from train.init_from, frozen and stored as base_dtype; the adapters and their optimizer
     # state are float32 and are all a checkpoint holds (the base is referenced, see the README).
     c.lora = ml_collections.ConfigDict(dict(

@@ -27,7 +27,8 @@ def main(argv=None):
     flags.DEFINE_string("prompt", "def ", "prompt to continue after training")
 
     def run(_):
-        from llada_jax import generate, loop, metrics
+        from llada_jax import generate
+        from llada_jax.training import loop, metrics
 
         from absl import logging as absl_logging
 

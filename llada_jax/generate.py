@@ -25,7 +25,7 @@ def load(workdir: str):
     """(LLaDA module, params, tokenizer or None, step) from a workdir's latest checkpoint."""
     import flax.linen as nn
 
-    from llada_jax import checkpoint
+    from llada_jax.checkpoint import manager as checkpoint
     from llada_jax.model import LLaDA, LLaDAConfig
 
     info = checkpoint.run_info(workdir)
@@ -34,12 +34,12 @@ def load(workdir: str):
     dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
                                       nn.unbox(boxed))
-    from llada_jax import lora_io  # a LoRA workdir: adapters plus the referenced base, applied unmerged
+    from llada_jax.checkpoint import lora_io  # a LoRA workdir: adapters plus the referenced base, applied unmerged
 
     step, params = lora_io.restore_params(workdir, abstract)
     tokenizer = None
     if info.get("tokenizer"):
-        from llada_jax.tokenizer import load_tokenizer
+        from llada_jax.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(info["tokenizer"])
     return model, params, tokenizer, step
@@ -74,7 +74,7 @@ def sample(model, params, prompt_ids, *, tokenizer=None, gen_length=64, steps=No
            temperature=0.0, cfg_scale=0.0, remasking="low_confidence", threshold=None, seed=0,
            logits_eos_inf=False, confidence_eos_eot_inf=False):
     """Run the sampler; returns (all ids, the generated or infilled text)."""
-    from llada_jax import sampling
+    from llada_jax.sampling import sampler as sampling
 
     cfg = model.config
     steps = steps or max(1, gen_length)

@@ -37,7 +37,10 @@ def plan(config, devices=None) -> dict:
     per-device figures (bytes, FLOPs) as a dict."""
     import jax
 
-    from llada_jax import checkpoint, inputs, loop, metrics, sharding, train
+    from llada_jax.checkpoint import manager as checkpoint
+    from llada_jax.training import inputs, loop, metrics
+    from llada_jax.parallel import sharding
+    from llada_jax.training import step as train
     from llada_jax.model import LLaDA
 
     devices = list(jax.devices() if devices is None else devices)

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax import attention, diffusion
-from llada_jax.attention import KeyMask, chunked, cudnn, dense, splash
+from llada_jax.model import attention
+from llada_jax.objectives import diffusion
+from llada_jax.model.attention import KeyMask, chunked, cudnn, dense, splash
 from llada_jax.model import KVCache, LLaDA, LLaDAConfig, init_params
 from llada_jax.sampling import generate
 
@@ -88,7 +89,7 @@ def test_splash_in_interpret_mode_equals_dense(name, l, s, kvh, mask, causal):
 
 
 def test_splash_under_a_mesh_is_shard_mapped_over_the_batch():
-    from llada_jax import sharding
+    from llada_jax.parallel import sharding
 
     mesh = sharding.make_mesh(dict(data=1, fsdp=2, tensor=2), jax.devices()[:4])
     q, k, v = _qkv(11, 11, 2)

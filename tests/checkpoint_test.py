@@ -12,7 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from llada_jax import checkpoint, loop, sharding, train
+from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.training import loop
+from llada_jax.parallel import sharding
+from llada_jax.training import step as train
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))

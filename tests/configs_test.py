@@ -10,7 +10,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from llada_jax import cli, inputs, loop, train
+from llada_jax import cli
+from llada_jax.training import inputs, loop, step as train
 from llada_jax.model import LLaDA, param_count
 
 CONFIGS = pathlib.Path(__file__).parent.parent / "configs"

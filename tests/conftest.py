@@ -34,7 +34,7 @@ def golden_dir():
 @pytest.fixture(scope="session")
 def golden_model():
     """(LLaDA module, params) of the tiny checkpoint in the published layout."""
-    from llada_jax import hf
+    from llada_jax.interop import hf
     from llada_jax.model import LLaDA
 
     config, params = hf.load_pretrained(str(DATA / "llada-tiny"))

@@ -7,8 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from llada_jax import data
-from llada_jax import tokenizer as T
+from llada_jax.data import pipeline as data, tokenizer as T
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +201,7 @@ def test_training_data_mistakes_refused_or_reported(tok, tmp_path, caplog):
     sys.path.insert(0, os.path.dirname(__file__))
     from train_helper import tiny_config
 
-    from llada_jax import inputs
+    from llada_jax.training import inputs
 
     empty = tmp_path / "empty.txt"
     empty.write_text(" \n")

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax import diffusion
+from llada_jax.objectives import diffusion
 from llada_jax.model import LLaDA, LLaDAConfig, init_params
 
 

@@ -1,11 +1,10 @@
-"""The end-of-answer rule (`generate(eos_early_stop=...)`, llada_jax.eos_stop)."""
+"""The end-of-answer rule (`generate(eos_early_stop=...)`, llada_jax.sampling.eos_stop)."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax import eos_stop, sampling
-from llada_jax.sampling import generate
+from llada_jax.sampling import eos_stop, generate, sampler as sampling
 
 MASK, EOS = 255, 7  # EOS: any token of the golden model's vocabulary will do
 

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax import diffusion, evaluation
+from llada_jax.objectives import diffusion
+from llada_jax.evaluation import harness as evaluation
 from llada_jax.experiments import random_batches, train_model
 from llada_jax.model import LLaDAConfig
 
@@ -29,9 +30,9 @@ def _fact(n):  # the task: a digit, the last one of the number, follows "is"
 def toy(tmp_path_factory):
     """A diffusion model trained on "37 is 7." facts, with its tokenizer, an HF export and
     a workdir, plus a multiple-choice lm-eval task (JSONL + YAML) in a folder."""
-    from llada_jax.export import save_pretrained
-    from llada_jax.import_hf import import_to_workdir
-    from llada_jax.tokenizer import train_sentencepiece
+    from llada_jax.interop.export import save_pretrained
+    from llada_jax.interop.import_hf import import_to_workdir
+    from llada_jax.data.tokenizer import train_sentencepiece
 
     d = tmp_path_factory.mktemp("toy")
     corpus = d / "corpus.txt"

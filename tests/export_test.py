@@ -11,9 +11,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from llada_jax import export, hf, import_hf, sharding  # noqa: E402
+from llada_jax.interop import export, hf, import_hf  # noqa: E402
+from llada_jax.parallel import sharding  # noqa: E402
 from llada_jax.model import LLaDA, LLaDAConfig, init_params  # noqa: E402
-from llada_jax.torch_model import LLaDATorch  # noqa: E402
+from llada_jax.interop.torch_model import LLaDATorch  # noqa: E402
 
 CONFIG = LLaDAConfig.tiny(n_heads=4, n_kv_heads=2, n_layers=3)  # GQA, odd depth
 IDS = np.array([[3, 17, 255, 42, 9, 250, 7, 255, 1, 99], [250, 250, 250, 5, 255, 6, 255, 8, 200, 2]], np.int32)

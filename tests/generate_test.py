@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from llada_jax import generate, loop
+from llada_jax import generate
+from llada_jax.training import loop
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from train_helper import tiny_config  # noqa: E402

@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from llada_jax import hf
+from llada_jax.interop import hf
 from llada_jax.model import LLaDA, LLaDAConfig
-from llada_jax.torch_model import Args, LLaDATorch
+from llada_jax.interop.torch_model import Args, LLaDATorch
 
 CONFIG_JSON = dict(d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, mlp_hidden_size=96, vocab_size=300,
                    embedding_size=320, max_sequence_length=256, rope_theta=10000.0, rms_norm_eps=1e-5,
@@ -26,7 +26,7 @@ IDS = np.array([[1, 299, 5, 77, 299, 310, 2, 298]], np.int32)
 
 
 def published_names(n_layers, weight_tying=False):
-    """The key list of facts section 2, written out independently of llada_jax.hf."""
+    """The key list of facts section 2, written out independently of llada_jax.interop.hf."""
     p = "model.transformer."
     names = [p + "wte.weight"]
     for i in range(n_layers):

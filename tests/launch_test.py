@@ -51,7 +51,7 @@ def test_slurm_script_takes_coordinator_and_ids_from_slurm():
 
 @pytest.mark.parametrize("status,requeued", [(75, True), (0, False), (1, False)])
 def test_slurm_script_requeues_a_run_that_saved_on_sigterm(tmp_path, status, requeued):
-    """srun exiting 75 (llada_jax.loop.EXIT_PREEMPTED) makes the job requeue itself."""
+    """srun exiting 75 (llada_jax.training.loop.EXIT_PREEMPTED) makes the job requeue itself."""
     log = tmp_path / "calls"
     for name, body in (("srun", f'echo "srun $*" >> {log}; exit {status}'),
                        ("scontrol", f'[[ $1 == show ]] && {{ echo node1; exit 0; }}; echo "scontrol $*" >> {log}')):

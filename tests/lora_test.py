@@ -13,8 +13,15 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from llada_jax import (diffusion, export, generate, import_hf, lora, lora_io, loop, sampling,  # noqa: E402
-                       sharding, tasks, train)
+from llada_jax import generate  # noqa: E402
+from llada_jax.checkpoint import lora_io  # noqa: E402
+from llada_jax.data import tasks  # noqa: E402
+from llada_jax.interop import export, import_hf  # noqa: E402
+from llada_jax.model.adapters import lora  # noqa: E402
+from llada_jax.objectives import diffusion  # noqa: E402
+from llada_jax.parallel import sharding  # noqa: E402
+from llada_jax.sampling import sampler as sampling  # noqa: E402
+from llada_jax.training import loop, step as train  # noqa: E402
 from llada_jax.model import LLaDA, init_params  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -97,7 +104,7 @@ def test_merged_equals_unmerged_and_exports_round_trip(lora_run, golden_dir, tmp
     import torch
     from peft import PeftModel
 
-    from llada_jax.torch_model import LLaDATorch
+    from llada_jax.interop.torch_model import LLaDATorch
 
     workdir = lora_run[0]
     model, params, _, step = generate.load(workdir)

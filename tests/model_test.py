@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax import hf
+from llada_jax.interop import hf
 from llada_jax.model import KVCache, LLaDA, LLaDAConfig, init_params, param_count, rope_tables, apply_rope
 
 
@@ -153,7 +153,7 @@ def test_mlp_chunk_keeps_values_and_gradients(tiny, lora_rank):
     """The MLP over sequence chunks (rematerialised) is the same function: logits and every
     gradient equal the unchunked model's, with a LoRA adapter on the MLP too; a chunk that does
     not divide L falls back to one call."""
-    from llada_jax.lora import LoRAConfig
+    from llada_jax.model.adapters.lora import LoRAConfig
 
     config, params = tiny
     config = config.replace(remat_policy="full", lora=LoRAConfig(rank=lora_rank))

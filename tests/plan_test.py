@@ -9,7 +9,8 @@ import sys
 import jax
 import numpy as np
 
-from llada_jax import inputs, metrics, plan
+from llada_jax import plan
+from llada_jax.training import inputs, metrics
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from train_helper import tiny_config  # noqa: E402

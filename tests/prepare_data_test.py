@@ -13,8 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from llada_jax import data, inputs, loop, prepare_data, prepared
-from llada_jax import tokenizer as T
+from llada_jax.data import pipeline as data
+from llada_jax.training import inputs, loop
+from llada_jax.data import prepare as prepare_data, prepared, tokenizer as T
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from train_helper import tiny_config  # noqa: E402

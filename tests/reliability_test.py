@@ -16,8 +16,13 @@ import numpy as np
 import pytest
 from absl import flags
 
-from llada_jax import checkpoint, cli, diffusion, export, hf, import_hf, loop, sampling
-from llada_jax import workdir as workdir_lib
+from llada_jax import cli
+from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.objectives import diffusion
+from llada_jax.interop import export, hf, import_hf
+from llada_jax.training import loop
+from llada_jax.sampling import sampler as sampling
+from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -151,7 +156,7 @@ def test_export_never_mixes_with_an_earlier_export(imported, tmp_path):
     config, params = hf.load_pretrained(str(out))
     _, want = hf.load_pretrained(str(TINY_HF), dtype="float32")
     np.testing.assert_array_equal(np.asarray(params["wte"]), np.asarray(want["wte"]))
-    from llada_jax import torch_model
+    from llada_jax.interop import torch_model
     t = torch_model.LLaDATorch.from_pretrained(str(out))
     np.testing.assert_array_equal(t.state_dict()["model.transformer.wte.weight"].float().numpy(),
                                   np.asarray(want["wte"]))
@@ -199,7 +204,7 @@ def test_run_json_paths_are_relative_inside_the_workdir(tmp_path):
 def test_data_cache_lives_in_the_workdir_not_next_to_the_tokenizer(tmp_path):
     """A run with someone else's tokenizer file writes its tokenized-data cache into its own
     workdir; the tokenizer's directory stays byte-identical."""
-    from llada_jax import tokenizer as tok
+    from llada_jax.data import tokenizer as tok
 
     text = tmp_path / "text.txt"
     text.write_text("".join(f.read_text() for f in sorted(pathlib.Path(json.__file__).parent.glob("*.py"))))

@@ -7,8 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax import sampling
-from llada_jax.sampling import generate
+from llada_jax.sampling import generate, sampler as sampling
 
 MASK, VOCAB = 31, 32
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from llada_jax import tasks
+from llada_jax.data import tasks
 
 
 def test_sort_rows_hold_the_sorted_prompt_then_eos():

@@ -2,8 +2,7 @@
 
 import pytest
 
-from llada_jax import data
-from llada_jax import tokenizer as T
+from llada_jax.data import pipeline as data, tokenizer as T
 
 # The published LLaDA-8B-Instruct special ids (facts section 7).
 PUBLISHED = {T.BOS: 126080, T.EOS: 126081, T.MASK: 126336,

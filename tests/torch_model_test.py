@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from llada_jax.torch_model import Args, LLaDATorch
+from llada_jax.interop.torch_model import Args, LLaDATorch
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_bf16_load_keeps_dtype_and_no_jax_needed(golden_dir):
     with torch.no_grad():
         out = net(torch.tensor([[1, 2, 3]]))
     assert out.dtype == torch.float32 and out.shape == (1, 3, 256)
-    import llada_jax.torch_model as tm
+    import llada_jax.interop.torch_model as tm
 
     src = open(tm.__file__).read()
     assert "import jax" not in src and "from llada_jax" not in src  # the export copy stands alone

@@ -39,7 +39,7 @@ def main():
     flags = dict(a.lstrip("-").split("=") for a in sys.argv[3:])
     import jax
 
-    from llada_jax import loop
+    from llada_jax.training import loop
 
     if "JAX_COORDINATOR_ADDRESS" in os.environ:
         loop.init_distributed()

@@ -14,7 +14,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from llada_jax import loop, metrics, sampling, sharding, train
+from llada_jax.training import loop, metrics
+from llada_jax.sampling import sampler as sampling
+from llada_jax.parallel import sharding
+from llada_jax.training import step as train
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))

@@ -22,7 +22,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from llada_jax import diffusion, metrics, train
+from llada_jax.objectives import diffusion
+from llada_jax.training import metrics, step as train
 from llada_jax.config import base_config
 from llada_jax.model import LLaDA, LLaDAConfig, init_params
 

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from llada_jax import sampling
+from llada_jax.sampling import sampler as sampling
 from llada_jax.experiments import greedy_ar, random_batches, train_model
 from llada_jax.model import LLaDAConfig
 

@@ -5,7 +5,7 @@ Each model size is trained twice on the embedded corpus (the standard library's 
 as a masked diffusion model and as an autoregressive model (`causal=True`), with the same
 initial parameters, batches, optimizer and number of steps. Every run gets the same
 training FLOPs (`config.train.flops_budget`; steps = budget / FLOPs per step, forward plus
-backward, counted the same way for both kinds by `llada_jax.metrics`).
+backward, counted the same way for both kinds by `llada_jax.training.metrics`).
 
 Measured along training on held-out files, in bits per token:
 - autoregressive: the exact NLL of each token given the ones before it;
@@ -27,11 +27,12 @@ import time
 import jax
 import numpy as np
 
-from llada_jax import data, sampling
+from llada_jax.data import pipeline as data
+from llada_jax.sampling import sampler as sampling
 from llada_jax.experiments import (ar_bits_per_token, diffusion_bits_per_token, flops_per_step, greedy_ar,
                                    model_for, random_batches, train_model)
 from llada_jax.model import LLaDAConfig
-from llada_jax.tokenizer import train_sentencepiece
+from llada_jax.data.tokenizer import train_sentencepiece
 
 
 def size_config(d_model: int, n_layers: int, tok, seq_len: int, vocab_size: int) -> LLaDAConfig:
@@ -92,7 +93,7 @@ def prepare_data(config, out_dir: str):
     os.makedirs(out_dir, exist_ok=True)
     tok_path = os.path.join(out_dir, "tokenizer.model")
     if os.path.exists(tok_path):
-        from llada_jax.tokenizer import load_tokenizer
+        from llada_jax.data.tokenizer import load_tokenizer
 
         tok = load_tokenizer(tok_path)
     else:

@@ -16,7 +16,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-from llada_jax.attention import KeyMask, chunked
+from llada_jax.model.attention import KeyMask, chunked
 
 DTYPES = ("bfloat16", "float16")
 

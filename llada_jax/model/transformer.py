@@ -4,7 +4,7 @@ The math follows `llada-facts.md` section 1 and the published PyTorch modeling f
 pre-norm blocks, RMSNorm and RoPE ("rotate half") computed in float32, SwiGLU MLP,
 grouped-query attention, no biases, an untied output head and no logit scaling.
 
-Every parameter carries logical axis names (MaxText style); `llada_jax.sharding` maps
+Every parameter carries logical axis names (MaxText style); `llada_jax.parallel.sharding` maps
 them onto a device mesh with one table of rules. Layers are stacked with `nn.scan`
 (one compiled block whatever the depth) and rematerialised with a named policy.
 
@@ -23,12 +23,12 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from llada_jax import attention as attention_lib
+from llada_jax.model import attention as attention_lib
 from llada_jax import validation
-from llada_jax.lora import LoRAConfig, adapter
+from llada_jax.model.adapters.lora import LoRAConfig, adapter
 
 # Logical axis names used by the parameters and activations of this module.
-# `llada_jax.sharding.LOGICAL_RULES` maps each onto mesh axes.
+# `llada_jax.parallel.sharding.LOGICAL_RULES` maps each onto mesh axes.
 VOCAB, EMBED, HEADS, KV_HEADS, HEAD_DIM, MLP, LAYERS, NORM = (
     "vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "layers", "norm")
 ACT_BATCH, ACT_LENGTH, ACT_EMBED = "activation_batch", "activation_length", "activation_embed"
@@ -67,7 +67,7 @@ class LLaDAConfig:
     causal: bool = False  # True: an autoregressive baseline of the same shape
     scan_layers: bool = True
     remat_policy: str = "none"  # a key of REMAT_POLICIES
-    attention: str = "dense"  # a key of llada_jax.attention.IMPLEMENTATIONS
+    attention: str = "dense"  # a key of llada_jax.model.attention.IMPLEMENTATIONS
     mlp_chunk: int = 0  # the MLP over sequence chunks of this many tokens (memory); 0: whole
     lora: LoRAConfig = LoRAConfig()  # adapters on the Block projections; rank 0: none
 

@@ -11,7 +11,7 @@ rows whose union is exactly the global batch k of one process at batch_size * P.
 
 The default pre-training corpus is the running Python's standard library source, so the
 demo needs no download. A corpus that does not fit in memory is tokenized once by
-`llada_jax.prepare_data` and streamed by `llada_jax.prepared` through the same `batches`.
+`llada_jax.prepare_data` and streamed by `llada_jax.data.prepared` through the same `batches`.
 """
 
 from __future__ import annotations

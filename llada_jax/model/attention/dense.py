@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from llada_jax.attention import MASK_VALUE, KeyMask
+from llada_jax.model.attention import MASK_VALUE, KeyMask
 
 
 def allowed_mask(mask: KeyMask, b: int, l: int, s: int, causal: bool):

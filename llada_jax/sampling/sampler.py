@@ -22,9 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llada_jax import eos_stop, validation
+from llada_jax import validation
+from llada_jax.sampling import eos_stop
 from llada_jax.validation import special_ids
-from llada_jax.diffusion import guided_logits
+from llada_jax.objectives.diffusion import guided_logits
 
 REMASKING = ("low_confidence", "random")
 CACHES = (None, "prefix", "dual")
@@ -49,7 +50,7 @@ class _Options(NamedTuple):
     threshold: float | None
     infill: bool  # the prompt holds masks: its positions are candidates too
     cache: str | None = None  # None, "prefix" or "dual" (facts section 6b)
-    eos_early_stop: str | None = None  # None, "block" or "tail" (llada_jax.eos_stop)
+    eos_early_stop: str | None = None  # None, "block" or "tail" (llada_jax.sampling.eos_stop)
 
     @property
     def num_blocks(self):
@@ -303,7 +304,7 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
     the block and everything after it against cached keys/values of the positions before
     the block; "dual" reruns only the block against cached keys/values of every other
     position. The cache is filled by a full pass at each block's start. None is exact.
-    eos_early_stop: the end-of-answer rule (llada_jax.eos_stop): None (off), "block" (a row
+    eos_early_stop: the end-of-answer rule (llada_jax.sampling.eos_stop): None (off), "block" (a row
     whose block came out entirely EOS is finished) or "tail" (a row whose block ends in
     EOS is finished). A finished row's later positions are set to EOS without model calls,
     and blocks with no mask left in any row make none; exact whenever the model would have

@@ -433,11 +433,11 @@ class ShardWriter:
 
 def load_pretrained(path: str, **kwargs):
     """(LLaDAConfig, params); see `llada_jax.import_hf.load_pretrained`."""
-    from llada_jax.import_hf import load_pretrained as load
+    from llada_jax.interop.import_hf import load_pretrained as load
     return load(path, **kwargs)
 
 
 def save_pretrained(config: LLaDAConfig, params, path: str, **kwargs):
     """Write an HF directory; see `llada_jax.export.save_pretrained`."""
-    from llada_jax.export import save_pretrained as save
+    from llada_jax.interop.export import save_pretrained as save
     return save(config, params, path, **kwargs)

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from llada_jax import workdir as workdir_lib
+from llada_jax.checkpoint import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def abstract_like(tree, shardings):
 
 def run_info(workdir: str) -> dict:
     """workdir/run.json (the model shape, the config and the tokenizer path), written by a
-    training run (llada_jax.loop) and by llada_jax.import_hf; see llada_jax.workdir."""
+    training run (llada_jax.training.loop) and by llada_jax.import_hf; see llada_jax.checkpoint.workdir."""
     return workdir_lib.read_run_info(workdir)
 
 

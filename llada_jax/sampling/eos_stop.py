@@ -11,7 +11,7 @@ its masked positions right of the block are then set to EOS without model calls,
 block where no row has a mask left makes no call at all. The result equals the sampler's
 without the rule whenever the model would have revealed those positions as EOS anyway.
 
-Pure functions of the token array; `llada_jax.sampling` calls them between blocks.
+Pure functions of the token array; `llada_jax.sampling.sampler` calls them between blocks.
 """
 
 from __future__ import annotations

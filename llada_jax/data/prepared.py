@@ -33,7 +33,7 @@ import threading
 
 import numpy as np
 
-from llada_jax import data
+from llada_jax.data import pipeline as data
 
 FORMAT = "llada-jax-prepared"
 VERSION = 1

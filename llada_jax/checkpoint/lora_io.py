@@ -22,7 +22,8 @@ import os
 
 import jax
 
-from llada_jax import checkpoint, lora
+from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.model.adapters import lora
 from llada_jax.model import DTYPES, LLaDAConfig
 
 def validate(config):

@@ -1,5 +1,5 @@
 """What the training loop reads, from the config: the tokenizer, the train and eval
-iterators (llada_jax.data, or a synthetic task of llada_jax.tasks) and the
+iterators (llada_jax.data, or a synthetic task of llada_jax.data.tasks) and the
 model config with the tokenizer's special ids."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import dataclasses
 import logging
 import os
 
-from llada_jax import lora, tasks
+from llada_jax.model.adapters import lora
+from llada_jax.data import tasks
 from llada_jax.model import LLaDAConfig
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def validate(config) -> None:
 
 def _prepared_path(d) -> str:
     """config.data.path, checked (at run time: llada_jax.plan validates configs without data)."""
-    from llada_jax import prepared
+    from llada_jax.data import prepared
 
     if not d.path:
         raise ValueError("config.data.path is empty: expected a directory made by "
@@ -54,7 +55,7 @@ def _evaluating(config) -> bool:
 def load_tokenizer(config, workdir: str):
     """The tokenizer named by config.data.tokenizer; if empty, one trained on the training
     files into workdir/tokenizer.model (reused when present). None for synthetic data."""
-    from llada_jax import tokenizer as tok
+    from llada_jax.data import tokenizer as tok
 
     d = config.data
     if d.source == "synthetic":
@@ -62,7 +63,7 @@ def load_tokenizer(config, workdir: str):
     if d.tokenizer:
         return tok.load_tokenizer(d.tokenizer)
     if d.source == "prepared":  # the tokenizer the data was made with, stored beside it
-        from llada_jax import prepared
+        from llada_jax.data import prepared
 
         found = prepared.tokenizer_file(_prepared_path(d))
         if found is None:
@@ -79,7 +80,7 @@ def load_tokenizer(config, workdir: str):
 
 
 def train_files(config, split="train"):
-    from llada_jax import data
+    from llada_jax.data import pipeline as data
 
     d = config.data
     if d.source == "stdlib":
@@ -114,7 +115,7 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
     """(train_iterator, make_eval_iterator); batches hold this process's rows. `cache_dir`:
     where the in-memory text sources cache their tokenized rows (the training loop passes
     WORKDIR/data_cache, so a run never writes next to someone else's tokenizer file)."""
-    from llada_jax import data
+    from llada_jax.data import pipeline as data
 
     d = config.data
     local = d.batch_size // process_count
@@ -129,7 +130,7 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
         return (None if eval_only else make(config.train.seed)), (lambda: make(config.train.seed + 1_000_003))
     evaluating = _evaluating(config)
     if d.source == "prepared":
-        from llada_jax import prepared
+        from llada_jax.data import prepared
 
         if evaluating and not d.eval_path:
             raise ValueError("config.data.eval_path is empty: evaluation (train.eval_every) needs prepared "

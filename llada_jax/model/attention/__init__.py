@@ -28,10 +28,10 @@ import jax.numpy as jnp
 
 # name -> module defining `attention`; imported on first use (splash pulls in Pallas).
 IMPLEMENTATIONS = {
-    "dense": "llada_jax.attention.dense",
-    "chunked": "llada_jax.attention.chunked",
-    "cudnn": "llada_jax.attention.cudnn",
-    "splash": "llada_jax.attention.splash",
+    "dense": "llada_jax.model.attention.dense",
+    "chunked": "llada_jax.model.attention.chunked",
+    "cudnn": "llada_jax.model.attention.cudnn",
+    "splash": "llada_jax.model.attention.splash",
 }
 # Large negative for masked scores: finite, so an all-masked row is uniform, not NaN.
 MASK_VALUE = -1e30

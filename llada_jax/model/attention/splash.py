@@ -19,8 +19,8 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 from jax.sharding import PartitionSpec as P
 
-from llada_jax.attention import KeyMask
-from llada_jax.sharding import BATCH_AXES
+from llada_jax.model.attention import KeyMask
+from llada_jax.parallel.sharding import BATCH_AXES
 
 LANES = 128
 

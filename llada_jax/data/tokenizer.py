@@ -212,7 +212,7 @@ def _training_chunks(files: Sequence[str], max_bytes: int, seen: dict, chunk_cha
     Chunks (not lines) keep the newlines, so pieces such as ':\\n' or '\\n\\n' can be
     learned, which matters for code. `seen["chars"]` collects the distinct characters and
     `seen["first"]` each one's first "file:line", to name the input when there are too many."""
-    from llada_jax import data  # data does not import this module at load time
+    from llada_jax.data import pipeline as data  # data does not import this module at load time
 
     total, chars, first = 0, seen.setdefault("chars", set()), seen.setdefault("first", {})
     for path, line_no, doc in data.iter_documents(files, with_source=True):

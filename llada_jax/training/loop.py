@@ -3,7 +3,7 @@
 `train_and_evaluate(config, workdir)`: validate the config (before anything compiles),
 build the mesh, the data and the state (restored from the workdir's latest checkpoint,
 or from `train.init_from`, or fresh, always created in its shardings), then step, log,
-evaluate and checkpoint. The workdir is claimed first (llada_jax.workdir: its owner
+evaluate and checkpoint. The workdir is claimed first (llada_jax.checkpoint.workdir: its owner
 kind, its lock) and a checkpoint that does not match the config stops the run before
 anything is written. SIGTERM/SIGINT save a checkpoint and end the run; the command line
 then exits with EXIT_PREEMPTED (75) so a scheduler requeues it. A non-finite loss,
@@ -27,8 +27,15 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from llada_jax import checkpoint, cli, inputs, lora_io, metrics, sampling, sharding, train
-from llada_jax import workdir as workdir_lib
+from llada_jax import cli
+from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.training import inputs
+from llada_jax.checkpoint import lora_io
+from llada_jax.training import metrics
+from llada_jax.sampling import sampler as sampling
+from llada_jax.parallel import sharding
+from llada_jax.training import step as train
+from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.config import base_config
 from llada_jax.model import LLaDA
 
@@ -93,7 +100,7 @@ def _save_run_info(workdir, config, mcfg, tokenizer, lora_base=None):
     workdir_lib.write_run_info(workdir, "train", config=json.loads(config.to_json()),
                                model=dataclasses.asdict(mcfg),
                                tokenizer=None if tokenizer is None else os.path.abspath(tokenizer.path),
-                               # the frozen base of a LoRA run, by reference (llada_jax.lora_io)
+                               # the frozen base of a LoRA run, by reference (llada_jax.checkpoint.lora_io)
                                **({} if lora_base is None else {"lora_base": lora_base}))
 
 

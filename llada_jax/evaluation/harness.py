@@ -38,8 +38,8 @@ import numpy as np
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from llada_jax import sampling
-from llada_jax.diffusion import guided_logits, stratified_mask, token_cross_entropy
+from llada_jax.sampling import sampler as sampling
+from llada_jax.objectives.diffusion import guided_logits, stratified_mask, token_cross_entropy
 from llada_jax.model import LLaDA
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,14 @@ MODEL_NAME = "llada_jax"
 
 def load_model(workdir: str | None = None, pretrained: str | None = None):
     """(LLaDAConfig, params on the first device, Tokenizer) of a workdir or an HF directory."""
-    from llada_jax.tokenizer import load_tokenizer
+    from llada_jax.data.tokenizer import load_tokenizer
 
     if (workdir is None) == (pretrained is None):
         raise ValueError("llada_jax: give exactly one of model_args workdir=DIR (training workdir) "
                          "or pretrained=DIR (Hugging Face directory)")
     if workdir is not None:
-        from llada_jax.checkpoint import run_info
-        from llada_jax.export import restore_for_export
+        from llada_jax.checkpoint.manager import run_info
+        from llada_jax.interop.export import restore_for_export
 
         tok_path = run_info(workdir).get("tokenizer")
         if not tok_path:
@@ -63,7 +63,7 @@ def load_model(workdir: str | None = None, pretrained: str | None = None):
         config, step, params = restore_for_export(workdir)
         log.info("llada_jax: restored step %d of %s", step, workdir)
     else:
-        from llada_jax import hf
+        from llada_jax.interop import hf
 
         config, params = hf.load_pretrained(pretrained)
         tok_path = pretrained
@@ -291,7 +291,3 @@ def main(argv=None):
         sys.argv = [sys.argv[0], *argv]
     with cli.user_errors():
         cli_evaluate()
-
-
-if __name__ == "__main__":
-    main()

@@ -25,7 +25,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from llada_jax.attention import MASK_VALUE, KeyMask
+from llada_jax.model.attention import MASK_VALUE, KeyMask
 
 BLOCK_Q = 512
 BLOCK_K = 512

@@ -1,0 +1,8 @@
+"""Checkpoints and workdirs: orbax save/restore (`manager`), the workdir's ownership,
+lock and run.json (`workdir`), and a LoRA run's reference to its base (`lora_io`)."""
+
+from llada_jax.checkpoint.manager import (CheckpointMismatchError, Checkpointer, abstract_like, checkpoint_dir,
+                                          restore_params, run_info)
+
+__all__ = ["CheckpointMismatchError", "Checkpointer", "abstract_like", "checkpoint_dir", "restore_params",
+           "run_info"]

@@ -1,0 +1,340 @@
+"""Export parameters as a Hugging Face directory that PyTorch loads.
+
+`save_pretrained` streams: each output tensor (one layer slice of a stacked
+parameter) is cast on its devices, gathered to the host alone, written into the
+current safetensors shard and dropped, so the host never holds the whole model.
+
+Command line: `python -m llada_jax.export --workdir=DIR [--step=N] --out=HF_DIR
+[--tokenizer=PATH] [--dtype=bfloat16] [--overwrite] [--peft]` exports a training checkpoint of
+DIR (the latest step unless --step); see `main` for where the model shape comes from. A LoRA
+workdir is exported merged, or with `--peft` as its adapters alone (`save_peft`).
+
+Nothing is ever mixed: the files are written into a fresh temporary directory next to
+the target and moved into place at the end. A non-empty target is refused unless
+`overwrite`, which replaces it whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+
+from llada_jax.interop import hf
+from llada_jax.model.adapters import lora
+from llada_jax.checkpoint import lora_io
+from llada_jax.model import LLaDAConfig
+
+EXPORT_DTYPES = ("float32", "bfloat16", "float16")
+PEFT_PREFIX = "base_model.model."  # PeftModel -> LoraModel -> our model
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja")
+
+
+@functools.lru_cache(maxsize=None)
+def _slice_cast_fn(dtype, stacked: bool):
+    if stacked:
+        return jax.jit(lambda a, i: jax.lax.dynamic_index_in_dim(a, i, 0, keepdims=False).astype(dtype))
+    return jax.jit(lambda a: a.astype(dtype))
+
+
+def gather(leaf, idx: int | None, dtype) -> np.ndarray:
+    """Host copy of `leaf` (its layer `idx` when stacked) in `dtype`.
+
+    The slice and cast run on the devices, so only the one output tensor, already in
+    the export dtype, crosses to the host. Arrays spanning several hosts are gathered
+    with process_allgather, a collective: every process must call this in the same order.
+    """
+    if isinstance(leaf, jax.Array):
+        x = _slice_cast_fn(dtype, idx is not None)(*((leaf, np.int32(idx)) if idx is not None else (leaf,)))
+        if not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            x = multihost_utils.process_allgather(x, tiled=True)
+        return np.asarray(x)
+    x = np.asarray(leaf if idx is None else leaf[idx])
+    return x.astype(dtype, copy=False)
+
+
+def save_pretrained(config: LLaDAConfig, params, path: str, *, max_shard_size="5GB", dtype="bfloat16",
+                    tokenizer=None, overwrite: bool = False) -> list[str]:
+    """Write a Hugging Face directory that the published PyTorch code, our
+    `llada_jax.interop.torch_model` and `AutoModel.from_pretrained(path, trust_remote_code=True)` load.
+
+    Files: config.json (the official field names and values, plus an auto_map to
+    modeling_llada.py, a copy of our torch module), model.safetensors or
+    model-0000k-of-0000n.safetensors shards with model.safetensors.index.json,
+    generation_config.json, and the tokenizer files when `tokenizer` is given (a
+    directory holding tokenizer.json / tokenizer.model etc., a sentencepiece .model file,
+    a tokenizer.json, a `llada_jax.data.tokenizer` object, or one with save_pretrained(dir)).
+    params: numpy or (sharded) jax arrays, in our layout (stacked or not as config says).
+    max_shard_size: bytes per safetensors file (int, or "5GB" / "500MB"; decimal units).
+    dtype: one of EXPORT_DTYPES.
+    overwrite: replace a non-empty `path` (whole); otherwise that is a ValueError. The files
+    are written into a temporary directory beside `path` and moved there at the end.
+    Multi-host: every process must call this (the gathers are collective); only
+    process 0 writes files. Returns the safetensors file names.
+    """
+    if str(dtype) not in EXPORT_DTYPES and not (hasattr(dtype, "name") and dtype.name in EXPORT_DTYPES):
+        raise ValueError(f"--dtype={dtype!r}: expected one of {', '.join(EXPORT_DTYPES)}")
+    check_target(path, overwrite)
+    hf.check_params(config, params)
+    np_dtype = hf.np_dtype(dtype)
+    max_bytes = hf_parse_size(max_shard_size)
+    if jax.process_index() != 0:
+        return _write_files(config, params, None, np_dtype, max_bytes, None)
+    return write_dir_atomically(path, lambda tmp: _write_files(config, params, tmp, np_dtype, max_bytes, tokenizer))
+
+
+def write_dir_atomically(path: str, write):
+    """`write(tmp)` into a fresh temporary directory beside `path`, then move it into place
+    (an earlier `path` is replaced whole, never mixed). Returns what `write` returns."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(path))}.tmp{os.getpid()}")
+    os.makedirs(tmp)
+    try:
+        out = write(tmp)
+        _move_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # our own half-written temporary directory
+        raise
+    return out
+
+
+def check_target(path: str, overwrite: bool):
+    """ValueError for an export target that exists and is not an empty directory, unless
+    `overwrite` (then it must at least be a directory)."""
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path):
+        raise ValueError(f"--out={path!r} is a file; expected a new or empty directory")
+    if {"run.json", "checkpoints"} & set(os.listdir(path)):
+        raise ValueError(f"--out={path!r} is a llada_jax workdir (run.json, checkpoints/); an export never "
+                         f"replaces one, even with --overwrite: choose another directory")
+    if os.listdir(path) and not overwrite:
+        raise ValueError(f"--out={path!r} is not empty (it holds {', '.join(sorted(os.listdir(path))[:4])}); "
+                         f"choose a new directory, or pass --overwrite to replace it whole")
+
+
+def _move_into_place(tmp: str, path: str):
+    """Rename `tmp` to `path`; an existing `path` is first renamed aside, then removed."""
+    old = None
+    if os.path.exists(path):
+        old = os.path.join(os.path.dirname(os.path.abspath(path)),
+                           f".{os.path.basename(os.path.abspath(path))}.old{os.getpid()}")
+        os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        if old is not None:
+            os.rename(old, path)  # put the previous export back
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _plan(config, np_dtype, max_bytes):
+    expected = hf._expected_shapes(config)
+    mapping = {name: (p, idx, to_t) for name, p, idx, to_t, _ in hf._ours_to_hf_name(config)}
+    shards = hf.plan_shards([(name, expected[name]) for name in mapping], np_dtype, max_bytes)
+    return expected, shards, mapping
+
+
+def _write_files(config, params, path, np_dtype, max_bytes, tokenizer) -> list[str]:
+    """Gather every tensor (a collective: all processes call this); write when `path`."""
+    writer = path is not None
+    expected, shards, mapping = _plan(config, np_dtype, max_bytes)
+    for fname, shard in shards:
+        out = hf.ShardWriter(os.path.join(path, fname), shard, np_dtype) if writer else None
+        for name, _ in shard:
+            p, idx, to_t = mapping[name]
+            host = gather(hf._leaf(params, p), idx, np_dtype)
+            if out is not None:
+                out.write(name, to_t(host))
+            del host  # one tensor on the host at a time
+        if out is not None:
+            out.close()
+    files = [fname for fname, _ in shards]
+    if not writer:
+        return files
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(hf.nbytes(expected[n], np_dtype) for n in mapping)},
+                 "weight_map": {name: fname for fname, shard in shards for name, _ in shard}}
+        _write_json(os.path.join(path, "model.safetensors.index.json"), index)
+    _write_json(os.path.join(path, "config.json"), hf.config_to_hf(config, torch_dtype=np_dtype.name))
+    _write_json(os.path.join(path, "generation_config.json"),
+                {"_from_model_config": True, "eos_token_id": config.eos_token_id,
+                 "pad_token_id": config.pad_token_id})
+    here = os.path.dirname(os.path.abspath(__file__))
+    shutil.copyfile(os.path.join(here, "torch_model.py"), os.path.join(path, hf.MODELING_FILE))
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, path)
+    return files
+
+
+def hf_parse_size(size) -> int:
+    """"5GB" -> 5 * 10**9 bytes (decimal units as transformers uses; GiB/MiB are binary)."""
+    if isinstance(size, (int, np.integer)) and size > 0:
+        return int(size)
+    s = str(size).strip().upper()
+    for unit, mult in (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6),
+                       ("KB", 10**3), ("B", 1)):
+        if s.endswith(unit):
+            try:
+                value = int(float(s[:-len(unit)]) * mult)
+            except ValueError:
+                break
+            if value > 0:
+                return value
+            break
+    raise ValueError(f"max_shard_size={size!r}: expected a positive byte count or a string like '5GB'")
+
+
+def save_tokenizer(tokenizer, path: str) -> list[str]:
+    """Copy the files of `tokenizer` (see save_pretrained) into `path`; returns their names."""
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(path)
+        return sorted(os.listdir(path))
+    if hasattr(tokenizer, "path"):  # a llada_jax.data.tokenizer.Tokenizer: copy the file it was loaded from
+        tokenizer = tokenizer.path
+    src = os.fspath(tokenizer)
+    if os.path.isdir(src):
+        found = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(src, f))]
+        if not found:
+            raise ValueError(f"tokenizer={src!r}: the directory holds none of {TOKENIZER_FILES}")
+        for f in found:
+            shutil.copyfile(os.path.join(src, f), os.path.join(path, f))
+        return found
+    if os.path.isfile(src) and src.endswith(".model"):
+        shutil.copyfile(src, os.path.join(path, "tokenizer.model"))
+        return ["tokenizer.model"]
+    if os.path.isfile(src) and src.endswith(".json"):
+        shutil.copyfile(src, os.path.join(path, "tokenizer.json"))
+        return ["tokenizer.json"]
+    raise ValueError(f"tokenizer={src!r}: expected a directory with tokenizer files, a sentencepiece "
+                     f".model file, a tokenizer.json, or a tokenizer object")
+
+
+def _write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def peft_target_regex(config: LLaDAConfig) -> str:
+    """PEFT target_modules (a regex that must match a module's full name): the adapted
+    projections of the blocks only, not the output head (also named ff_out)."""
+    return r"model\.transformer\.blocks\.\d+\.(" + "|".join(config.lora.targets) + ")"
+
+
+def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None = None,
+              dtype="float32", overwrite: bool = False) -> list[str]:
+    """Write the adapters of `params` in the PEFT format into `path`: adapter_config.json
+    and adapter_model.safetensors with `base_model.model.model.transformer.blocks.{i}.{name}
+    .lora_{A,B}.weight` as PyTorch Linear weights (A: [r, in], B: [out, r]), loadable with
+    `peft.PeftModel.from_pretrained(our exported base model, path)`. Returns the file names.
+    A non-empty `path` is refused unless `overwrite` (then replaced whole), as for the HF export."""
+    cfg = config.lora
+    if not cfg.rank:
+        raise ValueError("save_peft: the model has no LoRA adapters (config.lora.rank=0)")
+    check_target(path, overwrite)
+    np_dtype = hf.np_dtype(dtype)
+    entries, tensors = [], []
+    for i in range(config.n_layers):
+        for name in cfg.targets:
+            p, idx = hf._block_path(config, i, name)
+            a_path, b_path = p[:-1] + (name + lora.SUFFIX_A,), p[:-1] + (name + lora.SUFFIX_B,)
+            key = f"{PEFT_PREFIX}{hf.PREFIX}blocks.{i}.{name}"
+            a = gather(hf._leaf(params, a_path), idx, np_dtype)
+            b = gather(hf._leaf(params, b_path), idx, np_dtype)
+            a_t = np.ascontiguousarray(a.reshape(-1, cfg.rank).T)  # [r, in]
+            b_t = np.ascontiguousarray(b.reshape(cfg.rank, -1).T)  # [out, r]
+            for suffix, t in ((".lora_A.weight", a_t), (".lora_B.weight", b_t)):
+                entries.append((key + suffix, t.shape))
+                tensors.append(t)
+    if jax.process_index() != 0:
+        return ["adapter_config.json", "adapter_model.safetensors"]
+
+    def write(tmp):
+        out = hf.ShardWriter(os.path.join(tmp, "adapter_model.safetensors"), entries, np_dtype)
+        for (name, _), t in zip(entries, tensors):
+            out.write(name, t)
+        out.close()
+        adapter_config = {
+            "peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model,
+            "r": cfg.rank, "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout,
+            "target_modules": peft_target_regex(config), "bias": "none", "fan_in_fan_out": False,
+            "inference_mode": True, "init_lora_weights": True, "use_rslora": False, "use_dora": False,
+            "modules_to_save": None, "layers_to_transform": None, "layers_pattern": None,
+            "rank_pattern": {}, "alpha_pattern": {},
+        }
+        _write_json(os.path.join(tmp, "adapter_config.json"), adapter_config)
+
+    write_dir_atomically(path, write)
+    return ["adapter_config.json", "adapter_model.safetensors"]
+
+
+def restore_for_export(workdir: str, step: int | None = None):
+    """(LLaDAConfig, step, params) of a workdir's checkpoint, the params spread over all
+    local devices (fsdp on d_model where it divides) so no device holds the whole model."""
+    from llada_jax.checkpoint import manager as checkpoint
+    from llada_jax.parallel import sharding
+    from llada_jax.interop.import_hf import param_shardings
+
+    config = LLaDAConfig(**checkpoint.run_info(workdir)["model"])
+    n = jax.device_count()
+    if config.d_model % n == 0:
+        shards = param_shardings(config, sharding.make_mesh({"data": 1, "fsdp": n, "tensor": 1}))
+    else:  # cannot split evenly: one device holds it
+        one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shards = jax.tree_util.tree_map(lambda _: one, jax.eval_shape(lambda: _init(config)))
+    shapes = jax.eval_shape(lambda: _init(config))
+    abstract = checkpoint.abstract_like(shapes, shards)
+    # a LoRA workdir: its adapters plus the base it references, unmerged
+    return (config, *lora_io.restore_params(workdir, abstract, step))
+
+
+def _init(config):
+    from llada_jax.model import init_params
+
+    return init_params(config, jax.random.key(0), seq_len=1)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Export a training checkpoint as a Hugging Face directory.")
+    ap.add_argument("--workdir", required=True, help="training (or import) workdir with run.json and checkpoints/")
+    ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest readable)")
+    ap.add_argument("--out", required=True, help="output Hugging Face directory")
+    ap.add_argument("--dtype", default="bfloat16", choices=EXPORT_DTYPES,
+                    help="tensor dtype in the files (bfloat16 as published)")
+    ap.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory whole")
+    ap.add_argument("--max_shard_size", default="5GB")
+    ap.add_argument("--tokenizer", default=None,
+                    help="tokenizer file or directory to include (default: the one in run.json, if any)")
+    ap.add_argument("--peft", action="store_true",
+                    help="LoRA workdir: write the adapters alone in the PEFT format (default: merged weights)")
+    args = ap.parse_args(argv)
+    from llada_jax import cli
+    from llada_jax.checkpoint import workdir as workdir_lib
+
+    with cli.user_errors():
+        check_target(args.out, args.overwrite)  # before any restore
+        hf_parse_size(args.max_shard_size)
+        info = workdir_lib.read_run_info(args.workdir)
+        with workdir_lib.lock(args.workdir, "export", enabled=jax.process_index() == 0):
+            config, step, params = restore_for_export(args.workdir, args.step)
+            if args.peft:
+                base = (info.get("lora_base") or {}).get("workdir")
+                files = save_peft(config, params, args.out, base_model=base, overwrite=args.overwrite)
+            else:
+                config, params = lora_io.merge(config, params)
+                tok = args.tokenizer or info.get("tokenizer")
+                files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size,
+                                        dtype=args.dtype, tokenizer=tok, overwrite=args.overwrite)
+    print(json.dumps({"out": os.path.abspath(args.out), "step": int(step), "files": files}))

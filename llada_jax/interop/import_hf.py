@@ -1,0 +1,197 @@
+"""Import a Hugging Face LLaDA directory (the published LLaDA-8B or our own export).
+
+`load_pretrained` reads the safetensors tensor by tensor and places each directly on
+its devices, so host memory peaks at about one tensor, not the model.
+
+Command line: `python -m llada_jax.import_hf --src=HF_DIR --workdir=DIR` writes the
+parameters as a step-0 checkpoint of DIR (the orbax layout of `llada_jax.checkpoint`),
+which `--config.train.init_from=DIR` of configs/sft.py fine-tunes and
+`python -m llada_jax.generate` samples; it prints the `--config.model.*` flags that give
+those the imported shape. DIR also gets run.json (model config, tokenizer path, as a
+training run writes it), the tokenizer files, and the config.json as hf_config.json.
+DIR must be new or empty (llada_jax.checkpoint.workdir): an import never replaces a training run
+or an earlier import; train from it with `--config.train.init_from=DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+
+from llada_jax.interop import hf
+from llada_jax.model import DTYPES, LLaDA, LLaDAConfig
+
+
+def param_shardings(config: LLaDAConfig, mesh, rules=None):
+    """NamedShardings of the parameter tree from the model's logical axes."""
+    if rules is None:
+        from llada_jax.parallel.sharding import LOGICAL_RULES as rules
+    abstract = jax.eval_shape(
+        lambda: LLaDA(config).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
+    return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+
+
+def _layer_sharding(sharding):
+    """The sharding of one layer of a stacked parameter: drop the leading layer axis."""
+    if isinstance(sharding, SingleDeviceSharding):
+        return sharding
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[1:]))
+    raise ValueError(f"sharding {sharding!r} of a stacked parameter: expected a NamedSharding or "
+                     f"SingleDeviceSharding")
+
+
+@functools.lru_cache(maxsize=None)
+def _zeros_fn(shape, dtype, sharding):
+    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)
+
+
+@functools.lru_cache(maxsize=None)
+def _set_layer_fn(sharding):
+    # Donating the stacked array lets XLA write the layer in place: no second copy.
+    return jax.jit(lambda stacked, layer, i: jax.lax.dynamic_update_index_in_dim(stacked, layer, i, 0),
+                   out_shardings=sharding, donate_argnums=0)
+
+
+class TreeBuilder:
+    """Assembles our parameter tree from host tensors delivered one at a time."""
+
+    def __init__(self, config: LLaDAConfig, shardings=None):
+        self.config, self.shardings, self.tree = config, shardings, {}
+        self.default = SingleDeviceSharding(jax.devices()[0])
+
+    def _sharding(self, path):
+        if self.shardings is None:
+            return self.default
+        return hf._leaf(self.shardings, path)
+
+    def put(self, path: tuple, idx: int | None, host: np.ndarray):
+        sharding = self._sharding(path)
+        node = self.tree
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        if idx is None:
+            node[path[-1]] = jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
+            return
+        layer = jax.make_array_from_callback(host.shape, _layer_sharding(sharding), lambda i: host[i])
+        if path[-1] not in node:
+            shape = (self.config.n_layers,) + host.shape
+            node[path[-1]] = _zeros_fn(shape, host.dtype, sharding)()
+        node[path[-1]] = _set_layer_fn(sharding)(node[path[-1]], layer, np.int32(idx))
+
+
+def _dtype_name(dtype) -> str:
+    name = hf.np_dtype(dtype).name
+    if name not in DTYPES:
+        raise ValueError(f"load_pretrained: dtype={dtype!r}, expected one of {DTYPES}")
+    return name
+
+
+def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=None, **config_overrides):
+    """(LLaDAConfig, params as jax.Arrays) from a local Hugging Face directory.
+
+    Reads config.json and model.safetensors (or the shards listed in
+    model.safetensors.index.json) one tensor at a time and places each on its devices:
+    with `mesh`, by the model's logical axes (`rules`, default
+    `llada_jax.parallel.sharding.LOGICAL_RULES`), or as an explicit `shardings` tree (our
+    parameter structure); with neither, on the default device. A stacked layer
+    parameter is filled one layer at a time in place (a donated update).
+    dtype: parameter dtype; None keeps the stored one (bfloat16 for the published
+      models; float32 if the files mix dtypes). The returned config's param_dtype says
+      which. The compute dtype is config.dtype (float32 unless overridden).
+    config_overrides: other LLaDAConfig fields, e.g. scan_layers=False, dtype="bfloat16".
+    Multi-host: every process calls this with the same arguments; make_array_from_callback
+    asks each process only for its addressable shards (each reads the tensor it needs).
+    """
+    hf_config = hf.read_config(path)
+    reader = hf.DirReader(path)
+    if dtype is None and "param_dtype" not in config_overrides:
+        stored = {reader.dtype(n).name for n in reader.names}
+        dtype = stored.pop() if len(stored) == 1 else "float32"
+    if dtype is not None:
+        config_overrides["param_dtype"] = _dtype_name(dtype)
+    config = hf.config_from_hf(hf_config, **config_overrides)
+    hf.check_hf_keys(config, {n: reader.shape(n) for n in reader.names})
+    if shardings is None and mesh is not None:
+        shardings = param_shardings(config, mesh, rules)
+    np_dtype = hf.np_dtype(config.param_dtype)
+    builder = TreeBuilder(config, shardings)
+    for name, path_, idx, _, from_t in hf._ours_to_hf_name(config):
+        host = np.ascontiguousarray(from_t(reader.read(name)).astype(np_dtype, copy=False))
+        builder.put(path_, idx, host)
+        del host  # one host tensor alive at a time
+    return config, builder.tree
+
+
+def model_flags(config: LLaDAConfig) -> list[str]:
+    """`--config.model.*` flags that give configs/*.py this model's shape."""
+    fields = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "vocab_size",
+              "embedding_size", "max_sequence_length", "rope_theta", "rms_norm_eps", "mask_token_id",
+              "eos_token_id", "pad_token_id", "weight_tying", "param_dtype")
+    return [f"--config.model.{f}={getattr(config, f)}" for f in fields]
+
+
+def import_to_workdir(src: str, workdir: str, *, dtype="float32") -> LLaDAConfig:
+    """Write the params of HF directory `src` as the step-0 checkpoint of `workdir`, its
+    tokenizer files next to it, and run.json (the model config and tokenizer path, as a
+    training run writes it) so `llada_jax.export` and the sampler find the shape.
+    `workdir` must be new or empty (WorkdirError otherwise); it is locked meanwhile."""
+    from llada_jax.checkpoint import workdir as workdir_lib
+
+    if not os.path.isdir(src):
+        raise FileNotFoundError(f"--src={src!r}: no such directory; expected a Hugging Face directory")
+    workdir_lib.claim(workdir, "import")
+    os.makedirs(workdir, exist_ok=True)
+    with workdir_lib.lock(workdir, "import", enabled=jax.process_index() == 0):
+        workdir_lib.claim(workdir, "import")  # again under the lock: another import may have just finished
+        return _import(src, workdir, dtype)
+
+
+def _import(src, workdir, dtype):
+    from llada_jax.checkpoint import manager as checkpoint, workdir as workdir_lib
+    from llada_jax.interop.export import TOKENIZER_FILES
+
+    config, params = load_pretrained(src, dtype=dtype)
+    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), async_save=False)
+    try:
+        state = {"params": params, "step": jnp.zeros((), jnp.int32), "opt_state": {},
+                 "rng": jax.random.key_data(jax.random.key(0))}
+        ckpt.save(0, state, {"imported_from": os.path.abspath(src)}, force=True)
+        ckpt.wait()
+    finally:
+        ckpt.close()
+    tokenizer = None
+    for name in TOKENIZER_FILES:
+        if os.path.isfile(os.path.join(src, name)):
+            shutil.copyfile(os.path.join(src, name), os.path.join(workdir, name))
+            if name in ("tokenizer.json", "tokenizer.model") and tokenizer is None:
+                tokenizer = os.path.abspath(os.path.join(workdir, name))
+    shutil.copyfile(os.path.join(src, "config.json"), os.path.join(workdir, "hf_config.json"))
+    workdir_lib.write_run_info(workdir, "import", config=None, model=dataclasses.asdict(config),
+                               tokenizer=tokenizer, imported_from=os.path.abspath(src))
+    return config
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--src", required=True, help="Hugging Face directory (config.json + safetensors)")
+    ap.add_argument("--workdir", required=True, help="new (or empty) workdir to create")
+    ap.add_argument("--dtype", default="float32", choices=DTYPES,
+                    help="parameter dtype in the checkpoint (float32: master weights for fine-tuning)")
+    args = ap.parse_args(argv)
+    from llada_jax import cli
+
+    with cli.user_errors():
+        config = import_to_workdir(args.src, args.workdir, dtype=args.dtype)
+    print(json.dumps({"workdir": os.path.abspath(args.workdir), "step": 0,
+                      "flags": " ".join(model_flags(config))}))

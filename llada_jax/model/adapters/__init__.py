@@ -1,0 +1,1 @@
+"""Adapters on the model's projections (LoRA, PEFT's definition, is the first)."""

@@ -1,0 +1,1 @@
+"""Parallelism: the device mesh and the logical-axis sharding rules (`sharding`)."""

@@ -1,0 +1,307 @@
+"""The train step: sample t, mask, forward, pretrain or SFT loss, gradients, AdamW.
+
+Pure functions over an explicit state dict {"step", "params", "opt_state", "rng"}; one
+jitted step with in/out shardings on the (data, fsdp, tensor) mesh. Parameters are the
+fp32 master weights; the model computes in `config.model.dtype` (bf16 on accelerators).
+With LoRA (`model.config.lora.rank > 0`) "params" holds only the adapters, the trainable
+partition, and the state gains "frozen", the base: gradients are taken and the optimizer
+(the same optax chain) keeps state for the adapters alone, and the base passes through
+the step untouched (donated and aliased: bitwise unchanged, no copy). Splitting the tree
+instead of masking the full one (optax.masked / multi_transform) also avoids computing
+and accumulating full-size base gradients only to throw them away.
+The loop, evaluation and the command line are in `llada_jax.training.loop`, which
+`python -m llada_jax.train` runs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from llada_jax.objectives import diffusion
+from llada_jax.model.adapters import lora
+from llada_jax.parallel import sharding
+from llada_jax.model import LLaDA
+
+SCHEDULES = ("wsd", "cosine", "constant")
+KINDS = ("pretrain", "sft")
+
+
+def make_schedule(optim, total_steps: int):
+    """Learning rate as a function of the step (a jnp scalar).
+
+    wsd: linear warmup 0 -> lr over warmup_steps; lr (times drop_ratio from drop_step on,
+    if drop_step >= 0); over the last decay_steps a linear decay to lr * final_lr_ratio.
+    cosine: linear warmup, then cosine decay to lr * final_lr_ratio at total_steps.
+    """
+    lr, warm, final = optim.lr, optim.warmup_steps, optim.lr * optim.final_lr_ratio
+    if optim.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, lr, max(warm, 0), max(total_steps, warm + 1), final)
+    if optim.schedule == "constant":
+        return lambda step: lr * jnp.minimum(1.0, (step + 1) / max(warm, 1)) if warm else jnp.full((), lr)
+
+    decay_start = total_steps - optim.decay_steps
+
+    def wsd(step):
+        step = jnp.asarray(step, jnp.float32)
+        warmup = lr * jnp.minimum(1.0, step / max(warm, 1)) if warm else lr
+        level = lr if optim.drop_step < 0 else jnp.where(step >= optim.drop_step, lr * optim.drop_ratio, lr)
+        at_decay = lr * (optim.drop_ratio if 0 <= optim.drop_step <= decay_start else 1.0)
+        frac = jnp.clip((step - decay_start) / max(optim.decay_steps, 1), 0.0, 1.0)
+        decayed = at_decay + (final - at_decay) * frac
+        return jnp.where(step < warm, warmup, jnp.where(step >= decay_start, decayed, level))
+
+    return wsd
+
+
+def _decay_mask(params):
+    """Weight decay on matrices only, not on the norm scales."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: not any("norm" in str(k) or "ln_f" in str(k) for k in path), params)
+
+
+def make_optimizer(optim, total_steps: int):
+    """(optax transformation, schedule): global-norm clipping, then AdamW. Equal settings
+    give the identical (hashable) transformation, so compiled steps can be reused."""
+    return _make_optimizer(tuple(sorted(optim.items())), total_steps)
+
+
+@functools.lru_cache(maxsize=32)
+def _make_optimizer(optim_items, total_steps):
+    optim = _Fields(dict(optim_items))
+    schedule = make_schedule(optim, total_steps)
+    parts = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm > 0 else []
+    parts.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
+                             weight_decay=optim.weight_decay, mask=_decay_mask))
+    return optax.chain(*parts), schedule
+
+
+class _Fields(dict):
+    __getattr__ = dict.__getitem__
+
+
+def _key(shardings):
+    leaves, treedef = jax.tree_util.tree_flatten(shardings)
+    return treedef, tuple(leaves)
+
+
+class Static(NamedTuple):
+    """Hashable settings of one compiled step."""
+
+    model: LLaDA
+    tx: optax.GradientTransformation
+    kind: str
+    mask_id: int
+    eps: float
+    random_length_prob: float
+    grad_accum: int
+    schedule: object = None  # step -> learning rate, reported in the metrics
+
+
+def _opt_shardings(abstract_opt, param_shardings, mesh):
+    """Optimizer-state leaves that mirror a parameter (same path suffix, same shape)
+    take its sharding; the rest (counts) are replicated."""
+    by_path = {}
+    for path, s in jax.tree_util.tree_flatten_with_path(param_shardings)[0]:
+        by_path[tuple(str(k) for k in path)] = s
+
+    def pick(path, leaf):
+        keys = tuple(str(k) for k in path)
+        for i in range(len(keys)):
+            s = by_path.get(keys[i:])
+            if s is not None and len(s.spec) <= leaf.ndim:
+                return s
+        return sharding.replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(pick, abstract_opt)
+
+
+def state_shardings(model: LLaDA, tx, mesh, init_len: int = 8):
+    """(abstract state, shardings): shapes from `jax.eval_shape`, nothing allocated."""
+    dp = sharding.data_parallel_size(mesh)
+    dummy = jnp.zeros((dp, init_len), jnp.int32)
+    with jax.set_mesh(mesh), sharding.logical_rules_context():
+        boxed = jax.eval_shape(lambda r: model.init(r, dummy)["params"], jax.random.PRNGKey(0))
+    param_sh = sharding.shardings_of(boxed, mesh)
+    params = nn.unbox(boxed)
+    frozen = None
+    if model.config.lora.rank:  # train the adapters; the base is frozen
+        (params, frozen), (param_sh, frozen_sh) = lora.split(params), lora.split(param_sh)
+    opt = jax.eval_shape(tx.init, params)
+    abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "opt_state": opt,
+                "rng": jax.ShapeDtypeStruct((2,), jnp.uint32)}
+    rep = sharding.replicated(mesh)
+    shardings = {"step": rep, "params": param_sh, "opt_state": _opt_shardings(opt, param_sh, mesh), "rng": rep}
+    if frozen is not None:
+        abstract["frozen"], shardings["frozen"] = frozen, frozen_sh
+    return abstract, shardings
+
+
+def full_params(state):
+    """The model's whole parameter tree: the params, plus the frozen LoRA base if any."""
+    return lora.combine(state["params"], state["frozen"]) if "frozen" in state else state["params"]
+
+
+def init_state(model: LLaDA, tx, mesh, seed: int, shardings, params=None, frozen=None):
+    """A fresh state created directly in its shardings (jit with out_shardings). With
+    `params` (e.g. restored for SFT) only the optimizer state is new. LoRA: `frozen` is
+    the (restored) base, added as it is; fresh adapters are initialised."""
+    fn = _jitted_init(model, tx, mesh, *_key({k: v for k, v in shardings.items() if k != "frozen"}))
+    with jax.set_mesh(mesh), sharding.logical_rules_context():
+        state = fn(jax.random.PRNGKey(seed), params)
+    if frozen is not None:
+        state["frozen"] = frozen
+    return state
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model, tx, mesh, treedef, leaves):
+    dp = sharding.data_parallel_size(mesh)
+
+    def init(key, params):
+        p_key, s_key = jax.random.split(key)
+        if params is None:
+            params = nn.unbox(model.init(p_key, jnp.zeros((dp, 8), jnp.int32))["params"])
+            if model.config.lora.rank:  # the adapters only (the base init is dead code)
+                params = lora.split(params)[0]
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rng": s_key}
+
+    return jax.jit(init, out_shardings=jax.tree_util.tree_unflatten(treedef, leaves))
+
+
+def _length_mask(rng, batch_shape, prob):
+    """1% (prob) of steps: a random length in [1, L]; positions past it are padding.
+    The length is data inside the one compiled step: no compile per length."""
+    b, l = batch_shape
+    use_rng, len_rng = jax.random.split(rng)
+    length = jnp.where(jax.random.uniform(use_rng) < prob, jax.random.randint(len_rng, (), 1, l + 1), l)
+    return jnp.broadcast_to(jnp.arange(l) < length, (b, l)), length
+
+
+def make_noise(batch, rng, valid, st: Static):
+    """The forward process on the whole batch: (noisy ids, masked, p_mask)."""
+    prompt_mask = batch.get("prompt_mask") if st.kind == "sft" else None
+    return diffusion.forward_process(rng, batch["input_ids"], st.mask_id, st.eps,
+                                     prompt_mask=prompt_mask, valid_mask=valid)
+
+
+def loss_fn(params, batch, noise, valid, st: Static, frozen=None, dropout_rng=None):
+    """(loss, metrics) of one (micro-)batch given its noise; `valid`: (B, L) or None.
+    LoRA: `params` are the adapters, `frozen` the base; `dropout_rng` turns on their dropout."""
+    ids = batch["input_ids"]
+    noisy, masked, p_mask = noise
+    # `valid` is right padding (a length per row): passed as lengths, which every attention
+    # kernel takes; the head is applied chunk by chunk inside the loss.
+    lengths = None if valid is None else jnp.sum(valid, axis=1, dtype=jnp.int32)
+    variables = {"params": params if frozen is None else lora.combine(params, frozen)}
+    rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
+    logits = diffusion.ChunkedLogits(*st.model.apply(variables, noisy, kv_lengths=lengths,
+                                                     return_hidden=True, rngs=rngs))
+    if st.kind == "sft":
+        prompt_mask = batch["prompt_mask"]
+        loss, m = diffusion.sft_loss(logits, ids, masked, p_mask, prompt_mask)
+        m["masked_prompt_tokens"] = jnp.sum(masked & prompt_mask)
+    else:
+        loss, m = diffusion.pretrain_loss(logits, ids, masked, p_mask, valid)
+    m["correct"] = m["masked_accuracy"] * m["num_masked"]
+    return loss, m
+
+
+def train_step(state, batch, st: Static):
+    """One optimizer step. The noise is drawn for the whole batch, then the gradient is
+    averaged over `grad_accum` micro-batches (the same result as one big batch)."""
+    rng, step_rng = jax.random.split(state["rng"])
+    len_rng, noise_rng = jax.random.split(step_rng)
+    ids = batch["input_ids"]
+    valid, length = None, jnp.int32(ids.shape[1])
+    if st.kind == "pretrain" and st.random_length_prob > 0:
+        valid, length = _length_mask(len_rng, ids.shape, st.random_length_prob)
+    noise = make_noise(batch, noise_rng, valid, st)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    params, frozen = state["params"], state.get("frozen")
+    drop = jax.random.fold_in(step_rng, 1) if st.model.config.lora.dropout > 0 else None
+    if st.grad_accum == 1:
+        (loss, m), grads = grad_fn(params, batch, noise, valid, st, frozen, drop)
+    else:
+        a = st.grad_accum
+
+        def split(x):
+            x = x.reshape((a, x.shape[0] // a) + x.shape[1:])
+            spec = jax.sharding.PartitionSpec(None, sharding.BATCH_AXES, *([None] * (x.ndim - 2)))
+            return jax.lax.with_sharding_constraint(x, spec)
+
+        micro = jax.tree_util.tree_map(split, (batch, noise, valid))
+
+        def body(acc, xs):
+            (mb, mn, mv), i = xs
+            mdrop = None if drop is None else jax.random.fold_in(drop, i)
+            (l_, m_), g = grad_fn(params, mb, mn, mv, st, frozen, mdrop)
+            return jax.tree_util.tree_map(jnp.add, acc, g), (l_, m_)
+
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        grads, (losses, ms) = jax.lax.scan(body, zeros, (micro, jnp.arange(a)))
+        grads = jax.tree_util.tree_map(lambda g: g / a, grads)
+        loss = jnp.mean(losses)
+        m = jax.tree_util.tree_map(jnp.sum, ms)
+    updates, opt_state = st.tx.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    metrics = {"loss": loss, "masked_accuracy": m["correct"] / jnp.maximum(m["num_masked"], 1),
+               "grad_norm": optax.tree.norm(grads), "num_masked": m["num_masked"], "seq_len": length,
+               "lr": st.schedule(state["step"]) if st.schedule is not None else jnp.float32(0)}
+    if "masked_prompt_tokens" in m:
+        metrics["masked_prompt_tokens"] = m["masked_prompt_tokens"]
+    metrics["state_finite"] = all_finite((new_params, opt_state))  # the loop never saves a NaN state
+    new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state, "rng": rng}
+    if frozen is not None:
+        new_state["frozen"] = frozen
+    return new_state, metrics
+
+
+def all_finite(tree):
+    """True when every floating-point leaf of `tree` is finite (one fused reduction)."""
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
+
+
+def eval_loss(params, batch, rng, st: Static):
+    """Loss of one held-out batch at a fixed rng (no random lengths)."""
+    return loss_fn(params, batch, make_noise(batch, rng, None, st), None, st)[0]
+
+
+def compile_step(st: Static, mesh, shardings, batch_spec: dict):
+    """The jitted train step with explicit in/out shardings (the state is donated).
+    batch_spec: name -> ndim of the batch arrays."""
+    fn = _jitted_step(st, mesh, *_key(shardings), tuple(sorted(batch_spec.items())))
+
+    def run(state, batch):
+        with jax.set_mesh(mesh), sharding.logical_rules_context():
+            return fn(state, batch)
+
+    run.jitted = fn
+    return run
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_step(st, mesh, treedef, leaves, batch_items):
+    shardings = jax.tree_util.tree_unflatten(treedef, leaves)
+    batch_sh = {k: sharding.batch_sharding(mesh, nd) for k, nd in batch_items}
+    return jax.jit(functools.partial(train_step, st=st), in_shardings=(shardings, batch_sh),
+                   out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def compile_eval(st: Static, mesh, param_shardings, batch_spec: dict):
+    batch_sh = {k: sharding.batch_sharding(mesh, nd) for k, nd in batch_spec.items()}
+    fn = jax.jit(functools.partial(eval_loss, st=st),
+                 in_shardings=(param_shardings, batch_sh, sharding.replicated(mesh)),
+                 out_shardings=sharding.replicated(mesh))
+
+    def run(params, batch, rng):
+        with jax.set_mesh(mesh), sharding.logical_rules_context():
+            return fn(params, batch, rng)
+
+    return run
