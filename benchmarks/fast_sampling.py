@@ -1,8 +1,8 @@
 """Speed versus quality of the samplers on a model that can do its task, one JSON line
 per (gen_length, batch, method).
 
-The model: benchmarks/models/cumsum8 (running sums mod 10 of 8 digits; the answer region is the
-8 sums then EOS up to gen_length; trained by benchmarks/train_task_model.py). The
+The model: benchmarks/models/cummax8 (running maximum of 8 digits; the answer region is the
+8 maxima then EOS up to gen_length; trained by benchmarks/train_task_model.py). The
 held-out prompts are fixed (seed 12345). Every method is semi-autoregressive with
 blocks of --block_length and steps = gen_length (one token per call for the exact
 sampler); the others add Fast-dLLM's threshold rule, its prefix / dual KV cache, and the
@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = os.path.join(ROOT, "benchmarks", "models", "cumsum8")
+MODEL = os.path.join(ROOT, "benchmarks", "models", "cummax8")
 METHODS = {
     "exact": dict(),
     "threshold_0.9": dict(threshold=0.9),

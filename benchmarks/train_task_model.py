@@ -1,14 +1,14 @@
 """Train the task model of the speed-versus-quality table once, and write it as a
 Hugging Face directory (config.json + model.safetensors, float32).
 
-configs/cumsum8.py: SFT on the running sums (mod 10) of 8 digits; the answer region is padded with EOS to
+configs/cummax8.py: SFT on the running maximum of 8 digits; the answer region is padded with EOS to
 64 or 128 tokens. Training cycles through answer regions of `--cycle` lengths (64 and
 128, and the cheaper 16 that holds the same answer with less padding) so one model
 serves both generation lengths of `benchmarks/fast_sampling.py`. The steps are
 the project's (llada_jax.training.step); only the data alternation is this script's own. At the
 end it prints the exact sampler's accuracy on held-out prompts, one JSON line per length.
 
-    python benchmarks/train_task_model.py --out benchmarks/models/cumsum8      # ~15 min, 2 cores
+    python benchmarks/train_task_model.py --out benchmarks/models/cummax8      # ~15 min, 2 cores
 """
 
 from __future__ import annotations
@@ -93,10 +93,10 @@ def train_model(config, steps, cycle, log=print, max_seconds=None, init=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=os.path.join(ROOT, "configs", "cumsum8.py"))
+    p.add_argument("--config", default=os.path.join(ROOT, "configs", "cummax8.py"))
     p.add_argument("--out", required=True, help="new directory for config.json + model.safetensors")
     p.add_argument("--steps", type=int, default=0, help="0: the config's train.steps")
-    p.add_argument("--cycle", type=int, nargs="+", default=[16, 64, 16, 128], help="answer region per batch, cycled")
+    p.add_argument("--cycle", type=int, nargs="+", default=[16, 16, 64, 16, 16, 128], help="answer region per batch, cycled")
     p.add_argument("--max_minutes", type=float, default=0, help="stop training early after this long (0: never)")
     p.add_argument("--eval_rows", type=int, default=128)
     p.add_argument("--init", default="", help="continue from this model directory (new optimizer)")

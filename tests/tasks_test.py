@@ -32,6 +32,16 @@ def test_cumsum_rows_hold_the_running_sums_mod_n_values_then_eos():
     assert task.answer(np.array([[7, 5, 9, 0]])).tolist() == [[7, 2, 1, 1]]
 
 
+def test_cummax_rows_hold_the_running_maximum_then_eos():
+    task = tasks.make_task("cummax", n_items=5, n_values=10, vocab_size=16, seq_len=14)
+    ids, prompt_mask = task.rows(np.random.default_rng(2), 4)
+    for row in ids:
+        assert row[5] == 10 and (row[11:] == 14).all()
+        assert row[6:11].tolist() == [max(row[:i + 1]) for i in range(5)]
+    assert task.answer(np.array([[3, 1, 4, 1, 5]])).tolist() == [[3, 3, 4, 4, 5]]
+    assert prompt_mask[0].tolist() == [True] * 6 + [False] * 8
+
+
 def test_arith_rows_are_arithmetic_sequences():
     task = tasks.make_task("arith", n_items=0, n_values=7, vocab_size=16, seq_len=8)
     ids, prompt_mask = task.rows(np.random.default_rng(1), 4)

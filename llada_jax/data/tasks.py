@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TASKS = ("arith", "sort", "cumsum")
+TASKS = ("arith", "sort", "cumsum", "cummax")
 
 
 class ArithmeticTask:
@@ -69,6 +69,15 @@ class CumsumTask(SortTask):
         return np.cumsum(values, axis=1) % self.n_values
 
 
+class CummaxTask(SortTask):
+    """The sort task's prompt; answer: the running maximum (answer i = max(answer i-1,
+    value i)), a chain like cumsum's without its modular arithmetic, which small models
+    learn slowly."""
+
+    def answer(self, values):
+        return np.maximum.accumulate(values, axis=1)
+
+
 def _prompt_mask(prompt_len, shape):
     return np.broadcast_to(np.arange(shape[1]) < prompt_len, shape).copy()
 
@@ -114,4 +123,6 @@ def make_task(name: str, **kw):
         return SortTask(**kw)
     if name == "cumsum":
         return CumsumTask(**kw)
+    if name == "cummax":
+        return CummaxTask(**kw)
     raise ValueError(f"config.data.task={name!r}: expected one of {TASKS}")
