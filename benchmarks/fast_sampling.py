@@ -15,7 +15,7 @@ padding included, over the best of --repeats timed passes over all prompts, comp
 excluded) and speedup (exact's time / this method's). load_avg: the machine's 1-minute
 load when the row was timed (the CPU is shared; min-of-repeats damps that).
 
-    python benchmarks/fast_sampling.py                   # the README table (~15 min, 2 cores)
+    python benchmarks/fast_sampling.py                   # the README table (24 min on the shared 2 cores)
     python benchmarks/fast_sampling.py --quick           # seconds: 2 methods, 16 prompts
 """
 
