@@ -8,7 +8,7 @@ serves both generation lengths of `benchmarks/fast_sampling.py`. The steps are
 the project's (llada_jax.training.step); only the data alternation is this script's own. At the
 end it prints the exact sampler's accuracy on held-out prompts, one JSON line per length.
 
-    python benchmarks/train_task_model.py --out benchmarks/models/cummax8      # ~15 min, 2 cores
+    python benchmarks/train_task_model.py --out benchmarks/models/cummax8      # 390 s on the shared 2 cores
 """
 
 from __future__ import annotations
