@@ -22,27 +22,13 @@ _MASK = re.compile(r"<mask:(\d+)>")
 
 
 def load(workdir: str):
-    """(LLaDA module, params, tokenizer or None, step) from a workdir's latest checkpoint."""
-    import flax.linen as nn
+    """(LLaDA module, params, tokenizer or None, step) from a workdir's latest checkpoint
+    (`llada_jax.load_workdir`, on the default device)."""
+    from llada_jax.checkpoint.load import load_workdir
+    from llada_jax.model import LLaDA
 
-    from llada_jax.checkpoint import manager as checkpoint
-    from llada_jax.model import LLaDA, LLaDAConfig
-
-    info = checkpoint.run_info(workdir)
-    model = LLaDA(LLaDAConfig(**info["model"]))
-    boxed = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.PRNGKey(0))
-    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
-                                      nn.unbox(boxed))
-    from llada_jax.checkpoint import lora_io  # a LoRA workdir: adapters plus the referenced base, applied unmerged
-
-    step, params = lora_io.restore_params(workdir, abstract)
-    tokenizer = None
-    if info.get("tokenizer"):
-        from llada_jax.data.tokenizer import load_tokenizer
-
-        tokenizer = load_tokenizer(info["tokenizer"])
-    return model, params, tokenizer, step
+    w = load_workdir(workdir)
+    return LLaDA(w.config), w.params, w.tokenizer, w.step
 
 
 def encode_prompt(text: str | None, ids: str | None, tokenizer, mask_id: int, chat: bool = False) -> list[int]:

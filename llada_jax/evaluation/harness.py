@@ -54,18 +54,19 @@ def load_model(workdir: str | None = None, pretrained: str | None = None):
         raise ValueError("llada_jax: give exactly one of model_args workdir=DIR (training workdir) "
                          "or pretrained=DIR (Hugging Face directory)")
     if workdir is not None:
+        from llada_jax.checkpoint.load import load_workdir
         from llada_jax.checkpoint.manager import run_info
-        from llada_jax.interop.export import restore_for_export
 
         tok_path = run_info(workdir).get("tokenizer")
         if not tok_path:
             raise ValueError(f"workdir={workdir!r}: run.json names no tokenizer; evaluation needs text")
-        config, step, params = restore_for_export(workdir)
-        log.info("llada_jax: restored step %d of %s", step, workdir)
+        w = load_workdir(workdir, tokenizer=False)
+        config, params = w.config, w.params
+        log.info("llada_jax: restored step %d of %s", w.step, workdir)
     else:
-        from llada_jax.interop import hf
+        from llada_jax.interop.import_hf import load_pretrained
 
-        config, params = hf.load_pretrained(pretrained)
+        config, params = load_pretrained(pretrained)
         tok_path = pretrained
     params = jax.device_put(params, jax.devices()[0])
     return config, params, load_tokenizer(tok_path)

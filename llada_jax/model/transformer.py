@@ -320,6 +320,13 @@ class LLaDA(nn.Module):
         return out
 
 
+def abstract_params(config: LLaDAConfig, batch: int = 1, seq_len: int = 8) -> Any:
+    """The parameter tree as shapes with logical axis names (nn.Partitioned leaves of
+    ShapeDtypeStructs), nothing allocated: what parameter shardings and restores start from."""
+    tokens_BxL = jnp.zeros((batch, seq_len), jnp.int32)
+    return jax.eval_shape(lambda r: LLaDA(config).init(r, tokens_BxL)["params"], jax.random.PRNGKey(0))
+
+
 def init_params(config: LLaDAConfig, rng, seq_len: int = 8) -> Any:
     """Unboxed float parameters of a freshly initialised model (no logical metadata)."""
     variables = LLaDA(config).init(rng, jnp.zeros((1, seq_len), jnp.int32))

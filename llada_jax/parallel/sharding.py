@@ -76,11 +76,12 @@ def data_parallel_size(mesh: Mesh) -> int:
     return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
-def shardings_of(boxed_tree, mesh: Mesh):
-    """NamedShardings for a tree whose leaves may be `nn.Partitioned` (logical names);
-    plain leaves are replicated. The result's structure is that of the unboxed tree."""
+def shardings_of(boxed_tree, mesh: Mesh, rules=None):
+    """NamedShardings for a tree whose leaves may be `nn.Partitioned` (logical names),
+    mapped by `rules` (default LOGICAL_RULES); plain leaves are replicated. The result's
+    structure is that of the unboxed tree."""
     specs = nn.get_partition_spec(boxed_tree)
-    return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
+    return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES if rules is None else rules)
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:

@@ -30,7 +30,7 @@ from jax.experimental import multihost_utils
 from llada_jax import cli
 from llada_jax.checkpoint import manager as checkpoint
 from llada_jax.training import inputs
-from llada_jax.checkpoint import lora_io
+from llada_jax.checkpoint import load, lora_io
 from llada_jax.training import metrics
 from llada_jax.sampling import sampler as sampling
 from llada_jax.parallel import sharding
@@ -196,7 +196,7 @@ def _train(config, workdir, devices, hooks, saved_info):
     if "frozen" in abstract:  # LoRA: the base of a resumed run is the one it recorded
         lora_base = (lora_io.base_reference(workdir) if restored is not None else None) or {
             "workdir": os.path.abspath(t.init_from), "step": None}
-        lora_base["step"], frozen = lora_io.load_base(lora_base["workdir"], checkpoint.abstract_like(
+        lora_base["step"], frozen = load.load_base(lora_base["workdir"], checkpoint.abstract_like(
             abstract["frozen"], shardings["frozen"]), lora_base["step"])
         print(f"LoRA base: step {lora_base['step']} of {lora_base['workdir']}", flush=True)
     if restored is not None:
