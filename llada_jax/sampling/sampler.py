@@ -25,9 +25,10 @@ import numpy as np
 from llada_jax import validation
 from llada_jax.sampling import eos_stop
 from llada_jax.validation import special_ids
-from llada_jax.objectives.diffusion import guided_logits
+from llada_jax.sampling import confidence
+from llada_jax.sampling.guidance import guided_logits
 
-REMASKING = ("low_confidence", "random")
+REMASKING = tuple(confidence.RULES)
 CACHES = (None, "prefix", "dual")
 _NEG_INF = -jnp.inf
 
@@ -96,14 +97,7 @@ def predict(logits_BxMxV, rng, opt: _Options):
     if opt.temperature > 0:  # Gumbel-max in float32: argmax(logits + T * g)
         scores = scores + opt.temperature * jax.random.gumbel(noise_rng, scores.shape, jnp.float32)
     x0 = first_argmax(scores)
-    if opt.remasking == "random":
-        return x0, jax.random.uniform(rand_rng, x0.shape, jnp.float32)
-    conf_logits = logits_BxMxV.astype(jnp.float32)
-    if opt.confidence_eos_eot_inf:  # EOS/EoT get zero confidence, the rest renormalised
-        conf_logits = conf_logits.at[..., opt.eos_id].set(_NEG_INF).at[..., opt.eot_id].set(_NEG_INF)
-    # softmax probability of x0, without materialising the whole softmax
-    picked = jnp.take_along_axis(conf_logits, x0[..., None], axis=-1)[..., 0]
-    return x0, jnp.exp(picked - jax.nn.logsumexp(conf_logits, axis=-1))
+    return x0, confidence.RULES[opt.remasking](logits_BxMxV, x0, rand_rng, opt)
 
 
 def _candidate_positions(b, block_start, opt: _Options):
