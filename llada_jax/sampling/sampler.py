@@ -118,8 +118,8 @@ def _transfer(st: _State, logits_BxMxV, pos_BxM, k_B, rng, opt: _Options) -> _St
     """One reverse step's reveal on the candidate positions (one model call's worth)."""
     x0, x0_p = predict(logits_BxMxV, rng, opt)
     x_sub = jnp.take_along_axis(st.x, pos_BxM, axis=1)
-    confidence = jnp.where(x_sub == opt.mask_id, x0_p, _NEG_INF)
-    select = select_transfer(confidence, k_B, opt.threshold)
+    confidence_BxM = jnp.where(x_sub == opt.mask_id, x0_p, _NEG_INF)
+    select = select_transfer(confidence_BxM, k_B, opt.threshold)
     rows = jnp.arange(st.x.shape[0])[:, None]
     x = st.x.at[rows, pos_BxM].set(jnp.where(select, x0, x_sub))
     when = st.when.at[rows, pos_BxM].set(jnp.where(select, st.calls, jnp.take_along_axis(st.when, pos_BxM, 1)))
