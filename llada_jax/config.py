@@ -29,7 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
     ))
 
     # Device mesh (data, fsdp, tensor); one axis may be -1: the rest of the devices.
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    # rules: (logical axis, mesh axes) pairs replacing those entries of the default table
+    # (llada_jax.parallel.sharding.LOGICAL_RULES), e.g. (("embed", None),) stops FSDP.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules=()))
 
     c.optim = ml_collections.ConfigDict(dict(
         lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,

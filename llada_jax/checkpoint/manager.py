@@ -100,7 +100,7 @@ class Checkpointer:
             raise ValueError(f"config.checkpoint.keep={keep}: expected >= 1")
         self.every, self.read_only, self.directory = every, read_only, directory
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=max(1, every), create=not read_only,
+            max_to_keep=keep, create=not read_only,  # `save` decides which steps are due
             enable_async_checkpointing=async_save, read_only=read_only, cleanup_tmp_directories=not read_only)
         handlers = {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
                     "data": ocp.JsonCheckpointHandler()}  # known up front: metadata reads need them
