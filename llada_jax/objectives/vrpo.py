@@ -2,7 +2,7 @@
 ELBO estimate, with its variance reduction. Pure functions.
 
 - Budget n, all of it on timesteps: n masks per sequence, each at its own noise level.
-  The estimate is the project's one Monte Carlo likelihood (`diffusion._mc_losses`, the
+  The estimate is the project's one Monte Carlo likelihood (`likelihood.mc_nll`, the
   stratified-l form of facts section 5: the n rows of one batch take n distinct numbers
   of masked tokens spread over 1..L, one mask each), not a copy of it.
 - Antithetic sampling: the policy's and the reference's estimates of the same sequence
@@ -15,18 +15,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from llada_jax.objectives import diffusion
+from llada_jax.objectives import likelihood
 
 
 def elbo(model, params, seqs_NxL, rngs_N, *, prompt_len: int, n: int, mask_id: int):
     """(N,) ELBO estimates of log p(answer | prompt) for each row, n masks each.
     rngs_N: one key per row; equal keys give equal masks (antithetic sampling)."""
-    def one(seq, rng):
-        losses = diffusion._mc_losses(model, params, seq, rng, prompt_len=prompt_len, batch_size=n,
-                                      num_batches=1, cfg_scale=0.0, mask_id=mask_id)
-        return -losses[0]
-
-    return jax.vmap(one)(seqs_NxL, rngs_N)
+    return -likelihood.mc_nll(model, params, seqs_NxL, rngs_N, prompt_len=prompt_len, batch_size=n, num_batches=1,
+                              cfg_scale=0.0, mask_id=mask_id)
 
 
 def pair_rngs(rng, num_pairs: int):
