@@ -23,9 +23,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from llada_jax.config import base_config  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
 from llada_jax.training import step as train  # noqa: E402
 from llada_jax.model import LLaDA, LLaDAConfig  # noqa: E402
@@ -38,9 +38,8 @@ def make_step(attention, seq, batch):
     cfg = LLaDAConfig(d_model=512, n_heads=8, n_kv_heads=8, n_layers=2, mlp_hidden_size=1536, vocab_size=4096,
                       embedding_size=4096, max_sequence_length=seq, mask_token_id=4095, eos_token_id=4094,
                       pad_token_id=4094, attention=attention)
-    optim = ml_collections.ConfigDict(dict(lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, schedule="constant",
-                                           warmup_steps=0, decay_steps=0, final_lr_ratio=1.0, drop_step=-1,
-                                           drop_ratio=1.0, clip_norm=1.0, grad_accum=1))
+    optim = base_config().optim  # the defaults (AdamW, clipping), at a constant lr
+    optim.update(schedule="constant", warmup_steps=0)
     model = LLaDA(cfg)
     tx, schedule = train.make_optimizer(optim, 100)
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 
 from llada_jax.model.adapters import lora  # noqa: E402
 from llada_jax.training import metrics  # noqa: E402
+from llada_jax.config import base_config  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
 from llada_jax.training import step as train  # noqa: E402
 from llada_jax.model import LLaDA, LLaDAConfig, init_params  # noqa: E402
@@ -32,11 +33,8 @@ def bench(d_model, peak, *, steps, batch, seq, lora_rank=0):
     cfg = LLaDAConfig(d_model=d_model, n_heads=d_model // 64, n_kv_heads=d_model // 64, n_layers=4,
                       mlp_hidden_size=3 * d_model, vocab_size=8192, embedding_size=8192, max_sequence_length=seq,
                       mask_token_id=8191, eos_token_id=8190, pad_token_id=8190)
-    import ml_collections
-
-    optim = ml_collections.ConfigDict(dict(lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, schedule="constant",
-                                           warmup_steps=0, decay_steps=0, final_lr_ratio=1.0, drop_step=-1,
-                                           drop_ratio=1.0, clip_norm=1.0, grad_accum=1))
+    optim = base_config().optim  # the defaults (AdamW, clipping), at a constant lr
+    optim.update(schedule="constant", warmup_steps=0)
     frozen = None
     if lora_rank:
         frozen = init_params(cfg, jax.random.PRNGKey(0))

@@ -29,7 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
     ))
 
     # Device mesh (data, fsdp, tensor); one axis may be -1: the rest of the devices.
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    # rules: (logical axis, mesh axes) pairs replacing those entries of the default table
+    # (llada_jax.parallel.sharding.LOGICAL_RULES), e.g. (("embed", None),) stops FSDP.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules=()))
 
     c.optim = ml_collections.ConfigDict(dict(
         lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
@@ -76,6 +78,27 @@ def base_config() -> ml_collections.ConfigDict:
     ))
 
     c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=3, async_save=True))
+
+    # Reinforcement learning (`python -m llada_jax.rl`, llada_jax.rl): diffu-GRPO (d1) or VRPO
+    # (LLaDA 1.5) from the params of init_from; train.steps counts rollout (or pair) batches of
+    # data.batch_size prompts (pairs), optim.* is the optimizer. Unused by `llada_jax.train`.
+    c.rl = ml_collections.ConfigDict(dict(
+        algorithm="grpo",  # "grpo" or "vrpo"
+        init_from="",  # the SFT workdir: the start, and the frozen reference (LoRA: its base)
+        rewards="sort_exact",  # comma-separated names of llada_jax.rl.rewards, summed
+        num_generations=8,  # G rollouts per prompt
+        num_iterations=2,  # mu: optimizer updates per rollout batch (d1: 12)
+        p_mask_prompt=0.15,  # d1's prompt masking in the log-probability estimate
+        epsilon=0.2,  # ratio clipping (d1: 0.5)
+        beta=0.04,  # GRPO: k3 KL coefficient (0: no reference pass); VRPO: the DPO beta
+        scale_rewards=False,  # divide advantages by the group's std (d1's flag)
+        # rollouts: llada_jax.sampling.generate options (threshold 0: off; cache "": none)
+        sampler_steps=8, gen_length=8, block_length=8, temperature=1.0, remasking="low_confidence",
+        threshold=0.0, cache="",
+        pairs="",  # VRPO: preference pairs JSONL (llada_jax.rl.pairs)
+        vrpo_n=8,  # VRPO: timesteps per ELBO estimate, one mask each
+        eval_prompts=256,  # held-out prompts for the exact-match accuracy (greedy), at train.eval_every
+    ))
     return c
 
 

@@ -8,11 +8,17 @@ The model shape and tokenizer come from DIR/run.json (written by the training ru
 `<mask:N>` in --prompt (or -1 in --prompt_ids) stands for N (one) mask tokens, which the
 sampler fills in; with --gen_length=0 only those are filled. --chat wraps the prompt in
 the chat template of the instruct models.
+
+Calling the module, `llada_jax.generate(model, params, prompt, ...)`, calls the sampler
+`llada_jax.sampling.generate`: the public API's `generate` and this command share the
+name, and a module attribute cannot be both, so the module forwards the call.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -22,27 +28,13 @@ _MASK = re.compile(r"<mask:(\d+)>")
 
 
 def load(workdir: str):
-    """(LLaDA module, params, tokenizer or None, step) from a workdir's latest checkpoint."""
-    import flax.linen as nn
+    """(LLaDA module, params, tokenizer or None, step) from a workdir's latest checkpoint
+    (`llada_jax.load_workdir`, on the default device)."""
+    from llada_jax.checkpoint.load import load_workdir
+    from llada_jax.model import LLaDA
 
-    from llada_jax.checkpoint import manager as checkpoint
-    from llada_jax.model import LLaDA, LLaDAConfig
-
-    info = checkpoint.run_info(workdir)
-    model = LLaDA(LLaDAConfig(**info["model"]))
-    boxed = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.PRNGKey(0))
-    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
-                                      nn.unbox(boxed))
-    from llada_jax.checkpoint import lora_io  # a LoRA workdir: adapters plus the referenced base, applied unmerged
-
-    step, params = lora_io.restore_params(workdir, abstract)
-    tokenizer = None
-    if info.get("tokenizer"):
-        from llada_jax.data.tokenizer import load_tokenizer
-
-        tokenizer = load_tokenizer(info["tokenizer"])
-    return model, params, tokenizer, step
+    w = load_workdir(workdir)
+    return LLaDA(w.config), w.params, w.tokenizer, w.step
 
 
 def encode_prompt(text: str | None, ids: str | None, tokenizer, mask_id: int, chat: bool = False) -> list[int]:
@@ -95,6 +87,7 @@ def main(argv=None):
     from absl import flags
 
     from llada_jax import cli
+    from llada_jax.sampling import confidence
 
     flags.DEFINE_string("workdir", None, "training workdir (its latest checkpoint is used)")
     flags.DEFINE_string("prompt", None, "prompt text; <mask:N> marks N tokens to infill")
@@ -105,7 +98,7 @@ def main(argv=None):
     flags.DEFINE_integer("block_length", None, "semi-autoregressive block length (default: gen_length)")
     flags.DEFINE_float("temperature", 0.0, "Gumbel noise temperature (0: greedy)")
     flags.DEFINE_float("cfg_scale", 0.0, "classifier-free guidance scale")
-    flags.DEFINE_enum("remasking", "low_confidence", ["low_confidence", "random"], "remasking rule")
+    flags.DEFINE_enum("remasking", "low_confidence", list(confidence.RULES), "remasking (confidence) rule")
     flags.DEFINE_float("threshold", None, "Fast-dLLM confidence threshold")
     flags.DEFINE_bool("logits_eos_inf", False, "forbid EOS as a prediction")
     flags.DEFINE_bool("confidence_eos_eot_inf", False, "give EOS/EoT zero confidence")
@@ -133,6 +126,15 @@ def main(argv=None):
 
     cli.run_absl(run, argv)
 
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from llada_jax.sampling import generate
+
+        return generate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     main()

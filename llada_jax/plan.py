@@ -14,7 +14,6 @@ removed by default (see `--cpu_licm` in `main`).
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 
@@ -49,18 +48,12 @@ def plan(config, devices=None) -> dict:
     mcfg = inputs.model_config(config, None)
     model = LLaDA(mcfg)
     d = config.data
-    tx, schedule = train.make_optimizer(config.optim, config.train.steps)
-    st = train.Static(model, tx, d.kind, mcfg.mask_token_id, d.eps,
-                      d.random_length_prob if d.kind == "pretrain" else 0.0, config.optim.grad_accum, schedule)
-    abstract, shardings = train.state_shardings(model, tx, mesh)
+    st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
     state = checkpoint.abstract_like(abstract, shardings)
-    batch_spec = {"input_ids": 2, **({"prompt_mask": 2} if d.kind == "sft" else {})}
     batch = {k: jax.ShapeDtypeStruct((d.batch_size, d.seq_len), jax.numpy.int32 if k == "input_ids" else bool,
                                      sharding=sharding.batch_sharding(mesh)) for k in batch_spec}
-    fn = jax.jit(functools.partial(train.train_step, st=st),
-                 in_shardings=(shardings, {k: sharding.batch_sharding(mesh) for k in batch_spec}),
-                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-    with jax.set_mesh(mesh), sharding.logical_rules_context():
+    fn = train.compile_step(st, mesh, shardings, batch_spec).jitted
+    with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
         compiled = fn.lower(state, batch).compile()
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax.objectives import diffusion
+from llada_jax.objectives import diffusion, likelihood
 from llada_jax.model import LLaDA, LLaDAConfig, init_params
 
 
@@ -74,7 +74,7 @@ def test_sft_loss_matches_numpy(hand_batch):
 
 
 def test_stratified_mask_counts_are_a_permutation_when_batch_equals_length():
-    is_mask, num = diffusion.stratified_mask(jax.random.key(3), 6, 2, 6)
+    is_mask, num = likelihood.stratified_mask(jax.random.key(3), 6, 2, 6)
     assert sorted(np.asarray(num).tolist()) == [1, 2, 3, 4, 5, 6]
     assert not bool(jnp.any(is_mask[:, :2]))
     np.testing.assert_array_equal(np.asarray(is_mask.sum(1)), np.asarray(num))
@@ -82,7 +82,7 @@ def test_stratified_mask_counts_are_a_permutation_when_batch_equals_length():
 
 def test_stratified_mask_spacing_matches_reference_formula():
     # batch 4 over L = 10: l_i = ((round(k + 2.5 i) - 1) mod 10) + 1, round half to even.
-    _, num = diffusion.stratified_mask(jax.random.key(7), 4, 0, 10)
+    _, num = likelihood.stratified_mask(jax.random.key(7), 4, 0, 10)
     num = np.asarray(num)
     k = num[0]
     want = [((int(np.round(k + 2.5 * i)) - 1) % 10) + 1 for i in range(4)]
@@ -109,7 +109,7 @@ def test_log_likelihood_is_unbiased_for_the_enumerated_elbo():
             exact += score / big_l / len(subsets)
     # batch_size = L: the reference's stratified draws of l are then exactly uniform on 1..L
     # (with other batch sizes its rounding favours small l, as the reference does).
-    estimates = [diffusion.log_likelihood(model, params, prompt, answer, rng=jax.random.key(s),
+    estimates = [likelihood.log_likelihood(model, params, prompt, answer, rng=jax.random.key(s),
                                           mc_num=9, batch_size=3, mask_id=7) for s in range(40)]
     mean, se = np.mean(estimates), np.std(estimates, ddof=1) / math.sqrt(len(estimates))
     assert se > 0 and abs(mean - (-exact)) < 3 * se, (mean, -exact, se)
@@ -119,6 +119,6 @@ def test_log_likelihood_rejects_bad_arguments():
     config = LLaDAConfig.tiny()
     model, params = LLaDA(config), init_params(config, jax.random.key(0))
     with pytest.raises(ValueError, match="mc_num=10"):
-        diffusion.log_likelihood(model, params, [1], [2], rng=jax.random.key(0), mc_num=10, batch_size=4)
+        likelihood.log_likelihood(model, params, [1], [2], rng=jax.random.key(0), mc_num=10, batch_size=4)
     with pytest.raises(ValueError, match="answer is empty"):
-        diffusion.log_likelihood(model, params, [1], [], rng=jax.random.key(0))
+        likelihood.log_likelihood(model, params, [1], [], rng=jax.random.key(0))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax.objectives import diffusion
+from llada_jax.objectives import likelihood
 from llada_jax.evaluation import harness as evaluation
 from llada_jax.experiments import random_batches, train_model
 from llada_jax.model import LLaDAConfig
@@ -98,7 +98,7 @@ def test_loglikelihood_batched_equals_per_request_estimate(toy):
              (enc("81 is"), enc(" 1"))]
     keys = [jax.random.PRNGKey(i) for i in range(len(pairs))]
     got = lm.loglikelihoods(pairs, keys)
-    want = [diffusion.log_likelihood(toy["model"], toy["params"], p, a, rng=k, mc_num=8, batch_size=4,
+    want = [likelihood.log_likelihood(toy["model"], toy["params"], p, a, rng=k, mc_num=8, batch_size=4,
                                      mask_id=toy["tok"].mask_id) for (p, a), k in zip(pairs, keys)]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     assert got[0] > got[1] + 1  # the trained fact is likelier than a letter never seen there

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from llada_jax.interop import export, hf, import_hf  # noqa: E402
+from llada_jax.interop import export, hf, import_hf, layout, safetensors_io  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
 from llada_jax.model import LLaDA, LLaDAConfig, init_params  # noqa: E402
 from llada_jax.interop.torch_model import LLaDATorch  # noqa: E402
@@ -45,10 +45,10 @@ def test_export_files_and_config(fp32_export):
         index = json.load(f)
     assert sorted(index["weight_map"]) == sorted(hf.hf_key_list(CONFIG))
     assert set(index["weight_map"].values()) == set(files)
-    n_params = sum(int(np.prod(s)) for s in hf._expected_shapes(CONFIG).values())
+    n_params = sum(int(np.prod(s)) for s in layout.expected_shapes(CONFIG).values())
     assert index["metadata"]["total_size"] == 4 * n_params
     for f in files:  # no shard over the limit unless it holds one tensor alone
-        hdr, _ = hf.read_header(os.path.join(path, f))
+        hdr, _ = safetensors_io.read_header(os.path.join(path, f))
         assert os.path.getsize(os.path.join(path, f)) - 8 < 60_000 + 2_000 or len(hdr) == 1
     with open(os.path.join(path, "config.json")) as f:
         cfg = json.load(f)
@@ -93,7 +93,7 @@ def test_export_then_import_is_bitwise(model, fp32_export):
 def test_bf16_export_loads_and_matches(model, tmp_path):
     params, logits = model
     hf.save_pretrained(CONFIG, params, str(tmp_path))
-    hdr, _ = hf.read_header(str(tmp_path / "model.safetensors"))
+    hdr, _ = safetensors_io.read_header(str(tmp_path / "model.safetensors"))
     assert {e["dtype"] for e in hdr.values()} == {"BF16"}
     config, back = hf.load_pretrained(str(tmp_path))
     assert config.param_dtype == "bfloat16"

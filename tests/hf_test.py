@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from llada_jax.interop import hf
+from llada_jax.interop import hf, layout
 from llada_jax.model import LLaDA, LLaDAConfig
 from llada_jax.interop.torch_model import Args, LLaDATorch
 
@@ -165,7 +165,7 @@ def test_two_layer_model_at_full_8b_width(tmp_path):
     """Real widths flow through import and the model: d_model 4096, 32 heads, mlp 12288,
     vocab 126464 (2 layers instead of 32; weights bf16, zero but for a few rows)."""
     cfg = LLaDAConfig.llada_8b(n_layers=2)
-    shapes = dict(zip(published_names(2), [s for s in hf._expected_shapes(cfg).values()]))
+    shapes = dict(zip(published_names(2), [s for s in layout.expected_shapes(cfg).values()]))
     assert shapes["model.transformer.wte.weight"] == (126464, 4096)
     ones = np.ones(4096)
     _sparse_safetensors(tmp_path / "model.safetensors", shapes, {
@@ -202,7 +202,7 @@ def test_full_8b_tree_maps_one_to_one_onto_the_published_keys():
     want = {"wte": (v, e), "attn_norm": (e,), "ff_norm": (e,), "ln_f": (e,), "q_proj": (hd, e), "k_proj": (hd, e),
             "v_proj": (hd, e), "attn_out": (e, hd), "ff_proj": (m, e), "up_proj": (m, e), "ff_out": (e, m)}
     used = {}
-    for name, path, idx, to_t, _ in hf._ours_to_hf_name(cfg):
+    for name, path, idx, to_t, _ in layout.tensor_map(cfg):
         shape = leaves[path] if idx is None else leaves[path][1:]
         out = jax.eval_shape(to_t, jax.ShapeDtypeStruct(shape, jnp.float32)).shape
         short = name.split(".")[-2]

@@ -18,7 +18,7 @@ from llada_jax.checkpoint import lora_io  # noqa: E402
 from llada_jax.data import tasks  # noqa: E402
 from llada_jax.interop import export, import_hf  # noqa: E402
 from llada_jax.model.adapters import lora  # noqa: E402
-from llada_jax.objectives import diffusion  # noqa: E402
+from llada_jax.objectives import likelihood  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
 from llada_jax.sampling import sampler as sampling  # noqa: E402
 from llada_jax.training import loop, step as train  # noqa: E402
@@ -148,7 +148,7 @@ def test_sampling_and_likelihood_without_merging(lora_run):
     kw = dict(steps=8, gen_length=8, block_length=8, mask_id=255, eos_id=250)
     np.testing.assert_array_equal(np.asarray(sampling.generate(model, params, prompt, **kw)),
                                   np.asarray(sampling.generate(plain, merged, prompt, **kw)))
-    ll = [diffusion.log_likelihood(m, p, IDS[0, :4], IDS[0, 4:9], rng=jax.random.PRNGKey(0), mc_num=8,
+    ll = [likelihood.log_likelihood(m, p, IDS[0, :4], IDS[0, 4:9], rng=jax.random.PRNGKey(0), mc_num=8,
                                    batch_size=4, mask_id=255) for m, p in ((model, params), (plain, merged))]
     assert abs(ll[0] - ll[1]) < 1e-4 * abs(ll[1]), ll
 

@@ -18,7 +18,7 @@ from absl import flags
 
 from llada_jax import cli
 from llada_jax.checkpoint import manager as checkpoint
-from llada_jax.objectives import diffusion
+from llada_jax.objectives import likelihood
 from llada_jax.interop import export, hf, import_hf
 from llada_jax.training import loop
 from llada_jax.sampling import sampler as sampling
@@ -283,16 +283,16 @@ def test_log_likelihood_rejects_bad_arguments_before_compiling(small, kw, match)
     model, params = small
     args = dict(prompt=[1, 2], answer=[3, 4], rng=jax.random.key(0), mc_num=4, batch_size=2)
     args.update(kw)
-    before = diffusion._mc_losses._cache_size()
+    before = likelihood.mc_nll._cache_size()
     with pytest.raises(ValueError, match=match):
-        diffusion.log_likelihood(model, params, args.pop("prompt"), args.pop("answer"), **args)
-    assert diffusion._mc_losses._cache_size() == before
+        likelihood.log_likelihood(model, params, args.pop("prompt"), args.pop("answer"), **args)
+    assert likelihood.mc_nll._cache_size() == before
 
 
 def test_log_likelihood_default_mask_id_is_the_models(small):
     model, params = small
-    ll = diffusion.log_likelihood(model, params, [1, 2], [3], rng=jax.random.key(0), mc_num=2, batch_size=2)
-    explicit = diffusion.log_likelihood(model, params, [1, 2], [3], rng=jax.random.key(0), mc_num=2,
+    ll = likelihood.log_likelihood(model, params, [1, 2], [3], rng=jax.random.key(0), mc_num=2, batch_size=2)
+    explicit = likelihood.log_likelihood(model, params, [1, 2], [3], rng=jax.random.key(0), mc_num=2,
                                         batch_size=2, mask_id=127)
     assert np.isfinite(ll) and ll == explicit
 

@@ -60,3 +60,21 @@ def test_global_batch_rows_are_split_over_data_and_fsdp():
     np.testing.assert_array_equal(np.asarray(g), rows)
     assert {s.data.shape for s in g.addressable_shards} == {(2, 3)}
     assert sharding.data_parallel_size(mesh) == 4
+
+
+def test_config_mesh_rules_override_a_parameters_sharding():
+    config = tiny_config()
+    config.mesh.update(data=1, fsdp=4, tensor=2)
+    assert sharding.rules_of(config.mesh) == sharding.LOGICAL_RULES  # default: the table as it is
+    config.mesh.rules = (("embed", None), ("mlp", ("fsdp", "tensor")))
+    rules = sharding.rules_of(config.mesh)
+    assert dict(rules)["embed"] is None and dict(rules)["vocab"] == "tensor"
+    mesh = sharding.make_mesh(config.mesh)
+    tx, _ = train.make_optimizer(config.optim, 10)
+    _, sh = train.state_shardings(LLaDA(CFG), tx, mesh, rules=rules)
+    assert sh["params"]["wte"].spec == P("tensor", None)  # default P("tensor", "fsdp")
+    assert sh["params"]["blocks"]["ff_out"].spec == P(None, ("fsdp", "tensor"), None)
+    for bad, match in [((("embeddings", None),), "logical axis among"), ((("embed", "model"),), "mesh axes among")]:
+        config.mesh.rules = bad
+        with pytest.raises(ValueError, match=match):
+            sharding.rules_of(config.mesh)

@@ -21,6 +21,27 @@ def test_sort_rows_hold_the_sorted_prompt_then_eos():
     assert task.score(ids, broken) == (2 / 3, 1 - 1 / 21)
 
 
+def test_cumsum_rows_hold_the_running_sums_mod_n_values_then_eos():
+    task = tasks.make_task("cumsum", n_items=4, n_values=10, vocab_size=16, seq_len=12)
+    ids = task.rows(np.random.default_rng(0), 3)[0]
+    ids[0, :4] = [7, 5, 9, 0]  # by hand: 7, 12, 21, 21 -> 7, 2, 1, 1
+    assert task.rows(np.random.default_rng(0), 3)[0][1:].tolist() == ids[1:].tolist()
+    for row in ids[1:]:
+        assert row[4] == 10 and (row[9:] == 14).all()
+        assert row[5:9].tolist() == [sum(row[:i + 1]) % 10 for i in range(4)]
+    assert task.answer(np.array([[7, 5, 9, 0]])).tolist() == [[7, 2, 1, 1]]
+
+
+def test_cummax_rows_hold_the_running_maximum_then_eos():
+    task = tasks.make_task("cummax", n_items=5, n_values=10, vocab_size=16, seq_len=14)
+    ids, prompt_mask = task.rows(np.random.default_rng(2), 4)
+    for row in ids:
+        assert row[5] == 10 and (row[11:] == 14).all()
+        assert row[6:11].tolist() == [max(row[:i + 1]) for i in range(5)]
+    assert task.answer(np.array([[3, 1, 4, 1, 5]])).tolist() == [[3, 3, 4, 4, 5]]
+    assert prompt_mask[0].tolist() == [True] * 6 + [False] * 8
+
+
 def test_arith_rows_are_arithmetic_sequences():
     task = tasks.make_task("arith", n_items=0, n_values=7, vocab_size=16, seq_len=8)
     ids, prompt_mask = task.rows(np.random.default_rng(1), 4)

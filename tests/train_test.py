@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from llada_jax import objectives
 from llada_jax.training import loop, metrics
 from llada_jax.sampling import sampler as sampling
 from llada_jax.parallel import sharding
@@ -121,7 +122,8 @@ def test_sft_never_masks_prompt_and_overfits(tmp_path):
     ids, prompt_mask = _sft_batch()
     batch = {"input_ids": jnp.asarray(ids), "prompt_mask": jnp.asarray(prompt_mask)}
     for seed in range(20):
-        noisy, masked, _ = train.make_noise(batch, jax.random.PRNGKey(seed), None, st)
+        noisy, masked, _ = objectives.get(st.kind).noise(batch, jax.random.PRNGKey(seed), None, mask_id=st.mask_id,
+                                                          eps=st.eps)
         assert not np.any(np.asarray(masked) & prompt_mask)
         np.testing.assert_array_equal(np.asarray(noisy)[prompt_mask], ids[prompt_mask])
     step = train.compile_step(st, mesh, shardings, {"input_ids": 2, "prompt_mask": 2})

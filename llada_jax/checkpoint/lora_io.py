@@ -47,27 +47,6 @@ def base_reference(workdir: str):
     return checkpoint.run_info(workdir).get("lora_base") if os.path.isfile(path) else None
 
 
-def load_base(base_workdir: str, abstract_base, step=None):
-    """(step, base params) from a non-LoRA workdir, cast to the abstract dtypes on restore
-    (orbax casts while reading, so an fp32 checkpoint becomes a bf16 base without an fp32 copy)."""
-    if base_reference(base_workdir) is not None:
-        raise ValueError(f"config.train.init_from={base_workdir!r} is itself a LoRA run; export it merged "
-                         "(python -m llada_jax.export) and import_hf that as the base")
-    return checkpoint.restore_params(base_workdir, abstract_base, step)
-
-
-def restore_params(workdir: str, abstract_params, step=None):
-    """(step, params) of a workdir. For a LoRA run: the adapters from its checkpoint and the
-    base from the workdir and step run.json references, combined (nothing is merged)."""
-    ref = base_reference(workdir)
-    if ref is None:
-        return checkpoint.restore_params(workdir, abstract_params, step)
-    abstract_adapters, abstract_base = lora.split(abstract_params)
-    step, adapters = checkpoint.restore_params(workdir, abstract_adapters, step)
-    _, base = load_base(ref["workdir"], abstract_base, ref["step"])
-    return step, lora.combine(adapters, base)
-
-
 def merge(config: LLaDAConfig, params):
     """(config without LoRA, merged params): W + alpha/rank A B in float32 per weight."""
     if not config.lora.rank:

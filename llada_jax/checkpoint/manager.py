@@ -113,10 +113,10 @@ class Checkpointer:
         if keep < 1:
             raise ValueError(f"config.checkpoint.keep={keep}: expected >= 1")
         self.every, self.read_only, self.directory = every, read_only, directory
-        # Read-only: no save interval nor retention (orbax would reset them with a warning each).
+        # Read-only: no retention nor save interval (orbax would reset them with a warning each).
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else max(1, every),
-            create=not read_only,
+            max_to_keep=None if read_only else keep, create=not read_only,  # `save` decides which steps are due
+            **({"save_interval_steps": 0} if read_only else {}),
             enable_async_checkpointing=async_save, read_only=read_only, cleanup_tmp_directories=not read_only)
         handlers = {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
                     "data": ocp.JsonCheckpointHandler()}  # known up front: metadata reads need them

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TASKS = ("arith", "sort")
+TASKS = ("arith", "sort", "cumsum", "cummax")
 
 
 class ArithmeticTask:
@@ -50,11 +50,32 @@ class SortTask:
         ids = np.full((n, self.seq_len), self.eos, np.int32)
         ids[:, : self.n_items] = values
         ids[:, self.n_items] = self.sep
-        ids[:, self.prompt_len: self.prompt_len + self.n_items] = np.sort(values, axis=1)
+        ids[:, self.prompt_len: self.prompt_len + self.n_items] = self.answer(values)
         return ids, _prompt_mask(self.prompt_len, ids.shape)
+
+    def answer(self, values):
+        return np.sort(values, axis=1)
 
     def score(self, ids, generated):
         return _score(ids, generated, self.prompt_len)
+
+
+class CumsumTask(SortTask):
+    """The sort task's prompt; answer: the running sums mod `n_values`, a carry-like
+    chain (answer i = answer i-1 + value i, mod n_values), so each answer token depends
+    on the one before it, not only on the prompt."""
+
+    def answer(self, values):
+        return np.cumsum(values, axis=1) % self.n_values
+
+
+class CummaxTask(SortTask):
+    """The sort task's prompt; answer: the running maximum (answer i = max(answer i-1,
+    value i)), a chain like cumsum's without its modular arithmetic, which small models
+    learn slowly."""
+
+    def answer(self, values):
+        return np.maximum.accumulate(values, axis=1)
 
 
 def _prompt_mask(prompt_len, shape):
@@ -100,4 +121,8 @@ def make_task(name: str, **kw):
         return ArithmeticTask(**kw)
     if name == "sort":
         return SortTask(**kw)
+    if name == "cumsum":
+        return CumsumTask(**kw)
+    if name == "cummax":
+        return CummaxTask(**kw)
     raise ValueError(f"config.data.task={name!r}: expected one of {TASKS}")

@@ -27,7 +27,6 @@ seed, add_bos (prepend BOS to every context, as the published tokenizer does), m
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections import defaultdict
@@ -39,7 +38,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from llada_jax.sampling import sampler as sampling
-from llada_jax.objectives.diffusion import guided_logits, stratified_mask, token_cross_entropy
+from llada_jax.objectives.likelihood import mc_nll
 from llada_jax.model import LLaDA
 
 log = logging.getLogger(__name__)
@@ -54,46 +53,22 @@ def load_model(workdir: str | None = None, pretrained: str | None = None):
         raise ValueError("llada_jax: give exactly one of model_args workdir=DIR (training workdir) "
                          "or pretrained=DIR (Hugging Face directory)")
     if workdir is not None:
+        from llada_jax.checkpoint.load import load_workdir
         from llada_jax.checkpoint.manager import run_info
-        from llada_jax.interop.export import restore_for_export
 
         tok_path = run_info(workdir).get("tokenizer")
         if not tok_path:
             raise ValueError(f"workdir={workdir!r}: run.json names no tokenizer; evaluation needs text")
-        config, step, params = restore_for_export(workdir)
-        log.info("llada_jax: restored step %d of %s", step, workdir)
+        w = load_workdir(workdir, tokenizer=False)
+        config, params = w.config, w.params
+        log.info("llada_jax: restored step %d of %s", w.step, workdir)
     else:
-        from llada_jax.interop import hf
+        from llada_jax.interop.import_hf import load_pretrained
 
-        config, params = hf.load_pretrained(pretrained)
+        config, params = load_pretrained(pretrained)
         tok_path = pretrained
     params = jax.device_put(params, jax.devices()[0])
     return config, params, load_tokenizer(tok_path)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "prompt_len", "batch_size", "num_batches",
-                                             "cfg_scale", "mask_id"))
-def _mc_group(model, params, seqs_NxL, keys_N, *, prompt_len, batch_size, num_batches, cfg_scale, mask_id):
-    """Mean Monte Carlo loss (minus the log-likelihood estimate) of N requests sharing a
-    shape, in one forward pass of N * batch_size rows per MC batch. Request i with key
-    keys_N[i] draws exactly the masks `diffusion.log_likelihood(rng=keys_N[i])` draws."""
-    n, l = seqs_NxL.shape
-    answer_len = l - prompt_len
-    rows = jnp.repeat(seqs_NxL, batch_size, axis=0)  # request-major: (N * bs, L)
-    prompt_mask = jnp.broadcast_to(jnp.arange(l) < prompt_len, rows.shape)
-    keys = jax.vmap(lambda k: jax.random.split(k, num_batches))(keys_N)  # (N, nb, 2)
-
-    def one_batch(_, ks):
-        is_mask, num = jax.vmap(lambda k: stratified_mask(k, batch_size, prompt_len, answer_len))(ks)
-        is_mask, num = is_mask.reshape(n * batch_size, l), num.reshape(-1)
-        logits = guided_logits(model, params, jnp.where(is_mask, mask_id, rows), prompt_mask, cfg_scale, mask_id)
-        ce = token_cross_entropy(logits, rows)
-        weight = answer_len / num.astype(jnp.float32)  # 1 / p_mask with p_mask = l / L
-        per_row = jnp.sum(jnp.where(is_mask, ce * weight[:, None], 0.0), axis=1)
-        return None, jnp.sum(per_row.reshape(n, batch_size), axis=1) / batch_size
-
-    _, losses = jax.lax.scan(one_batch, None, jnp.swapaxes(keys, 0, 1))  # (nb, N)
-    return jnp.mean(losses, axis=0)
 
 
 def cut_at_stop(text: str, stops) -> str:
@@ -209,7 +184,7 @@ class LLaDAEvalHarness(LM):
             # pad the chunk to a power of two with copies of its first request: few compiles
             pad = idx + [idx[0]] * ((1 << (len(idx) - 1).bit_length()) - len(idx))
             seqs = np.asarray([pairs[i][0] + pairs[i][1] for i in pad], np.int32)
-            losses = _mc_group(self.model, self.params, jnp.asarray(seqs), jnp.stack([keys[i] for i in pad]),
+            losses = mc_nll(self.model, self.params, jnp.asarray(seqs), jnp.stack([keys[i] for i in pad]),
                                prompt_len=p_len, batch_size=self.batch_size,
                                num_batches=self.mc_num // self.batch_size, cfg_scale=self.cfg,
                                mask_id=self.mask_id)

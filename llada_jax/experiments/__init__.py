@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from llada_jax.objectives import diffusion
+from llada_jax import objectives
+from llada_jax.objectives import diffusion, likelihood
 from llada_jax.training import metrics, step as train
 from llada_jax.config import base_config
 from llada_jax.model import LLaDA, LLaDAConfig, init_params
@@ -37,33 +37,19 @@ def optim_config(lr: float, warmup_steps: int) -> ml_collections.ConfigDict:
     return optim
 
 
-def ar_loss(params, model: LLaDA, ids):
-    """Mean next-token cross-entropy (nats) of a causal model over ids[:, 1:]."""
-    logits = model.apply({"params": params}, ids[:, :-1])
-    return jnp.mean(diffusion.token_cross_entropy(logits, ids[:, 1:]))
-
-
-def _ar_step(state, batch, model, tx):
-    loss, grads = jax.value_and_grad(ar_loss)(state["params"], model, batch["input_ids"])
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}
-    return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-
-
 @functools.lru_cache(maxsize=32)
 def make_step(model: LLaDA, tx, kind: str, random_length_prob: float = 0.0):
-    """The jitted train step of `kind`; diffusion is the training system's own step."""
-    if kind == "diffusion":
-        if model.config.causal:
-            raise ValueError("make_step: a diffusion model needs causal=False")
-        st = train.Static(model, tx, "pretrain", model.config.mask_token_id, 1e-3, random_length_prob, 1)
-        return jax.jit(functools.partial(train.train_step, st=st), donate_argnums=0)
-    if kind == "autoregressive":
-        if not model.config.causal:
-            raise ValueError("make_step: an autoregressive model needs causal=True")
-        return jax.jit(functools.partial(_ar_step, model=model, tx=tx), donate_argnums=0)
-    raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
+    """The jitted train step of `kind`: the training system's own step with the pretrain
+    objective (diffusion) or the autoregressive one (llada_jax.objectives)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
+    objective = "pretrain" if kind == "diffusion" else "autoregressive"
+    if model.config.causal != objectives.get(objective).causal:
+        raise ValueError(f"make_step: a{'n' if kind == 'autoregressive' else ''} {kind} model needs "
+                         f"causal={not model.config.causal}")
+    st = train.Static(model, tx, objective, model.config.mask_token_id, diffusion.EPS,
+                      random_length_prob if kind == "diffusion" else 0.0, 1)
+    return jax.jit(functools.partial(train.train_step, st=st), donate_argnums=0)
 
 
 def model_for(kind: str, config: LLaDAConfig) -> LLaDA:
@@ -133,15 +119,14 @@ def _elbo_sum(model, params, ids, rng, num_t):
     u_rng, m_rng = jax.random.split(rng)
     # stratified t: one draw in each of num_t equal bins, shifted by one offset per row
     t = (jnp.arange(num_t)[:, None] + jax.random.uniform(u_rng, (1, b))) / num_t
-    p = (1 - 1e-3) * t + 1e-3  # (num_t, b), as in the forward process (facts 3)
+    p = (1 - diffusion.EPS) * t + diffusion.EPS  # (num_t, b), as in the forward process (facts 3)
     masked = jax.random.uniform(m_rng, (num_t, b, l)) < p[..., None]
 
     def one(args):
         m, pk = args
-        logits = model.apply({"params": params}, jnp.where(m, model.config.mask_token_id, ids))
-        return diffusion.pretrain_loss(logits, ids, m, jnp.broadcast_to(pk[:, None], (b, l)))[0]
+        return jnp.sum(likelihood.masked_nll(model, params, ids, m, 1.0 / pk, mask_id=model.config.mask_token_id))
 
-    return jnp.sum(jax.lax.map(one, (masked, p))) / num_t * b * l
+    return jnp.sum(jax.lax.map(one, (masked, p))) / num_t
 
 
 def diffusion_bits_per_token(model: LLaDA, params, rows: np.ndarray, *, rng, num_t: int = 8,

@@ -25,15 +25,13 @@ import shutil
 import jax
 import numpy as np
 
-from llada_jax.interop import hf
+from llada_jax.interop import layout, safetensors_io
 from llada_jax.model.adapters import lora
 from llada_jax.checkpoint import lora_io
 from llada_jax.model import LLaDAConfig
 
 EXPORT_DTYPES = ("float32", "bfloat16", "float16")
 PEFT_PREFIX = "base_model.model."  # PeftModel -> LoraModel -> our model
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                   "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja")
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,8 +81,8 @@ def save_pretrained(config: LLaDAConfig, params, path: str, *, max_shard_size="5
     if str(dtype) not in EXPORT_DTYPES and not (hasattr(dtype, "name") and dtype.name in EXPORT_DTYPES):
         raise ValueError(f"--dtype={dtype!r}: expected one of {', '.join(EXPORT_DTYPES)}")
     check_target(path, overwrite)
-    hf.check_params(config, params)
-    np_dtype = hf.np_dtype(dtype)
+    layout.check_params(config, params)
+    np_dtype = safetensors_io.np_dtype(dtype)
     max_bytes = hf_parse_size(max_shard_size)
     if jax.process_index() != 0:
         return _write_files(config, params, None, np_dtype, max_bytes, None)
@@ -140,9 +138,9 @@ def _move_into_place(tmp: str, path: str):
 
 
 def _plan(config, np_dtype, max_bytes):
-    expected = hf._expected_shapes(config)
-    mapping = {name: (p, idx, to_t) for name, p, idx, to_t, _ in hf._ours_to_hf_name(config)}
-    shards = hf.plan_shards([(name, expected[name]) for name in mapping], np_dtype, max_bytes)
+    expected = layout.expected_shapes(config)
+    mapping = {name: (p, idx, to_t) for name, p, idx, to_t, _ in layout.tensor_map(config)}
+    shards = safetensors_io.plan_shards([(name, expected[name]) for name in mapping], np_dtype, max_bytes)
     return expected, shards, mapping
 
 
@@ -151,10 +149,10 @@ def _write_files(config, params, path, np_dtype, max_bytes, tokenizer) -> list[s
     writer = path is not None
     expected, shards, mapping = _plan(config, np_dtype, max_bytes)
     for fname, shard in shards:
-        out = hf.ShardWriter(os.path.join(path, fname), shard, np_dtype) if writer else None
+        out = safetensors_io.ShardWriter(os.path.join(path, fname), shard, np_dtype) if writer else None
         for name, _ in shard:
             p, idx, to_t = mapping[name]
-            host = gather(hf._leaf(params, p), idx, np_dtype)
+            host = gather(layout.leaf(params, p), idx, np_dtype)
             if out is not None:
                 out.write(name, to_t(host))
             del host  # one tensor on the host at a time
@@ -164,15 +162,15 @@ def _write_files(config, params, path, np_dtype, max_bytes, tokenizer) -> list[s
     if not writer:
         return files
     if len(shards) > 1:
-        index = {"metadata": {"total_size": sum(hf.nbytes(expected[n], np_dtype) for n in mapping)},
+        index = {"metadata": {"total_size": sum(safetensors_io.nbytes(expected[n], np_dtype) for n in mapping)},
                  "weight_map": {name: fname for fname, shard in shards for name, _ in shard}}
         _write_json(os.path.join(path, "model.safetensors.index.json"), index)
-    _write_json(os.path.join(path, "config.json"), hf.config_to_hf(config, torch_dtype=np_dtype.name))
+    _write_json(os.path.join(path, "config.json"), layout.config_to_hf(config, torch_dtype=np_dtype.name))
     _write_json(os.path.join(path, "generation_config.json"),
                 {"_from_model_config": True, "eos_token_id": config.eos_token_id,
                  "pad_token_id": config.pad_token_id})
     here = os.path.dirname(os.path.abspath(__file__))
-    shutil.copyfile(os.path.join(here, "torch_model.py"), os.path.join(path, hf.MODELING_FILE))
+    shutil.copyfile(os.path.join(here, "torch_model.py"), os.path.join(path, layout.MODELING_FILE))
     if tokenizer is not None:
         save_tokenizer(tokenizer, path)
     return files
@@ -205,9 +203,9 @@ def save_tokenizer(tokenizer, path: str) -> list[str]:
         tokenizer = tokenizer.path
     src = os.fspath(tokenizer)
     if os.path.isdir(src):
-        found = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(src, f))]
+        found = [f for f in layout.TOKENIZER_FILES if os.path.isfile(os.path.join(src, f))]
         if not found:
-            raise ValueError(f"tokenizer={src!r}: the directory holds none of {TOKENIZER_FILES}")
+            raise ValueError(f"tokenizer={src!r}: the directory holds none of {layout.TOKENIZER_FILES}")
         for f in found:
             shutil.copyfile(os.path.join(src, f), os.path.join(path, f))
         return found
@@ -244,15 +242,15 @@ def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None 
     if not cfg.rank:
         raise ValueError("save_peft: the model has no LoRA adapters (config.lora.rank=0)")
     check_target(path, overwrite)
-    np_dtype = hf.np_dtype(dtype)
+    np_dtype = safetensors_io.np_dtype(dtype)
     entries, tensors = [], []
     for i in range(config.n_layers):
         for name in cfg.targets:
-            p, idx = hf._block_path(config, i, name)
+            p, idx = layout.block_path(config, i, name)
             a_path, b_path = p[:-1] + (name + lora.SUFFIX_A,), p[:-1] + (name + lora.SUFFIX_B,)
-            key = f"{PEFT_PREFIX}{hf.PREFIX}blocks.{i}.{name}"
-            a = gather(hf._leaf(params, a_path), idx, np_dtype)
-            b = gather(hf._leaf(params, b_path), idx, np_dtype)
+            key = f"{PEFT_PREFIX}{layout.PREFIX}blocks.{i}.{name}"
+            a = gather(layout.leaf(params, a_path), idx, np_dtype)
+            b = gather(layout.leaf(params, b_path), idx, np_dtype)
             a_t = np.ascontiguousarray(a.reshape(-1, cfg.rank).T)  # [r, in]
             b_t = np.ascontiguousarray(b.reshape(cfg.rank, -1).T)  # [out, r]
             for suffix, t in ((".lora_A.weight", a_t), (".lora_B.weight", b_t)):
@@ -262,7 +260,7 @@ def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None 
         return ["adapter_config.json", "adapter_model.safetensors"]
 
     def write(tmp):
-        out = hf.ShardWriter(os.path.join(tmp, "adapter_model.safetensors"), entries, np_dtype)
+        out = safetensors_io.ShardWriter(os.path.join(tmp, "adapter_model.safetensors"), entries, np_dtype)
         for (name, _), t in zip(entries, tensors):
             out.write(name, t)
         out.close()
@@ -280,30 +278,13 @@ def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None 
     return ["adapter_config.json", "adapter_model.safetensors"]
 
 
-def restore_for_export(workdir: str, step: int | None = None):
-    """(LLaDAConfig, step, params) of a workdir's checkpoint, the params spread over all
-    local devices (fsdp on d_model where it divides) so no device holds the whole model."""
-    from llada_jax.checkpoint import manager as checkpoint
+def export_mesh(config: LLaDAConfig):
+    """All local devices as fsdp over d_model where it divides (no device holds the whole
+    model); None (one device) otherwise."""
     from llada_jax.parallel import sharding
-    from llada_jax.interop.import_hf import param_shardings
 
-    config = LLaDAConfig(**checkpoint.run_info(workdir)["model"])
     n = jax.device_count()
-    if config.d_model % n == 0:
-        shards = param_shardings(config, sharding.make_mesh({"data": 1, "fsdp": n, "tensor": 1}))
-    else:  # cannot split evenly: one device holds it
-        one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        shards = jax.tree_util.tree_map(lambda _: one, jax.eval_shape(lambda: _init(config)))
-    shapes = jax.eval_shape(lambda: _init(config))
-    abstract = checkpoint.abstract_like(shapes, shards)
-    # a LoRA workdir: its adapters plus the base it references, unmerged
-    return (config, *lora_io.restore_params(workdir, abstract, step))
-
-
-def _init(config):
-    from llada_jax.model import init_params
-
-    return init_params(config, jax.random.key(0), seq_len=1)
+    return sharding.make_mesh({"data": 1, "fsdp": n, "tensor": 1}) if config.d_model % n == 0 else None
 
 
 def main(argv=None):
@@ -322,13 +303,16 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from llada_jax import cli
     from llada_jax.checkpoint import workdir as workdir_lib
+    from llada_jax.checkpoint.load import load_workdir
 
     with cli.user_errors():
         check_target(args.out, args.overwrite)  # before any restore
         hf_parse_size(args.max_shard_size)
         info = workdir_lib.read_run_info(args.workdir)
         with workdir_lib.lock(args.workdir, "export", enabled=jax.process_index() == 0):
-            config, step, params = restore_for_export(args.workdir, args.step)
+            w = load_workdir(args.workdir, export_mesh(LLaDAConfig(**info["model"])), step=args.step,
+                             tokenizer=False)
+            config, step, params = w.config, w.step, w.params
             if args.peft:
                 base = (info.get("lora_base") or {}).get("workdir")
                 files = save_peft(config, params, args.out, base_model=base, overwrite=args.overwrite)

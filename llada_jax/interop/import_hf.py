@@ -22,23 +22,14 @@ import json
 import os
 import shutil
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from llada_jax.interop import hf
-from llada_jax.model import DTYPES, LLaDA, LLaDAConfig
-
-
-def param_shardings(config: LLaDAConfig, mesh, rules=None):
-    """NamedShardings of the parameter tree from the model's logical axes."""
-    if rules is None:
-        from llada_jax.parallel.sharding import LOGICAL_RULES as rules
-    abstract = jax.eval_shape(
-        lambda: LLaDA(config).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
-    return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+from llada_jax.interop import layout, safetensors_io
+from llada_jax.model import DTYPES, LLaDAConfig, abstract_params
+from llada_jax.parallel import sharding as sharding_lib
 
 
 def _layer_sharding(sharding):
@@ -73,7 +64,7 @@ class TreeBuilder:
     def _sharding(self, path):
         if self.shardings is None:
             return self.default
-        return hf._leaf(self.shardings, path)
+        return layout.leaf(self.shardings, path)
 
     def put(self, path: tuple, idx: int | None, host: np.ndarray):
         sharding = self._sharding(path)
@@ -91,7 +82,7 @@ class TreeBuilder:
 
 
 def _dtype_name(dtype) -> str:
-    name = hf.np_dtype(dtype).name
+    name = safetensors_io.np_dtype(dtype).name
     if name not in DTYPES:
         raise ValueError(f"load_pretrained: dtype={dtype!r}, expected one of {DTYPES}")
     return name
@@ -113,20 +104,20 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
     Multi-host: every process calls this with the same arguments; make_array_from_callback
     asks each process only for its addressable shards (each reads the tensor it needs).
     """
-    hf_config = hf.read_config(path)
-    reader = hf.DirReader(path)
+    hf_config = layout.read_config(path)
+    reader = safetensors_io.DirReader(path)
     if dtype is None and "param_dtype" not in config_overrides:
         stored = {reader.dtype(n).name for n in reader.names}
         dtype = stored.pop() if len(stored) == 1 else "float32"
     if dtype is not None:
         config_overrides["param_dtype"] = _dtype_name(dtype)
-    config = hf.config_from_hf(hf_config, **config_overrides)
-    hf.check_hf_keys(config, {n: reader.shape(n) for n in reader.names})
+    config = layout.config_from_hf(hf_config, **config_overrides)
+    layout.check_hf_keys(config, {n: reader.shape(n) for n in reader.names})
     if shardings is None and mesh is not None:
-        shardings = param_shardings(config, mesh, rules)
-    np_dtype = hf.np_dtype(config.param_dtype)
+        shardings = sharding_lib.shardings_of(abstract_params(config), mesh, rules)
+    np_dtype = safetensors_io.np_dtype(config.param_dtype)
     builder = TreeBuilder(config, shardings)
-    for name, path_, idx, _, from_t in hf._ours_to_hf_name(config):
+    for name, path_, idx, _, from_t in layout.tensor_map(config):
         host = np.ascontiguousarray(from_t(reader.read(name)).astype(np_dtype, copy=False))
         builder.put(path_, idx, host)
         del host  # one host tensor alive at a time
@@ -159,7 +150,6 @@ def import_to_workdir(src: str, workdir: str, *, dtype="float32") -> LLaDAConfig
 
 def _import(src, workdir, dtype):
     from llada_jax.checkpoint import manager as checkpoint, workdir as workdir_lib
-    from llada_jax.interop.export import TOKENIZER_FILES
 
     config, params = load_pretrained(src, dtype=dtype)
     ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), async_save=False)
@@ -171,7 +161,7 @@ def _import(src, workdir, dtype):
     finally:
         ckpt.close()
     tokenizer = None
-    for name in TOKENIZER_FILES:
+    for name in layout.TOKENIZER_FILES:
         if os.path.isfile(os.path.join(src, name)):
             shutil.copyfile(os.path.join(src, name), os.path.join(workdir, name))
             if name in ("tokenizer.json", "tokenizer.model") and tokenizer is None:

@@ -1,8 +1,8 @@
 """The LLaDA mask predictor: configuration, Transformer, attention implementations
 (`attention/`, a registry by name) and adapters on the projections (`adapters/`)."""
 
-from llada_jax.model.transformer import (DTYPES, REMAT_POLICIES, KVCache, LLaDA, LLaDAConfig, apply_rope,
+from llada_jax.model.transformer import (DTYPES, REMAT_POLICIES, KVCache, LLaDA, LLaDAConfig, abstract_params, apply_rope,
                                          init_params, lm_head, param_count, rope_tables)
 
-__all__ = ["DTYPES", "REMAT_POLICIES", "KVCache", "LLaDA", "LLaDAConfig", "apply_rope", "init_params", "lm_head",
+__all__ = ["DTYPES", "REMAT_POLICIES", "KVCache", "LLaDA", "LLaDAConfig", "abstract_params", "apply_rope", "init_params", "lm_head",
            "param_count", "rope_tables"]

@@ -25,7 +25,8 @@ import flax.linen as nn
 
 from llada_jax.model import attention as attention_lib
 from llada_jax import validation
-from llada_jax.model.adapters.lora import LoRAConfig, adapter
+from llada_jax.model.adapters import ADAPTERS
+from llada_jax.model.adapters.lora import LoRAConfig
 
 # Logical axis names used by the parameters and activations of this module.
 # `llada_jax.parallel.sharding.LOGICAL_RULES` maps each onto mesh axes.
@@ -135,14 +136,17 @@ def _param(module, name, shape, axes, init_std):
 
 def projection(module, name, spec, shape, axes, n_in=1):
     """The Block weight `name` (shape, logical axes; its first n_in axes are contracted) as a
-    pure function x -> einsum(spec, x, W), plus its LoRA update when config.lora targets it.
-    Every Block projection goes through here, so an adapter changes this one place."""
+    pure function x -> einsum(spec, x, W), plus the updates of the adapters that target it
+    (`llada_jax.model.adapters.ADAPTERS`: LoRA when config.lora targets it). Every Block
+    projection goes through here, so an adapter changes this one place."""
     w = _param(module, name, shape, axes, module.config.init_std).astype(jnp.dtype(module.config.dtype))
-    update = adapter(module, name, spec, shape, axes, n_in)
+    updates = [u for u in (make(module, name, spec, shape, axes, n_in) for make in ADAPTERS) if u is not None]
 
     def apply(x):
         y = jnp.einsum(spec, x, w)
-        return y if update is None else update(x, y)
+        for update in updates:
+            y = update(x, y)
+        return y
 
     return apply
 
@@ -318,6 +322,13 @@ class LLaDA(nn.Module):
         if return_kv:
             return out, KVCache(*new_kv)
         return out
+
+
+def abstract_params(config: LLaDAConfig, batch: int = 1, seq_len: int = 8) -> Any:
+    """The parameter tree as shapes with logical axis names (nn.Partitioned leaves of
+    ShapeDtypeStructs), nothing allocated: what parameter shardings and restores start from."""
+    tokens_BxL = jnp.zeros((batch, seq_len), jnp.int32)
+    return jax.eval_shape(lambda r: LLaDA(config).init(r, tokens_BxL)["params"], jax.random.PRNGKey(0))
 
 
 def init_params(config: LLaDAConfig, rng, seq_len: int = 8) -> Any:

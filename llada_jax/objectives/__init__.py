@@ -1,2 +1,25 @@
-"""Training objectives: the diffusion forward process and its weighted losses (pretrain,
-SFT), the autoregressive baseline, and the Monte Carlo likelihood they share."""
+"""Training objectives: the diffusion forward process and its weighted losses
+(`diffusion`), the one Monte Carlo likelihood (`likelihood`), and the registry of
+objectives behind one interface (`base.Objective`).
+
+A new objective is one file here defining `OBJECTIVE` (an `Objective` instance) plus one
+line in OBJECTIVES; `config.data.kind` (and `llada_jax.experiments`) select it by name.
+Modules are imported on first use, so the registry costs nothing at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+OBJECTIVES = {
+    "pretrain": "llada_jax.objectives.pretrain",
+    "sft": "llada_jax.objectives.sft",
+    "autoregressive": "llada_jax.objectives.autoregressive",
+}
+
+
+def get(name: str):
+    """The registered objective `name` (a `base.Objective`); ValueError for an unknown one."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective {name!r}: expected one of {tuple(OBJECTIVES)}")
+    return importlib.import_module(OBJECTIVES[name]).OBJECTIVE

@@ -1,7 +1,8 @@
 """The device mesh (data, fsdp, tensor) and the one table of logical-axis rules.
 
 Every parameter and activation of `llada_jax.model` carries logical axis names;
-`LOGICAL_RULES` (MaxText style) maps them onto mesh axes:
+`LOGICAL_RULES` (MaxText style) maps them onto mesh axes, and `config.mesh.rules`
+overrides entries by name (`rules_of`):
 - the batch is split over data x fsdp (both are data parallel);
 - weights are split over fsdp on their embed dimension (ZeRO-3 / FSDP: gathered per
   layer inside the step) and over tensor on heads / mlp / vocab (Megatron style).
@@ -37,6 +38,21 @@ LOGICAL_RULES = (
     ("norm", None),
     ("lora_rank", None),  # LoRA adapters: split like the weight they adapt, the small rank replicated
 )
+
+
+def rules_of(mesh_cfg: Mapping) -> tuple:
+    """LOGICAL_RULES with the pairs of `mesh_cfg["rules"]` (logical axis, mesh axes: None,
+    one axis or a tuple of axes) replacing the entries of the same logical axis."""
+    table = dict(LOGICAL_RULES)
+    for pair in tuple(mesh_cfg.get("rules", ()) or ()):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or pair[0] not in table:
+            raise ValueError(f"config.mesh.rules: {pair!r}: expected a (logical axis, mesh axes) pair with "
+                             f"a logical axis among {tuple(table)}")
+        axes = tuple(pair[1]) if isinstance(pair[1], (tuple, list)) else pair[1]
+        if any(a not in MESH_AXES for a in (axes if isinstance(axes, tuple) else (axes,)) if a is not None):
+            raise ValueError(f"config.mesh.rules: {pair!r}: expected mesh axes among {MESH_AXES} or None")
+        table[pair[0]] = axes
+    return tuple(table.items())
 
 
 def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> tuple[int, int, int]:
@@ -76,11 +92,12 @@ def data_parallel_size(mesh: Mesh) -> int:
     return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
-def shardings_of(boxed_tree, mesh: Mesh):
-    """NamedShardings for a tree whose leaves may be `nn.Partitioned` (logical names);
-    plain leaves are replicated. The result's structure is that of the unboxed tree."""
+def shardings_of(boxed_tree, mesh: Mesh, rules=None):
+    """NamedShardings for a tree whose leaves may be `nn.Partitioned` (logical names),
+    mapped by `rules` (default LOGICAL_RULES); plain leaves are replicated. The result's
+    structure is that of the unboxed tree."""
     specs = nn.get_partition_spec(boxed_tree)
-    return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
+    return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES if rules is None else rules)
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
@@ -106,6 +123,7 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh, global_batch
     return out
 
 
-def logical_rules_context():
-    """Context in which `nn.with_logical_constraint` inside the model resolves."""
-    return nn.logical_axis_rules(LOGICAL_RULES)
+def logical_rules_context(rules=None):
+    """Context in which `nn.with_logical_constraint` inside the model resolves (by `rules`,
+    default LOGICAL_RULES)."""
+    return nn.logical_axis_rules(LOGICAL_RULES if rules is None else rules)

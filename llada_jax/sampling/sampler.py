@@ -23,10 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from llada_jax import validation
+from llada_jax.sampling import eos_stop
 from llada_jax.validation import special_ids
-from llada_jax.objectives.diffusion import guided_logits
+from llada_jax.sampling import confidence
+from llada_jax.sampling.guidance import guided_logits
 
-REMASKING = ("low_confidence", "random")
+REMASKING = tuple(confidence.RULES)
 CACHES = (None, "prefix", "dual")
 _NEG_INF = -jnp.inf
 
@@ -49,6 +51,7 @@ class _Options(NamedTuple):
     threshold: float | None
     infill: bool  # the prompt holds masks: its positions are candidates too
     cache: str | None = None  # None, "prefix" or "dual" (facts section 6b)
+    eos_early_stop: str | None = None  # None, "block" or "tail" (llada_jax.sampling.eos_stop)
 
     @property
     def num_blocks(self):
@@ -94,14 +97,7 @@ def predict(logits_BxMxV, rng, opt: _Options):
     if opt.temperature > 0:  # Gumbel-max in float32: argmax(logits + T * g)
         scores = scores + opt.temperature * jax.random.gumbel(noise_rng, scores.shape, jnp.float32)
     x0 = first_argmax(scores)
-    if opt.remasking == "random":
-        return x0, jax.random.uniform(rand_rng, x0.shape, jnp.float32)
-    conf_logits = logits_BxMxV.astype(jnp.float32)
-    if opt.confidence_eos_eot_inf:  # EOS/EoT get zero confidence, the rest renormalised
-        conf_logits = conf_logits.at[..., opt.eos_id].set(_NEG_INF).at[..., opt.eot_id].set(_NEG_INF)
-    # softmax probability of x0, without materialising the whole softmax
-    picked = jnp.take_along_axis(conf_logits, x0[..., None], axis=-1)[..., 0]
-    return x0, jnp.exp(picked - jax.nn.logsumexp(conf_logits, axis=-1))
+    return x0, confidence.RULES[opt.remasking](logits_BxMxV, x0, rand_rng, opt)
 
 
 def _candidate_positions(b, block_start, opt: _Options):
@@ -122,8 +118,8 @@ def _transfer(st: _State, logits_BxMxV, pos_BxM, k_B, rng, opt: _Options) -> _St
     """One reverse step's reveal on the candidate positions (one model call's worth)."""
     x0, x0_p = predict(logits_BxMxV, rng, opt)
     x_sub = jnp.take_along_axis(st.x, pos_BxM, axis=1)
-    confidence = jnp.where(x_sub == opt.mask_id, x0_p, _NEG_INF)
-    select = select_transfer(confidence, k_B, opt.threshold)
+    confidence_BxM = jnp.where(x_sub == opt.mask_id, x0_p, _NEG_INF)
+    select = select_transfer(confidence_BxM, k_B, opt.threshold)
     rows = jnp.arange(st.x.shape[0])[:, None]
     x = st.x.at[rows, pos_BxM].set(jnp.where(select, x0, x_sub))
     when = st.when.at[rows, pos_BxM].set(jnp.where(select, st.calls, jnp.take_along_axis(st.when, pos_BxM, 1)))
@@ -205,7 +201,18 @@ def _reverse_process(model, params, x, attention_mask, rng, opt: _Options) -> _S
 
     def body(blk, st):
         start = opt.prompt_len + blk * opt.block_length
-        return _run_block(model, params, st, mask, prompt_index, rng, start, blk, opt)
+        if opt.eos_early_stop is None:
+            return _run_block(model, params, st, mask, prompt_index, rng, start, blk, opt)
+        # A block in which every row is finished (no mask left) makes no model call.
+        block = jax.lax.dynamic_slice_in_dim(st.x, start, opt.block_length, axis=1)
+        st = jax.lax.cond(jnp.any(block == opt.mask_id),
+                          lambda st: _run_block(model, params, st, mask, prompt_index, rng, start, blk, opt),
+                          lambda st: st, st)
+        block = jax.lax.dynamic_slice_in_dim(st.x, start, opt.block_length, axis=1)
+        done = eos_stop.finished_rows(block, opt.eos_id, opt.eos_early_stop)
+        x, when = eos_stop.fill_after(st.x, st.when, done, start + opt.block_length, opt.mask_id, opt.eos_id,
+                                      st.calls - 1)
+        return _State(x, when, st.calls)
 
     if opt.cache == "prefix":  # each block's window has its own static length: unroll
         for blk in range(opt.num_blocks):
@@ -215,7 +222,7 @@ def _reverse_process(model, params, x, attention_mask, rng, opt: _Options) -> _S
 
 
 def _validate(model, prompt, attention_mask, steps, gen_length, block_length, temperature, remasking,
-              mask_id, threshold, cfg_scale, cache, eos_id, eot_id, rng):
+              mask_id, threshold, cfg_scale, cache, eos_id, eot_id, rng, eos_early_stop=None):
     """Checked and normalised arguments (see llada_jax.validation); ValueError otherwise."""
     where = "generate"
 
@@ -248,6 +255,10 @@ def _validate(model, prompt, attention_mask, steps, gen_length, block_length, te
         bad("cache", cache, f"one of {CACHES}")
     if cache is not None and holes:
         bad("cache", cache, "None when the prompt holds masks to infill (cached steps do not rerun the prompt)")
+    if eos_early_stop not in eos_stop.EOS_EARLY_STOP:
+        bad("eos_early_stop", eos_early_stop, f"one of {eos_stop.EOS_EARLY_STOP}")
+    if eos_early_stop is not None and gen_length == 0:
+        bad("eos_early_stop", eos_early_stop, "None when gen_length=0 (pure infilling has no answer to end)")
     if remasking not in REMASKING:
         bad("remasking", remasking, f"one of {REMASKING}")
     temperature = validation.number(where, "temperature", temperature, minimum=0)
@@ -273,7 +284,7 @@ def _validate(model, prompt, attention_mask, steps, gen_length, block_length, te
 def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_length=128, block_length=128,
              temperature=0.0, cfg_scale=0.0, remasking="low_confidence", mask_id=None,
              logits_eos_inf=False, confidence_eos_eot_inf=False, eos_id=None, eot_id=None,
-             threshold=None, rng=None, return_stats=False, cache=None):
+             threshold=None, rng=None, return_stats=False, cache=None, eos_early_stop=None):
     """Sample answers for `prompt` (B, P) int ids; returns int32 (B, P + gen_length).
 
     Semantics are those of the reference `generate` (facts section 6). Left-pad prompts of
@@ -287,6 +298,11 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
     the block and everything after it against cached keys/values of the positions before
     the block; "dual" reruns only the block against cached keys/values of every other
     position. The cache is filled by a full pass at each block's start. None is exact.
+    eos_early_stop: the end-of-answer rule (llada_jax.sampling.eos_stop): None (off), "block" (a row
+    whose block came out entirely EOS is finished) or "tail" (a row whose block ends in
+    EOS is finished). A finished row's later positions are set to EOS without model calls,
+    and blocks with no mask left in any row make none; exact whenever the model would have
+    revealed those positions as EOS.
     return_stats: also return {"model_calls": int, "reveal_step": (B, P + gen_length) int32},
     where every forward pass, full or partial, counts one call (a guided cfg pass too), and
     reveal_step[b, j] is the 0-based call whose prediction revealed position j (-1: given).
@@ -296,7 +312,7 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
     """
     mask_id, eos_id, eot_id = special_ids(model, mask_id, eos_id, eot_id)
     a = _validate(model, prompt, attention_mask, steps, gen_length, block_length, temperature, remasking,
-                  mask_id, threshold, cfg_scale, cache, eos_id, eot_id, rng)
+                  mask_id, threshold, cfg_scale, cache, eos_id, eot_id, rng, eos_early_stop)
     prompt, attention_mask, steps, gen_length, block_length = (
         a["prompt"], a["attention_mask"], a["steps"], a["gen_length"], a["block_length"])
     temperature, cfg_scale, mask_id, threshold, eos_id, eot_id, rng = (
@@ -309,7 +325,7 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
                    logits_eos_inf=bool(logits_eos_inf), confidence_eos_eot_inf=bool(confidence_eos_eot_inf),
                    eos_id=int(eos_id), eot_id=int(eot_id),
                    threshold=None if threshold is None else float(threshold),
-                   infill=bool((prompt == mask_id).any()), cache=cache)
+                   infill=bool((prompt == mask_id).any()), cache=cache, eos_early_stop=eos_early_stop)
     x = np.full((b, p + gen_length), mask_id, np.int32)
     x[:, :p] = prompt
     mask = None

@@ -30,7 +30,7 @@ from jax.experimental import multihost_utils
 from llada_jax import cli
 from llada_jax.checkpoint import manager as checkpoint
 from llada_jax.training import inputs
-from llada_jax.checkpoint import lora_io
+from llada_jax.checkpoint import load, lora_io
 from llada_jax.training import metrics
 from llada_jax.sampling import sampler as sampling
 from llada_jax.parallel import sharding
@@ -59,6 +59,7 @@ def validate(config, num_devices: int, process_count: int = 1):
             if k not in schema[section]:
                 raise ValueError(f"config.{section}.{k}: unknown field")
     dp_mesh = sharding.mesh_shape(config.mesh, num_devices)
+    sharding.rules_of(config.mesh)  # ValueError for a bad override
     dp = dp_mesh[0] * dp_mesh[1]
     d, o, t = config.data, config.optim, config.train
     if d.kind not in train.KINDS:
@@ -178,10 +179,8 @@ def _train(config, workdir, devices, hooks, saved_info):
     mcfg = inputs.model_config(config, tokenizer)
     model = LLaDA(mcfg)
     d, t = config.data, config.train
-    tx, schedule = train.make_optimizer(config.optim, t.steps)
-    st = train.Static(model, tx, d.kind, mcfg.mask_token_id, d.eps,
-                      d.random_length_prob if d.kind == "pretrain" else 0.0, config.optim.grad_accum, schedule)
-    abstract, shardings = train.state_shardings(model, tx, mesh)
+    st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
+    tx = st.tx
     train_it, make_eval_iter = inputs.iterators(config, tokenizer, process_index=jax.process_index(),
                                                 process_count=jax.process_count(),
                                                 cache_dir=os.path.join(workdir, "data_cache"))
@@ -196,7 +195,7 @@ def _train(config, workdir, devices, hooks, saved_info):
     if "frozen" in abstract:  # LoRA: the base of a resumed run is the one it recorded
         lora_base = (lora_io.base_reference(workdir) if restored is not None else None) or {
             "workdir": os.path.abspath(t.init_from), "step": None}
-        lora_base["step"], frozen = lora_io.load_base(lora_base["workdir"], checkpoint.abstract_like(
+        lora_base["step"], frozen = load.load_base(lora_base["workdir"], checkpoint.abstract_like(
             abstract["frozen"], shardings["frozen"]), lora_base["step"])
         print(f"LoRA base: step {lora_base['step']} of {lora_base['workdir']}", flush=True)
     if restored is not None:
@@ -207,7 +206,7 @@ def _train(config, workdir, devices, hooks, saved_info):
             train_it.set_state(data_state)
         print(f"resumed from step {step} in {workdir}", flush=True)
     elif frozen is not None:
-        state = train.init_state(model, tx, mesh, t.seed, shardings, frozen=frozen)
+        state = train.init_state(model, tx, mesh, t.seed, shardings, frozen=frozen, rules=st.rules)
     elif t.init_from:
         try:
             _, params = checkpoint.restore_params(t.init_from, checkpoint.abstract_like(
@@ -215,14 +214,13 @@ def _train(config, workdir, devices, hooks, saved_info):
         except checkpoint.CheckpointMismatchError as e:
             ckpt.close()
             raise _mismatch_error(e, workdir, saved_info, config, "init_from") from None
-        state = train.init_state(model, tx, mesh, t.seed, shardings, params=params)
+        state = train.init_state(model, tx, mesh, t.seed, shardings, params=params, rules=st.rules)
         print(f"initialised the params from {t.init_from}", flush=True)
     else:
-        state = train.init_state(model, tx, mesh, t.seed, shardings)
+        state = train.init_state(model, tx, mesh, t.seed, shardings, rules=st.rules)
     if primary:
         _save_run_info(workdir, config, mcfg, tokenizer, lora_base)
 
-    batch_spec = {"input_ids": 2, **({"prompt_mask": 2} if d.kind == "sft" else {})}
     step_fn = train.compile_step(st, mesh, shardings, batch_spec)
     eval_fn = train.compile_eval(st, mesh, train.full_params(shardings), batch_spec)
     writer = metrics.Writer(workdir, enabled=primary)
@@ -230,12 +228,7 @@ def _train(config, workdir, devices, hooks, saved_info):
     flops_step = metrics.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
     eval_key = jax.random.PRNGKey(t.seed + 1)
 
-    stop = {"signal": None}
-    old_handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old_handlers[sig] = signal.signal(sig, lambda s, _f: stop.update(signal=s))
-
+    stop, restore_handlers = catch_stop_signals()
     from tqdm import tqdm
 
     step = int(_host(state["step"]))
@@ -247,15 +240,7 @@ def _train(config, workdir, devices, hooks, saved_info):
             state, m = step_fn(state, batch)
             m = _host(m)
             step += 1
-            finite = bool(m.pop("state_finite", True))
-            bad = [f"{k} is {float(m[k])}" for k in ("loss", "grad_norm") if not math.isfinite(float(m[k]))]
-            if bad or not finite:  # stop before this step's state can be saved
-                ckpt.wait()
-                kept = ckpt.latest_step()
-                what = ", ".join(bad + ([] if finite else ["the updated state (params, optimizer) is not finite"]))
-                raise NonFiniteLossError(
-                    f"{what} at step {step}: stopping; the last good checkpoint "
-                    f"(step {kept}) is kept in {checkpoint.checkpoint_dir(workdir)}")
+            check_finite(m, step, ckpt, workdir)
             for h in hooks:
                 h(step, state, m)
             ckpt.save(step, state, train_it.get_state())
@@ -295,9 +280,37 @@ def _train(config, workdir, devices, hooks, saved_info):
         bar.close()
         ckpt.close()
         writer.close()
+        restore_handlers()
+    return state, last
+
+
+def catch_stop_signals():
+    """(stop, restore): from now on SIGTERM/SIGINT only set stop["signal"] (the loop then
+    saves a checkpoint and ends); restore() reinstates the previous handlers. Shared by the
+    training loop and the RL loop (llada_jax.rl.loop)."""
+    stop, old_handlers = {"signal": None}, {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old_handlers[sig] = signal.signal(sig, lambda s, _f: stop.update(signal=s))
+
+    def restore():
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
-    return state, last
+
+    return stop, restore
+
+
+def check_finite(m: dict, step: int, ckpt, workdir: str, keys=("loss", "grad_norm")):
+    """Pop m["state_finite"]; NonFiniteLossError when it is False or a `keys` metric is not
+    finite, before this step's state can be saved (the last good checkpoint is kept)."""
+    finite = bool(m.pop("state_finite", True))
+    bad = [f"{k} is {float(m[k])}" for k in keys if not math.isfinite(float(m[k]))]
+    if bad or not finite:
+        ckpt.wait()
+        kept = ckpt.latest_step()
+        what = ", ".join(bad + ([] if finite else ["the updated state (params, optimizer) is not finite"]))
+        raise NonFiniteLossError(f"{what} at step {step}: stopping; the last good checkpoint "
+                                 f"(step {kept}) is kept in {checkpoint.checkpoint_dir(workdir)}")
 
 
 def init_distributed():

@@ -1,4 +1,5 @@
-"""The train step: sample t, mask, forward, pretrain or SFT loss, gradients, AdamW.
+"""The train step: the objective's noise (for pretrain / SFT: sample t, mask), forward,
+its loss, gradients, AdamW.
 
 Pure functions over an explicit state dict {"step", "params", "opt_state", "rng"}; one
 jitted step with in/out shardings on the (data, fsdp, tensor) mesh. Parameters are the
@@ -23,13 +24,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from llada_jax import objectives
 from llada_jax.objectives import diffusion
 from llada_jax.model.adapters import lora
 from llada_jax.parallel import sharding
-from llada_jax.model import LLaDA
+from llada_jax.model import LLaDA, abstract_params
 
 SCHEDULES = ("wsd", "cosine", "constant")
-KINDS = ("pretrain", "sft")
+KINDS = ("pretrain", "sft")  # the objectives a training run (a mask predictor) takes
 
 
 def make_schedule(optim, total_steps: int):
@@ -95,12 +97,13 @@ class Static(NamedTuple):
 
     model: LLaDA
     tx: optax.GradientTransformation
-    kind: str
+    kind: str  # the objective's name (llada_jax.objectives.OBJECTIVES)
     mask_id: int
     eps: float
     random_length_prob: float
     grad_accum: int
     schedule: object = None  # step -> learning rate, reported in the metrics
+    rules: tuple | None = None  # logical-axis rules (sharding.rules_of(config.mesh)); None: the default
 
 
 def _opt_shardings(abstract_opt, param_shardings, mesh):
@@ -121,25 +124,37 @@ def _opt_shardings(abstract_opt, param_shardings, mesh):
     return jax.tree_util.tree_map_with_path(pick, abstract_opt)
 
 
-def state_shardings(model: LLaDA, tx, mesh, init_len: int = 8):
-    """(abstract state, shardings): shapes from `jax.eval_shape`, nothing allocated."""
-    dp = sharding.data_parallel_size(mesh)
-    dummy = jnp.zeros((dp, init_len), jnp.int32)
-    with jax.set_mesh(mesh), sharding.logical_rules_context():
-        boxed = jax.eval_shape(lambda r: model.init(r, dummy)["params"], jax.random.PRNGKey(0))
-    param_sh = sharding.shardings_of(boxed, mesh)
+def state_shardings(model: LLaDA, tx, mesh, init_len: int = 8, rules=None):
+    """(abstract state, shardings): shapes from `jax.eval_shape`, nothing allocated; the
+    parameters sharded by their logical axes under `rules` (default LOGICAL_RULES)."""
+    with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
+        boxed = abstract_params(model.config, sharding.data_parallel_size(mesh), init_len)
+    param_sh = sharding.shardings_of(boxed, mesh, rules)
     params = nn.unbox(boxed)
     frozen = None
     if model.config.lora.rank:  # train the adapters; the base is frozen
         (params, frozen), (param_sh, frozen_sh) = lora.split(params), lora.split(param_sh)
-    opt = jax.eval_shape(tx.init, params)
-    abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "opt_state": opt,
+    opt_state = jax.eval_shape(tx.init, params)
+    abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "opt_state": opt_state,
                 "rng": jax.ShapeDtypeStruct((2,), jnp.uint32)}
     rep = sharding.replicated(mesh)
-    shardings = {"step": rep, "params": param_sh, "opt_state": _opt_shardings(opt, param_sh, mesh), "rng": rep}
+    shardings = {"step": rep, "params": param_sh, "opt_state": _opt_shardings(opt_state, param_sh, mesh), "rng": rep}
     if frozen is not None:
         abstract["frozen"], shardings["frozen"] = frozen, frozen_sh
     return abstract, shardings
+
+
+def setup(config, model: LLaDA, mesh):
+    """What a run compiles from `config`: (Static, abstract state, its shardings, batch
+    spec {field: ndim}). The training loop and `python -m llada_jax.plan` both start here."""
+    d = config.data
+    objective = objectives.get(d.kind)
+    tx, schedule = make_optimizer(config.optim, config.train.steps)
+    rules = sharding.rules_of(config.mesh)
+    st = Static(model, tx, d.kind, model.config.mask_token_id, d.eps,
+                d.random_length_prob if objective.random_length else 0.0, config.optim.grad_accum, schedule, rules)
+    abstract, shardings = state_shardings(model, tx, mesh, rules=rules)
+    return st, abstract, shardings, {field: 2 for field in objective.fields}
 
 
 def full_params(state):
@@ -147,12 +162,12 @@ def full_params(state):
     return lora.combine(state["params"], state["frozen"]) if "frozen" in state else state["params"]
 
 
-def init_state(model: LLaDA, tx, mesh, seed: int, shardings, params=None, frozen=None):
+def init_state(model: LLaDA, tx, mesh, seed: int, shardings, params=None, frozen=None, rules=None):
     """A fresh state created directly in its shardings (jit with out_shardings). With
     `params` (e.g. restored for SFT) only the optimizer state is new. LoRA: `frozen` is
     the (restored) base, added as it is; fresh adapters are initialised."""
     fn = _jitted_init(model, tx, mesh, *_key({k: v for k, v in shardings.items() if k != "frozen"}))
-    with jax.set_mesh(mesh), sharding.logical_rules_context():
+    with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
         state = fn(jax.random.PRNGKey(seed), params)
     if frozen is not None:
         state["frozen"] = frozen
@@ -183,31 +198,20 @@ def _length_mask(rng, batch_shape, prob):
     return jnp.broadcast_to(jnp.arange(l) < length, (b, l)), length
 
 
-def make_noise(batch, rng, valid, st: Static):
-    """The forward process on the whole batch: (noisy ids, masked, p_mask)."""
-    prompt_mask = batch.get("prompt_mask") if st.kind == "sft" else None
-    return diffusion.forward_process(rng, batch["input_ids"], st.mask_id, st.eps,
-                                     prompt_mask=prompt_mask, valid_mask=valid)
-
-
 def loss_fn(params, batch, noise, valid, st: Static, frozen=None, dropout_rng=None):
     """(loss, metrics) of one (micro-)batch given its noise; `valid`: (B, L) or None.
     LoRA: `params` are the adapters, `frozen` the base; `dropout_rng` turns on their dropout."""
-    ids = batch["input_ids"]
-    noisy, masked, p_mask = noise
-    # `valid` is right padding (a length per row): passed as lengths, which every attention
-    # kernel takes; the head is applied chunk by chunk inside the loss.
-    lengths = None if valid is None else jnp.sum(valid, axis=1, dtype=jnp.int32)
     variables = {"params": params if frozen is None else lora.combine(params, frozen)}
     rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
-    logits = diffusion.ChunkedLogits(*st.model.apply(variables, noisy, kv_lengths=lengths,
-                                                     return_hidden=True, rngs=rngs))
-    if st.kind == "sft":
-        prompt_mask = batch["prompt_mask"]
-        loss, m = diffusion.sft_loss(logits, ids, masked, p_mask, prompt_mask)
-        m["masked_prompt_tokens"] = jnp.sum(masked & prompt_mask)
-    else:
-        loss, m = diffusion.pretrain_loss(logits, ids, masked, p_mask, valid)
+
+    def forward(ids_BxL, valid_BxL=None):
+        # `valid` is right padding (a length per row): passed as lengths, which every attention
+        # kernel takes; the head is applied chunk by chunk inside the loss.
+        lengths = None if valid_BxL is None else jnp.sum(valid_BxL, axis=1, dtype=jnp.int32)
+        return diffusion.ChunkedLogits(*st.model.apply(variables, ids_BxL, kv_lengths=lengths,
+                                                       return_hidden=True, rngs=rngs))
+
+    loss, m = objectives.get(st.kind).loss(forward, batch, noise, valid)
     m["correct"] = m["masked_accuracy"] * m["num_masked"]
     return loss, m
 
@@ -219,9 +223,10 @@ def train_step(state, batch, st: Static):
     len_rng, noise_rng = jax.random.split(step_rng)
     ids = batch["input_ids"]
     valid, length = None, jnp.int32(ids.shape[1])
-    if st.kind == "pretrain" and st.random_length_prob > 0:
+    objective = objectives.get(st.kind)
+    if objective.random_length and st.random_length_prob > 0:
         valid, length = _length_mask(len_rng, ids.shape, st.random_length_prob)
-    noise = make_noise(batch, noise_rng, valid, st)
+    noise = objective.noise(batch, noise_rng, valid, mask_id=st.mask_id, eps=st.eps)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     params, frozen = state["params"], state.get("frozen")
     drop = jax.random.fold_in(step_rng, 1) if st.model.config.lora.dropout > 0 else None
@@ -270,7 +275,8 @@ def all_finite(tree):
 
 def eval_loss(params, batch, rng, st: Static):
     """Loss of one held-out batch at a fixed rng (no random lengths)."""
-    return loss_fn(params, batch, make_noise(batch, rng, None, st), None, st)[0]
+    noise = objectives.get(st.kind).noise(batch, rng, None, mask_id=st.mask_id, eps=st.eps)
+    return loss_fn(params, batch, noise, None, st)[0]
 
 
 def compile_step(st: Static, mesh, shardings, batch_spec: dict):
@@ -279,10 +285,10 @@ def compile_step(st: Static, mesh, shardings, batch_spec: dict):
     fn = _jitted_step(st, mesh, *_key(shardings), tuple(sorted(batch_spec.items())))
 
     def run(state, batch):
-        with jax.set_mesh(mesh), sharding.logical_rules_context():
+        with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
             return fn(state, batch)
 
-    run.jitted = fn
+    run.jitted = fn  # for AOT lowering: `python -m llada_jax.plan`, benchmarks/attention.py
     return run
 
 
@@ -301,7 +307,7 @@ def compile_eval(st: Static, mesh, param_shardings, batch_spec: dict):
                  out_shardings=sharding.replicated(mesh))
 
     def run(params, batch, rng):
-        with jax.set_mesh(mesh), sharding.logical_rules_context():
+        with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
             return fn(params, batch, rng)
 
     return run

@@ -1,0 +1,230 @@
+"""The RL run: `train_rl(config, workdir)`, what `python -m llada_jax.rl` runs.
+
+It is the training loop's run with another update: the same config schema (plus the
+`rl` section), workdir claim and lock, mesh, state layout and shardings
+(`train.state_shardings` / `init_state`), Orbax checkpoints with the data iterator's
+state, resume, metrics.jsonl, the SIGTERM/SIGINT stop (`loop.catch_stop_signals`: save,
+exit status 75) and the non-finite guard (`loop.check_finite`). The workdir is a
+training workdir (run.json kind "train", with "rl": the algorithm), so `generate`,
+`evaluation` and `export` read it as any other.
+
+GRPO step k: the prompts are batch k of the synthetic task (`data.batch_size` prompts,
+a pure function of (train.seed, k)); G rollouts each from the current policy with rng
+fold_in(key(train.seed), k), rewards, group advantages, then mu optimizer updates.
+VRPO step k: batch k of the preference pairs (a permutation per epoch from train.seed).
+Everything a step draws comes from the step number or the saved state, so a resumed run
+is bitwise the run that was not interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llada_jax.checkpoint import lora_io
+from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.checkpoint import workdir as workdir_lib
+from llada_jax.parallel import sharding
+from llada_jax.training import inputs, loop, metrics
+from llada_jax.training import step as train
+from llada_jax.model import LLaDA
+from llada_jax.objectives import grpo
+from llada_jax.rl import pairs as pairs_lib
+from llada_jax.rl import rewards as rewards_lib
+from llada_jax.rl import rollout as rollout_lib
+from llada_jax.rl import step as rl_step
+from llada_jax.rl.rewards import expected_answer
+
+ALGORITHMS = ("grpo", "vrpo")
+
+
+def validate(config, num_devices: int):
+    """ValueError naming the field, before anything compiles (the train checks, then rl's)."""
+    loop.validate(config, num_devices)
+    r, d = config.rl, config.data
+    if r.algorithm not in ALGORITHMS:
+        raise ValueError(f"config.rl.algorithm={r.algorithm!r}: expected one of {ALGORITHMS}")
+    if not r.init_from:
+        raise ValueError("config.rl.init_from is empty: expected the SFT workdir to start from "
+                         "(--config.rl.init_from=SFT_WORKDIR)")
+    if not os.path.isdir(r.init_from):
+        raise ValueError(f"config.rl.init_from={r.init_from!r}: no such directory (expected an SFT workdir)")
+    if config.train.init_from:
+        raise ValueError("config.train.init_from is set: an RL run starts from config.rl.init_from only")
+    if r.algorithm == "grpo":
+        if d.source != "synthetic":
+            raise ValueError(f"config.data.source={d.source!r}: GRPO's prompts come from a checkable task; "
+                             "expected 'synthetic'")
+        rewards_lib.parse(r.rewards)
+        if r.num_generations < 2:
+            raise ValueError(f"config.rl.num_generations={r.num_generations}: expected >= 2 (a group)")
+        if r.num_iterations < 1 or not 0 <= r.p_mask_prompt < 1 or r.epsilon <= 0 or r.beta < 0:
+            raise ValueError(f"config.rl: num_iterations={r.num_iterations} (>= 1), p_mask_prompt="
+                             f"{r.p_mask_prompt} (in [0, 1)), epsilon={r.epsilon} (> 0), beta={r.beta} (>= 0)")
+        if r.sampler_steps < 1 or r.gen_length < 1:
+            raise ValueError(f"config.rl.sampler_steps={r.sampler_steps}, gen_length={r.gen_length}: expected >= 1")
+    else:
+        if not r.pairs or not os.path.isfile(r.pairs):
+            raise ValueError(f"config.rl.pairs={r.pairs!r}: expected a preference-pair JSONL file for VRPO")
+        if r.vrpo_n < 1 or r.beta <= 0:
+            raise ValueError(f"config.rl: vrpo_n={r.vrpo_n} (>= 1), beta={r.beta} (> 0 for VRPO)")
+
+
+class PairIterator:
+    """Batches of preference pairs; epoch e is a permutation drawn from (seed, e), so batch k
+    is a pure function of (seed, k). State: {"batch": k}."""
+
+    def __init__(self, chosen, rejected, *, batch_size: int, seed: int):
+        if len(chosen) < batch_size:
+            raise ValueError(f"config.data.batch_size={batch_size}: more than the {len(chosen)} pairs of "
+                             "config.rl.pairs")
+        self.chosen, self.rejected, self.batch_size, self.seed, self.batch = chosen, rejected, batch_size, seed, 0
+
+    def __next__(self):
+        per_epoch = len(self.chosen) // self.batch_size
+        epoch, i = divmod(self.batch, per_epoch)
+        idx = np.random.default_rng([self.seed, epoch]).permutation(len(self.chosen))
+        idx = idx[i * self.batch_size:(i + 1) * self.batch_size]
+        self.batch += 1
+        return {"chosen": self.chosen[idx], "rejected": self.rejected[idx]}
+
+    def get_state(self):
+        return {"batch": self.batch}
+
+    def set_state(self, state):
+        self.batch = int(state["batch"])
+
+
+def exact_match(model, params, task, prompts, answer_len, mcfg) -> float:
+    """Greedy exact match of `prompts` (one token per step, low-confidence remasking)."""
+    out = rollout_lib.rollout(model, params, prompts, num_generations=1, rng=jax.random.key(0),
+                              sampler=dict(steps=answer_len, gen_length=answer_len, block_length=answer_len),
+                              mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id)
+    want = expected_answer(task, prompts, answer_len)
+    return float(np.mean(np.all(out[:, prompts.shape[1]:] == want, axis=1)))
+
+
+def train_rl(config, workdir: str, *, devices=None, hooks=()):
+    """Run (or resume) RL in `workdir`. Returns (state, last logged metrics); the metrics
+    hold "signal" when SIGTERM/SIGINT ended the run after saving a checkpoint."""
+    devices = list(jax.devices() if devices is None else devices)
+    validate(config, len(devices))
+    saved_info = workdir_lib.claim(workdir, "train")
+    if saved_info is not None and "rl" not in saved_info:
+        raise workdir_lib.WorkdirError(
+            f"--workdir={workdir!r} holds a training run that is not an RL run; RL writes a new --workdir "
+            f"(start from that one with --config.rl.init_from={workdir})")
+    os.makedirs(workdir, exist_ok=True)
+    with workdir_lib.lock(workdir, "train", enabled=jax.process_index() == 0):
+        return _run(config, workdir, devices, hooks)
+
+
+def _run(config, workdir, devices, hooks):
+    r, d, t = config.rl, config.data, config.train
+    mesh = sharding.make_mesh(config.mesh, devices)
+    tokenizer = inputs.load_tokenizer(config, workdir) if d.source != "synthetic" else None
+    mcfg = inputs.model_config(config, tokenizer)
+    model = LLaDA(mcfg)
+    tx, _ = train.make_optimizer(config.optim, t.steps)
+    abstract, shardings = train.state_shardings(model, tx, mesh)
+    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,
+                                   keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+    # The reference: LoRA's frozen base, or (no LoRA) the params of init_from, restored once more.
+    frozen = ref_params = None
+    if "frozen" in abstract:
+        _, frozen = lora_io.load_base(r.init_from, checkpoint.abstract_like(abstract["frozen"], shardings["frozen"]))
+    else:
+        _, ref_params = checkpoint.restore_params(r.init_from, checkpoint.abstract_like(
+            abstract["params"], shardings["params"]))
+    restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings))
+    if restored is not None:
+        step, state, data_state = restored
+        if frozen is not None:
+            state["frozen"] = frozen
+        print(f"resumed from step {step} in {workdir}", flush=True)
+    else:
+        data_state = None
+        params = None if ref_params is None else jax.tree_util.tree_map(jnp.copy, ref_params)
+        state = train.init_state(model, tx, mesh, t.seed, shardings, params=params, frozen=frozen)
+    if jax.process_index() == 0:
+        workdir_lib.write_run_info(workdir, "train", config=json.loads(config.to_json()),
+                                   model=dataclasses.asdict(mcfg), tokenizer=None, rl=r.algorithm,
+                                   **({"lora_base": {"workdir": os.path.abspath(r.init_from), "step": None}}
+                                      if frozen is not None else {}))
+
+    if r.algorithm == "grpo":
+        it, _ = inputs.iterators(config, None, process_index=0, process_count=1)
+        task = it.task
+        prompt_len = task.prompt_len
+        eval_prompts = task.rows(np.random.default_rng([t.seed, 2]), r.eval_prompts)[0][:, :prompt_len]
+        names = rewards_lib.parse(r.rewards)
+        sampler = rollout_lib.sampler_options(r)
+    else:
+        pp, cw, cl = pairs_lib.read(r.pairs, eos_id=mcfg.eos_token_id, vocab_size=mcfg.vocab_size)
+        prompt_len = pp.shape[1]
+        it = PairIterator(np.concatenate([pp, cw], 1), np.concatenate([pp, cl], 1), batch_size=d.batch_size,
+                          seed=t.seed)
+        task = None
+    if data_state is not None:
+        it.set_state(data_state)
+    st = rl_step.Static(model, rl_step.reference_model(model), tx, prompt_len, mcfg.mask_token_id,
+                        num_iterations=r.num_iterations, p_mask_prompt=r.p_mask_prompt, epsilon=r.epsilon,
+                        beta=r.beta, vrpo_n=r.vrpo_n)
+    update = rl_step.jitted(r.algorithm, st)
+    writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)
+    stop, restore_handlers = loop.catch_stop_signals()
+    step, last, tick = int(np.asarray(state["step"])), {}, time.perf_counter()
+    try:
+        with jax.set_mesh(mesh), sharding.logical_rules_context():
+            while step < t.steps:
+                batch = next(it)
+                if r.algorithm == "grpo":
+                    prompts = batch["input_ids"][:, :prompt_len]
+                    seqs = rollout_lib.rollout(model, train.full_params(state), prompts,
+                                               num_generations=r.num_generations,
+                                               rng=jax.random.fold_in(jax.random.key(t.seed), step), sampler=sampler,
+                                               mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id)
+                    completions = seqs[:, prompt_len:]
+                    rew = rewards_lib.total_reward(names, np.repeat(prompts, r.num_generations, 0), completions, task)
+                    adv = grpo.group_advantages(jnp.asarray(rew), r.num_generations, r.scale_rewards)
+                    state, m = update(state, ref_params, jnp.asarray(seqs), adv, jnp.ones(completions.shape, bool))
+                    m = {k: float(v) for k, v in m.items()}
+                    want = expected_answer(task, np.repeat(prompts, r.num_generations, 0), completions.shape[1])
+                    m.update(reward_mean=float(rew.mean()), reward_std=float(rew.std()),
+                             accuracy=float(np.mean(np.all(completions == want, axis=1))))
+                else:
+                    state, m = update(state, ref_params, jnp.asarray(batch["chosen"]), jnp.asarray(batch["rejected"]))
+                    m = {k: float(v) for k, v in m.items()}
+                step += 1
+                loop.check_finite(m, step, ckpt, workdir)
+                for h in hooks:
+                    h(step, state, m)
+                ckpt.save(step, state, it.get_state())
+                if step % t.log_every == 0 or step == t.steps or step == 1:
+                    now = time.perf_counter()
+                    last = {**m, "step_time_s": now - tick}
+                    writer.scalars(step, last)
+                    print(f"[rl step {step}] " + " ".join(f"{k} {v:.4g}" for k, v in sorted(last.items())), flush=True)
+                tick = time.perf_counter()
+                if task is not None and t.eval_every and (step % t.eval_every == 0 or step == t.steps):
+                    acc = exact_match(model, train.full_params(state), task, eval_prompts, r.gen_length, mcfg)
+                    writer.scalars(step, {"accuracy": acc}, prefix="eval")
+                    print(f"[rl step {step}] eval exact match {acc:.4f} on {len(eval_prompts)} prompts", flush=True)
+                if stop["signal"] is not None:
+                    ckpt.save(step, state, it.get_state(), force=True)
+                    print(f"signal {stop['signal']}: saved a checkpoint at step {step}; exiting", flush=True)
+                    last = {**last, "signal": int(stop["signal"])}
+                    break
+            else:
+                ckpt.save(step, state, it.get_state(), force=True)
+    finally:
+        ckpt.close()
+        writer.close()
+        restore_handlers()
+    return state, last

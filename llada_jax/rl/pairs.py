@@ -1,0 +1,61 @@
+"""Preference pairs for VRPO as JSONL: one object per line,
+
+    {"prompt": [ids...], "chosen": [ids...], "rejected": [ids...]}
+
+token ids (int) of the prompt and of the two answers. Every prompt of a file has the same
+length (the likelihood's prompt length is static); answers shorter than the longest are
+padded with `eos_id` (LLaDA's SFT pads answers with EOS, so the padding is part of the
+answer, facts section 4). A bad line is a ValueError naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+FIELDS = ("prompt", "chosen", "rejected")
+
+
+def write(path: str, prompts, chosen, rejected):
+    """Write pairs (row-aligned int arrays or lists of lists) as JSONL; refuses to overwrite."""
+    with open(path, "x") as f:
+        for p, w, l in zip(prompts, chosen, rejected):
+            f.write(json.dumps({"prompt": [int(i) for i in p], "chosen": [int(i) for i in w],
+                                "rejected": [int(i) for i in l]}) + "\n")
+
+
+def read(path: str, eos_id: int | None = None, vocab_size: int | None = None):
+    """(prompts (N, P), chosen (N, A), rejected (N, A)) int32 arrays from a pairs file."""
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{i}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not JSON ({e.msg})") from None
+            if not isinstance(obj, dict) or any(k not in obj for k in FIELDS):
+                raise ValueError(f"{where}: expected an object with keys {list(FIELDS)}")
+            for k in FIELDS:
+                v = obj[k]
+                if not isinstance(v, list) or not v or not all(isinstance(t, int) and t >= 0 for t in v):
+                    raise ValueError(f"{where}: {k!r} must be a non-empty list of token ids (ints >= 0)")
+                if vocab_size is not None and max(v) >= vocab_size:
+                    raise ValueError(f"{where}: {k!r} holds id {max(v)}, expected < vocab_size={vocab_size}")
+            rows.append(obj)
+    if not rows:
+        raise ValueError(f"{path}: no preference pairs")
+    plens = {len(r["prompt"]) for r in rows}
+    if len(plens) != 1:
+        raise ValueError(f"{path}: prompts of different lengths {sorted(plens)}; expected one length")
+    alen = max(max(len(r["chosen"]), len(r["rejected"])) for r in rows)
+    if eos_id is None and any(len(r[k]) != alen for r in rows for k in ("chosen", "rejected")):
+        raise ValueError(f"{path}: answers of different lengths and no eos_id to pad them with")
+
+    def pad(k):
+        return np.asarray([r[k] + [eos_id] * (alen - len(r[k])) for r in rows], np.int32)
+
+    return np.asarray([r["prompt"] for r in rows], np.int32), pad("chosen"), pad("rejected")
