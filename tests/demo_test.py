@@ -2,6 +2,7 @@
 nothing but the progress bar on stderr (no library warnings), and the step-by-step
 rendering of the reverse process."""
 
+import os
 import re
 import subprocess
 import sys
@@ -18,8 +19,9 @@ SECTIONS = ("[1/4] training", "MFU", "[2/4] the reverse process", "call 1 ", "th
 
 def test_fast_demo_prints_every_section_and_no_warnings(tmp_path):
     wd = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as `make demo` on a CPU
     r = subprocess.run([sys.executable, "-m", "llada_jax.demo", "--fast", f"--workdir={wd}"],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     positions = [r.stdout.find(s) for s in SECTIONS]
     assert -1 not in positions, [s for s, p in zip(SECTIONS, positions) if p < 0]

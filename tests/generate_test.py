@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from llada_jax import generate
@@ -46,7 +47,9 @@ def _cli(*args):
 
 
 def test_cli_samples_and_infills_from_the_latest_checkpoint(tmp_path):
-    loop.train_and_evaluate(tiny_config(**{"train.steps": 2, "checkpoint.every": 1}), str(tmp_path))
+    # one device: cheaper to compile (checkpoint_test covers restoring 8-device checkpoints on 1)
+    loop.train_and_evaluate(tiny_config(**{"train.steps": 2, "checkpoint.every": 1}), str(tmp_path),
+                            devices=jax.devices()[:1])
     out = _cli(f"--workdir={tmp_path}", "--prompt_ids=3,4,5,-1,-1,8", "--gen_length=8", "--steps=4",
                "--block_length=4", "--show_ids")
     assert out.returncode == 0, out.stderr[-3000:]

@@ -173,9 +173,11 @@ def _finetune(cfg_model, base_params, *, rank, lr, steps, kind="sft", task="sort
     held_out = next(tasks.TaskIterator(t, batch_size=64, seed=1, sft=kind == "sft"))
     step = train.compile_step(st, mesh, shardings, dict.fromkeys(held_out, 2))
 
+    eval_loss = jax.jit(lambda p, k: train.eval_loss(p, held_out, k, st))
+
     def loss(state):
         full = train.full_params(state)
-        return float(np.mean([train.eval_loss(full, held_out, jax.random.PRNGKey(k), st) for k in range(4)]))
+        return float(np.mean([eval_loss(full, jax.random.PRNGKey(k)) for k in range(4)]))
 
     before = loss(state)
     for _ in range(steps):
