@@ -11,6 +11,7 @@ import numpy as np
 
 from llada_jax import demo
 from llada_jax.data import tasks
+from train_helper import one_device_xla_flags  # noqa: E402
 
 SECTIONS = ("[1/4] training", "MFU", "[2/4] the reverse process", "call 1 ", "threshold rule (keep",
             "[3/4] infill", "  masked  ", "  filled  ", "[4/4] parallel decoding", "one token per call",
@@ -19,7 +20,7 @@ SECTIONS = ("[1/4] training", "MFU", "[2/4] the reverse process", "call 1 ", "th
 
 def test_fast_demo_prints_every_section_and_no_warnings(tmp_path):
     wd = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as `make demo` on a CPU
+    env = dict(os.environ, XLA_FLAGS=one_device_xla_flags())  # one CPU device, as `make demo` on a CPU
     r = subprocess.run([sys.executable, "-m", "llada_jax.demo", "--fast", f"--workdir={wd}"],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]

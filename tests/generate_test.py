@@ -12,7 +12,7 @@ from llada_jax import generate
 from llada_jax.training import loop
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from train_helper import tiny_config  # noqa: E402
+from train_helper import one_device_xla_flags, tiny_config  # noqa: E402
 
 ROOT = pathlib.Path(__file__).parent.parent
 
@@ -41,7 +41,7 @@ def test_encode_prompt_forms():
 
 def _cli(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = one_device_xla_flags()
     return subprocess.run([sys.executable, "-m", "llada_jax.generate", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=env)
 

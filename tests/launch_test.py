@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from train_helper import one_device_xla_flags  # noqa: E402
 
 ROOT = pathlib.Path(__file__).parent.parent
 LAUNCH = ROOT / "launch"
@@ -16,7 +17,7 @@ SCRIPTS = ("local.sh", "slurm_gpu.sh", "tpu_pod.sh")
 
 
 def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device per process
+    env = dict(os.environ, XLA_FLAGS=one_device_xla_flags())  # one CPU device per process
     env.update(JAX_PLATFORMS="cpu", PYTHON=sys.executable, PATH=f"{pathlib.Path(sys.executable).parent}:"
                f"{env.get('PATH', '')}", **extra)
     return env

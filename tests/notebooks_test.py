@@ -8,6 +8,7 @@ import pathlib
 import sys
 
 import pytest
+from train_helper import one_device_xla_flags  # noqa: E402
 
 NOTEBOOKS = pathlib.Path(__file__).parent.parent / "notebooks"
 NAMES = ("quickstart.ipynb", "llada_8b.ipynb")
@@ -38,7 +39,7 @@ def test_notebook_runs_headless(name, tmp_path, monkeypatch):
 
     monkeypatch.setenv("LLADA_NOTEBOOK_FAST", "1")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.delenv("XLA_FLAGS", raising=False)  # one CPU device, as on a plain CPU runtime
+    monkeypatch.setenv("XLA_FLAGS", one_device_xla_flags())  # one CPU device, as on a plain CPU runtime
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' workdirs and exports
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "hf_modules"))  # trust_remote_code's copy
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")

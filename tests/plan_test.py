@@ -13,7 +13,7 @@ from llada_jax import plan
 from llada_jax.training import inputs, metrics
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from train_helper import tiny_config  # noqa: E402
+from train_helper import one_device_xla_flags, tiny_config  # noqa: E402
 
 ROOT = pathlib.Path(__file__).parent.parent
 
@@ -36,7 +36,7 @@ def test_plan_reports_sharded_sizes_and_flops():
 
 def test_plan_cli_on_more_virtual_devices_than_the_test_process_has():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = one_device_xla_flags()
     out = subprocess.run([sys.executable, "-m", "llada_jax.plan", "--config=configs/tiny.py", "--devices=16",
                           "--config.data.source=synthetic", "--config.mesh.fsdp=4", "--config.mesh.tensor=2"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)

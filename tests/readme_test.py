@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from train_helper import one_device_xla_flags  # noqa: E402
 
 ROOT = pathlib.Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -48,7 +49,7 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch):
 def test_readme_shell_commands_run(tmp_path):
     for name in ("configs", "launch"):
         (tmp_path / name).symlink_to(ROOT / name)
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a plain CPU
+    env = dict(os.environ, XLA_FLAGS=one_device_xla_flags())  # one CPU device, as a plain CPU
     env.update(JAX_PLATFORMS="cpu", PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
     for i, body in enumerate(SHELL):
         proc = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=tmp_path, env=env,

@@ -17,6 +17,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+def one_device_xla_flags():
+    """The suite's XLA_FLAGS (tests/conftest.py) without its 8 virtual devices: a subprocess
+    then runs on one CPU device, as a user's CPU run, but keeps the suite's cheap compiles."""
+    return " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                    if not f.startswith("--xla_force_host_platform_device_count"))
+
+
 def tiny_config(**overrides):
     from configs.tiny import get_config
 

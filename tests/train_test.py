@@ -22,7 +22,7 @@ from llada_jax.training import step as train
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from train_helper import tiny_config  # noqa: E402
+from train_helper import one_device_xla_flags, tiny_config  # noqa: E402
 
 HELPER = str(pathlib.Path(__file__).parent / "train_helper.py")
 
@@ -149,7 +149,7 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     procs = []
     for pid in range(2):
         env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent.parent), JAX_PLATFORMS="cpu",
-                   XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                   XLA_FLAGS=one_device_xla_flags() + " --xla_force_host_platform_device_count=2",
                    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))
         log = open(tmp_path / f"log{pid}.txt", "w")  # files, not pipes: a full pipe would block
         procs.append(subprocess.Popen([sys.executable, HELPER, str(tmp_path / "multi"), json.dumps(over)],
