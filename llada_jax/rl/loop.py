@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llada_jax.checkpoint import lora_io
+from llada_jax.checkpoint import load as checkpoint_load
 from llada_jax.checkpoint import manager as checkpoint
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.parallel import sharding
@@ -138,7 +138,8 @@ def _run(config, workdir, devices, hooks):
     # The reference: LoRA's frozen base, or (no LoRA) the params of init_from, restored once more.
     frozen = ref_params = None
     if "frozen" in abstract:
-        _, frozen = lora_io.load_base(r.init_from, checkpoint.abstract_like(abstract["frozen"], shardings["frozen"]))
+        _, frozen = checkpoint_load.load_base(r.init_from,
+                                              checkpoint.abstract_like(abstract["frozen"], shardings["frozen"]))
     else:
         _, ref_params = checkpoint.restore_params(r.init_from, checkpoint.abstract_like(
             abstract["params"], shardings["params"]))
