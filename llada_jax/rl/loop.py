@@ -31,6 +31,7 @@ from llada_jax.checkpoint import load as checkpoint_load
 from llada_jax.checkpoint import manager as checkpoint
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.parallel import sharding
+from llada_jax.model import from_config
 from llada_jax.training import inputs, loop, metrics
 from llada_jax.training import step as train
 from llada_jax.model import LLaDA
@@ -129,7 +130,7 @@ def _run(config, workdir, devices, hooks):
     r, d, t = config.rl, config.data, config.train
     mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir) if d.source != "synthetic" else None
-    mcfg = inputs.model_config(config, tokenizer)
+    mcfg = from_config.model_config(config, tokenizer)
     model = LLaDA(mcfg)
     tx, _ = train.make_optimizer(config.optim, t.steps)
     abstract, shardings = train.state_shardings(model, tx, mesh)

@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 
 from llada_jax import cli
 from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.model import from_config
 from llada_jax.training import inputs
 from llada_jax.checkpoint import load, lora_io
 from llada_jax.training import metrics
@@ -176,7 +177,7 @@ def _train(config, workdir, devices, hooks, saved_info):
     primary = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir)
-    mcfg = inputs.model_config(config, tokenizer)
+    mcfg = from_config.model_config(config, tokenizer)
     model = LLaDA(mcfg)
     d, t = config.data, config.train
     st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
