@@ -204,10 +204,7 @@ def _run(config, workdir, devices, hooks):
                     state, m = update(state, ref_params, jnp.asarray(batch["chosen"]), jnp.asarray(batch["rejected"]))
                     m = {k: float(v) for k, v in m.items()}
                 step += 1
-                loop.check_finite(m, step, ckpt, workdir)
-                for h in hooks:
-                    h(step, state, m)
-                ckpt.save(step, state, it.get_state())
+                loop.after_step(step, state, m, ckpt=ckpt, data_state=it.get_state, workdir=workdir, hooks=hooks)
                 if step % t.log_every == 0 or step == t.steps or step == 1:
                     now = time.perf_counter()
                     last = {**m, "step_time_s": now - tick}
@@ -219,9 +216,8 @@ def _run(config, workdir, devices, hooks):
                     writer.scalars(step, {"accuracy": acc}, prefix="eval")
                     print(f"[rl step {step}] eval exact match {acc:.4f} on {len(eval_prompts)} prompts", flush=True)
                 if stop["signal"] is not None:
-                    ckpt.save(step, state, it.get_state(), force=True)
-                    print(f"signal {stop['signal']}: saved a checkpoint at step {step}; exiting", flush=True)
-                    last = {**last, "signal": int(stop["signal"])}
+                    last = loop.save_and_stop(stop, step, state, last, ckpt=ckpt, data_state=it.get_state,
+                                              say=lambda s: print(s, flush=True))
                     break
             else:
                 ckpt.save(step, state, it.get_state(), force=True)
