@@ -96,7 +96,7 @@ def loader_vs_step(path, batches=20):
     import jax
 
     from configs.small import get_config
-    from llada_jax.training import inputs
+    from llada_jax.model import from_config
     from llada_jax.data import prepared
     from llada_jax.parallel import sharding
     from llada_jax.training import step as train
@@ -114,7 +114,7 @@ def loader_vs_step(path, batches=20):
     rows_s = batches * d.batch_size / (time.perf_counter() - t)
     # the train step of configs/small.py at batch 1 on one CPU device (batch 4 needs ~8 GB here)
     c.model.update(vocab_size=max(c.model.vocab_size, tok.vocab_size))
-    mcfg = inputs.model_config(c, tok)
+    mcfg = from_config.model_config(c, tok)
     from llada_jax.model import LLaDA
 
     model = LLaDA(mcfg)

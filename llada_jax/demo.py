@@ -89,7 +89,8 @@ def run_demo(config, workdir, *, n_eval=256, repeats=3, say=print):
     Returns the figures: accuracy, model calls and seconds of both samplers, speedup."""
     from llada_jax import sampling
     from llada_jax.data import tasks
-    from llada_jax.training import inputs, loop
+    from llada_jax.model import from_config
+    from llada_jax.training import loop
     from llada_jax.training import step as train
     from llada_jax.model import LLaDA
 
@@ -101,7 +102,7 @@ def run_demo(config, workdir, *, n_eval=256, repeats=3, say=print):
     t0, c0 = time.perf_counter(), time.process_time()
     state, last = loop.train_and_evaluate(config, workdir)
     trained = "step_time_s" in last
-    mcfg = inputs.model_config(config, None)
+    mcfg = from_config.model_config(config, None)
     show_training(workdir, mcfg, d.seq_len, time.perf_counter() - t0 if trained else None,
                   time.process_time() - c0, say)
 

@@ -37,7 +37,8 @@ def plan(config, devices=None) -> dict:
     import jax
 
     from llada_jax.checkpoint import manager as checkpoint
-    from llada_jax.training import inputs, loop, metrics
+    from llada_jax.model import from_config
+    from llada_jax.training import loop, metrics
     from llada_jax.parallel import sharding
     from llada_jax.training import step as train
     from llada_jax.model import LLaDA
@@ -45,7 +46,7 @@ def plan(config, devices=None) -> dict:
     devices = list(jax.devices() if devices is None else devices)
     dims = loop.validate(config, len(devices), 1)
     mesh = sharding.make_mesh(config.mesh, devices)
-    mcfg = inputs.model_config(config, None)
+    mcfg = from_config.model_config(config, None)
     model = LLaDA(mcfg)
     d = config.data
     st, abstract, shardings, batch_spec = train.setup(config, model, mesh)

@@ -11,7 +11,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from llada_jax import cli
-from llada_jax.training import inputs, loop, step as train
+from llada_jax.model import from_config
+from llada_jax.training import loop, step as train
 from llada_jax.model import LLaDA, param_count
 
 CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
@@ -31,7 +32,7 @@ def load(name, *overrides):
 
 
 def n_params(config):
-    model = LLaDA(inputs.model_config(config, None))
+    model = LLaDA(from_config.model_config(config, None))
     shapes = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.PRNGKey(0))
     return param_count(shapes)
 

@@ -2,7 +2,7 @@
 tests, sampler benchmarks and quick studies.
 
 Token ids are the task's own (no tokenizer): values 0..n_values-1, and the model's EOS
-(vocab - 2) and mask (vocab - 1), the ids `inputs.model_config` gives synthetic data.
+(vocab - 2) and mask (vocab - 1), the ids `model.from_config.model_config` gives synthetic data.
 Every task has `prompt_len`: the positions before it are the prompt (never masked in
 SFT), the rest is the answer that SFT trains on and the sampler generates
 (gen_length = seq_len - prompt_len).

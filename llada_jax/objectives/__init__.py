@@ -3,7 +3,8 @@
 objectives behind one interface (`base.Objective`).
 
 A new objective is one file here defining `OBJECTIVE` (an `Objective` instance) plus one
-line in OBJECTIVES; `config.data.kind` (and `llada_jax.experiments`) select it by name.
+line in OBJECTIVES; `config.data.kind` (and `llada_jax.experiments`) select it by name,
+`config.rl.algorithm` an RL one (`Objective.rl`).
 Modules are imported on first use, so the registry costs nothing at import time.
 """
 
@@ -15,6 +16,8 @@ OBJECTIVES = {
     "pretrain": "llada_jax.objectives.pretrain",
     "sft": "llada_jax.objectives.sft",
     "autoregressive": "llada_jax.objectives.autoregressive",
+    "grpo": "llada_jax.objectives.grpo",  # RL objectives (base.Objective.rl): run by llada_jax.rl.step
+    "vrpo": "llada_jax.objectives.vrpo",
 }
 
 

@@ -3,7 +3,8 @@ baseline, and RL objectives); `llada_jax.objectives.get(name)` returns one."""
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+import dataclasses
+from typing import Any, Callable, ClassVar, NamedTuple
 
 
 class Objective:
@@ -18,12 +19,26 @@ class Objective:
     `forward(ids_BxL, valid_BxL=None) -> diffusion.ChunkedLogits` runs the model (LoRA,
     dropout and the chunked head are the step's business). `metrics` must hold
     "masked_accuracy" and "num_masked" (the positions the loss scores).
+
+    RL objectives (GRPO, VRPO; subclasses of `RLObjective` below) keep the same three methods, driven by
+    `llada_jax.rl.step` instead, with two differences:
+      noise = objective.noise(batch, rng, None, mask_id=..., eps=0.0)   leading axis: one
+              entry per optimizer update on this batch (GRPO's mu; 1 for VRPO),
+      consts = objective.reference(policy, reference, batch, noise_k)  per update k, once
+              before any update: arrays from frozen policies (the rollout policy's and the
+              reference's log-probs, VRPO's reference ELBOs), added to the batch,
+      loss, metrics = objective.loss(policy, {**batch, **consts_k}, noise_k, None),
+    where `policy` / `reference` are `Policy(model, params)` (the full parameter tree)
+    rather than a forward function, as the Monte Carlo likelihood takes a model and params.
+    Their settings (clip epsilon, beta, ...) are dataclass fields: the registry holds the
+    defaults and the RL step uses `dataclasses.replace(objectives.get(name), ...)`.
     """
 
     name: ClassVar[str]
     fields: ClassVar[tuple[str, ...]] = ("input_ids",)  # the batch arrays (B, L) it reads
     random_length: ClassVar[bool] = False  # whether data.random_length_prob applies
     causal: ClassVar[bool] = False  # trains a causal model (config.causal), not a mask predictor
+    rl: ClassVar[bool] = False  # an RL objective (see above): has `reference`, run by llada_jax.rl.step
 
     def noise(self, batch, rng, valid, *, mask_id: int, eps: float):
         return None
@@ -31,8 +46,28 @@ class Objective:
     def loss(self, forward: Callable, batch, noise, valid):
         raise NotImplementedError
 
+    def reference(self, policy: "Policy", reference: "Policy", batch, noise) -> dict:
+        return {}
+
     def __eq__(self, other):
         return type(self) is type(other)
 
     def __hash__(self):
         return hash(type(self))
+
+
+class Policy(NamedTuple):
+    """A model and its full parameter tree: what an RL objective scores sequences with."""
+
+    model: Any
+    params: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class RLObjective(Objective):
+    """The base of RL objectives (see Objective): settings as frozen dataclass fields."""
+
+    rl: ClassVar[bool] = True
+    prompt_len: int = 0  # the prompt's length: the tokens before it are never scored
+    mask_id: int = 0
+    beta: float = 0.0  # the weight of the reference term (KL for GRPO, DPO's beta for VRPO)

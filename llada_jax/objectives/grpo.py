@@ -10,8 +10,13 @@ reference's estimates use the same mask as the update they are compared with.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
+
+from llada_jax.objectives.base import RLObjective
 
 
 def group_advantages(rewards_N, num_generations: int, scale_rewards: bool = False):
@@ -71,3 +76,36 @@ def grpo_loss(logp_NxC, old_logp_NxC, ref_logp_NxC, advantages_N, completion_mas
     is_clipped = (ratio * adv) > (clipped * adv)  # the clipped branch is the minimum
     metrics = {"kl": jnp.sum(kl * mask) / denom, "clip_fraction": jnp.sum(is_clipped * mask) / denom}
     return loss, metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPO(RLObjective):
+    """diffu-GRPO behind the objective interface (base.py, RL objectives). The batch:
+    "input_ids" (N, L) rollouts, "advantages" (N,), "completion_mask" (N, C); the noise is
+    one prompt-mask key per inner update (mu = num_iterations), shared by the new, the
+    rollout-time ("old") and the reference log-probabilities of that update."""
+
+    name: ClassVar[str] = "grpo"
+    fields: ClassVar[tuple[str, ...]] = ("input_ids", "advantages", "completion_mask")
+    num_iterations: int = 1
+    p_mask_prompt: float = 0.15
+    epsilon: float = 0.2
+    beta: float = 0.04
+
+    def logps(self, policy, ids_NxL, rng):
+        return completion_logps(lambda p, x: policy.model.apply({"params": p}, x), policy.params, ids_NxL, rng,
+                                prompt_len=self.prompt_len, p_mask_prompt=self.p_mask_prompt, mask_id=self.mask_id)
+
+    def noise(self, batch, rng, valid, *, mask_id=None, eps=None):
+        return jax.random.split(rng, self.num_iterations)
+
+    def reference(self, policy, reference, batch, noise):
+        old = self.logps(policy, batch["input_ids"], noise)
+        return {"old_logp": old, "ref_logp": self.logps(reference, batch["input_ids"], noise) if self.beta else old}
+
+    def loss(self, policy, batch, noise, valid):
+        return grpo_loss(self.logps(policy, batch["input_ids"], noise), batch["old_logp"], batch["ref_logp"],
+                         batch["advantages"], batch["completion_mask"], epsilon=self.epsilon, beta=self.beta)
+
+
+OBJECTIVE = GRPO()

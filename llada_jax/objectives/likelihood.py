@@ -88,6 +88,17 @@ def log_likelihood(model, params, prompt, answer, *, rng, mc_num=128, batch_size
     mask_id: default model.config.mask_token_id (the published id for a model without a
     config). Arguments are checked as `sampling.generate` checks them (ValueError).
     """
+    prompt, answer, rng, mc_num, batch_size, cfg_scale, mask_id = _validate(model, prompt, answer, rng, mc_num,
+                                                                            batch_size, cfg_scale, mask_id)
+    seq = jnp.asarray(np.concatenate([prompt, answer]))
+    nll_N = mc_nll(model, params, seq[None], jnp.asarray(rng)[None], prompt_len=int(prompt.size), batch_size=batch_size,
+                   num_batches=mc_num // batch_size, cfg_scale=cfg_scale, mask_id=mask_id)
+    return -float(nll_N[0])
+
+
+def _validate(model, prompt, answer, rng, mc_num, batch_size, cfg_scale, mask_id):
+    """log_likelihood's validator (ValueError naming the value, before any work), built from
+    `llada_jax.validation`'s helpers as `sampling.sampler._validate` is for generate."""
     from llada_jax import validation
 
     where, config = "log_likelihood", getattr(model, "config", None)
@@ -106,7 +117,4 @@ def log_likelihood(model, params, prompt, answer, *, rng, mc_num=128, batch_size
         raise ValueError(f"log_likelihood: mc_num={mc_num} must be a multiple of batch_size={batch_size}")
     cfg_scale = validation.number(where, "cfg_scale", cfg_scale, minimum=0)
     rng = validation.rng_key(where, "rng", rng)
-    seq = jnp.asarray(np.concatenate([prompt, answer]))
-    nll_N = mc_nll(model, params, seq[None], jnp.asarray(rng)[None], prompt_len=int(prompt.size), batch_size=batch_size,
-                   num_batches=mc_num // batch_size, cfg_scale=cfg_scale, mask_id=mask_id)
-    return -float(nll_N[0])
+    return prompt, answer, rng, mc_num, batch_size, cfg_scale, mask_id

@@ -12,10 +12,14 @@ ELBO estimate, with its variance reduction. Pure functions.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 
 from llada_jax.objectives import likelihood
+from llada_jax.objectives.base import RLObjective
 
 
 def elbo(model, params, seqs_NxL, rngs_N, *, prompt_len: int, n: int, mask_id: int):
@@ -40,3 +44,34 @@ def vrpo_loss(policy_chosen_N, policy_rejected_N, ref_chosen_N, ref_rejected_N, 
     margin = beta * ((policy_chosen_N - ref_w) - (policy_rejected_N - ref_l))
     loss = -jnp.mean(jax.nn.log_sigmoid(margin))
     return loss, {"reward_margin": jnp.mean(margin), "reward_accuracy": jnp.mean(margin > 0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class VRPO(RLObjective):
+    """VRPO behind the objective interface (base.py, RL objectives). The batch: "chosen"
+    and "rejected" (N, L) [prompt, answer] rows; the noise (one update per batch): the
+    keys of each row's masks, the same for the policy and the reference (antithetic)."""
+
+    name: ClassVar[str] = "vrpo"
+    fields: ClassVar[tuple[str, ...]] = ("chosen", "rejected")
+    n: int = 8
+    beta: float = 0.1
+
+    def elbos(self, policy, batch, noise):
+        keys_w, keys_l = noise
+        f = lambda seqs, keys: elbo(policy.model, policy.params, seqs, keys, prompt_len=self.prompt_len, n=self.n,
+                                    mask_id=self.mask_id)
+        return f(batch["chosen"], keys_w), f(batch["rejected"], keys_l)
+
+    def noise(self, batch, rng, valid, *, mask_id=None, eps=None):
+        return jax.tree_util.tree_map(lambda k: k[None], pair_rngs(rng, batch["chosen"].shape[0]))
+
+    def reference(self, policy, reference, batch, noise):
+        ref_w, ref_l = self.elbos(reference, batch, noise)
+        return {"ref_chosen": ref_w, "ref_rejected": ref_l}
+
+    def loss(self, policy, batch, noise, valid):
+        return vrpo_loss(*self.elbos(policy, batch, noise), batch["ref_chosen"], batch["ref_rejected"], beta=self.beta)
+
+
+OBJECTIVE = VRPO()

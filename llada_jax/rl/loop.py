@@ -31,6 +31,7 @@ from llada_jax.checkpoint import load as checkpoint_load
 from llada_jax.checkpoint import manager as checkpoint
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.parallel import sharding
+from llada_jax.model import from_config
 from llada_jax.training import inputs, loop, metrics
 from llada_jax.training import step as train
 from llada_jax.model import LLaDA
@@ -129,7 +130,7 @@ def _run(config, workdir, devices, hooks):
     r, d, t = config.rl, config.data, config.train
     mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir) if d.source != "synthetic" else None
-    mcfg = inputs.model_config(config, tokenizer)
+    mcfg = from_config.model_config(config, tokenizer)
     model = LLaDA(mcfg)
     tx, _ = train.make_optimizer(config.optim, t.steps)
     abstract, shardings = train.state_shardings(model, tx, mesh)
@@ -138,7 +139,8 @@ def _run(config, workdir, devices, hooks):
     # The reference: LoRA's frozen base, or (no LoRA) the params of init_from, restored once more.
     frozen = ref_params = None
     if "frozen" in abstract:
-        _, frozen = checkpoint_load.load_base(r.init_from, checkpoint.abstract_like(abstract["frozen"], shardings["frozen"]))
+        _, frozen = checkpoint_load.load_base(r.init_from,
+                                              checkpoint.abstract_like(abstract["frozen"], shardings["frozen"]))
     else:
         _, ref_params = checkpoint.restore_params(r.init_from, checkpoint.abstract_like(
             abstract["params"], shardings["params"]))
@@ -202,10 +204,7 @@ def _run(config, workdir, devices, hooks):
                     state, m = update(state, ref_params, jnp.asarray(batch["chosen"]), jnp.asarray(batch["rejected"]))
                     m = {k: float(v) for k, v in m.items()}
                 step += 1
-                loop.check_finite(m, step, ckpt, workdir)
-                for h in hooks:
-                    h(step, state, m)
-                ckpt.save(step, state, it.get_state())
+                loop.after_step(step, state, m, ckpt=ckpt, data_state=it.get_state, workdir=workdir, hooks=hooks)
                 if step % t.log_every == 0 or step == t.steps or step == 1:
                     now = time.perf_counter()
                     last = {**m, "step_time_s": now - tick}
@@ -217,9 +216,8 @@ def _run(config, workdir, devices, hooks):
                     writer.scalars(step, {"accuracy": acc}, prefix="eval")
                     print(f"[rl step {step}] eval exact match {acc:.4f} on {len(eval_prompts)} prompts", flush=True)
                 if stop["signal"] is not None:
-                    ckpt.save(step, state, it.get_state(), force=True)
-                    print(f"signal {stop['signal']}: saved a checkpoint at step {step}; exiting", flush=True)
-                    last = {**last, "signal": int(stop["signal"])}
+                    last = loop.save_and_stop(stop, step, state, last, ckpt=ckpt, data_state=it.get_state,
+                                              say=lambda s: print(s, flush=True))
                     break
             else:
                 ckpt.save(step, state, it.get_state(), force=True)

@@ -1,5 +1,6 @@
-"""The jitted RL updates over the training state {"step", "params", "opt_state", "rng"}
-(+ "frozen" with LoRA), the same state layout, optimizer and checkpoints as `train`.
+"""The jitted RL updates of the registered RL objectives (`objectives.get("grpo" | "vrpo")`)
+over the training state {"step", "params", "opt_state", "rng"} (+ "frozen" with LoRA): the
+same state layout, optimizer update (`training.step.apply_gradients`) and checkpoints as `train`.
 
 The reference policy: with LoRA the base without adapters (`ref_model` is the model with
 rank 0 applied to state["frozen"]: no second copy of the weights); without LoRA a frozen
@@ -9,6 +10,7 @@ resume, so a checkpoint never holds it).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -16,10 +18,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from llada_jax import objectives
 from llada_jax.model.adapters import lora
 from llada_jax.training import step as train
 from llada_jax.model import LLaDA
-from llada_jax.objectives import grpo, vrpo
+from llada_jax.objectives import grpo  # noqa: F401  (rl_step.grpo.group_advantages, used by experiments)
+from llada_jax.objectives.base import Policy
 
 
 class Static(NamedTuple):
@@ -47,76 +51,54 @@ def reference_params(state, ref_params=None):
     return state["frozen"] if "frozen" in state else ref_params
 
 
-def _apply(model, frozen):
-    def fn(params, ids):
-        full = params if frozen is None else lora.combine(params, frozen)
-        return model.apply({"params": full}, ids)
-
-    return fn
-
-
-def _update(state, grads, new_rng, m, st: Static):
-    updates, opt_state = st.tx.update(grads, state["opt_state"], state["params"])
-    new = {**state, "params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
-           "rng": new_rng, "step": state["step"] + 1}
-    m = {**m, "grad_norm": optax.tree.norm(grads), "state_finite": train.all_finite((new["params"], opt_state))}
-    return new, m
-
-
-def grpo_step(state, ref_params, ids_NxL, advantages_N, completion_mask_NxC, st: Static):
-    """mu = num_iterations optimizer updates on one rollout batch (d1). Iteration k's
-    prompt mask (redrawn per iteration) is shared by the new, the rollout-time ("old")
-    and the reference log-probabilities; old and ref are computed once, before any update."""
-    rng, step_rng = jax.random.split(state["rng"])
-    mask_rngs = jax.random.split(step_rng, st.num_iterations)
-    frozen = state.get("frozen")
-    logps = functools.partial(grpo.completion_logps, prompt_len=st.prompt_len, p_mask_prompt=st.p_mask_prompt,
-                              mask_id=st.mask_id)
-    policy = _apply(st.model, frozen)
-    old = jax.lax.map(lambda r: logps(policy, state["params"], ids_NxL, r), mask_rngs)
-    if st.beta:
-        ref = jax.lax.map(lambda r: logps(_apply(st.ref_model, None), reference_params(state, ref_params),
-                                          ids_NxL, r), mask_rngs)
+def objective(kind: str, st: Static):
+    """The registered RL objective `kind` ("grpo" or "vrpo") with the settings of `st`."""
+    if kind == "grpo":
+        settings = dict(num_iterations=st.num_iterations, p_mask_prompt=st.p_mask_prompt, epsilon=st.epsilon)
     else:
-        ref = old
+        settings = dict(n=st.vrpo_n)
+    return dataclasses.replace(objectives.get(kind), prompt_len=st.prompt_len, mask_id=st.mask_id, beta=st.beta,
+                               **settings)
 
-    def loss_fn(params, r, old_k, ref_k):
-        return grpo.grpo_loss(logps(policy, params, ids_NxL, r), old_k, ref_k, advantages_N, completion_mask_NxC,
-                              epsilon=st.epsilon, beta=st.beta)
+
+def rl_step(state, ref_params, batch, st: Static, obj):
+    """The optimizer updates of an RL objective `obj` (objectives.base: RL objectives) on
+    one batch: its noise has one entry per update (GRPO's mu, redrawn prompt masks); the
+    frozen policies' arrays (rollout-time "old" and reference log-probs, reference ELBOs)
+    are computed for every update before any update; each update is the training step's
+    `apply_gradients`."""
+    rng, step_rng = jax.random.split(state["rng"])
+    noise = obj.noise(batch, step_rng, None, mask_id=st.mask_id, eps=0.0)
+    frozen = state.get("frozen")
+    full = lambda params: params if frozen is None else lora.combine(params, frozen)
+    policy, ref = Policy(st.model, full(state["params"])), Policy(st.ref_model, reference_params(state, ref_params))
+    consts = jax.lax.map(lambda nk: obj.reference(policy, ref, batch, nk), noise)
+
+    def loss_fn(params, noise_k, consts_k):
+        return obj.loss(Policy(st.model, full(params)), {**batch, **consts_k}, noise_k, None)
 
     def body(carry, xs):
         params, opt_state = carry
         (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *xs)
-        updates, opt_state = st.tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), {**m, "loss": loss,
-                                                                  "grad_norm": optax.tree.norm(grads)}
+        params, opt_state, grad_norm = train.apply_gradients(st.tx, params, opt_state, grads)
+        return (params, opt_state), {**m, "loss": loss, "grad_norm": grad_norm}
 
-    (params, opt_state), ms = jax.lax.scan(body, (state["params"], state["opt_state"]), (mask_rngs, old, ref))
+    (params, opt_state), ms = jax.lax.scan(body, (state["params"], state["opt_state"]), (noise, consts))
     m = jax.tree_util.tree_map(jnp.mean, ms)
     m["state_finite"] = train.all_finite((params, opt_state))
-    new = {**state, "params": params, "opt_state": opt_state, "rng": rng, "step": state["step"] + 1}
-    return new, m
+    return {**state, "params": params, "opt_state": opt_state, "rng": rng, "step": state["step"] + 1}, m
+
+
+def grpo_step(state, ref_params, ids_NxL, advantages_N, completion_mask_NxC, st: Static):
+    """mu = num_iterations optimizer updates of diffu-GRPO on one rollout batch (d1)."""
+    batch = {"input_ids": ids_NxL, "advantages": advantages_N, "completion_mask": completion_mask_NxC}
+    return rl_step(state, ref_params, batch, st, objective("grpo", st))
 
 
 def vrpo_step(state, ref_params, chosen_NxL, rejected_NxL, st: Static):
     """One optimizer update of VRPO on a batch of preference pairs; the policy and the
     reference see the same timesteps and masks (antithetic sampling)."""
-    rng, step_rng = jax.random.split(state["rng"])
-    n = chosen_NxL.shape[0]
-    keys_w, keys_l = vrpo.pair_rngs(step_rng, n)
-    frozen = state.get("frozen")
-    elbo = functools.partial(vrpo.elbo, prompt_len=st.prompt_len, n=st.vrpo_n, mask_id=st.mask_id)
-    ref_p = reference_params(state, ref_params)
-    ref_w = elbo(st.ref_model, ref_p, chosen_NxL, keys_w)
-    ref_l = elbo(st.ref_model, ref_p, rejected_NxL, keys_l)
-
-    def loss_fn(params):
-        full = params if frozen is None else lora.combine(params, frozen)
-        return vrpo.vrpo_loss(elbo(st.model, full, chosen_NxL, keys_w), elbo(st.model, full, rejected_NxL, keys_l),
-                              ref_w, ref_l, beta=st.beta)
-
-    (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    return _update(state, grads, rng, {**m, "loss": loss}, st)
+    return rl_step(state, ref_params, {"chosen": chosen_NxL, "rejected": rejected_NxL}, st, objective("vrpo", st))
 
 
 @functools.lru_cache(maxsize=16)

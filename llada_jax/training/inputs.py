@@ -1,16 +1,13 @@
 """What the training loop reads, from the config: the tokenizer, the train and eval
-iterators (llada_jax.data, or a synthetic task of llada_jax.data.tasks) and the
-model config with the tokenizer's special ids."""
+iterators (llada_jax.data, or a synthetic task of llada_jax.data.tasks). The model
+config from a run config is `llada_jax.model.from_config.model_config`."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 
-from llada_jax.model.adapters import lora
 from llada_jax.data import tasks
-from llada_jax.model import LLaDAConfig
 
 log = logging.getLogger(__name__)
 SOURCES = ("stdlib", "files", "jsonl", "prepared", "synthetic")
@@ -86,29 +83,6 @@ def train_files(config, split="train"):
     if d.source == "stdlib":
         return data.stdlib_files(split)
     return _files(d.train_files if split == "train" else d.eval_files, f"{split}_files")
-
-
-def model_config(config, tokenizer) -> LLaDAConfig:
-    """LLaDAConfig from config.model; special ids left at -1 come from the tokenizer
-    (synthetic data: mask = vocab - 1, eos = pad = vocab - 2). With config.lora.rank > 0
-    the model gets those adapters and stores its (frozen) base as lora.base_dtype."""
-    m = config.model.to_dict()
-    v = m["vocab_size"]
-    if tokenizer is not None:
-        if tokenizer.vocab_size > v:
-            raise ValueError(f"config.model.vocab_size={v}: expected >= the tokenizer's {tokenizer.vocab_size}")
-        defaults = {"mask_token_id": tokenizer.mask_id, "eos_token_id": tokenizer.eos_id,
-                    "pad_token_id": tokenizer.eos_id}
-    else:
-        defaults = {"mask_token_id": v - 1, "eos_token_id": v - 2, "pad_token_id": v - 2}
-    for k, val in defaults.items():
-        if m[k] == -1:
-            m[k] = val
-    names = {f.name for f in dataclasses.fields(LLaDAConfig)}
-    lc = config.get("lora")
-    if lc is not None and lc.rank:
-        m.update(lora=lora.from_config(lc), param_dtype=lc.base_dtype)
-    return LLaDAConfig(**{k: val for k, val in m.items() if k in names})
 
 
 def iterators(config, tokenizer, *, process_index, process_count, eval_only=False, cache_dir=None):

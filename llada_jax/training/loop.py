@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 
 from llada_jax import cli
 from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.model import from_config
 from llada_jax.training import inputs
 from llada_jax.checkpoint import load, lora_io
 from llada_jax.training import metrics
@@ -176,7 +177,7 @@ def _train(config, workdir, devices, hooks, saved_info):
     primary = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir)
-    mcfg = inputs.model_config(config, tokenizer)
+    mcfg = from_config.model_config(config, tokenizer)
     model = LLaDA(mcfg)
     d, t = config.data, config.train
     st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
@@ -240,10 +241,7 @@ def _train(config, workdir, devices, hooks, saved_info):
             state, m = step_fn(state, batch)
             m = _host(m)
             step += 1
-            check_finite(m, step, ckpt, workdir)
-            for h in hooks:
-                h(step, state, m)
-            ckpt.save(step, state, train_it.get_state())
+            after_step(step, state, m, ckpt=ckpt, data_state=train_it.get_state, workdir=workdir, hooks=hooks)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             n_since += 1
@@ -270,9 +268,7 @@ def _train(config, workdir, devices, hooks, saved_info):
                 tick = time.perf_counter() if tick is not None else None
             bar.update(1)
             if stop["signal"] is not None:
-                ckpt.save(step, state, train_it.get_state(), force=True)
-                bar.write(f"signal {stop['signal']}: saved a checkpoint at step {step}; exiting")
-                last = {**last, "signal": int(stop["signal"])}
+                last = save_and_stop(stop, step, state, last, ckpt=ckpt, data_state=train_it.get_state, say=bar.write)
                 break
         else:
             ckpt.save(step, state, train_it.get_state(), force=True)
@@ -298,6 +294,24 @@ def catch_stop_signals():
             signal.signal(sig, h)
 
     return stop, restore
+
+
+def after_step(step: int, state, m: dict, *, ckpt, data_state, workdir: str, hooks=()):
+    """What every checkpointed training loop (train_and_evaluate, `llada_jax.rl`) does after
+    step `step`: stop on a non-finite loss, gradient or state before saving it, run the
+    hooks, and save the checkpoint when due. data_state: () -> the data iterator's state."""
+    check_finite(m, step, ckpt, workdir)
+    for h in hooks:
+        h(step, state, m)
+    ckpt.save(step, state, data_state())
+
+
+def save_and_stop(stop: dict, step: int, state, last: dict, *, ckpt, data_state, say=print) -> dict:
+    """After a SIGTERM/SIGINT (`catch_stop_signals`): a forced checkpoint of `step`, one line,
+    and the last metrics marked with the signal (`exit_status` maps it to EXIT_PREEMPTED)."""
+    ckpt.save(step, state, data_state(), force=True)
+    say(f"signal {stop['signal']}: saved a checkpoint at step {step}; exiting")
+    return {**last, "signal": int(stop["signal"])}
 
 
 def check_finite(m: dict, step: int, ckpt, workdir: str, keys=("loss", "grad_norm")):

@@ -253,10 +253,9 @@ def train_step(state, batch, st: Static):
         grads = jax.tree_util.tree_map(lambda g: g / a, grads)
         loss = jnp.mean(losses)
         m = jax.tree_util.tree_map(jnp.sum, ms)
-    updates, opt_state = st.tx.update(grads, state["opt_state"], params)
-    new_params = optax.apply_updates(params, updates)
+    new_params, opt_state, grad_norm = apply_gradients(st.tx, params, state["opt_state"], grads)
     metrics = {"loss": loss, "masked_accuracy": m["correct"] / jnp.maximum(m["num_masked"], 1),
-               "grad_norm": optax.tree.norm(grads), "num_masked": m["num_masked"], "seq_len": length,
+               "grad_norm": grad_norm, "num_masked": m["num_masked"], "seq_len": length,
                "lr": st.schedule(state["step"]) if st.schedule is not None else jnp.float32(0)}
     if "masked_prompt_tokens" in m:
         metrics["masked_prompt_tokens"] = m["masked_prompt_tokens"]
@@ -265,6 +264,13 @@ def train_step(state, batch, st: Static):
     if frozen is not None:
         new_state["frozen"] = frozen
     return new_state, metrics
+
+
+def apply_gradients(tx, params, opt_state, grads):
+    """The optimizer update every step shares (this train step and `llada_jax.rl.step`):
+    the optax chain (clipping, AdamW) applied to `grads`. Returns (params, opt_state, grad_norm)."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
 
 
 def all_finite(tree):
