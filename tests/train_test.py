@@ -1,6 +1,7 @@
 """The train step and loop: sharded runs equal one device, two processes equal one,
 gradient accumulation, random lengths without recompiles, SFT, schedules and FLOPs."""
 
+import functools
 import json
 import math
 import os
@@ -114,7 +115,7 @@ def test_sft_never_masks_prompt_and_overfits(tmp_path):
     model = LLaDA(cfg)
     optim = tiny_config(**{"optim.lr": 3e-3, "optim.schedule": "constant", "optim.warmup_steps": 0,
                            "optim.weight_decay": 0.0}).optim
-    tx, _ = train.make_optimizer(optim, 400)
+    tx, _ = train.make_optimizer(optim, 200)
     mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
     _, shardings = train.state_shardings(model, tx, mesh)
     state = train.init_state(model, tx, mesh, 0, shardings)
@@ -127,10 +128,11 @@ def test_sft_never_masks_prompt_and_overfits(tmp_path):
         assert not np.any(np.asarray(masked) & prompt_mask)
         np.testing.assert_array_equal(np.asarray(noisy)[prompt_mask], ids[prompt_mask])
     step = train.compile_step(st, mesh, shardings, {"input_ids": 2, "prompt_mask": 2})
-    for _ in range(400):
+    for _ in range(200):  # training loss ~2e-3 by then (~2e-2 at 150)
         state, m = step(state, batch)
         assert int(m["masked_prompt_tokens"]) == 0
-    losses = [float(train.eval_loss(state["params"], batch, jax.random.PRNGKey(k), st)) for k in range(8)]
+    eval_loss = jax.jit(functools.partial(train.eval_loss, st=st))
+    losses = [float(eval_loss(state["params"], batch, jax.random.PRNGKey(k))) for k in range(8)]
     assert np.mean(losses) < 0.05, losses
     out = sampling.generate(model, state["params"], ids[:1, :4], steps=12, gen_length=12, block_length=12,
                             mask_id=127, eos_id=126)
