@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 
 from llada_jax import objectives
 from llada_jax.training import loop, metrics
@@ -57,33 +58,43 @@ def test_flops_count_full_bidirectional_attention():
     assert per_token == 6 * metrics.matmul_params(cfg) + attention
 
 
-def test_sharded_meshes_match_one_device(tmp_path):
+SHARDED_OVER = {"train.steps": 3, "checkpoint.every": 0, "train.sample_prompt_len": 8,
+                "train.sample_gen_length": 8, "train.sample_steps": 4}
+
+
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory):
+    """(workdir, state, last metrics) of 3 steps on 1 device, with one eval and one sample:
+    the reference of the sharded meshes and of the two processes (one compile for both)."""
+    wd = tmp_path_factory.mktemp("one")
+    cfg = tiny_config(**SHARDED_OVER, **{"train.eval_every": 3, "train.num_samples": 1, "mesh.data": 1})
+    state, m = loop.train_and_evaluate(cfg, str(wd), devices=jax.devices()[:1])
+    return wd, state, m
+
+
+def test_sharded_meshes_match_one_device(tmp_path, one_device_run):
     """data=8, and fsdp=4 x tensor=2 (with gradient accumulation), give the loss and
     params of 1 device after 3 steps."""
-    over = {"train.steps": 3, "checkpoint.every": 0, "train.sample_prompt_len": 8,
-            "train.sample_gen_length": 8, "train.sample_steps": 4}
+    one_wd, one, m1 = one_device_run
     runs = {}
-    for name, mesh, devices in (("one", (1, 1, 1), jax.devices()[:1]), ("data8", (8, 1, 1), None),
-                                ("fsdp4_tensor2", (1, 4, 2), None)):
-        ev = {"train.eval_every": 3, "train.num_samples": 1} if name == "one" else {}  # eval once
-        if name == "fsdp4_tensor2":  # also: 2 micro-batches of 4 give the step of one batch of 8
-            ev["optim.grad_accum"] = 2
-        cfg = tiny_config(**over, **ev, **dict(zip(("mesh.data", "mesh.fsdp", "mesh.tensor"), mesh)))
-        runs[name] = loop.train_and_evaluate(cfg, str(tmp_path / name), devices=devices)
-    (one, m1), (d8, m8), (ft, mft) = runs["one"], runs["data8"], runs["fsdp4_tensor2"]
+    for name, mesh in (("data8", (8, 1, 1)), ("fsdp4_tensor2", (1, 4, 2))):
+        ev = {"optim.grad_accum": 2} if name == "fsdp4_tensor2" else {}  # 2 micro-batches of 4 = one of 8
+        cfg = tiny_config(**SHARDED_OVER, **ev, **dict(zip(("mesh.data", "mesh.fsdp", "mesh.tensor"), mesh)))
+        runs[name] = loop.train_and_evaluate(cfg, str(tmp_path / name))
+    (d8, m8), (ft, mft) = runs["data8"], runs["fsdp4_tensor2"]
     assert d8["params"]["wte"].sharding.mesh.shape["data"] == 8
     assert ft["params"]["blocks"]["q_proj"].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
     for other, m in ((d8, m8), (ft, mft)):
         assert abs(m["loss"] - m1["loss"]) < 1e-5 * abs(m1["loss"])
         assert _max_diff(_params(one), _params(other)) < 1e-6
     # metrics, eval and samples were logged (JSON lines and tensorboard)
-    rows = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]
+    rows = [json.loads(line) for line in open(one_wd / "metrics.jsonl")]
     tr = [r for r in rows if r["split"] == "train"]
     assert {"loss", "masked_accuracy", "grad_norm", "lr", "tokens_per_s", "mfu"} <= set(tr[-1])
     ev = [r for r in rows if r["split"] == "eval"][-1]
     assert math.isclose(ev["bits_per_token"], ev["loss"] / math.log(2), rel_tol=1e-9)
     assert "⟶" in [r for r in rows if r["split"] == "samples"][-1]["sample_0"]
-    assert any(p.name.startswith("events") for p in (tmp_path / "one" / "tensorboard").iterdir())
+    assert any(p.name.startswith("events") for p in (one_wd / "tensorboard").iterdir())
 
 
 def test_random_lengths_compile_once(tmp_path):
@@ -145,8 +156,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process_with_four_devices(tmp_path):
-    over = {"train.steps": 3, "checkpoint.every": 0, "mesh.data": 2, "mesh.fsdp": 2}
+def test_two_processes_match_one_process(tmp_path, one_device_run):
+    """Two processes of 2 devices each (data=2 x fsdp=2) give the loss and params of the
+    one-device run after 3 steps (the same run as the sharded meshes')."""
+    over = {**SHARDED_OVER, "mesh.data": 2, "mesh.fsdp": 2}
     port = _free_port()
     procs = []
     for pid in range(2):
@@ -168,7 +181,7 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    ref, m = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "single"), devices=jax.devices()[:4])
+    _, ref, m = one_device_run
     ref_params = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(ref["params"])}
     for o in outs:
         assert o["step"] == 3
