@@ -26,12 +26,13 @@ CFG = LLaDAConfig.tiny(d_model=32, n_heads=4, n_kv_heads=2, mlp_hidden_size=64, 
                        embedding_size=128, mask_token_id=127, eos_token_id=126, pad_token_id=126)
 
 
-def _state(mesh_cfg, devices, seed=0):
+def _state(mesh_cfg, devices, seed=0, init=True):
+    """(state, abstract state, shardings) on that mesh; state None unless init (a compile)."""
     model = LLaDA(CFG)
     tx, _ = train.make_optimizer(tiny_config().optim, 10)
     mesh = sharding.make_mesh(mesh_cfg, devices)
     abstract, shardings = train.state_shardings(model, tx, mesh)
-    return train.init_state(model, tx, mesh, seed, shardings), abstract, shardings
+    return train.init_state(model, tx, mesh, seed, shardings) if init else None, abstract, shardings
 
 
 def _host(tree):
@@ -51,7 +52,7 @@ def test_restore_onto_other_meshes(tmp_path):
     ck.save(1, state8, {"batch": 3})
     ck.close()
     # written on 8 devices, restored on 1
-    _, abstract1, shard1 = _state(dict(data=1, fsdp=1, tensor=1), devs[:1])
+    _, abstract1, shard1 = _state(dict(data=1, fsdp=1, tensor=1), devs[:1], init=False)
     ck = checkpoint.Checkpointer(str(tmp_path / "a"), every=1, keep=2)
     step, state1, data_state = ck.restore(checkpoint.abstract_like(abstract1, shard1))
     assert step == 1 and data_state == {"batch": 3}
@@ -61,7 +62,7 @@ def test_restore_onto_other_meshes(tmp_path):
     ck2 = checkpoint.Checkpointer(str(tmp_path / "b"), every=1, keep=2)
     ck2.save(5, state1, None)
     ck2.wait()
-    _, abstract8, shard8 = _state(dict(data=2, fsdp=2, tensor=2), devs)
+    _, abstract8, shard8 = _state(dict(data=2, fsdp=2, tensor=2), devs, init=False)
     step, back, data_state = ck2.restore(checkpoint.abstract_like(abstract8, shard8))
     assert step == 5 and data_state is None
     assert back["params"]["blocks"]["q_proj"].sharding == shard8["params"]["blocks"]["q_proj"]
