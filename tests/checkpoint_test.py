@@ -92,7 +92,9 @@ def test_every_n_keep_k_and_half_written_latest_is_skipped(tmp_path, caplog):
 
 
 def _run_helper(workdir, overrides, *flags, timeout=240):
-    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent.parent))
+    # one device: saving arrays replicated over 8 would compile a slice per leaf
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent.parent),
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
     return subprocess.run([sys.executable, HELPER, str(workdir), json.dumps(overrides), *flags],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -103,12 +105,13 @@ def _final_params(state):
 
 def test_sigkill_mid_run_then_resume_is_bitwise_equal(tmp_path):
     over = {"train.steps": 7, "checkpoint.every": 2}
-    ref, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "ref"))
+    one = jax.devices()[:1]  # as the helper's process has
+    ref, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "ref"), devices=one)
     killed = _run_helper(tmp_path / "run", over, "--kill-at=5")
     assert killed.returncode == -9, killed.stderr[-2000:]
     steps = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(tmp_path / "run")), read_only=True).all_steps()
     assert steps and max(steps) <= 5
-    resumed, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "run"))
+    resumed, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "run"), devices=one)
     assert int(resumed["step"]) == 7
     _assert_same(_final_params(ref), _final_params(resumed))
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
