@@ -26,12 +26,13 @@ CFG = LLaDAConfig.tiny(d_model=32, n_heads=4, n_kv_heads=2, mlp_hidden_size=64, 
                        embedding_size=128, mask_token_id=127, eos_token_id=126, pad_token_id=126)
 
 
-def _state(mesh_cfg, devices, seed=0):
+def _state(mesh_cfg, devices, seed=0, init=True):
+    """(state, abstract state, shardings) on that mesh; state None unless init (a compile)."""
     model = LLaDA(CFG)
     tx, _ = train.make_optimizer(tiny_config().optim, 10)
     mesh = sharding.make_mesh(mesh_cfg, devices)
     abstract, shardings = train.state_shardings(model, tx, mesh)
-    return train.init_state(model, tx, mesh, seed, shardings), abstract, shardings
+    return train.init_state(model, tx, mesh, seed, shardings) if init else None, abstract, shardings
 
 
 def _host(tree):
@@ -51,7 +52,7 @@ def test_restore_onto_other_meshes(tmp_path):
     ck.save(1, state8, {"batch": 3})
     ck.close()
     # written on 8 devices, restored on 1
-    _, abstract1, shard1 = _state(dict(data=1, fsdp=1, tensor=1), devs[:1])
+    _, abstract1, shard1 = _state(dict(data=1, fsdp=1, tensor=1), devs[:1], init=False)
     ck = checkpoint.Checkpointer(str(tmp_path / "a"), every=1, keep=2)
     step, state1, data_state = ck.restore(checkpoint.abstract_like(abstract1, shard1))
     assert step == 1 and data_state == {"batch": 3}
@@ -61,7 +62,7 @@ def test_restore_onto_other_meshes(tmp_path):
     ck2 = checkpoint.Checkpointer(str(tmp_path / "b"), every=1, keep=2)
     ck2.save(5, state1, None)
     ck2.wait()
-    _, abstract8, shard8 = _state(dict(data=2, fsdp=2, tensor=2), devs)
+    _, abstract8, shard8 = _state(dict(data=2, fsdp=2, tensor=2), devs, init=False)
     step, back, data_state = ck2.restore(checkpoint.abstract_like(abstract8, shard8))
     assert step == 5 and data_state is None
     assert back["params"]["blocks"]["q_proj"].sharding == shard8["params"]["blocks"]["q_proj"]
@@ -91,7 +92,9 @@ def test_every_n_keep_k_and_half_written_latest_is_skipped(tmp_path, caplog):
 
 
 def _run_helper(workdir, overrides, *flags, timeout=240):
-    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent.parent))
+    # one device: saving arrays replicated over 8 would compile a slice per leaf
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent.parent),
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
     return subprocess.run([sys.executable, HELPER, str(workdir), json.dumps(overrides), *flags],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -102,12 +105,13 @@ def _final_params(state):
 
 def test_sigkill_mid_run_then_resume_is_bitwise_equal(tmp_path):
     over = {"train.steps": 7, "checkpoint.every": 2}
-    ref, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "ref"))
+    one = jax.devices()[:1]  # as the helper's process has
+    ref, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "ref"), devices=one)
     killed = _run_helper(tmp_path / "run", over, "--kill-at=5")
     assert killed.returncode == -9, killed.stderr[-2000:]
     steps = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(tmp_path / "run")), read_only=True).all_steps()
     assert steps and max(steps) <= 5
-    resumed, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "run"))
+    resumed, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "run"), devices=one)
     assert int(resumed["step"]) == 7
     _assert_same(_final_params(ref), _final_params(resumed))
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
@@ -128,7 +132,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = tiny_config(**{"optim.lr": 1e30, "optim.schedule": "constant", "optim.warmup_steps": 0,
                          "optim.clip_norm": 0.0, "train.steps": 8, "checkpoint.every": 1})
     with pytest.raises(loop.NonFiniteLossError, match=r" is (nan|inf|not finite).* at step (\d+).*last good checkpoint") as e:
-        loop.train_and_evaluate(cfg, str(tmp_path))
+        loop.train_and_evaluate(cfg, str(tmp_path), devices=jax.devices()[:1])
     bad = int(e.value.args[0].split("at step ")[1].split(":")[0])
     assert bad >= 2
     ck = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(tmp_path)), read_only=True)
@@ -136,6 +140,6 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert f"step {bad - 1}" in e.value.args[0]
     # the last good checkpoint is good: finite params and optimizer state (issue 11, case 5)
     tx, _ = train.make_optimizer(cfg.optim, cfg.train.steps)
-    abstract, shardings = train.state_shardings(LLaDA(CFG), tx, sharding.make_mesh(cfg.mesh, jax.devices()))
+    abstract, shardings = train.state_shardings(LLaDA(CFG), tx, sharding.make_mesh(cfg.mesh, jax.devices()[:1]))
     step, state, _ = ck.restore(checkpoint.abstract_like(abstract, shardings))
     assert step == bad - 1 and bool(train.all_finite((state["params"], state["opt_state"])))

@@ -41,11 +41,16 @@ def tree_hash(path) -> str:
     return h.hexdigest()
 
 
+# Training runs here use one device: checkpointing arrays replicated over 8 compiles a slice
+# per leaf, and nothing here is about the mesh.
+ONE = jax.devices()[:1]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny training workdir with checkpoints at steps 2 and 4."""
     wd = tmp_path_factory.mktemp("trained") / "wd"
-    loop.train_and_evaluate(tiny_config(**{"train.steps": 4}), str(wd))
+    loop.train_and_evaluate(tiny_config(**{"train.steps": 4}), str(wd), devices=ONE)
     return wd
 
 
@@ -112,7 +117,7 @@ def test_init_from_an_import_starts_training_from_its_params(imported, tmp_path)
                                                       "pad_token_id")}
     over.update({"train.steps": 1, "train.init_from": str(imported), "checkpoint.every": 0,
                  "optim.decay_steps": 0, "optim.warmup_steps": 0})
-    state, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "sft"))
+    state, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "sft"), devices=ONE)
     assert int(state["step"]) == 1
     assert checkpoint.run_info(str(tmp_path / "sft"))["kind"] == "train"
 
@@ -182,7 +187,7 @@ def test_unreadable_latest_is_quarantined_and_saved_again(train_wd):
     for f in (train_wd / "checkpoints" / "4" / "params").rglob("*"):
         if f.is_file():
             f.write_bytes(b"")
-    loop.train_and_evaluate(tiny_config(**{"train.steps": 6}), str(train_wd))
+    loop.train_and_evaluate(tiny_config(**{"train.steps": 6}), str(train_wd), devices=ONE)
     quarantined = list((train_wd / "quarantine").iterdir())
     assert len(quarantined) == 1 and quarantined[0].name.startswith("4.")
     assert (quarantined[0] / "params").is_dir()  # moved aside, not deleted
@@ -215,7 +220,7 @@ def test_data_cache_lives_in_the_workdir_not_next_to_the_tokenizer(tmp_path):
     wd = tmp_path / "wd"
     loop.train_and_evaluate(tiny_config(**{"data.source": "files", "data.train_files": str(text),
                                            "data.tokenizer": tokenizer.path, "train.steps": 2,
-                                           "model.vocab_size": 512, "model.embedding_size": 512}), str(wd))
+                                           "model.vocab_size": 512, "model.embedding_size": 512}), str(wd), devices=ONE)
     assert tree_hash(shared) == before and not (shared / "data_cache").exists()
     assert any((wd / "data_cache").iterdir())
 
