@@ -19,7 +19,7 @@ from llada_jax.training import step as train
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from train_helper import tiny_config  # noqa: E402
+from train_helper import one_device_xla_flags, tiny_config  # noqa: E402
 
 HELPER = str(pathlib.Path(__file__).parent / "train_helper.py")
 CFG = LLaDAConfig.tiny(d_model=32, n_heads=4, n_kv_heads=2, mlp_hidden_size=64, vocab_size=128,
@@ -94,7 +94,7 @@ def test_every_n_keep_k_and_half_written_latest_is_skipped(tmp_path, caplog):
 def _run_helper(workdir, overrides, *flags, timeout=240):
     # one device: saving arrays replicated over 8 would compile a slice per leaf
     env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent.parent),
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+               XLA_FLAGS=one_device_xla_flags())  # the suite's compile flags: bitwise comparable
     return subprocess.run([sys.executable, HELPER, str(workdir), json.dumps(overrides), *flags],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
