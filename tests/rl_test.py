@@ -17,7 +17,7 @@ from llada_jax.objectives import grpo, vrpo
 from llada_jax.rl import pairs, rewards, rollout
 from llada_jax.rl import step as rl_step
 from llada_jax.rl.loop import train_rl
-from llada_jax.data.tasks import ArithmeticTask, SortTask
+from llada_jax.data.tasks import ArithmeticTask, CummaxTask, SortTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASK = 9
@@ -148,6 +148,11 @@ def test_exact_match_and_format_rewards():
     np.testing.assert_allclose(rewards.REWARDS["sort_format"](prompts, bad, task), [0.1, 0])
     np.testing.assert_allclose(rewards.total_reward(rewards.parse("sort_exact,sort_format"), prompts, good, task),
                                [1.1, 1.1])
+    cummax = CummaxTask(n_items=3, n_values=10, vocab_size=16, seq_len=8)  # its answer, not the sorted one
+    ids, _ = cummax.rows(np.random.default_rng(0), 5)
+    np.testing.assert_array_equal(rewards.REWARDS["sort_exact"](ids[:, :4], ids[:, 4:], cummax), np.ones(5))
+    np.testing.assert_array_equal(rewards.REWARDS["sort_exact"](prompts, [[3, 3, 3, 14], [5, 5, 5, 14]], cummax),
+                                  [1, 1])
     arith = ArithmeticTask(n_values=10, seq_len=8)
     ids, _ = arith.rows(np.random.default_rng(0), 5)
     np.testing.assert_array_equal(rewards.REWARDS["arith_exact"](ids[:, :2], ids[:, 2:], arith), np.ones(5))
