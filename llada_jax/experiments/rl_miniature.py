@@ -35,6 +35,7 @@ from llada_jax.training import step as train
 from llada_jax.config import experiment_mode
 from llada_jax.experiments import optim_config
 from llada_jax.model import LLaDA, LLaDAConfig, init_params
+from llada_jax.rl import loop as rl_loop
 from llada_jax.rl import pairs as pairs_lib
 from llada_jax.rl import rewards, rollout
 from llada_jax.rl import step as rl_step
@@ -59,12 +60,8 @@ def model_config(h) -> LLaDAConfig:
 
 
 def exact_match(model, params, task, prompts, h) -> float:
-    """Greedy exact match (one token per step, low-confidence remasking)."""
-    n = h["answer_len"]
-    out = rollout.rollout(model, params, prompts, num_generations=1, rng=jax.random.key(0),
-                          sampler=dict(steps=n, gen_length=n, block_length=n, temperature=0.0),
-                          mask_id=task.mask, eos_id=task.eos)
-    return float(np.mean(rewards.REWARDS["sort_exact"](prompts, out[:, task.prompt_len:], task)))
+    """Greedy exact match (one token per step, low-confidence remasking): the RL loop's eval."""
+    return rl_loop.exact_match(model, params, task, prompts, h["answer_len"], model.config)
 
 
 @functools.lru_cache(maxsize=8)
