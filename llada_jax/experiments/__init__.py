@@ -1,6 +1,7 @@
 """Small experiments that reproduce the paper's findings in miniature (facts section 8).
 
-Shared here: one training loop for both kinds of model of the same shape, the masked
+Shared here: one training run (the training loop's core, `training.loop.run_steps`,
+without checkpoints) for both kinds of model of the same shape, the masked
 diffusion model (the project's own `train.train_step`: forward process, pre-training
 loss, AdamW) and the autoregressive baseline (`causal=True`, next-token cross-entropy,
 the same optimizer and state layout), plus their likelihood measures in bits per token,
@@ -23,7 +24,7 @@ import numpy as np
 
 from llada_jax import objectives
 from llada_jax.objectives import diffusion, likelihood
-from llada_jax.training import metrics, step as train
+from llada_jax.training import loop, metrics, step as train
 from llada_jax.config import base_config
 from llada_jax.model import LLaDA, LLaDAConfig, init_params
 
@@ -37,10 +38,10 @@ def optim_config(lr: float, warmup_steps: int) -> ml_collections.ConfigDict:
     return optim
 
 
-@functools.lru_cache(maxsize=32)
 def make_step(model: LLaDA, tx, kind: str, random_length_prob: float = 0.0):
     """The jitted train step of `kind`: the training system's own step with the pretrain
-    objective (diffusion) or the autoregressive one (llada_jax.objectives)."""
+    objective (diffusion) or the autoregressive one (llada_jax.objectives). Not cached:
+    `train_model` holds it for its run."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
     objective = "pretrain" if kind == "diffusion" else "autoregressive"
@@ -75,11 +76,15 @@ def train_model(kind: str, config: LLaDAConfig, batches: Iterator[np.ndarray], *
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
              "rng": jax.random.PRNGKey(seed + 1)}
     losses = []
-    for i in range(1, steps + 1):
-        state, m = step_fn(state, {"input_ids": jnp.asarray(next(batches), jnp.int32)})
+
+    def record(i, state, m):
         losses.append(m["loss"])
         if callback is not None and callback_every and (i % callback_every == 0 or i == steps):
             callback(i, state["params"])
+
+    # the training loop's core without checkpoints; a non-finite loss is reported after the run
+    state = loop.run_steps(state, 0, steps, update=step_fn, hooks=(record,),
+                           next_batch=lambda i, state: {"input_ids": jnp.asarray(next(batches), jnp.int32)})[0]
     losses = np.asarray(jax.device_get(losses), np.float64)
     if not np.all(np.isfinite(losses)):
         raise FloatingPointError(f"train_model({kind}): non-finite loss at step {int(np.argmin(np.isfinite(losses))) + 1}")

@@ -178,49 +178,59 @@ def _run(config, workdir, devices, hooks):
     st = rl_step.Static(model, rl_step.reference_model(model), tx, prompt_len, mcfg.mask_token_id,
                         num_iterations=r.num_iterations, p_mask_prompt=r.p_mask_prompt, epsilon=r.epsilon,
                         beta=r.beta, vrpo_n=r.vrpo_n)
-    update = rl_step.jitted(r.algorithm, st)
+    update = rl_step.jitted(r.algorithm, st)  # compiled once per run: the loop holds it
     writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)
+
+    def next_batch(step, state):
+        batch = next(it)
+        if r.algorithm == "vrpo":
+            return batch
+        prompts = batch["input_ids"][:, :prompt_len]  # GRPO: the rollouts of this step's prompts, scored
+        seqs = rollout_lib.rollout(model, train.full_params(state), prompts, num_generations=r.num_generations,
+                                   rng=jax.random.fold_in(jax.random.key(t.seed), step), sampler=sampler,
+                                   mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id)
+        completions = seqs[:, prompt_len:]
+        rew = rewards_lib.total_reward(names, np.repeat(prompts, r.num_generations, 0), completions, task)
+        want = expected_answer(task, np.repeat(prompts, r.num_generations, 0), completions.shape[1])
+        return {"seqs": seqs, "rewards": rew, "completions": completions,
+                "accuracy": float(np.mean(np.all(completions == want, axis=1)))}
+
+    def rl_update(state, batch):
+        if r.algorithm == "vrpo":
+            state, m = update(state, ref_params, jnp.asarray(batch["chosen"]), jnp.asarray(batch["rejected"]))
+            return state, {k: float(v) for k, v in m.items()}
+        rew = batch["rewards"]
+        adv = grpo.group_advantages(jnp.asarray(rew), r.num_generations, r.scale_rewards)
+        state, m = update(state, ref_params, jnp.asarray(batch["seqs"]), adv, jnp.ones(batch["completions"].shape, bool))
+        m = {k: float(v) for k, v in m.items()}
+        m.update(reward_mean=float(rew.mean()), reward_std=float(rew.std()), accuracy=batch["accuracy"])
+        return state, m
+
+    last, tick = {}, [time.perf_counter()]
+
+    def log(step, state, m):
+        nonlocal last
+        if step % t.log_every == 0 or step == t.steps or step == 1:
+            last = {**m, "step_time_s": time.perf_counter() - tick[0]}
+            writer.scalars(step, last)
+            print(f"[rl step {step}] " + " ".join(f"{k} {v:.4g}" for k, v in sorted(last.items())), flush=True)
+        tick[0] = time.perf_counter()
+
+    def evaluate(step, state, m):
+        if task is not None and t.eval_every and (step % t.eval_every == 0 or step == t.steps):
+            acc = exact_match(model, train.full_params(state), task, eval_prompts, r.gen_length, mcfg)
+            writer.scalars(step, {"accuracy": acc}, prefix="eval")
+            print(f"[rl step {step}] eval exact match {acc:.4f} on {len(eval_prompts)} prompts", flush=True)
+
     stop, restore_handlers = loop.catch_stop_signals()
-    step, last, tick = int(np.asarray(state["step"])), {}, time.perf_counter()
     try:
         with jax.set_mesh(mesh), sharding.logical_rules_context():
-            while step < t.steps:
-                batch = next(it)
-                if r.algorithm == "grpo":
-                    prompts = batch["input_ids"][:, :prompt_len]
-                    seqs = rollout_lib.rollout(model, train.full_params(state), prompts,
-                                               num_generations=r.num_generations,
-                                               rng=jax.random.fold_in(jax.random.key(t.seed), step), sampler=sampler,
-                                               mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id)
-                    completions = seqs[:, prompt_len:]
-                    rew = rewards_lib.total_reward(names, np.repeat(prompts, r.num_generations, 0), completions, task)
-                    adv = grpo.group_advantages(jnp.asarray(rew), r.num_generations, r.scale_rewards)
-                    state, m = update(state, ref_params, jnp.asarray(seqs), adv, jnp.ones(completions.shape, bool))
-                    m = {k: float(v) for k, v in m.items()}
-                    want = expected_answer(task, np.repeat(prompts, r.num_generations, 0), completions.shape[1])
-                    m.update(reward_mean=float(rew.mean()), reward_std=float(rew.std()),
-                             accuracy=float(np.mean(np.all(completions == want, axis=1))))
-                else:
-                    state, m = update(state, ref_params, jnp.asarray(batch["chosen"]), jnp.asarray(batch["rejected"]))
-                    m = {k: float(v) for k, v in m.items()}
-                step += 1
-                loop.after_step(step, state, m, ckpt=ckpt, data_state=it.get_state, workdir=workdir, hooks=hooks)
-                if step % t.log_every == 0 or step == t.steps or step == 1:
-                    now = time.perf_counter()
-                    last = {**m, "step_time_s": now - tick}
-                    writer.scalars(step, last)
-                    print(f"[rl step {step}] " + " ".join(f"{k} {v:.4g}" for k, v in sorted(last.items())), flush=True)
-                tick = time.perf_counter()
-                if task is not None and t.eval_every and (step % t.eval_every == 0 or step == t.steps):
-                    acc = exact_match(model, train.full_params(state), task, eval_prompts, r.gen_length, mcfg)
-                    writer.scalars(step, {"accuracy": acc}, prefix="eval")
-                    print(f"[rl step {step}] eval exact match {acc:.4f} on {len(eval_prompts)} prompts", flush=True)
-                if stop["signal"] is not None:
-                    last = loop.save_and_stop(stop, step, state, last, ckpt=ckpt, data_state=it.get_state,
-                                              say=lambda s: print(s, flush=True))
-                    break
-            else:
-                ckpt.save(step, state, it.get_state(), force=True)
+            state, _, signal_number = loop.run_steps(
+                state, int(np.asarray(state["step"])), t.steps, next_batch=next_batch, update=rl_update,
+                hooks=hooks, report=(log, evaluate), stop=stop,
+                checkpoints=loop.Checkpoints(ckpt, it.get_state, workdir, say=lambda s: print(s, flush=True)))
+        if signal_number is not None:
+            last = {**last, "signal": signal_number}
     finally:
         ckpt.close()
         writer.close()

@@ -101,8 +101,8 @@ def vrpo_step(state, ref_params, chosen_NxL, rejected_NxL, st: Static):
     return rl_step(state, ref_params, {"chosen": chosen_NxL, "rejected": rejected_NxL}, st, objective("vrpo", st))
 
 
-@functools.lru_cache(maxsize=16)
 def jitted(kind: str, st: Static):
-    """The jitted update of `kind` ("grpo" or "vrpo"); the state is donated."""
+    """The jitted update of `kind` ("grpo" or "vrpo"); the state is donated. Not cached: the
+    caller holds the returned function for as long as it steps (one compile per run)."""
     fn = {"grpo": grpo_step, "vrpo": vrpo_step}[kind]
     return jax.jit(functools.partial(fn, st=st), donate_argnums=0)

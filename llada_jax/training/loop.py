@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -234,44 +235,52 @@ def _train(config, workdir, devices, hooks, saved_info):
 
     step = int(_host(state["step"]))
     bar = tqdm(total=t.steps, initial=step, disable=not primary, dynamic_ncols=True)
-    last, sums, tick, n_since = {}, {}, None, 0
+    last, sums, window = {}, {}, {"tick": None, "n": 0}
+
+    def log(step, state, m):
+        nonlocal last, sums
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        window["n"] += 1
+        if window["tick"] is None:  # the first step compiles: log it without throughput, time from its end
+            writer.scalars(step, {k: float(v) for k, v in m.items()})
+            window.update(tick=time.perf_counter(), n=0)
+            sums = {}
+        elif step % t.log_every == 0 or step == t.steps:
+            dt, n = time.perf_counter() - window["tick"], window["n"]
+            last = {k: v / n for k, v in sums.items()}
+            last.update(tokens_per_s=n * d.batch_size * d.seq_len / dt,
+                        mfu=n * flops_step / dt / (peak * len(devices)), step_time_s=dt / n)
+            writer.scalars(step, last)
+            bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['masked_accuracy']:.2f}")
+            window.update(tick=time.perf_counter(), n=0)
+            sums = {}
+
+    def eval_and_sample(step, state, m):
+        if t.eval_every and t.eval_batches and (step % t.eval_every == 0 or step == t.steps):
+            ev, eval_batch = evaluate(eval_fn, state, make_eval_iter, mesh, config, eval_key)
+            writer.scalars(step, ev, prefix="eval")
+            if t.num_samples:
+                texts = samples(model, train.full_params(state), eval_batch, tokenizer, config, mcfg)
+                writer.texts(step, texts)
+                for k, v in texts.items():
+                    bar.write(f"[step {step}] {k}: {v!r}")
+            bar.write(f"[step {step}] eval loss {ev['loss']:.4f}, {ev['bits_per_token']:.4f} bits/token")
+            window["tick"] = time.perf_counter() if window["tick"] is not None else None
+        bar.update(1)
+
+    def update(state, batch):
+        state, m = step_fn(state, batch)
+        return state, _host(m)
+
     try:
-        while step < t.steps:
-            batch = sharding.global_batch(next(train_it), mesh, d.batch_size)
-            state, m = step_fn(state, batch)
-            m = _host(m)
-            step += 1
-            after_step(step, state, m, ckpt=ckpt, data_state=train_it.get_state, workdir=workdir, hooks=hooks)
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            n_since += 1
-            if tick is None:  # the first step compiles: log it without throughput, time from its end
-                writer.scalars(step, {k: float(v) for k, v in m.items()})
-                tick, sums, n_since = time.perf_counter(), {}, 0
-            elif step % t.log_every == 0 or step == t.steps:
-                dt = time.perf_counter() - tick
-                last = {k: v / n_since for k, v in sums.items()}
-                last.update(tokens_per_s=n_since * d.batch_size * d.seq_len / dt,
-                            mfu=n_since * flops_step / dt / (peak * len(devices)), step_time_s=dt / n_since)
-                writer.scalars(step, last)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['masked_accuracy']:.2f}")
-                tick, sums, n_since = time.perf_counter(), {}, 0
-            if t.eval_every and t.eval_batches and (step % t.eval_every == 0 or step == t.steps):
-                ev, eval_batch = evaluate(eval_fn, state, make_eval_iter, mesh, config, eval_key)
-                writer.scalars(step, ev, prefix="eval")
-                if t.num_samples:
-                    texts = samples(model, train.full_params(state), eval_batch, tokenizer, config, mcfg)
-                    writer.texts(step, texts)
-                    for k, v in texts.items():
-                        bar.write(f"[step {step}] {k}: {v!r}")
-                bar.write(f"[step {step}] eval loss {ev['loss']:.4f}, {ev['bits_per_token']:.4f} bits/token")
-                tick = time.perf_counter() if tick is not None else None
-            bar.update(1)
-            if stop["signal"] is not None:
-                last = save_and_stop(stop, step, state, last, ckpt=ckpt, data_state=train_it.get_state, say=bar.write)
-                break
-        else:
-            ckpt.save(step, state, train_it.get_state(), force=True)
+        state, _, signal_number = run_steps(
+            state, step, t.steps, update=update,
+            next_batch=lambda step, state: sharding.global_batch(next(train_it), mesh, d.batch_size),
+            hooks=hooks, report=(log, eval_and_sample), stop=stop,
+            checkpoints=Checkpoints(ckpt, train_it.get_state, workdir, say=bar.write))
+        if signal_number is not None:
+            last = {**last, "signal": signal_number}
     finally:
         bar.close()
         ckpt.close()
@@ -296,22 +305,50 @@ def catch_stop_signals():
     return stop, restore
 
 
-def after_step(step: int, state, m: dict, *, ckpt, data_state, workdir: str, hooks=()):
-    """What every checkpointed training loop (train_and_evaluate, `llada_jax.rl`) does after
-    step `step`: stop on a non-finite loss, gradient or state before saving it, run the
-    hooks, and save the checkpoint when due. data_state: () -> the data iterator's state."""
-    check_finite(m, step, ckpt, workdir)
-    for h in hooks:
-        h(step, state, m)
-    ckpt.save(step, state, data_state())
+class Checkpoints(NamedTuple):
+    """Checkpointing of a run_steps loop: the Checkpointer, () -> the data iterator's state
+    (saved with the training state so a resumed run draws the same batches), the workdir
+    (named in errors) and how to say one line (the stop message)."""
+
+    ckpt: checkpoint.Checkpointer
+    data_state: Callable[[], object]
+    workdir: str
+    say: Callable[[str], None] = print
 
 
-def save_and_stop(stop: dict, step: int, state, last: dict, *, ckpt, data_state, say=print) -> dict:
-    """After a SIGTERM/SIGINT (`catch_stop_signals`): a forced checkpoint of `step`, one line,
-    and the last metrics marked with the signal (`exit_status` maps it to EXIT_PREEMPTED)."""
-    ckpt.save(step, state, data_state(), force=True)
-    say(f"signal {stop['signal']}: saved a checkpoint at step {step}; exiting")
-    return {**last, "signal": int(stop["signal"])}
+def run_steps(state, step: int, steps: int, *, next_batch, update, hooks=(), report=(), stop=None,
+              checkpoints: Checkpoints | None = None):
+    """The one loop core of every training loop (`train_and_evaluate`, the RL loop of
+    `llada_jax.rl`, `llada_jax.experiments.train_model` and the RL miniature): run steps
+    `step`+1 .. `steps`, each: batch = next_batch(step, state) (step: the steps done so far)
+    -> state, m = update(state, batch) -> with `checkpoints`: stop on a non-finite loss,
+    gradient or state before it is saved (`check_finite`) -> hooks(step, state, m) (the
+    caller's) -> checkpoint save when due -> report(step, state, m) (the loop's logging and
+    evaluation) -> with `stop` (from `catch_stop_signals`) set by SIGTERM/SIGINT: a forced
+    checkpoint, one line, and the end. A run that finishes saves its last step (forced).
+
+    What differs between the loops is passed in: batch production (the data pipeline,
+    rollouts, preference pairs, in-memory rows), the jitted update, logging, and
+    checkpointing on or off. Returns (state, step, the signal number or None)."""
+    while step < steps:
+        state, m = update(state, next_batch(step, state))
+        step += 1
+        if checkpoints is not None:
+            check_finite(m, step, checkpoints.ckpt, checkpoints.workdir)
+        for h in hooks:
+            h(step, state, m)
+        if checkpoints is not None:
+            checkpoints.ckpt.save(step, state, checkpoints.data_state())
+        for h in report:
+            h(step, state, m)
+        if stop is not None and stop["signal"] is not None:
+            if checkpoints is not None:
+                checkpoints.ckpt.save(step, state, checkpoints.data_state(), force=True)
+                checkpoints.say(f"signal {stop['signal']}: saved a checkpoint at step {step}; exiting")
+            return state, step, int(stop["signal"])
+    if checkpoints is not None:
+        checkpoints.ckpt.save(step, state, checkpoints.data_state(), force=True)
+    return state, step, None
 
 
 def check_finite(m: dict, step: int, ckpt, workdir: str, keys=("loss", "grad_norm")):
