@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llada_jax import cli
-from llada_jax.training import metrics
+from llada_jax.training import loop, metrics
 from llada_jax.training import step as train
 from llada_jax.config import experiment_mode
 from llada_jax.experiments import optim_config
@@ -64,19 +64,22 @@ def exact_match(model, params, task, prompts, h) -> float:
     return rl_loop.exact_match(model, params, task, prompts, h["answer_len"], model.config)
 
 
-@functools.lru_cache(maxsize=8)
-def _sft_step(st):
+def sft_step(st):
+    """The jitted SFT step of the training system (`train.train_step`); the state is donated.
+    The caller holds it for every `sft` run with the same settings."""
     return jax.jit(functools.partial(train.train_step, st=st), donate_argnums=0)
 
 
-def sft(state, st, rows, prompt_mask, steps, batch, seed):
-    """`steps` SFT steps of the training system's own step on batches drawn from `rows`."""
-    step = _sft_step(st)
+def sft(state, step_fn, rows, prompt_mask, steps, batch, seed):
+    """`steps` SFT steps of `step_fn` (`sft_step`) on batches drawn from `rows`, through the
+    training loop's core (`training.loop.run_steps`, no checkpoints)."""
     rng = np.random.default_rng(seed)
-    for _ in range(steps):
+
+    def next_batch(step, state):
         idx = rng.integers(0, len(rows), batch)
-        state, _ = step(state, {"input_ids": jnp.asarray(rows[idx]), "prompt_mask": jnp.asarray(prompt_mask[idx])})
-    return state
+        return {"input_ids": jnp.asarray(rows[idx]), "prompt_mask": jnp.asarray(prompt_mask[idx])}
+
+    return loop.run_steps(state, 0, steps, next_batch=next_batch, update=step_fn)[0]
 
 
 def fresh_state(params, tx, seed):
@@ -101,8 +104,8 @@ def run(seed: int, mode: str, out: str) -> dict:
     # 1. the SFT start
     tx_sft, sched = train.make_optimizer(optim_config(h["sft_lr"], 20), h["sft_steps"])
     st_sft = train.Static(model, tx_sft, "sft", task.mask, 1e-3, 0.0, 1, sched)
-    state = sft(fresh_state(init_params(mcfg, jax.random.PRNGKey(seed)), tx_sft, seed), st_sft, rows, prompt_mask,
-                h["sft_steps"], h["sft_batch"], seed)
+    state = sft(fresh_state(init_params(mcfg, jax.random.PRNGKey(seed)), tx_sft, seed), sft_step(st_sft), rows,
+                prompt_mask, h["sft_steps"], h["sft_batch"], seed)
     start = state["params"]
     acc_before = exact_match(model, start, task, held_out, h)
     _log(t0, f"SFT start: exact match {acc_before:.3f}")
@@ -119,17 +122,27 @@ def run(seed: int, mode: str, out: str) -> dict:
     sampler = dict(steps=n, gen_length=n, block_length=n, temperature=h["temperature"])
     prompt_rng = np.random.default_rng([seed, 3])
     reward_trace = []
-    for i in range(h["rl_steps"]):
+
+    def rollouts(i, rl_state):  # step i's prompts, G rollouts each from the current policy, rewards
         prompts = task.rows(prompt_rng, h["prompts"])[0][:, :task.prompt_len]
         seqs = rollout.rollout(model, rl_state["params"], prompts, num_generations=g,
                                rng=jax.random.fold_in(jax.random.key(seed), i), sampler=sampler,
                                mask_id=task.mask, eos_id=task.eos)
         r = rewards.total_reward(("sort_exact",), np.repeat(prompts, g, 0), seqs[:, task.prompt_len:], task)
         reward_trace.append(float(r.mean()))
+        return seqs, r
+
+    def grpo(rl_state, batch):
+        seqs, r = batch
         adv = rl_step.grpo.group_advantages(jnp.asarray(r), g)
-        rl_state, m = grpo_update(rl_state, start, jnp.asarray(seqs), adv, jnp.ones((len(seqs), n), bool))
-        if i % 10 == 0:
-            _log(t0, f"GRPO step {i}: reward {r.mean():.3f} kl {float(m['kl']):.4f} clip {float(m['clip_fraction']):.3f}")
+        return grpo_update(rl_state, start, jnp.asarray(seqs), adv, jnp.ones((len(seqs), n), bool))
+
+    def log_grpo(step, rl_state, m):
+        if (step - 1) % 10 == 0:
+            _log(t0, f"GRPO step {step - 1}: reward {reward_trace[-1]:.3f} kl {float(m['kl']):.4f} "
+                     f"clip {float(m['clip_fraction']):.3f}")
+
+    rl_state = loop.run_steps(rl_state, 0, h["rl_steps"], next_batch=rollouts, update=grpo, report=(log_grpo,))[0]
     acc_after = exact_match(model, rl_state["params"], task, held_out, h)
     _log(t0, f"GRPO: exact match {acc_after:.3f}")
     tokens = h["prompts"] * g * seq_len
@@ -138,7 +151,8 @@ def run(seed: int, mode: str, out: str) -> dict:
     # 3. SFT continued for the same FLOPs (the same labelled rows, at the SFT schedule's final lr)
     base_steps = max(1, round(grpo_flops / sft_step_flops))
     st_base = train.Static(model, constant(h["sft_continue_lr"]), "sft", task.mask, 1e-3, 0.0, 1, None)
-    b_state = sft(fresh_state(start, st_base.tx, seed), st_base, rows, prompt_mask, base_steps, h["sft_batch"],
+    sft_base = sft_step(st_base)  # held for the VRPO baseline too
+    b_state = sft(fresh_state(start, st_base.tx, seed), sft_base, rows, prompt_mask, base_steps, h["sft_batch"],
                   seed + 1)
     acc_base = exact_match(model, b_state["params"], task, held_out, h)
     _log(t0, f"SFT baseline ({base_steps} steps): exact match {acc_base:.3f}")
@@ -158,15 +172,23 @@ def run(seed: int, mode: str, out: str) -> dict:
     vrpo_update = rl_step.jitted("vrpo", st_v)
     v_state = fresh_state(start, st_v.tx, seed)
     order_rng = np.random.default_rng([seed, 5])
-    for _ in range(h["vrpo_steps"]):
+    vm = {}
+
+    def pair_batch(step, v_state):
         idx = order_rng.integers(0, len(chosen), h["vrpo_batch"])
-        v_state, vm = vrpo_update(v_state, start, jnp.asarray(chosen[idx]), jnp.asarray(rejected[idx]))
+        return jnp.asarray(chosen[idx]), jnp.asarray(rejected[idx])
+
+    def keep_metrics(step, v_state, m):
+        vm.update(m)
+
+    v_state = loop.run_steps(v_state, 0, h["vrpo_steps"], next_batch=pair_batch,
+                             update=lambda v_state, b: vrpo_update(v_state, start, *b), report=(keep_metrics,))[0]
     acc_vrpo = exact_match(model, v_state["params"], task, held_out, h)
     _log(t0, f"VRPO ({len(chosen)} pairs): exact match {acc_vrpo:.3f}, margin {float(vm['reward_margin']):.3f}")
     vrpo_flops = (h["vrpo_batch"] * 2 * h["vrpo_n"] * seq_len * flops_token / 3 * 4 * h["vrpo_steps"]
                   + h["pair_prompts"] * seq_len * flops_token / 3 * n)
     vbase_steps = max(1, round(vrpo_flops / sft_step_flops))
-    vb_state = sft(fresh_state(start, st_base.tx, seed), st_base, rows, prompt_mask, vbase_steps, h["sft_batch"],
+    vb_state = sft(fresh_state(start, st_base.tx, seed), sft_base, rows, prompt_mask, vbase_steps, h["sft_batch"],
                    seed + 2)
     acc_vbase = exact_match(model, vb_state["params"], task, held_out, h)
     return {"seed": seed, "mode": mode, "task": f"sort{h['n_items']}", "eval_prompts": h["eval_prompts"],
