@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llada_jax.training.metrics import matmul_params, measure_peak_flops
+from llada_jax.model.flops import matmul_params, measure_peak_flops
 from llada_jax.model import LLaDA, LLaDAConfig, init_params
 from llada_jax.sampling import generate
 

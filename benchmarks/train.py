@@ -5,7 +5,7 @@
 Figures: the matmul peak measured in this run (f32 2048^2 matmul, best of 5), then for
 models with d_model 512 and 1024 (4 layers, vocabulary 8192, float32): compile time of
 the real jitted train step, step time, tokens/s and MFU = model FLOPs per second (full
-bidirectional attention, `llada_jax.training.metrics.train_flops_per_token`) over that peak.
+bidirectional attention, `llada_jax.model.flops.train_flops_per_token`) over that peak.
 --lora=R: each model also with LoRA rank R on all seven projections (frozen float32 base,
 adapters trained), the same figures plus "lora_rank" and the trainable parameter count.
 """
@@ -22,7 +22,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from llada_jax.model.adapters import lora  # noqa: E402
-from llada_jax.training import metrics  # noqa: E402
+from llada_jax.model import flops  # noqa: E402
 from llada_jax.config import base_config  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
 from llada_jax.training import step as train  # noqa: E402
@@ -59,14 +59,14 @@ def bench(d_model, peak, *, steps, batch, seq, lora_rank=0):
         state, m = step(state, b)
     jax.block_until_ready(m)
     step_s = (time.perf_counter() - t) / steps
-    flops = metrics.train_flops_per_token(cfg, seq) * batch * seq
+    step_flops = flops.train_flops_per_token(cfg, seq) * batch * seq
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(train.full_params(state)))
     trainable = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
     return {"figure": "train_step", "d_model": d_model, "n_layers": 4, "params": int(n_params),
             "lora_rank": lora_rank, "trainable_params": int(trainable), "batch": batch,
             "seq_len": seq, "compile_s": round(compile_s, 2), "step_s": round(step_s, 3),
-            "tokens_per_s": round(batch * seq / step_s, 1), "model_tflops_per_s": round(flops / step_s / 1e12, 4),
-            "mfu": round(flops / step_s / peak, 4)}
+            "tokens_per_s": round(batch * seq / step_s, 1), "model_tflops_per_s": round(step_flops / step_s / 1e12, 4),
+            "mfu": round(step_flops / step_s / peak, 4)}
 
 
 def main():
@@ -76,7 +76,7 @@ def main():
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--lora", type=int, default=0, help="also time LoRA of this rank (0: only full training)")
     a = ap.parse_args()
-    peak = metrics.measure_peak_flops(n=2048)
+    peak = flops.measure_peak_flops(n=2048)
     print(json.dumps({"figure": "matmul_peak", "device": str(jax.devices()[0]), "dtype": "float32",
                       "flops_per_s": round(peak, 1), "tflops_per_s": round(peak / 1e12, 4)}), flush=True)
     for d in (512, 1024):

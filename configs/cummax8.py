@@ -7,7 +7,7 @@ the speed-versus-quality table (`benchmarks/fast_sampling.py`).
     python benchmarks/train_task_model.py --out benchmarks/models/cummax8
 """
 
-from llada_jax.config import base_config, finish
+from llada_jax.config import base_config, lock
 
 
 def get_config():
@@ -21,4 +21,4 @@ def get_config():
                   seq_len=9 + 64, batch_size=32, random_length_prob=0.0)
     c.optim.update(lr=3e-3, schedule="cosine", warmup_steps=40, final_lr_ratio=0.05, weight_decay=0.05)
     c.train.update(steps=600, log_every=50, eval_every=0, num_samples=0)
-    return finish(c)
+    return lock(c)

@@ -7,7 +7,7 @@ about 2 minutes of a 2-core CPU.
 A sequence is 8 digits, a separator, the digits sorted and 2 EOS pads (19 tokens).
 """
 
-from llada_jax.config import base_config, finish
+from llada_jax.config import base_config, lock
 
 
 def get_config():
@@ -20,4 +20,4 @@ def get_config():
     c.optim.update(lr=3e-3, schedule="cosine", warmup_steps=50, final_lr_ratio=0.05, weight_decay=0.1)
     c.train.update(steps=800, log_every=50, eval_every=0, num_samples=0)
     c.checkpoint.update(every=0, keep=1)
-    return finish(c)
+    return lock(c)

@@ -1,7 +1,7 @@
 """A 1B-parameter LLaDA (the paper's 1B scaling shape: d_model 2048, 22 layers) with the
 8B recipe scaled down."""
 
-from llada_jax.config import base_config, finish
+from llada_jax.config import base_config, lock
 
 
 def get_config():
@@ -17,4 +17,4 @@ def get_config():
                    clip_norm=1.0)
     c.train.update(steps=100_000, log_every=100, eval_every=5000, eval_batches=20, peak_flops=989e12)
     c.checkpoint.update(every=1000, keep=3)
-    return finish(c)
+    return lock(c)

@@ -7,7 +7,7 @@ over the last 0.3T tokens (2.3T tokens in all); 1% of steps with a random length
 [1, 4096]. bf16 compute with fp32 master weights.
 """
 
-from llada_jax.config import base_config, finish
+from llada_jax.config import base_config, lock
 
 TOKENS_PER_STEP = 1280 * 4096
 
@@ -33,4 +33,4 @@ def get_config():
     c.train.update(steps=total, log_every=100, eval_every=5000, eval_batches=20,
                    peak_flops=989e12)  # H100 SXM dense bf16
     c.checkpoint.update(every=1000, keep=3)
-    return finish(c)
+    return lock(c)

@@ -9,7 +9,7 @@ task fields: the reference is that SFT model).
 import importlib.util
 import os
 
-from llada_jax.config import finish
+from llada_jax.config import lock
 
 
 def get_config():
@@ -24,4 +24,4 @@ def get_config():
     gen = c.data.seq_len - (c.data.task_items + 1)  # the SFT answer region
     c.rl.update(algorithm="grpo", rewards="sort_exact", num_generations=8, num_iterations=2, p_mask_prompt=0.15,
                 epsilon=0.2, beta=0.04, sampler_steps=gen, gen_length=gen, block_length=gen, temperature=1.0)
-    return finish(c)
+    return lock(c)

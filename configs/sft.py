@@ -5,7 +5,7 @@ Use: `--config=configs/sft.py --config.data.train_jsonl=chat.jsonl
 The model shape must match the checkpoint's (override `--config.model.*` as needed).
 """
 
-from llada_jax.config import base_config, finish
+from llada_jax.config import base_config, lock
 from configs.tiny import get_config as tiny_config  # noqa: E402
 
 
@@ -18,4 +18,4 @@ def get_config():
                    weight_decay=0.1, clip_norm=1.0)
     c.train.update(steps=500, log_every=25, eval_every=250, eval_batches=2)
     c.checkpoint.update(every=250, keep=2)
-    return finish(c)
+    return lock(c)

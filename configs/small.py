@@ -1,6 +1,6 @@
 """A ~51M-parameter model (d_model 512, 10 layers, 16k vocabulary) for one GPU or a small slice."""
 
-from llada_jax.config import base_config, finish
+from llada_jax.config import base_config, lock
 
 
 def get_config():
@@ -13,4 +13,4 @@ def get_config():
                    weight_decay=0.1, clip_norm=1.0)
     c.train.update(steps=50_000, log_every=100, eval_every=2000, eval_batches=20)
     c.checkpoint.update(every=2000, keep=3)
-    return finish(c)
+    return lock(c)

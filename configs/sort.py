@@ -5,7 +5,7 @@ trains it (a few minutes on a 2-core CPU) and measures the samplers on it.
     python -m llada_jax.train --config=configs/sort.py --workdir=workdirs/sort
 """
 
-from llada_jax.config import base_config, finish
+from llada_jax.config import base_config, lock
 
 
 def get_config():
@@ -19,4 +19,4 @@ def get_config():
     c.optim.update(lr=3e-3, schedule="cosine", warmup_steps=30, final_lr_ratio=0.05, weight_decay=0.1)
     c.train.update(steps=500, log_every=50, eval_every=0, num_samples=0)
     c.checkpoint.update(every=500, keep=1)
-    return finish(c)
+    return lock(c)

@@ -1,7 +1,7 @@
 """The embedded default: a ~0.43M-parameter model trained on the stdlib corpus in minutes
 on a 2-core CPU (`make demo`)."""
 
-from llada_jax.config import base_config, finish
+from llada_jax.config import base_config, lock
 
 
 def get_config():
@@ -14,4 +14,4 @@ def get_config():
     c.train.update(steps=2400, log_every=50, eval_every=800, eval_batches=4, num_samples=2,
                    sample_prompt_len=16, sample_gen_length=32, sample_steps=32)
     c.checkpoint.update(every=800, keep=2)
-    return finish(c)
+    return lock(c)

@@ -9,7 +9,7 @@
 import importlib.util
 import os
 
-from llada_jax.config import finish
+from llada_jax.config import lock
 
 
 def get_config():
@@ -22,4 +22,4 @@ def get_config():
     c.train.update(steps=100, log_every=10, eval_every=0, num_samples=0)
     c.checkpoint.update(every=50, keep=2)
     c.rl.update(algorithm="vrpo", beta=0.1, vrpo_n=8)
-    return finish(c)
+    return lock(c)

@@ -36,7 +36,13 @@ def _config_path(argv):
 
 def check_overrides(config, argv):
     """Fail with the full field name on an override of a field the config lacks
-    (`--config.optim.lrr=1`), before absl parses anything."""
+    (`--config.optim.lrr=1`), before absl parses anything.
+
+    This is the command line's check, not a config rule, so it stays here beside the flag
+    parsing rather than in the training config's validator (`training.validate`): it reads
+    argv, which only the CLI has, and runs before absl parses the flags, so a misspelt field
+    is named as one (with the fields its section has) for every command. The values themselves
+    are checked by `training.validate` (train, plan) and `rl.loop.validate` once parsed."""
     overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
     for field in overrides:
         node, parts = config, field.split(".")

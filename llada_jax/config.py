@@ -102,7 +102,9 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def finish(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def lock(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`c`, locked: no field can be added, so a misspelt override (`--config.optim.lrr`)
+    is an error instead of a silently unused field. Every configs/*.py returns lock(...)."""
     c.lock()
     return c
 

@@ -66,6 +66,7 @@ def _timed(fn, repeats=3):
 def show_training(workdir, mcfg, seq_len, wall_s, cpu_s, say):
     """Loss, throughput and MFU from the run's metrics.jsonl (the loop's own accounting:
     model FLOPs per step over a matmul peak it measures at start-up)."""
+    from llada_jax.model import flops
     from llada_jax.training import metrics
 
     rows = metrics.read_jsonl(workdir)
@@ -77,7 +78,7 @@ def show_training(workdir, mcfg, seq_len, wall_s, cpu_s, say):
     if timed:
         mfu = float(np.mean([r["mfu"] for r in timed]))
         tps = float(np.mean([r["tokens_per_s"] for r in timed]))
-        gflops = tps * metrics.train_flops_per_token(mcfg, seq_len) / 1e9
+        gflops = tps * flops.train_flops_per_token(mcfg, seq_len) / 1e9
         say(f"  {tps:,.0f} tokens/s, {1e3 * float(np.mean([r['step_time_s'] for r in timed])):.0f} ms/step, "
             f"{gflops:.1f} GFLOP/s: MFU {100 * mfu:.1f}% of a matmul peak measured at start-up")
     if wall_s is not None:

@@ -38,13 +38,14 @@ def plan(config, devices=None) -> dict:
 
     from llada_jax.checkpoint import manager as checkpoint
     from llada_jax.model import from_config
-    from llada_jax.training import loop, metrics
+    from llada_jax.model import flops
+    from llada_jax.training import validate
     from llada_jax.parallel import sharding
     from llada_jax.training import step as train
     from llada_jax.model import LLaDA
 
     devices = list(jax.devices() if devices is None else devices)
-    dims = loop.validate(config, len(devices), 1)
+    dims = validate.train_config(config, len(devices), 1)
     mesh = sharding.make_mesh(config.mesh, devices)
     mcfg = from_config.model_config(config, None)
     model = LLaDA(mcfg)
@@ -60,7 +61,7 @@ def plan(config, devices=None) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     n = len(devices)
-    model_flops = metrics.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
+    model_flops = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
     return {
         "devices": n, "mesh": dict(zip(sharding.MESH_AXES, dims)),
         "params": sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"])),

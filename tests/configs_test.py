@@ -12,7 +12,7 @@ from ml_collections import config_flags
 
 from llada_jax import cli
 from llada_jax.model import from_config
-from llada_jax.training import loop, step as train
+from llada_jax.training import loop, step as train, validate
 from llada_jax.model import LLaDA, param_count
 
 CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
@@ -86,7 +86,7 @@ def test_bad_configs_name_the_field(overrides, devices, field):
         section, name = k.split(".")
         setattr(getattr(c, section), name, v)
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
-        loop.validate(c, devices)
+        validate.train_config(c, devices)
 
 
 def test_unknown_field_in_a_config_and_nothing_compiles(tmp_path):
@@ -101,4 +101,4 @@ def test_unknown_field_in_a_config_and_nothing_compiles(tmp_path):
     c.unlock()
     c.optim.momentum = 0.9
     with pytest.raises(ValueError, match=r"config\.optim\.momentum: unknown field"):
-        loop.validate(c, 1)
+        validate.train_config(c, 1)

@@ -7,18 +7,18 @@ import os
 import numpy as np
 import pytest
 
-from llada_jax.data import pipeline as data, tokenizer as T
+from llada_jax.data import documents, pipeline as data, tokenizer as T
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    files = data.stdlib_files("train")[:30]
+    files = documents.stdlib_files("train")[:30]
     return T.train_sentencepiece(files, str(tmp_path_factory.mktemp("spm") / "tok"), 512, max_bytes=200_000)
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    return data.stdlib_files("train")[:6]
+    return documents.stdlib_files("train")[:6]
 
 
 def _stream(it, n):
@@ -30,20 +30,20 @@ def test_stdlib_files_split(tmp_path):
                 "test/t.py", "pkg/tests/t.py", "site-packages/s.py", "pkg/data.txt"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x = 1\n")
-    train = data.stdlib_files("train", 0.3, root=str(tmp_path))
-    evals = data.stdlib_files("eval", 0.3, root=str(tmp_path))
+    train = documents.stdlib_files("train", 0.3, root=str(tmp_path))
+    evals = documents.stdlib_files("eval", 0.3, root=str(tmp_path))
     rels = sorted(os.path.relpath(p, tmp_path) for p in train + evals)
     assert rels == ["a.py", "d.py", "e.py", "f.py", "g.py", "h.py", "pkg/b.py", "pkg/c.py"]
     assert train and evals and not set(train) & set(evals)
-    assert data.stdlib_files("train", 0.3, root=str(tmp_path)) == train  # deterministic
+    assert documents.stdlib_files("train", 0.3, root=str(tmp_path)) == train  # deterministic
     # the real standard library: hundreds of files, no tests, a small held-out part
-    real_train, real_eval = data.stdlib_files("train"), data.stdlib_files("eval")
+    real_train, real_eval = documents.stdlib_files("train"), documents.stdlib_files("eval")
     assert len(real_train) > 200 and 0 < len(real_eval) < len(real_train) / 5
     assert not any(f"{os.sep}test{os.sep}" in p or "site-packages" in p for p in real_train + real_eval)
     with pytest.raises(ValueError, match="split='valid'"):
-        data.stdlib_files("valid")
+        documents.stdlib_files("valid")
     with pytest.raises(ValueError, match="holdout_fraction=1.5"):
-        data.stdlib_files("train", 1.5)
+        documents.stdlib_files("train", 1.5)
 
 
 def test_pack_documents_eos_between_and_nothing_lost():
@@ -54,7 +54,7 @@ def test_pack_documents_eos_between_and_nothing_lost():
 
 def test_pretrain_rows_packs_every_document(tok, corpus, tmp_path):
     rows = data.pretrain_rows(corpus, tok, 64, cache_dir=tmp_path)
-    docs = [d for d in data.iter_documents(corpus) if d.strip()]
+    docs = [d for d in documents.iter_documents(corpus) if d.strip()]
     want = np.concatenate([np.array(tok.encode(d) + [tok.eos_id]) for d in docs])
     flat = rows.reshape(-1)
     np.testing.assert_array_equal(flat[:want.size], want)
@@ -201,7 +201,7 @@ def test_training_data_mistakes_refused_or_reported(tok, tmp_path, caplog):
     sys.path.insert(0, os.path.dirname(__file__))
     from train_helper import tiny_config
 
-    from llada_jax.training import inputs
+    from llada_jax.training import inputs, validate
 
     empty = tmp_path / "empty.txt"
     empty.write_text(" \n")
@@ -222,13 +222,13 @@ def test_training_data_mistakes_refused_or_reported(tok, tmp_path, caplog):
     # non-UTF-8 bytes are replaced, and how many is said once
     (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1") * 3)
     with caplog.at_level(logging.WARNING):
-        docs = list(data.iter_documents([str(tmp_path / "latin1.txt"), str(tmp_path / "latin1.txt")]))
+        docs = list(documents.iter_documents([str(tmp_path / "latin1.txt"), str(tmp_path / "latin1.txt")]))
     assert docs[0] == "caf\ufffd\n" * 3
     assert caplog.text.count("replaced 6 bytes that are not UTF-8 with U+FFFD in 2 file(s)") == 1
     c = tiny_config(**{"data.source": "files", "data.train_files": str(tmp_path / "latin1.txt"),
                        "data.max_bytes": -1})
     with pytest.raises(ValueError, match="config.data.max_bytes=-1: expected >= 0"):
-        inputs.validate(c)
+        validate.train_config(c, 1)
     # no held-out files needed while evaluation is off
     c.data.max_bytes, c.train.eval_every = 0, 0
     train, _ = inputs.iterators(c, tok, process_index=0, process_count=1)

@@ -11,7 +11,7 @@ import numpy as np
 
 from llada_jax import plan
 from llada_jax.model import from_config
-from llada_jax.training import metrics
+from llada_jax.model import flops
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from train_helper import one_device_xla_flags, tiny_config  # noqa: E402
@@ -29,7 +29,7 @@ def test_plan_reports_sharded_sizes_and_flops():
     assert p["opt_state_bytes"] >= 2 * p["params_bytes"]  # AdamW mu and nu, plus the count
     assert p["temp_bytes"] > 0 and p["total_bytes"] >= p["temp_bytes"]
     mcfg = from_config.model_config(c, None)
-    assert p["model_flops_per_step"] == metrics.train_flops_per_token(mcfg, 32) * 8 * 32
+    assert p["model_flops_per_step"] == flops.train_flops_per_token(mcfg, 32) * 8 * 32
     assert p["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
     assert not any(isinstance(x, jax.Array) for x in p.values())  # a report, nothing allocated
     assert "temporaries" in plan.report(p)

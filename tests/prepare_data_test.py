@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from llada_jax.data import pipeline as data
+from llada_jax.data import documents, pipeline as data
 from llada_jax.training import inputs, loop
 from llada_jax.data import prepare as prepare_data, prepared, tokenizer as T
 
@@ -23,7 +23,7 @@ from train_helper import tiny_config  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    return T.train_sentencepiece(data.stdlib_files("train")[:4], str(tmp_path_factory.mktemp("spm") / "tok"), 400,
+    return T.train_sentencepiece(documents.stdlib_files("train")[:4], str(tmp_path_factory.mktemp("spm") / "tok"), 400,
                                  max_bytes=40_000)
 
 
@@ -31,7 +31,7 @@ def tok(tmp_path_factory):
 def corpus(tmp_path_factory):
     """A few KB: text files (one blank), then a JSONL file of 40 short documents."""
     d = tmp_path_factory.mktemp("corpus")
-    for i, src in enumerate(data.stdlib_files("train")[:3]):
+    for i, src in enumerate(documents.stdlib_files("train")[:3]):
         (d / f"a{i}.py").write_text(pathlib.Path(src).read_text()[:1500])
     (d / "a3.py").write_text("  \n")
     (d / "b.jsonl").write_text("".join(json.dumps({"text": f"document {i}: " + "x = 1\n" * (i % 5)}) + "\n"
@@ -137,7 +137,7 @@ def test_corrupt_truncated_and_foreign_shards_refused(tok, corpus, prep, tmp_pat
     os.replace(shard.with_suffix(".new"), shard)
     with pytest.raises(ValueError, match="truncated"):
         _it(out, tok, verify="size")
-    other = T.train_sentencepiece(data.stdlib_files("train")[:2], str(tmp_path / "other"), 400, max_bytes=20_000)
+    other = T.train_sentencepiece(documents.stdlib_files("train")[:2], str(tmp_path / "other"), 400, max_bytes=20_000)
     with pytest.raises(ValueError, match="another tokenizer .* foreign shards refused"):
         _it(prep, other)
     with pytest.raises(ValueError, match="holds pretrain data, this run needs sft"):

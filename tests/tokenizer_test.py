@@ -2,7 +2,7 @@
 
 import pytest
 
-from llada_jax.data import pipeline as data, tokenizer as T
+from llada_jax.data import documents, tokenizer as T
 
 # The published LLaDA-8B-Instruct special ids (facts section 7).
 PUBLISHED = {T.BOS: 126080, T.EOS: 126081, T.MASK: 126336,
@@ -11,7 +11,7 @@ PUBLISHED = {T.BOS: 126080, T.EOS: 126081, T.MASK: 126336,
 
 @pytest.fixture(scope="module")
 def spm_tok(tmp_path_factory):
-    files = data.stdlib_files("train")[:40]
+    files = documents.stdlib_files("train")[:40]
     return T.train_sentencepiece(files, str(tmp_path_factory.mktemp("spm") / "tok"), 512, max_bytes=300_000)
 
 
@@ -55,7 +55,7 @@ def test_spm_special_ids_fixed(spm_tok, tmp_path):
     assert spm_tok.sp.id_to_piece(7) == "<0x00>" and spm_tok.sp.id_to_piece(262) == "<0xFF>"
     assert 300 < spm_tok.vocab_size <= 512
     # same ids for a different vocabulary size, and after reloading from disk
-    other = T.train_sentencepiece(data.stdlib_files("train")[:5], str(tmp_path / "b"), 400, max_bytes=50_000)
+    other = T.train_sentencepiece(documents.stdlib_files("train")[:5], str(tmp_path / "b"), 400, max_bytes=50_000)
     reloaded = T.load_tokenizer(str(tmp_path / "b.model"))
     for name in T.SPECIAL_TOKENS:
         assert getattr(other, name) == getattr(reloaded, name) == getattr(spm_tok, name)
@@ -70,7 +70,7 @@ def test_spm_round_trip_exact(spm_tok):
 
 def test_plain_text_never_yields_special_ids(spm_tok):
     # held-out files, so the text was not seen in training; unk (0) must not appear either
-    docs = list(data.iter_documents(data.stdlib_files("eval")[:8]))
+    docs = list(documents.iter_documents(documents.stdlib_files("eval")[:8]))
     ids = {i for d in spm_tok.encode_batch(docs) for i in d}
     assert len(ids) > 100
     assert not ids & (spm_tok.special_ids | {0})

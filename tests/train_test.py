@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from llada_jax import objectives
-from llada_jax.training import loop, metrics
+from llada_jax.model import flops
+from llada_jax.training import loop
 from llada_jax.sampling import sampler as sampling
 from llada_jax.parallel import sharding
 from llada_jax.training import step as train
@@ -52,10 +53,10 @@ def test_wsd_and_cosine_schedules():
 def test_flops_count_full_bidirectional_attention():
     cfg = LLaDAConfig.llada_8b()
     # 8,015,581,184 parameters minus the embedding table and the norm scales (the head is a matmul)
-    assert metrics.matmul_params(cfg) == 8_015_581_184 - 126464 * 4096 - (2 * 32 + 1) * 4096
-    per_token = metrics.train_flops_per_token(cfg, 4096)
+    assert flops.matmul_params(cfg) == 8_015_581_184 - 126464 * 4096 - (2 * 32 + 1) * 4096
+    per_token = flops.train_flops_per_token(cfg, 4096)
     attention = 3 * 4 * 4096 * 4096 * 32  # 3 x (QK^T + PV) over all 4096 keys, 32 layers
-    assert per_token == 6 * metrics.matmul_params(cfg) + attention
+    assert per_token == 6 * flops.matmul_params(cfg) + attention
 
 
 SHARDED_OVER = {"train.steps": 3, "checkpoint.every": 0, "train.sample_prompt_len": 8,

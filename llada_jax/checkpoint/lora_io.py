@@ -24,21 +24,7 @@ import jax
 
 from llada_jax.checkpoint import manager as checkpoint
 from llada_jax.model.adapters import lora
-from llada_jax.model import DTYPES, LLaDAConfig
-
-def validate(config):
-    """ValueError naming the config.lora field that cannot run (before anything compiles)."""
-    lc = config.lora
-    lora.from_config(lc)  # rank, alpha, dropout, targets
-    if lc.base_dtype not in DTYPES:
-        raise ValueError(f"config.lora.base_dtype={lc.base_dtype!r}: expected one of {DTYPES}")
-
-
-def check_base(config):
-    """A LoRA training run needs its base: ValueError when train.init_from is empty."""
-    if config.lora.rank and not config.train.init_from:
-        raise ValueError(f"config.lora.rank={config.lora.rank}: LoRA fine-tunes a model; expected "
-                         "config.train.init_from=WORKDIR (a training or import_hf workdir) for the base")
+from llada_jax.model import LLaDAConfig
 
 
 def base_reference(workdir: str):

@@ -12,6 +12,7 @@ rows whose union is exactly the global batch k of one process at batch_size * P.
 The default pre-training corpus is the running Python's standard library source, so the
 demo needs no download. A corpus that does not fit in memory is tokenized once by
 `llada_jax.prepare_data` and streamed by `llada_jax.data.prepared` through the same `batches`.
+Reading files into documents (text, JSONL, the standard library) is `llada_jax.data.documents`.
 """
 
 from __future__ import annotations
@@ -20,97 +21,13 @@ import hashlib
 import json
 import logging
 import os
-import pathlib
-import re
-import sysconfig
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-_EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+from llada_jax.data.documents import iter_documents, jsonl_field
+
 _CACHE_VERSION = 1
-
-
-def stdlib_files(split: str = "train", holdout_fraction: float = 0.05, *, root: str | None = None) -> list[str]:
-    """The .py files of the standard library (test directories and site-packages excluded),
-    split by a hash of the relative path: a file is in "eval" iff its hash falls below
-    `holdout_fraction`. Returned in hash order, a fixed pseudo-random order, so that a
-    byte cap (`max_bytes`) takes a sample of the whole library, not its first packages."""
-    if split not in ("train", "eval"):
-        raise ValueError(f"split={split!r}: expected 'train' or 'eval'")
-    if not 0.0 < holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction={holdout_fraction}: expected a value in (0, 1)")
-    base = pathlib.Path(root or sysconfig.get_paths()["stdlib"])
-    if not base.is_dir():
-        raise ValueError(f"stdlib root {base} is not a directory")
-    keyed = []
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = sorted(d for d in dirnames if d not in _EXCLUDED_DIRS)  # prune, don't walk into
-        for name in filenames:
-            if not name.endswith(".py"):
-                continue
-            rel = pathlib.Path(dirpath, name).relative_to(base).as_posix()
-            h = int.from_bytes(hashlib.sha256(rel.encode()).digest()[:8], "big")
-            if (h / 2**64 < holdout_fraction) == (split == "eval"):
-                keyed.append((h, os.path.join(dirpath, name)))
-    return [p for _, p in sorted(keyed)]
-
-
-def decode_text(raw: bytes) -> tuple[str, int]:
-    """(text, number of bytes that were not UTF-8): each such byte becomes U+FFFD."""
-    try:
-        return raw.decode("utf-8"), 0
-    except UnicodeDecodeError:
-        # surrogateescape maps each undecodable byte to one lone surrogate: count and replace them
-        return re.subn("[\udc80-\udcff]", "\ufffd", raw.decode("utf-8", "surrogateescape"))
-
-
-def warn_replaced(replaced: int, files: int, first: str) -> None:
-    if replaced:
-        logging.warning("replaced %d bytes that are not UTF-8 with U+FFFD in %d file(s) (first: %s)",
-                        replaced, files, first)
-
-
-def iter_documents(files: Sequence[str], with_source: bool = False) -> Iterator:
-    """Documents of `files`: a `.jsonl` file gives one `{"text": ...}` per line, any other
-    file is one document (read as UTF-8; undecodable bytes are replaced, and how many is
-    logged once, at the end). With `with_source`: (path, first line number, text)."""
-    replaced, bad_files, first = 0, 0, ""
-    for path in files:
-        path = os.fspath(path)
-        if not path.endswith(".jsonl"):
-            with open(path, "rb") as f:
-                text, n = decode_text(f.read())
-            replaced, bad_files, first = replaced + n, bad_files + bool(n), first or (path if n else "")
-            yield (path, 1, text) if with_source else text
-            continue
-        for n, text in jsonl_field(path, "text", "a 'text' field"):
-            if not isinstance(text, str):
-                raise ValueError(f"{path}:{n}: 'text' is {type(text).__name__}, expected str")
-            yield (path, n, text) if with_source else text
-    warn_replaced(replaced, bad_files, first)
-
-
-def jsonl_field(path: str, field: str, what: str, start: int = 0, end: int | None = None,
-                first_line: int = 1) -> Iterator[tuple[int, object]]:
-    """(line number, value of `field`) for every non-blank line of a JSONL file (or of the
-    lines starting in bytes [start, end), `start` a line start numbered `first_line`); a
-    line that is not UTF-8 JSON object holding `field` raises ValueError naming file and line."""
-    with open(path, "rb") as f:
-        f.seek(start)
-        n = first_line - 1
-        while end is None or f.tell() < end:
-            line = f.readline()
-            if not line:
-                break
-            n += 1
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)[field]
-            except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError, UnicodeDecodeError
-                raise ValueError(f"{path}:{n}: expected a JSON object with {what}, in UTF-8 ({e})") from e
-            yield n, value
 
 
 def pack_documents(docs: Sequence[Sequence[int]], eos_id: int, seq_len: int) -> np.ndarray:

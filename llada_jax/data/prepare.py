@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from llada_jax.data import pipeline as data, prepared, tokenizer as T
+from llada_jax.data import documents, prepared, tokenizer as T
 
 PLAN = "plan.json"
 _ENCODE_CHARS = 1 << 20  # text per encode batch
@@ -118,9 +118,9 @@ def _text_pieces(path: str):
             block = rest + block
             cut = block.rfind(b"\n") + 1 or len(block)
             rest = block[cut:]
-            yield data.decode_text(block[:cut])
+            yield documents.decode_text(block[:cut])
     if rest:
-        yield data.decode_text(rest)
+        yield documents.decode_text(rest)
 
 
 def _documents(unit: dict, field: str):
@@ -129,7 +129,7 @@ def _documents(unit: dict, field: str):
         for path in unit["files"]:
             if os.path.getsize(path) <= _PIECE_BYTES:
                 with open(path, "rb") as f:
-                    text, n = data.decode_text(f.read())
+                    text, n = documents.decode_text(f.read())
                 if text.strip():  # empty files (many __init__.py) would only add stray EOS tokens
                     yield path, text, True, n
                 continue
@@ -141,7 +141,7 @@ def _documents(unit: dict, field: str):
             if prev is not None:
                 yield path, prev[0], True, prev[1]
     elif unit["type"] == "jsonl":
-        for n, value in data.jsonl_field(unit["file"], field, f"a {field!r} field", unit["start"], unit["end"],
+        for n, value in documents.jsonl_field(unit["file"], field, f"a {field!r} field", unit["start"], unit["end"],
                                          unit["line"]):
             yield f"{unit['file']}:{n}", value, True, 0
     else:
@@ -332,7 +332,7 @@ def _write_index(out, tok, kind, dtype, n_units) -> dict:
     if not tokens:
         raise ValueError(f"the inputs of {out} hold no text (every document is empty)")
     replaced = sum(s["replaced_bytes"] for s in shards)
-    data.warn_replaced(replaced, sum(bool(s["replaced_bytes"]) for s in shards), "see the shards' replaced_bytes")
+    documents.warn_replaced(replaced, sum(bool(s["replaced_bytes"]) for s in shards), "see the shards' replaced_bytes")
     index = {"format": prepared.FORMAT, "version": prepared.VERSION, "kind": kind, "dtype": dtype,
              "tokenizer": {"file": os.path.basename(tok.path), "fingerprint": prepared.fingerprint(tok),
                            "vocab_size": tok.vocab_size, "eos_id": tok.eos_id},

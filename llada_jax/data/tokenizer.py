@@ -23,6 +23,8 @@ import hashlib
 import os
 from typing import Iterable, Sequence
 
+from llada_jax.data import documents
+
 BOS, EOS, MASK = "<|startoftext|>", "<|endoftext|>", "<|mdm_mask|>"
 START_HEADER, END_HEADER, EOT = "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
 # attribute name -> token string; EOS doubles as the pad token (facts section 1).
@@ -212,10 +214,8 @@ def _training_chunks(files: Sequence[str], max_bytes: int, seen: dict, chunk_cha
     Chunks (not lines) keep the newlines, so pieces such as ':\\n' or '\\n\\n' can be
     learned, which matters for code. `seen["chars"]` collects the distinct characters and
     `seen["first"]` each one's first "file:line", to name the input when there are too many."""
-    from llada_jax.data import pipeline as data  # data does not import this module at load time
-
     total, chars, first = 0, seen.setdefault("chars", set()), seen.setdefault("first", {})
-    for path, line_no, doc in data.iter_documents(files, with_source=True):
+    for path, line_no, doc in documents.iter_documents(files, with_source=True):
         cur = ""
         for i, line in enumerate(doc.splitlines(keepends=True)):
             new = set(line) - chars

@@ -24,9 +24,9 @@ import numpy as np
 
 from llada_jax import objectives
 from llada_jax.objectives import diffusion, likelihood
-from llada_jax.training import loop, metrics, step as train
+from llada_jax.training import loop, step as train
 from llada_jax.config import base_config
-from llada_jax.model import LLaDA, LLaDAConfig, init_params
+from llada_jax.model import LLaDA, LLaDAConfig, flops, init_params
 
 KINDS = ("diffusion", "autoregressive")
 
@@ -102,7 +102,7 @@ def random_batches(rows: np.ndarray, batch_size: int, seed: int) -> Iterator[np.
 
 def flops_per_step(config: LLaDAConfig, batch_size: int, seq_len: int) -> float:
     """Training FLOPs of one step (forward + backward), the same count for both kinds."""
-    return metrics.train_flops_per_token(config, seq_len) * batch_size * seq_len
+    return flops.train_flops_per_token(config, seq_len) * batch_size * seq_len
 
 
 @functools.partial(jax.jit, static_argnames=("model",))

@@ -30,11 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from llada_jax import cli
-from llada_jax.training import loop, metrics
+from llada_jax.training import loop
 from llada_jax.training import step as train
 from llada_jax.config import experiment_mode
 from llada_jax.experiments import optim_config
-from llada_jax.model import LLaDA, LLaDAConfig, init_params
+from llada_jax.model import LLaDA, LLaDAConfig, flops, init_params
 from llada_jax.rl import loop as rl_loop
 from llada_jax.rl import pairs as pairs_lib
 from llada_jax.rl import rewards, rollout
@@ -98,7 +98,7 @@ def run(seed: int, mode: str, out: str) -> dict:
     data_rng = np.random.default_rng([seed, 1])
     rows, prompt_mask = task.rows(data_rng, h["sft_examples"])
     held_out = task.rows(np.random.default_rng([seed, 2]), h["eval_prompts"])[0][:, :task.prompt_len]
-    flops_token = metrics.train_flops_per_token(mcfg, seq_len)  # forward + backward; forward is a third
+    flops_token = flops.train_flops_per_token(mcfg, seq_len)  # forward + backward; forward is a third
     sft_step_flops = flops_token * h["sft_batch"] * seq_len
 
     # 1. the SFT start

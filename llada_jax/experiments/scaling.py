@@ -5,7 +5,7 @@ Each model size is trained twice on the embedded corpus (the standard library's 
 as a masked diffusion model and as an autoregressive model (`causal=True`), with the same
 initial parameters, batches, optimizer and number of steps. Every run gets the same
 training FLOPs (`config.train.flops_budget`; steps = budget / FLOPs per step, forward plus
-backward, counted the same way for both kinds by `llada_jax.training.metrics`).
+backward, counted the same way for both kinds by `llada_jax.model.flops`).
 
 Measured along training on held-out files, in bits per token:
 - autoregressive: the exact NLL of each token given the ones before it;
@@ -27,7 +27,7 @@ import time
 import jax
 import numpy as np
 
-from llada_jax.data import pipeline as data
+from llada_jax.data import documents, pipeline as data
 from llada_jax.sampling import sampler as sampling
 from llada_jax.experiments import (ar_bits_per_token, diffusion_bits_per_token, flops_per_step, greedy_ar,
                                    model_for, random_batches, train_model)
@@ -47,7 +47,7 @@ def infill_examples(files, tok, *, examples, line_tokens, prefix_tokens, suffix_
     with P tokens of code before and S after (a fixed random sample)."""
     found = []
     nl = tok.encode("\n")
-    for doc in data.iter_documents(files):
+    for doc in documents.iter_documents(files):
         lines = doc.split("\n")
         ids = tok.encode_batch(lines)  # each line once; the text around a line is joined from them
         for i in range(1, len(lines) - 1):
@@ -97,12 +97,12 @@ def prepare_data(config, out_dir: str):
 
         tok = load_tokenizer(tok_path)
     else:
-        tok = train_sentencepiece(data.stdlib_files("train"), os.path.join(out_dir, "tokenizer"), d.vocab_size,
+        tok = train_sentencepiece(documents.stdlib_files("train"), os.path.join(out_dir, "tokenizer"), d.vocab_size,
                                   max_bytes=d.tokenizer_bytes, character_coverage=0.995)
     cache = os.path.join(out_dir, "data_cache")
-    train_rows = data.pretrain_rows(data.stdlib_files("train"), tok, d.seq_len, max_bytes=d.train_bytes,
+    train_rows = data.pretrain_rows(documents.stdlib_files("train"), tok, d.seq_len, max_bytes=d.train_bytes,
                                     cache_dir=cache)
-    eval_rows = data.pretrain_rows(data.stdlib_files("eval"), tok, d.seq_len, max_bytes=d.eval_bytes,
+    eval_rows = data.pretrain_rows(documents.stdlib_files("eval"), tok, d.seq_len, max_bytes=d.eval_bytes,
                                    cache_dir=cache)
     if len(eval_rows) < d.eval_rows:
         raise ValueError(f"{len(eval_rows)} held-out rows < data.eval_rows={d.eval_rows}; raise data.eval_bytes")
@@ -114,7 +114,7 @@ def run(config, out_dir: str) -> dict:
     d, t = config.data, config.train
     tok, train_rows, eval_rows = prepare_data(config, out_dir)
     vocab = max(d.vocab_size, tok.vocab_size)
-    infill = infill_examples(data.stdlib_files("eval"), tok, **config.infill.to_dict())
+    infill = infill_examples(documents.stdlib_files("eval"), tok, **config.infill.to_dict())
     results = {"config": config.to_dict(), "train_tokens_available": int(train_rows.size), "runs": []}
     for d_model, n_layers in config.sizes:
         mcfg = size_config(d_model, n_layers, tok, d.seq_len, vocab)

@@ -1,10 +1,10 @@
 """The RL run: `train_rl(config, workdir)`, what `python -m llada_jax.rl` runs.
 
-It is the training loop's run with another update: the same config schema (plus the
-`rl` section), workdir claim and lock, mesh, state layout and shardings
-(`train.state_shardings` / `init_state`), Orbax checkpoints with the data iterator's
-state, resume, metrics.jsonl, the SIGTERM/SIGINT stop (`loop.catch_stop_signals`: save,
-exit status 75) and the non-finite guard (`loop.check_finite`). The workdir is a
+It is the training loop's run with another update and other batches: the same config
+rules (`training.validate`, plus the `rl` section here), workdir claim and lock, mesh,
+state layout and shardings (`train.state_shardings` / `init_state`), the same loop core
+(`loop.run_steps`: the non-finite guard, Orbax checkpoints with the data iterator's
+state, the SIGTERM/SIGINT stop: save, exit status 75), resume, metrics.jsonl. The workdir is a
 training workdir (run.json kind "train", with "rl": the algorithm), so `generate`,
 `evaluation` and `export` read it as any other.
 
@@ -33,6 +33,7 @@ from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.parallel import sharding
 from llada_jax.model import from_config
 from llada_jax.training import inputs, loop, metrics
+from llada_jax.training import validate as validate_lib
 from llada_jax.training import step as train
 from llada_jax.model import LLaDA
 from llada_jax.objectives import grpo
@@ -46,8 +47,9 @@ ALGORITHMS = ("grpo", "vrpo")
 
 
 def validate(config, num_devices: int):
-    """ValueError naming the field, before anything compiles (the train checks, then rl's)."""
-    loop.validate(config, num_devices)
+    """ValueError naming the field, before anything compiles: the shared sections by the
+    training config's validator (`training.validate.train_config`), then the rl section."""
+    validate_lib.train_config(config, num_devices)
     r, d = config.rl, config.data
     if r.algorithm not in ALGORITHMS:
         raise ValueError(f"config.rl.algorithm={r.algorithm!r}: expected one of {ALGORITHMS}")

@@ -1,5 +1,5 @@
 """Confidence (remasking) rules of the sampler: which of the predicted tokens x0 a
-reverse step reveals first. Each rule maps (logits_BxMxV, x0_BxM, rng, opt) to a
+reverse step reveals first. Each rule maps (logits_BxMxV, x0_BxM, rng, options) to a
 (B, M) float32 confidence; the most confident are revealed (facts section 6).
 
 A new rule is one function here (or in a new module) plus one line in RULES; it is then
@@ -14,17 +14,17 @@ import jax.numpy as jnp
 _NEG_INF = -jnp.inf
 
 
-def low_confidence(logits_BxMxV, x0_BxM, rng, opt):
+def low_confidence(logits_BxMxV, x0_BxM, rng, options):
     """The softmax probability of x0 (without materialising the whole softmax); with
     `confidence_eos_eot_inf`, EOS/EoT get zero probability and the rest are renormalised."""
     conf_logits = logits_BxMxV.astype(jnp.float32)
-    if opt.confidence_eos_eot_inf:
-        conf_logits = conf_logits.at[..., opt.eos_id].set(_NEG_INF).at[..., opt.eot_id].set(_NEG_INF)
+    if options.confidence_eos_eot_inf:
+        conf_logits = conf_logits.at[..., options.eos_id].set(_NEG_INF).at[..., options.eot_id].set(_NEG_INF)
     picked = jnp.take_along_axis(conf_logits, x0_BxM[..., None], axis=-1)[..., 0]
     return jnp.exp(picked - jax.nn.logsumexp(conf_logits, axis=-1))
 
 
-def random(logits_BxMxV, x0_BxM, rng, opt):
+def random(logits_BxMxV, x0_BxM, rng, options):
     """Uniform random confidence: reveal in a random order."""
     return jax.random.uniform(rng, x0_BxM.shape, jnp.float32)
 

@@ -88,23 +88,23 @@ def first_argmax(x):
     return jnp.min(jnp.where(x == m, iota, x.shape[-1]), axis=-1)
 
 
-def predict(logits_BxMxV, rng, opt: _Options):
+def predict(logits_BxMxV, rng, options: _Options):
     """Candidate tokens x0 and their confidence for the given positions (facts section 6)."""
-    if opt.logits_eos_inf:
-        logits_BxMxV = logits_BxMxV.at[..., opt.eos_id].set(_NEG_INF)
+    if options.logits_eos_inf:
+        logits_BxMxV = logits_BxMxV.at[..., options.eos_id].set(_NEG_INF)
     noise_rng, rand_rng = jax.random.split(rng)
     scores = logits_BxMxV.astype(jnp.float32)
-    if opt.temperature > 0:  # Gumbel-max in float32: argmax(logits + T * g)
-        scores = scores + opt.temperature * jax.random.gumbel(noise_rng, scores.shape, jnp.float32)
+    if options.temperature > 0:  # Gumbel-max in float32: argmax(logits + T * g)
+        scores = scores + options.temperature * jax.random.gumbel(noise_rng, scores.shape, jnp.float32)
     x0 = first_argmax(scores)
-    return x0, confidence.RULES[opt.remasking](logits_BxMxV, x0, rand_rng, opt)
+    return x0, confidence.RULES[options.remasking](logits_BxMxV, x0, rand_rng, options)
 
 
-def _candidate_positions(b, block_start, opt: _Options):
+def _candidate_positions(b, block_start, options: _Options):
     """(B, M) positions whose logits a step needs: the block, and the prompt if infilling."""
-    pos = block_start + jnp.arange(opt.block_length, dtype=jnp.int32)
-    if opt.infill:
-        pos = jnp.concatenate([jnp.arange(opt.prompt_len, dtype=jnp.int32), pos])
+    pos = block_start + jnp.arange(options.block_length, dtype=jnp.int32)
+    if options.infill:
+        pos = jnp.concatenate([jnp.arange(options.prompt_len, dtype=jnp.int32), pos])
     return jnp.broadcast_to(pos, (b, pos.shape[0]))
 
 
@@ -114,23 +114,23 @@ class _State(NamedTuple):
     calls: jax.Array  # model calls so far
 
 
-def _transfer(st: _State, logits_BxMxV, pos_BxM, k_B, rng, opt: _Options) -> _State:
+def _transfer(state: _State, logits_BxMxV, pos_BxM, k_B, rng, options: _Options) -> _State:
     """One reverse step's reveal on the candidate positions (one model call's worth)."""
-    x0, x0_p = predict(logits_BxMxV, rng, opt)
-    x_sub = jnp.take_along_axis(st.x, pos_BxM, axis=1)
-    confidence_BxM = jnp.where(x_sub == opt.mask_id, x0_p, _NEG_INF)
-    select = select_transfer(confidence_BxM, k_B, opt.threshold)
-    rows = jnp.arange(st.x.shape[0])[:, None]
-    x = st.x.at[rows, pos_BxM].set(jnp.where(select, x0, x_sub))
-    when = st.when.at[rows, pos_BxM].set(jnp.where(select, st.calls, jnp.take_along_axis(st.when, pos_BxM, 1)))
-    return _State(x, when, st.calls + 1)
+    x0, x0_p = predict(logits_BxMxV, rng, options)
+    x_sub = jnp.take_along_axis(state.x, pos_BxM, axis=1)
+    confidence_BxM = jnp.where(x_sub == options.mask_id, x0_p, _NEG_INF)
+    select = select_transfer(confidence_BxM, k_B, options.threshold)
+    rows = jnp.arange(state.x.shape[0])[:, None]
+    x = state.x.at[rows, pos_BxM].set(jnp.where(select, x0, x_sub))
+    when = state.when.at[rows, pos_BxM].set(jnp.where(select, state.calls, jnp.take_along_axis(state.when, pos_BxM, 1)))
+    return _State(x, when, state.calls + 1)
 
 
-def _cached_logits(model, params, x, mask, kv, start, opt: _Options):
+def _cached_logits(model, params, x, mask, kv, start, options: _Options):
     """Logits of the block from a partial forward pass against the cache (facts 6b)."""
     b, l = x.shape
-    bl = opt.block_length
-    if opt.cache == "prefix":  # queries: block start .. end (start is a Python int here)
+    bl = options.block_length
+    if options.cache == "prefix":  # queries: block start .. end (start is a Python int here)
         window = x[:, start:]
         positions = jnp.broadcast_to(jnp.arange(start, l, dtype=jnp.int32), window.shape)
         kv = type(kv)(kv.k[:, :, :start], kv.v[:, :, :start])
@@ -144,81 +144,82 @@ def _cached_logits(model, params, x, mask, kv, start, opt: _Options):
         out_pos = None
     # The window lies right of the prompt, so its unconditional copy is unchanged; with
     # cfg the cache already holds both copies (2B rows) from the block's full pass.
-    return guided_logits(model, params, window, jnp.zeros_like(window, bool), opt.cfg_scale, opt.mask_id,
+    return guided_logits(model, params, window, jnp.zeros_like(window, bool), options.cfg_scale, options.mask_id,
                          key_mask, kv_cache=kv, positions=positions, output_positions=out_pos)
 
 
-def _run_block(model, params, st: _State, mask, prompt_index, rng, start, blk, opt: _Options) -> _State:
+def _run_block(model, params, state: _State, mask, prompt_index, rng, start, blk, options: _Options) -> _State:
     """All steps of one block."""
-    b = st.x.shape[0]
-    s = opt.steps_per_block
-    pos = _candidate_positions(b, start, opt)
+    b = state.x.shape[0]
+    s = options.steps_per_block
+    pos = _candidate_positions(b, start, options)
 
     def open_masks(x):  # masks of the block plus any holes left in the prompt
-        return jnp.take_along_axis(x, pos, axis=1) == opt.mask_id
+        return jnp.take_along_axis(x, pos, axis=1) == options.mask_id
 
-    schedule = num_transfer_tokens(jnp.sum(open_masks(st.x), axis=1), s)
+    schedule = num_transfer_tokens(jnp.sum(open_masks(state.x), axis=1), s)
     rngs = jax.random.split(jax.random.fold_in(rng, blk), s)
-    kw = dict(return_kv=opt.cache is not None)
+    kw = dict(return_kv=options.cache is not None)
 
     def full_logits(x):
-        return guided_logits(model, params, x, prompt_index, opt.cfg_scale, opt.mask_id, mask,
+        return guided_logits(model, params, x, prompt_index, options.cfg_scale, options.mask_id, mask,
                              output_positions=pos, **kw)
 
     def k_at(i):  # threshold: at least the schedule, at least one
-        return schedule[:, i] if opt.threshold is None else jnp.maximum(schedule[:, i], 1)
+        return schedule[:, i] if options.threshold is None else jnp.maximum(schedule[:, i], 1)
 
     # First step: a full pass (it also fills the cache when there is one).
-    out = full_logits(st.x)
-    logits, kv = out if opt.cache else (out, None)
-    st = _transfer(st, logits, pos, k_at(0), rngs[0], opt)
+    out = full_logits(state.x)
+    logits, kv = out if options.cache else (out, None)
+    state = _transfer(state, logits, pos, k_at(0), rngs[0], options)
 
-    def later_step(st, i):
-        if opt.cache is None:
-            logits = full_logits(st.x)
+    def later_step(state, i):
+        if options.cache is None:
+            logits = full_logits(state.x)
         else:
-            logits = _cached_logits(model, params, st.x, mask, kv, start, opt)
-        return _transfer(st, logits, pos, k_at(i), rngs[i], opt)
+            logits = _cached_logits(model, params, state.x, mask, kv, start, options)
+        return _transfer(state, logits, pos, k_at(i), rngs[i], options)
 
-    if opt.threshold is None:
-        st, _ = jax.lax.scan(lambda st, i: (later_step(st, i), None), st, jnp.arange(1, s))
-        return st
+    if options.threshold is None:
+        state, _ = jax.lax.scan(lambda state, i: (later_step(state, i), None), state, jnp.arange(1, s))
+        return state
 
     def block_open(c):  # stop as soon as the block (and any hole) is filled
-        st, i = c
-        return (i < s) & jnp.any(open_masks(st.x))
+        state, i = c
+        return (i < s) & jnp.any(open_masks(state.x))
 
-    st, _ = jax.lax.while_loop(block_open, lambda c: (later_step(*c), c[1] + 1), (st, jnp.int32(1)))
-    return st
+    state, _ = jax.lax.while_loop(block_open, lambda c: (later_step(*c), c[1] + 1), (state, jnp.int32(1)))
+    return state
 
 
-@functools.partial(jax.jit, static_argnames=("model", "opt"))
-def _reverse_process(model, params, x, attention_mask, rng, opt: _Options) -> _State:
+@functools.partial(jax.jit, static_argnames=("model", "options"))
+def _reverse_process(model, params, x, attention_mask, rng, options: _Options) -> _State:
     b, l = x.shape
-    prompt_index = x != opt.mask_id
+    prompt_index = x != options.mask_id
     mask = jnp.ones((b, l), bool) if attention_mask is None else attention_mask
-    st = _State(x, jnp.full((b, l), -1, jnp.int32), jnp.int32(0))
+    state = _State(x, jnp.full((b, l), -1, jnp.int32), jnp.int32(0))
 
-    def body(blk, st):
-        start = opt.prompt_len + blk * opt.block_length
-        if opt.eos_early_stop is None:
-            return _run_block(model, params, st, mask, prompt_index, rng, start, blk, opt)
+    def body(blk, state):
+        start = options.prompt_len + blk * options.block_length
+        if options.eos_early_stop is None:
+            return _run_block(model, params, state, mask, prompt_index, rng, start, blk, options)
         # A block in which every row is finished (no mask left) makes no model call.
-        block = jax.lax.dynamic_slice_in_dim(st.x, start, opt.block_length, axis=1)
-        st = jax.lax.cond(jnp.any(block == opt.mask_id),
-                          lambda st: _run_block(model, params, st, mask, prompt_index, rng, start, blk, opt),
-                          lambda st: st, st)
-        block = jax.lax.dynamic_slice_in_dim(st.x, start, opt.block_length, axis=1)
-        done = eos_stop.finished_rows(block, opt.eos_id, opt.eos_early_stop)
-        x, when = eos_stop.fill_after(st.x, st.when, done, start + opt.block_length, opt.mask_id, opt.eos_id,
-                                      st.calls - 1)
-        return _State(x, when, st.calls)
+        block = jax.lax.dynamic_slice_in_dim(state.x, start, options.block_length, axis=1)
+        state = jax.lax.cond(jnp.any(block == options.mask_id),
+                             lambda state: _run_block(model, params, state, mask, prompt_index, rng, start, blk,
+                                                      options),
+                             lambda state: state, state)
+        block = jax.lax.dynamic_slice_in_dim(state.x, start, options.block_length, axis=1)
+        done = eos_stop.finished_rows(block, options.eos_id, options.eos_early_stop)
+        x, when = eos_stop.fill_after(state.x, state.when, done, start + options.block_length, options.mask_id,
+                                      options.eos_id, state.calls - 1)
+        return _State(x, when, state.calls)
 
-    if opt.cache == "prefix":  # each block's window has its own static length: unroll
-        for blk in range(opt.num_blocks):
-            st = body(blk, st)
-        return st
-    return jax.lax.fori_loop(0, opt.num_blocks, body, st)
+    if options.cache == "prefix":  # each block's window has its own static length: unroll
+        for blk in range(options.num_blocks):
+            state = body(blk, state)
+        return state
+    return jax.lax.fori_loop(0, options.num_blocks, body, state)
 
 
 def _validate(model, prompt, attention_mask, steps, gen_length, block_length, temperature, remasking,
@@ -318,20 +319,20 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
     temperature, cfg_scale, mask_id, threshold, eos_id, eot_id, rng = (
         a["temperature"], a["cfg_scale"], a["mask_id"], a["threshold"], a["eos_id"], a["eot_id"], a["rng"])
     b, p = prompt.shape
-    opt = _Options(prompt_len=p, gen_length=gen_length, block_length=block_length if gen_length else 0,
-                   steps_per_block=steps // max(1, gen_length // max(1, block_length)),
-                   temperature=float(temperature),
-                   cfg_scale=float(cfg_scale), remasking=remasking, mask_id=int(mask_id),
-                   logits_eos_inf=bool(logits_eos_inf), confidence_eos_eot_inf=bool(confidence_eos_eot_inf),
-                   eos_id=int(eos_id), eot_id=int(eot_id),
-                   threshold=None if threshold is None else float(threshold),
-                   infill=bool((prompt == mask_id).any()), cache=cache, eos_early_stop=eos_early_stop)
+    options = _Options(prompt_len=p, gen_length=gen_length, block_length=block_length if gen_length else 0,
+                       steps_per_block=steps // max(1, gen_length // max(1, block_length)),
+                       temperature=float(temperature),
+                       cfg_scale=float(cfg_scale), remasking=remasking, mask_id=int(mask_id),
+                       logits_eos_inf=bool(logits_eos_inf), confidence_eos_eot_inf=bool(confidence_eos_eot_inf),
+                       eos_id=int(eos_id), eot_id=int(eot_id),
+                       threshold=None if threshold is None else float(threshold),
+                       infill=bool((prompt == mask_id).any()), cache=cache, eos_early_stop=eos_early_stop)
     x = np.full((b, p + gen_length), mask_id, np.int32)
     x[:, :p] = prompt
     mask = None
     if attention_mask is not None:
         mask = np.concatenate([attention_mask.astype(bool), np.ones((b, gen_length), bool)], axis=1)
-    st = _reverse_process(model, params, jnp.asarray(x), mask, rng, opt)
+    state = _reverse_process(model, params, jnp.asarray(x), mask, rng, options)
     if return_stats:
-        return st.x, {"model_calls": int(st.calls), "reveal_step": np.asarray(st.when)}
-    return st.x
+        return state.x, {"model_calls": int(state.calls), "reveal_step": np.asarray(state.when)}
+    return state.x

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 
-from llada_jax.data import tasks
+from llada_jax.data import documents, tasks
 
 log = logging.getLogger(__name__)
 SOURCES = ("stdlib", "files", "jsonl", "prepared", "synthetic")
@@ -21,17 +21,6 @@ def _files(spec: str, field: str) -> list[str]:
         if not os.path.isfile(f):
             raise ValueError(f"config.data.{field}: {f!r} does not exist")
     return files
-
-
-def validate(config) -> None:
-    """Raise ValueError naming the config.data field that cannot work (before anything runs)."""
-    d = config.data
-    if d.source not in SOURCES:
-        raise ValueError(f"config.data.source={d.source!r}: expected one of {SOURCES}")
-    if d.kind == "sft" and d.source not in ("jsonl", "prepared", "synthetic"):
-        raise ValueError(f"config.data.source={d.source!r}: SFT expects 'jsonl' or 'prepared' (or 'synthetic')")
-    if d.max_bytes < 0:
-        raise ValueError(f"config.data.max_bytes={d.max_bytes}: expected >= 0 (0: all of the text)")
 
 
 def _prepared_path(d) -> str:
@@ -77,11 +66,9 @@ def load_tokenizer(config, workdir: str):
 
 
 def train_files(config, split="train"):
-    from llada_jax.data import pipeline as data
-
     d = config.data
     if d.source == "stdlib":
-        return data.stdlib_files(split)
+        return documents.stdlib_files(split)
     return _files(d.train_files if split == "train" else d.eval_files, f"{split}_files")
 
 

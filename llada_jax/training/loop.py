@@ -1,6 +1,7 @@
 """The training loop, evaluation, and the command line of `python -m llada_jax.train`.
 
-`train_and_evaluate(config, workdir)`: validate the config (before anything compiles),
+`train_and_evaluate(config, workdir)`: validate the config (`training.validate`, before
+anything compiles),
 build the mesh, the data and the state (restored from the workdir's latest checkpoint,
 or from `train.init_from`, or fresh, always created in its shardings), then step, log,
 evaluate and checkpoint. The workdir is claimed first (llada_jax.checkpoint.workdir: its owner
@@ -33,12 +34,12 @@ from llada_jax.checkpoint import manager as checkpoint
 from llada_jax.model import from_config
 from llada_jax.training import inputs
 from llada_jax.checkpoint import load, lora_io
-from llada_jax.training import metrics
+from llada_jax.training import metrics, validate
+from llada_jax.model import flops
 from llada_jax.sampling import sampler as sampling
 from llada_jax.parallel import sharding
 from llada_jax.training import step as train
 from llada_jax.checkpoint import workdir as workdir_lib
-from llada_jax.config import base_config
 from llada_jax.model import LLaDA
 
 log = logging.getLogger(__name__)
@@ -49,49 +50,6 @@ EXIT_PREEMPTED = 75
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-def validate(config, num_devices: int, process_count: int = 1):
-    """Raise ValueError naming the field for a config that cannot run on this set-up."""
-    schema = base_config()
-    for section, fields in config.items():
-        if section not in schema:
-            raise ValueError(f"config.{section}: unknown section, expected one of {sorted(schema)}")
-        for k in fields:
-            if k not in schema[section]:
-                raise ValueError(f"config.{section}.{k}: unknown field")
-    dp_mesh = sharding.mesh_shape(config.mesh, num_devices)
-    sharding.rules_of(config.mesh)  # ValueError for a bad override
-    dp = dp_mesh[0] * dp_mesh[1]
-    d, o, t = config.data, config.optim, config.train
-    if d.kind not in train.KINDS:
-        raise ValueError(f"config.data.kind={d.kind!r}: expected one of {train.KINDS}")
-    inputs.validate(config)
-    if o.grad_accum < 1:
-        raise ValueError(f"config.optim.grad_accum={o.grad_accum}: expected >= 1")
-    if d.batch_size < 1 or d.batch_size % (dp * o.grad_accum):
-        raise ValueError(f"config.data.batch_size={d.batch_size}: expected a multiple of the data-parallel size "
-                         f"(mesh data x fsdp = {dp}) times optim.grad_accum={o.grad_accum}")
-    if d.batch_size % process_count:
-        raise ValueError(f"config.data.batch_size={d.batch_size}: expected a multiple of the process count "
-                         f"{process_count}")
-    if not 1 <= d.seq_len <= config.model.max_sequence_length:
-        raise ValueError(f"config.data.seq_len={d.seq_len}: expected 1..max_sequence_length="
-                         f"{config.model.max_sequence_length}")
-    if not 0.0 <= d.random_length_prob <= 1.0:
-        raise ValueError(f"config.data.random_length_prob={d.random_length_prob}: expected in [0, 1]")
-    if o.schedule not in train.SCHEDULES:
-        raise ValueError(f"config.optim.schedule={o.schedule!r}: expected one of {train.SCHEDULES}")
-    if o.lr <= 0 or o.warmup_steps < 0 or not 0 <= o.decay_steps <= t.steps:
-        raise ValueError(f"config.optim: lr={o.lr} (> 0), warmup_steps={o.warmup_steps} (>= 0), "
-                         f"decay_steps={o.decay_steps} (0..train.steps={t.steps}) out of range")
-    if t.steps < 1 or t.log_every < 1:
-        raise ValueError(f"config.train.steps={t.steps}, log_every={t.log_every}: expected >= 1")
-    if t.num_samples and not 1 <= t.sample_steps <= t.sample_gen_length:
-        raise ValueError(f"config.train.sample_steps={t.sample_steps}: expected 1..sample_gen_length="
-                         f"{t.sample_gen_length}")
-    lora_io.validate(config)
-    return dp_mesh
 
 
 def _host(tree):
@@ -166,8 +124,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, hooks=()):
     WorkdirError (a ValueError) for a workdir this run must not write (an import
     workdir, a foreign directory, one locked by another run)."""
     devices = list(jax.devices() if devices is None else devices)
-    validate(config, len(devices), jax.process_count())
-    lora_io.check_base(config)
+    validate.train_run(config, len(devices), jax.process_count())
     saved_info = workdir_lib.claim(workdir, "train")
     os.makedirs(workdir, exist_ok=True)
     with workdir_lib.lock(workdir, "train", enabled=jax.process_index() == 0):
@@ -226,8 +183,8 @@ def _train(config, workdir, devices, hooks, saved_info):
     step_fn = train.compile_step(st, mesh, shardings, batch_spec)
     eval_fn = train.compile_eval(st, mesh, train.full_params(shardings), batch_spec)
     writer = metrics.Writer(workdir, enabled=primary)
-    peak = t.peak_flops or metrics.measure_peak_flops()
-    flops_step = metrics.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
+    peak = t.peak_flops or flops.measure_peak_flops()
+    flops_step = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
     eval_key = jax.random.PRNGKey(t.seed + 1)
 
     stop, restore_handlers = catch_stop_signals()

@@ -1,48 +1,14 @@
-"""Training metrics: FLOPs accounting for MFU, the device peak, and the log writers
-(tensorboardX scalars and text, JSON lines in the workdir)."""
+"""Training metrics: the log writer (tensorboardX scalars and text, and JSON lines in the
+workdir's `metrics.jsonl`) and its reader. Every training loop (`llada_jax.training.loop`,
+`llada_jax.rl.loop`) logs through `Writer`; `read_jsonl` is what the demo, the notebooks
+and the tests read back. The FLOPs accounting for MFU is `llada_jax.model.flops`."""
 
 from __future__ import annotations
 
 import json
 import os
-import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-
-from llada_jax.model import LLaDAConfig
-
-
-def matmul_params(cfg: LLaDAConfig) -> int:
-    """Parameters that take part in a matmul per token (the embedding lookup does not)."""
-    e, h, kv, d, m = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.mlp_hidden_size
-    per_layer = e * h * d + 2 * e * kv * d + h * d * e + 3 * e * m
-    return cfg.n_layers * per_layer + e * cfg.embedding_size  # + output head (tied or not)
-
-
-def train_flops_per_token(cfg: LLaDAConfig, seq_len: int) -> float:
-    """Model FLOPs per trained token: forward + backward = 3 x forward.
-
-    Forward per token: 2 x matmul params, plus attention scores and weighted values over
-    all `seq_len` keys (2 matmuls x 2 FLOPs x seq_len x n_heads x head_dim per layer).
-    Attention is bidirectional, so nothing is halved as for a causal model.
-    """
-    attn = 4 * seq_len * cfg.n_heads * cfg.head_dim * cfg.n_layers
-    return 3.0 * (2.0 * matmul_params(cfg) + attn)
-
-
-def measure_peak_flops(n: int = 1024, repeats: int = 5, dtype=jnp.float32) -> float:
-    """Per-device matmul FLOP/s measured on the first device (best of `repeats`)."""
-    x = jax.device_put(jnp.ones((n, n), dtype), jax.devices()[0])
-    f = jax.jit(lambda a: a @ a)
-    f(x).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(x).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * n ** 3 / best
 
 
 class Writer:
@@ -83,6 +49,8 @@ class Writer:
 
 
 def read_jsonl(workdir: str, split: str = "train") -> list[dict]:
+    """The rows of `workdir/metrics.jsonl` that `Writer` wrote with prefix `split` ("train",
+    "eval", "samples"), in order; [] when the run has logged nothing yet."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []

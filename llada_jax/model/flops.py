@@ -1,0 +1,49 @@
+"""FLOPs accounting of the model: the FLOPs of one trained token and the device's measured
+matmul peak, for MFU (the training loop's log), the FLOPs-matched baselines of the
+experiments and `python -m llada_jax.plan`.
+
+The count follows the usual convention (PaLM, appendix B; MaxText): 2 FLOPs per
+multiply-accumulate of every matmul parameter, plus the attention scores and weighted
+values, forward + backward = 3 x forward. Elementwise work (norms, activations, softmax)
+and the embedding lookup are not counted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+
+from llada_jax.model.transformer import LLaDAConfig
+
+
+def matmul_params(cfg: LLaDAConfig) -> int:
+    """Parameters that take part in a matmul per token (the embedding lookup does not)."""
+    e, h, kv, d, m = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.mlp_hidden_size
+    per_layer = e * h * d + 2 * e * kv * d + h * d * e + 3 * e * m
+    return cfg.n_layers * per_layer + e * cfg.embedding_size  # + output head (tied or not)
+
+
+def train_flops_per_token(cfg: LLaDAConfig, seq_len: int) -> float:
+    """Model FLOPs per trained token: forward + backward = 3 x forward.
+
+    Forward per token: 2 x matmul params, plus attention scores and weighted values over
+    all `seq_len` keys (2 matmuls x 2 FLOPs x seq_len x n_heads x head_dim per layer).
+    Attention is bidirectional, so nothing is halved as for a causal model.
+    """
+    attn = 4 * seq_len * cfg.n_heads * cfg.head_dim * cfg.n_layers
+    return 3.0 * (2.0 * matmul_params(cfg) + attn)
+
+
+def measure_peak_flops(n: int = 1024, repeats: int = 5, dtype=jnp.float32) -> float:
+    """Per-device matmul FLOP/s measured on the first device (best of `repeats`)."""
+    x = jax.device_put(jnp.ones((n, n), dtype), jax.devices()[0])
+    f = jax.jit(lambda a: a @ a)
+    f(x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(x).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n ** 3 / best
