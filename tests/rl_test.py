@@ -191,6 +191,20 @@ def test_pairs_jsonl_round_trip_and_errors(tmp_path):
     np.testing.assert_array_equal(pairs.read(str(short), eos_id=14)[1], [[2, 14]])
 
 
+def test_pairs_from_rewards_best_over_worst_of_each_group():
+    prompts = np.array([[1, 2], [3, 4], [5, 6]])
+    comps = np.arange(3 * 3 * 2).reshape(3, 3, 2)  # sample (b, g) is row 3b + g
+    r = np.array([[0.0, 1.0, 1.0],   # the first best (g=1) over the worst (g=0)
+                  [0.5, 0.5, 0.5],   # one reward for all: no pair
+                  [2.0, 0.0, 1.0]])  # best g=0 over worst g=1
+    p, w, l = pairs.from_rewards(prompts, comps, r)
+    np.testing.assert_array_equal(p, [[1, 2], [5, 6]])
+    np.testing.assert_array_equal(w, [comps[0, 1], comps[2, 0]])
+    np.testing.assert_array_equal(l, [comps[0, 0], comps[2, 1]])
+    with pytest.raises(ValueError, match=r"expected \(B, G, C\) and \(B, G\)"):
+        pairs.from_rewards(prompts, comps, r[:, :2])
+
+
 # ------------------------------------------------------------ the RL run
 def _rl_config(init_from, **rl):
     sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -275,3 +289,12 @@ def test_reduced_miniature_prints_the_accuracies(tmp_path, capsys):
     assert line["sft_baseline_steps"] >= 1 and line["grpo_flops"] > 0
     assert (tmp_path / "rl_miniature.png").stat().st_size > 0
     assert "| 1 |" in (tmp_path / "rl_miniature.md").read_text()
+    # VRPO's pairs are the SFT model's own samples: a correct answer over an incorrect one
+    p, w, l = pairs.read(str(tmp_path / "pairs_seed1.jsonl"))
+    assert len(p) == line["num_pairs"] >= 1
+    h = rl_miniature.REDUCED
+    task = SortTask(n_items=h["n_items"], n_values=h["n_values"], vocab_size=h["n_values"] + 3,
+                    seq_len=h["n_items"] + 1 + h["answer_len"])
+    want = rewards.expected_answer(task, p, h["answer_len"])
+    np.testing.assert_array_equal(w, want)
+    assert not np.any(np.all(l == want, axis=1))

@@ -5,8 +5,8 @@ for the same training FLOPs.
 The set-up models the usual RL situation: labelled answers are scarce (the SFT start and
 the SFT baseline see a fixed set of `sft_examples` labelled rows), prompts are plentiful
 and an answer can be checked (GRPO samples fresh prompts and learns from the exact-match
-reward; VRPO learns from preference pairs, the correct answer over one of the SFT
-model's incorrect samples, on fresh prompts). Held-out prompts are scored by greedy
+reward; VRPO learns from preference pairs on fresh prompts, a correct sample of the SFT
+model over an incorrect one). Held-out prompts are scored by greedy
 decoding (low-confidence remasking, one token per step).
 
     python -m llada_jax.experiments.rl_miniature --out=/tmp/rl --seed=0 [--mode=reduced]
@@ -42,14 +42,14 @@ from llada_jax.rl import step as rl_step
 from llada_jax.data.tasks import SortTask
 
 FULL = dict(n_items=6, n_values=20, answer_len=8, d_model=64, n_layers=2, mlp=256,
-            sft_examples=200, sft_steps=1200, sft_batch=64, sft_lr=3e-3, sft_continue_lr=3e-4,
-            rl_steps=150, prompts=16, generations=8, mu=8, rl_lr=5e-5, temperature=1.0,
+            sft_examples=200, sft_steps=400, sft_batch=64, sft_lr=3e-3, sft_continue_lr=3e-4,
+            rl_steps=300, prompts=16, generations=8, mu=8, rl_lr=5e-5, temperature=1.0,
             p_mask_prompt=0.15, epsilon=0.2, beta=0.0,
-            vrpo_steps=100, vrpo_batch=32, vrpo_n=8, vrpo_beta=0.1, vrpo_lr=5e-5, pair_prompts=1024,
-            eval_prompts=512)
-REDUCED = dict(FULL, n_items=3, answer_len=4, d_model=32, n_layers=1, mlp=64, sft_examples=64, sft_steps=20,
-               sft_batch=16, rl_steps=2, mu=2, prompts=4, generations=4, vrpo_steps=2, vrpo_batch=4, vrpo_n=2,
-               pair_prompts=16, eval_prompts=32)
+            vrpo_steps=200, vrpo_batch=32, vrpo_n=8, vrpo_beta=0.1, vrpo_lr=1e-5, pair_prompts=1024,
+            pair_generations=8, eval_prompts=512)
+REDUCED = dict(FULL, n_items=3, n_values=4, answer_len=4, d_model=32, n_layers=1, mlp=64, sft_examples=64,
+               sft_steps=100, sft_batch=16, rl_steps=2, mu=2, prompts=4, generations=4, vrpo_steps=2, vrpo_batch=4,
+               vrpo_n=2, pair_prompts=32, eval_prompts=32)
 
 
 def model_config(h) -> LLaDAConfig:
@@ -80,6 +80,22 @@ def sft(state, step_fn, rows, prompt_mask, steps, batch, seed):
         return {"input_ids": jnp.asarray(rows[idx]), "prompt_mask": jnp.asarray(prompt_mask[idx])}
 
     return loop.run_steps(state, 0, steps, next_batch=next_batch, update=step_fn)[0]
+
+
+def preference_pairs(model, params, task, h, sampler, seed, out):
+    """VRPO's pairs, on-policy: `pair_generations` samples of the SFT model for each of
+    `pair_prompts` fresh prompts, a correct one over an incorrect one
+    (`rl.pairs.from_rewards` on the exact-match reward), written to and read back from
+    OUT/pairs_seedN.jsonl (`rl.pairs`: the file a user would bring). (chosen, rejected) rows."""
+    g, n = h["pair_generations"], h["answer_len"]
+    prompts = task.rows(np.random.default_rng([seed, 4]), h["pair_prompts"])[0][:, :task.prompt_len]
+    samples = rollout.rollout(model, params, prompts, num_generations=g, rng=jax.random.key(seed + 7),
+                              sampler=sampler, mask_id=task.mask, eos_id=task.eos)[:, task.prompt_len:]
+    r = rewards.total_reward(("sort_exact",), np.repeat(prompts, g, 0), samples, task)
+    path = os.path.join(out, f"pairs_seed{seed}.jsonl")
+    pairs_lib.write(path, *pairs_lib.from_rewards(prompts, samples.reshape(len(prompts), g, n), r.reshape(-1, g)))
+    pp, cw, cl = pairs_lib.read(path)
+    return np.concatenate([pp, cw], 1), np.concatenate([pp, cl], 1)
 
 
 def fresh_state(params, tx, seed):
@@ -157,16 +173,8 @@ def run(seed: int, mode: str, out: str) -> dict:
     acc_base = exact_match(model, b_state["params"], task, held_out, h)
     _log(t0, f"SFT baseline ({base_steps} steps): exact match {acc_base:.3f}")
 
-    # 4. VRPO on preference pairs from the task: the correct answer over an incorrect sample
-    pair_prompts = task.rows(np.random.default_rng([seed, 4]), h["pair_prompts"])[0][:, :task.prompt_len]
-    samples = rollout.rollout(model, start, pair_prompts, num_generations=1, rng=jax.random.key(seed + 7),
-                              sampler=sampler, mask_id=task.mask, eos_id=task.eos)[:, task.prompt_len:]
-    want = rewards.expected_answer(task, pair_prompts, n)
-    wrong = ~np.all(samples == want, axis=1)
-    path = os.path.join(out, f"pairs_seed{seed}.jsonl")
-    pairs_lib.write(path, pair_prompts[wrong], want[wrong], samples[wrong])
-    pp, cw, cl = pairs_lib.read(path)
-    chosen, rejected = np.concatenate([pp, cw], 1), np.concatenate([pp, cl], 1)
+    # 4. VRPO on preference pairs from the task: a correct sample of the SFT model over an incorrect one
+    chosen, rejected = preference_pairs(model, start, task, h, sampler, seed, out)
     st_v = rl_step.Static(model, model, constant(h["vrpo_lr"]), task.prompt_len, task.mask, beta=h["vrpo_beta"],
                           vrpo_n=h["vrpo_n"])
     vrpo_update = rl_step.jitted("vrpo", st_v)
@@ -186,7 +194,7 @@ def run(seed: int, mode: str, out: str) -> dict:
     acc_vrpo = exact_match(model, v_state["params"], task, held_out, h)
     _log(t0, f"VRPO ({len(chosen)} pairs): exact match {acc_vrpo:.3f}, margin {float(vm['reward_margin']):.3f}")
     vrpo_flops = (h["vrpo_batch"] * 2 * h["vrpo_n"] * seq_len * flops_token / 3 * 4 * h["vrpo_steps"]
-                  + h["pair_prompts"] * seq_len * flops_token / 3 * n)
+                  + h["pair_prompts"] * h["pair_generations"] * seq_len * flops_token / 3 * n)
     vbase_steps = max(1, round(vrpo_flops / sft_step_flops))
     vb_state = sft(fresh_state(start, st_base.tx, seed), sft_base, rows, prompt_mask, vbase_steps, h["sft_batch"],
                    seed + 2)

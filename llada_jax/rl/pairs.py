@@ -17,6 +17,22 @@ import numpy as np
 FIELDS = ("prompt", "chosen", "rejected")
 
 
+def from_rewards(prompts_BxP, completions_BxGxC, rewards_BxG):
+    """On-policy pairs from G scored samples per prompt: the best-rewarded sample over the
+    worst (the first of each on ties), for the prompts whose samples differ in reward;
+    with an exact-match reward, a correct answer of the model over an incorrect one.
+    Returns (prompts (N, P), chosen (N, C), rejected (N, C)), N <= B."""
+    completions = np.asarray(completions_BxGxC)
+    r = np.asarray(rewards_BxG, np.float32)
+    if completions.ndim != 3 or r.shape != completions.shape[:2] or len(prompts_BxP) != len(r):
+        raise ValueError(f"from_rewards: completions {completions.shape} and rewards {r.shape} for "
+                         f"{len(prompts_BxP)} prompts; expected (B, G, C) and (B, G)")
+    rows = np.arange(len(r))
+    keep = r.max(axis=1) > r.min(axis=1)
+    best, worst = completions[rows, r.argmax(axis=1)], completions[rows, r.argmin(axis=1)]
+    return np.asarray(prompts_BxP)[keep], best[keep], worst[keep]
+
+
 def write(path: str, prompts, chosen, rejected):
     """Write pairs (row-aligned int arrays or lists of lists) as JSONL; refuses to overwrite."""
     with open(path, "x") as f:
