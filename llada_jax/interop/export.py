@@ -26,7 +26,6 @@ import numpy as np
 
 from llada_jax.interop import layout, safetensors_io
 from llada_jax.model.adapters import lora
-from llada_jax.checkpoint import lora_io
 from llada_jax.model import LLaDAConfig
 
 EXPORT_DTYPES = ("float32", "bfloat16", "float16")
@@ -304,7 +303,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from llada_jax import cli
     from llada_jax.checkpoint import workdir as workdir_lib
-    from llada_jax.checkpoint.load import load_workdir
+    from llada_jax.checkpoint.load import load_workdir, merge_lora
 
     with cli.user_errors():
         check_target(args.out, args.overwrite)  # before any restore
@@ -318,7 +317,7 @@ def main(argv=None):
                 base = (info.get("lora_base") or {}).get("workdir")
                 files = save_peft(config, params, args.out, base_model=base, overwrite=args.overwrite)
             else:
-                config, params = lora_io.merge(config, params)
+                config, params = merge_lora(config, params)
                 tok = args.tokenizer or info.get("tokenizer")
                 files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size,
                                         dtype=args.dtype, tokenizer=tok, overwrite=args.overwrite)
