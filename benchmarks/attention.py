@@ -49,7 +49,7 @@ def make_step(attention, seq, batch):
     ids = np.random.default_rng(0).integers(0, 4000, (batch, seq), dtype=np.int32)
     b = sharding.global_batch({"input_ids": ids}, mesh, batch)
     with jax.set_mesh(mesh), sharding.logical_rules_context():
-        mem = step.jitted.lower(abstract, b).compile().memory_analysis()
+        mem = step.lower(abstract, b).compile().memory_analysis()
     figures = {"temp_gib": round(mem.temp_size_in_bytes / GIB, 4),
                "total_gib": round((mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
                                    + mem.temp_size_in_bytes) / GIB, 4)}

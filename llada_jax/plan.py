@@ -54,9 +54,9 @@ def plan(config, devices=None) -> dict:
     state = checkpoint.abstract_like(abstract, shardings)
     batch = {k: jax.ShapeDtypeStruct((d.batch_size, d.seq_len), jax.numpy.int32 if k == "input_ids" else bool,
                                      sharding=sharding.batch_sharding(mesh)) for k in batch_spec}
-    fn = train.compile_step(st, mesh, shardings, batch_spec).jitted
+    step = train.compile_step(st, mesh, shardings, batch_spec)
     with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
-        compiled = fn.lower(state, batch).compile()
+        compiled = step.lower(state, batch).compile()
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

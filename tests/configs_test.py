@@ -2,6 +2,7 @@
 recipe, and bad ones fail before anything compiles with a message naming the field."""
 
 import pathlib
+import re
 import sys
 
 import jax
@@ -102,3 +103,41 @@ def test_unknown_field_in_a_config_and_nothing_compiles(tmp_path):
     c.optim.momentum = 0.9
     with pytest.raises(ValueError, match=r"config\.optim\.momentum: unknown field"):
         validate.train_config(c, 1)
+
+
+@pytest.mark.parametrize("overrides,field", [
+    ({"data.source": "files", "data.train_files": "{tmp}/nope.txt"}, "train_files='{tmp}/nope.txt'"),
+    ({"data.source": "files", "data.train_files": "{tmp}/a.txt", "data.eval_files": "{tmp}/b.txt",
+      "train.eval_every": 2}, "eval_files='{tmp}/b.txt'"),
+    ({"data.source": "files", "data.train_files": "{tmp}/a.txt", "train.eval_every": 2}, "eval_files=''"),
+    ({"data.kind": "sft", "data.source": "jsonl", "data.train_jsonl": "{tmp}/chat.jsonl"},
+     "train_jsonl='{tmp}/chat.jsonl'"),
+    ({"data.kind": "sft", "data.source": "jsonl", "data.train_jsonl": "{tmp}/a.txt",
+      "data.eval_jsonl": "{tmp}/held.jsonl"}, "eval_jsonl='{tmp}/held.jsonl'"),
+    ({"data.source": "prepared", "data.path": "{tmp}"}, "path='{tmp}': no index.json"),
+    ({"data.source": "prepared", "data.path": ""}, "path is empty"),
+    ({"data.tokenizer": "{tmp}/tok.model"}, "tokenizer='{tmp}/tok.model'"),
+])
+def test_missing_data_paths_refused_by_the_run_validator(overrides, field, tmp_path):
+    """train_run names the field and value of a data path the run would read and lacks;
+    train_config (what `plan` calls, on machines without the data) does not read them."""
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from train_helper import tiny_config
+
+    (tmp_path / "a.txt").write_text("some text\n")
+    c = tiny_config(**{k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in overrides.items()})
+    validate.train_config(c, 1)
+    with pytest.raises(ValueError, match="config\\.data\\." + re.escape(field.format(tmp=tmp_path))):
+        validate.train_run(c, 1)
+
+
+def test_missing_eval_files_stop_the_run_before_a_tokenizer_is_trained(tmp_path):
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from train_helper import tiny_config
+
+    (tmp_path / "a.txt").write_text("some text\n")
+    c = tiny_config(**{"data.source": "files", "data.train_files": str(tmp_path / "a.txt"),
+                       "data.eval_files": "/nonexistent", "train.eval_every": 2})
+    with pytest.raises(ValueError, match="config.data.eval_files='/nonexistent': '/nonexistent' does not exist"):
+        loop.train_and_evaluate(c, str(tmp_path / "wd"))
+    assert not (tmp_path / "wd").exists()  # nothing written, so no tokenizer trained

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from llada_jax import generate  # noqa: E402
-from llada_jax.checkpoint import lora_io  # noqa: E402
+from llada_jax.checkpoint.load import merge_lora  # noqa: E402
 from llada_jax.data import tasks  # noqa: E402
 from llada_jax.interop import export, import_hf  # noqa: E402
 from llada_jax.model.adapters import lora  # noqa: E402
@@ -113,7 +113,7 @@ def test_merged_equals_unmerged_and_exports_round_trip(lora_run, golden_dir, tmp
     base = np.asarray(LLaDA(model.config.replace(lora=lora.LoRAConfig())).apply(
         {"params": lora.split(params)[1]}, IDS))
     assert np.abs(unmerged - base).max() > 1e-2  # the adapters matter
-    mcfg, merged = lora_io.merge(model.config, params)
+    mcfg, merged = merge_lora(model.config, params)
     np.testing.assert_allclose(np.asarray(LLaDA(mcfg).apply({"params": merged}, IDS)), unmerged, atol=1e-5, rtol=0)
 
     merged_dir, peft_dir = str(tmp_path / "merged"), str(tmp_path / "peft")
@@ -142,7 +142,7 @@ def test_adapters_work_with_every_attention_implementation(lora_run, attention):
 
 def test_sampling_and_likelihood_without_merging(lora_run):
     model, params, _, _ = generate.load(lora_run[0])
-    mcfg, merged = lora_io.merge(model.config, params)
+    mcfg, merged = merge_lora(model.config, params)
     plain = LLaDA(mcfg)
     prompt = IDS[:1, :4]
     kw = dict(steps=8, gen_length=8, block_length=8, mask_id=255, eos_id=250)

@@ -365,6 +365,10 @@ def test_command_lines_print_one_error_line(imported, tmp_path):
         (("llada_jax.train", "--config=configs/tiny.py", f"--workdir={imported}"), "init_from="),
         (("llada_jax.generate", f"--workdir={tmp_path / 'none'}", "--prompt_ids=1,2"), "no run.json"),
         (("llada_jax.plan", "--config=configs/tiny.py", "--devices=abc"), "--devices=abc"),
+        # a missing held-out file is named before a tokenizer is trained on README.md
+        (("llada_jax.train", "--config=configs/tiny.py", f"--workdir={tmp_path / 'b'}", "--config.data.source=files",
+          "--config.data.train_files=README.md", "--config.data.eval_files=/nonexistent"),
+         "config.data.eval_files='/nonexistent'"),
     ]
     for args, want in cases:
         out = _cli(*args)
@@ -372,3 +376,4 @@ def test_command_lines_print_one_error_line(imported, tmp_path):
         lines = out.stderr.strip().splitlines()
         assert "Traceback" not in out.stderr and lines[-1].startswith("error: ") and want in lines[-1], \
             (args, out.stderr[-2000:])
+    assert not (tmp_path / "b").exists()  # refused before the workdir, so before any tokenizer

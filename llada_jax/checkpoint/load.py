@@ -3,18 +3,28 @@ and tokenizer. Sampling (`llada_jax.generate`), export, evaluation, the public A
 (`llada_jax.load_workdir`) and the training loop (`train.init_from`, a LoRA run's base)
 all read through `load_workdir` / `restore_workdir_params`.
 
-A LoRA workdir holds only its adapters; run.json's `lora_base` names the workdir and step
-of the frozen base, which is read from there and combined with them (nothing merged).
+A LoRA run (`--config.lora.rank=16 --config.train.init_from=BASE`) keeps the base model
+once, by reference: its checkpoints hold only the adapters and their optimizer state;
+run.json records `lora_base` = {"workdir": absolute path of BASE, "step": the base step
+used}. Restoring a LoRA workdir (resume, sampling, evaluation, export) reads the adapters
+from its own checkpoint and the base from that exact step of BASE and combines them
+(nothing merged), so BASE must stay where it is (an `import_hf` workdir never changes; a
+training workdir keeps the step while it is among its kept checkpoints). To get a
+self-contained copy, export the merged weights (`merge_lora`):
+`python -m llada_jax.export --workdir=LORA_DIR --out=DIR` writes W + alpha/rank A B as a
+plain Hugging Face directory; with `--peft` it writes the adapters alone in the PEFT format
+for `peft.PeftModel.from_pretrained(base, DIR)` (`llada_jax.interop.export.save_peft`).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 
-from llada_jax.checkpoint import lora_io, manager, workdir as workdir_lib
+from llada_jax.checkpoint import manager, workdir as workdir_lib
 from llada_jax.model import LLaDAConfig, abstract_params
 from llada_jax.model.adapters import lora
 from llada_jax.parallel import sharding
@@ -40,10 +50,23 @@ def placed_params(config: LLaDAConfig, mesh=None):
     return manager.abstract_like(nn.unbox(boxed), shardings)
 
 
+def base_reference(workdir: str):
+    """run.json's `lora_base` of a workdir ({"workdir", "step"}), or None."""
+    path = os.path.join(workdir, "run.json")
+    return manager.run_info(workdir).get("lora_base") if os.path.isfile(path) else None
+
+
+def merge_lora(config: LLaDAConfig, params):
+    """(config without LoRA, merged params): W + alpha/rank A B in float32 per weight."""
+    if not config.lora.rank:
+        return config, params
+    return config.replace(lora=lora.LoRAConfig()), jax.jit(lambda p: lora.merge(config.lora, p))(params)
+
+
 def load_base(base_workdir: str, abstract_base, step=None):
     """(step, base params) of a non-LoRA workdir, cast to the abstract dtypes on restore
     (orbax casts while reading, so an fp32 checkpoint becomes a bf16 base without an fp32 copy)."""
-    if lora_io.base_reference(base_workdir) is not None:
+    if base_reference(base_workdir) is not None:
         raise ValueError(f"config.train.init_from={base_workdir!r} is itself a LoRA run; export it merged "
                          "(python -m llada_jax.export) and import_hf that as the base")
     return manager.restore_params(base_workdir, abstract_base, step)
@@ -52,7 +75,7 @@ def load_base(base_workdir: str, abstract_base, step=None):
 def restore_workdir_params(path: str, abstract, step=None):
     """(step, params) of a workdir's checkpoint `step` (default: the latest readable), placed
     as the ShapeDtypeStructs `abstract` say. A LoRA run: its adapters plus its base."""
-    ref = lora_io.base_reference(path)
+    ref = base_reference(path)
     if ref is None:
         return manager.restore_params(path, abstract, step)
     abstract_adapters, abstract_base = lora.split(abstract)

@@ -69,10 +69,11 @@ def tokenizer_file(path: str) -> str | None:
     return None
 
 
-def read_index(path: str) -> dict:
+def read_index(path: str, field: str = "data.path") -> dict:
+    """The index of a prepared directory; `field` names the setting that gave `path` in errors."""
     index_path = os.path.join(path, INDEX)
     if not os.path.isfile(index_path):
-        raise ValueError(f"data.path={path!r}: no {INDEX}; expected a directory written by "
+        raise ValueError(f"{field}={path!r}: no {INDEX}; expected a directory written by "
                          "`python -m llada_jax.prepare_data` (an interrupted one: run it again to finish)")
     with open(index_path) as f:
         index = json.load(f)

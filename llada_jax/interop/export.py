@@ -17,7 +17,6 @@ the target and moved into place at the end. A non-empty target is refused unless
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import shutil
@@ -27,36 +26,35 @@ import numpy as np
 
 from llada_jax.interop import layout, safetensors_io
 from llada_jax.model.adapters import lora
-from llada_jax.checkpoint import lora_io
 from llada_jax.model import LLaDAConfig
 
 EXPORT_DTYPES = ("float32", "bfloat16", "float16")
 PEFT_PREFIX = "base_model.model."  # PeftModel -> LoraModel -> our model
 
 
-@functools.lru_cache(maxsize=None)
-def _slice_cast_fn(dtype, stacked: bool):
-    if stacked:
-        return jax.jit(lambda a, i: jax.lax.dynamic_index_in_dim(a, i, 0, keepdims=False).astype(dtype))
-    return jax.jit(lambda a: a.astype(dtype))
-
-
-def gather(leaf, idx: int | None, dtype) -> np.ndarray:
-    """Host copy of `leaf` (its layer `idx` when stacked) in `dtype`.
+def gatherer(dtype):
+    """gather(leaf, idx) -> host copy of `leaf` (its layer `idx` when stacked) in `dtype`.
 
     The slice and cast run on the devices, so only the one output tensor, already in
     the export dtype, crosses to the host. Arrays spanning several hosts are gathered
-    with process_allgather, a collective: every process must call this in the same order.
+    with process_allgather, a collective: every process must call it in the same order.
+    One export builds one gatherer: its two jitted functions live as long as the export
+    (jit compiles each once per shape and sharding), not in a process-wide cache.
     """
-    if isinstance(leaf, jax.Array):
-        x = _slice_cast_fn(dtype, idx is not None)(*((leaf, np.int32(idx)) if idx is not None else (leaf,)))
-        if not x.is_fully_addressable:
-            from jax.experimental import multihost_utils
+    slice_cast = jax.jit(lambda a, i: jax.lax.dynamic_index_in_dim(a, i, 0, keepdims=False).astype(dtype))
+    cast = jax.jit(lambda a: a.astype(dtype))
 
-            x = multihost_utils.process_allgather(x, tiled=True)
-        return np.asarray(x)
-    x = np.asarray(leaf if idx is None else leaf[idx])
-    return x.astype(dtype, copy=False)
+    def gather(leaf, idx: int | None) -> np.ndarray:
+        if isinstance(leaf, jax.Array):
+            x = cast(leaf) if idx is None else slice_cast(leaf, np.int32(idx))
+            if not x.is_fully_addressable:
+                from jax.experimental import multihost_utils
+
+                x = multihost_utils.process_allgather(x, tiled=True)
+            return np.asarray(x)
+        x = np.asarray(leaf if idx is None else leaf[idx])
+        return x.astype(dtype, copy=False)
+    return gather
 
 
 def save_pretrained(config: LLaDAConfig, params, path: str, *, max_shard_size="5GB", dtype="bfloat16",
@@ -148,11 +146,12 @@ def _write_files(config, params, path, np_dtype, max_bytes, tokenizer) -> list[s
     """Gather every tensor (a collective: all processes call this); write when `path`."""
     writer = path is not None
     expected, shards, mapping = _plan(config, np_dtype, max_bytes)
+    gather = gatherer(np_dtype)
     for fname, shard in shards:
         out = safetensors_io.ShardWriter(os.path.join(path, fname), shard, np_dtype) if writer else None
         for name, _ in shard:
             p, idx, to_t = mapping[name]
-            host = gather(layout.leaf(params, p), idx, np_dtype)
+            host = gather(layout.leaf(params, p), idx)
             if out is not None:
                 out.write(name, to_t(host))
             del host  # one tensor on the host at a time
@@ -243,14 +242,15 @@ def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None 
         raise ValueError("save_peft: the model has no LoRA adapters (config.lora.rank=0)")
     check_target(path, overwrite)
     np_dtype = safetensors_io.np_dtype(dtype)
+    gather = gatherer(np_dtype)
     entries, tensors = [], []
     for i in range(config.n_layers):
         for name in cfg.targets:
             p, idx = layout.block_path(config, i, name)
             a_path, b_path = p[:-1] + (name + lora.SUFFIX_A,), p[:-1] + (name + lora.SUFFIX_B,)
             key = f"{PEFT_PREFIX}{layout.PREFIX}blocks.{i}.{name}"
-            a = gather(layout.leaf(params, a_path), idx, np_dtype)
-            b = gather(layout.leaf(params, b_path), idx, np_dtype)
+            a = gather(layout.leaf(params, a_path), idx)
+            b = gather(layout.leaf(params, b_path), idx)
             a_t = np.ascontiguousarray(a.reshape(-1, cfg.rank).T)  # [r, in]
             b_t = np.ascontiguousarray(b.reshape(cfg.rank, -1).T)  # [out, r]
             for suffix, t in ((".lora_A.weight", a_t), (".lora_B.weight", b_t)):
@@ -303,7 +303,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from llada_jax import cli
     from llada_jax.checkpoint import workdir as workdir_lib
-    from llada_jax.checkpoint.load import load_workdir
+    from llada_jax.checkpoint.load import load_workdir, merge_lora
 
     with cli.user_errors():
         check_target(args.out, args.overwrite)  # before any restore
@@ -317,7 +317,7 @@ def main(argv=None):
                 base = (info.get("lora_base") or {}).get("workdir")
                 files = save_peft(config, params, args.out, base_model=base, overwrite=args.overwrite)
             else:
-                config, params = lora_io.merge(config, params)
+                config, params = merge_lora(config, params)
                 tok = args.tokenizer or info.get("tokenizer")
                 files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size,
                                         dtype=args.dtype, tokenizer=tok, overwrite=args.overwrite)

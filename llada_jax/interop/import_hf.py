@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import shutil
@@ -42,29 +41,30 @@ def _layer_sharding(sharding):
                      f"SingleDeviceSharding")
 
 
-@functools.lru_cache(maxsize=None)
-def _zeros_fn(shape, dtype, sharding):
-    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)
-
-
-@functools.lru_cache(maxsize=None)
-def _set_layer_fn(sharding):
-    # Donating the stacked array lets XLA write the layer in place: no second copy.
-    return jax.jit(lambda stacked, layer, i: jax.lax.dynamic_update_index_in_dim(stacked, layer, i, 0),
-                   out_shardings=sharding, donate_argnums=0)
-
-
 class TreeBuilder:
-    """Assembles our parameter tree from host tensors delivered one at a time."""
+    """Assembles our parameter tree from host tensors delivered one at a time.
+
+    A stacked parameter starts as zeros made on its devices and is filled one layer at a
+    time by a jitted update that donates it (XLA writes the layer in place: no second
+    copy). The builder holds those jitted setters, one per sharding, for as long as it
+    builds (one load): no process-wide cache."""
 
     def __init__(self, config: LLaDAConfig, shardings=None):
         self.config, self.shardings, self.tree = config, shardings, {}
         self.default = SingleDeviceSharding(jax.devices()[0])
+        self._setters = {}  # sharding -> jitted (stacked, layer, i) -> stacked
 
     def _sharding(self, path):
         if self.shardings is None:
             return self.default
         return layout.leaf(self.shardings, path)
+
+    def _setter(self, sharding):
+        if sharding not in self._setters:
+            self._setters[sharding] = jax.jit(
+                lambda stacked, layer, i: jax.lax.dynamic_update_index_in_dim(stacked, layer, i, 0),
+                out_shardings=sharding, donate_argnums=0)
+        return self._setters[sharding]
 
     def put(self, path: tuple, idx: int | None, host: np.ndarray):
         sharding = self._sharding(path)
@@ -77,8 +77,8 @@ class TreeBuilder:
         layer = jax.make_array_from_callback(host.shape, _layer_sharding(sharding), lambda i: host[i])
         if path[-1] not in node:
             shape = (self.config.n_layers,) + host.shape
-            node[path[-1]] = _zeros_fn(shape, host.dtype, sharding)()
-        node[path[-1]] = _set_layer_fn(sharding)(node[path[-1]], layer, np.int32(idx))
+            node[path[-1]] = jax.jit(lambda: jnp.zeros(shape, host.dtype), out_shardings=sharding)()
+        node[path[-1]] = self._setter(sharding)(node[path[-1]], layer, np.int32(idx))
 
 
 def _dtype_name(dtype) -> str:

@@ -19,19 +19,56 @@ def _files(spec: str, field: str) -> list[str]:
         raise ValueError(f"config.data.{field}={spec!r}: expected comma-separated text files")
     for f in files:
         if not os.path.isfile(f):
-            raise ValueError(f"config.data.{field}: {f!r} does not exist")
+            raise ValueError(f"config.data.{field}={spec!r}: {f!r} does not exist (expected existing text files)")
     return files
 
 
-def _prepared_path(d) -> str:
-    """config.data.path, checked (at run time: llada_jax.plan validates configs without data)."""
+def _jsonl(path: str, field: str) -> str:
+    if not path:
+        raise ValueError(f"config.data.{field} is empty: expected a chat JSONL file for SFT")
+    if not os.path.isfile(path):
+        raise ValueError(f"config.data.{field}={path!r}: no such file (expected a chat JSONL file)")
+    return path
+
+
+def _prepared_dir(path: str, field: str) -> str:
+    """A directory of `python -m llada_jax.prepare_data`, with its index."""
     from llada_jax.data import prepared
 
-    if not d.path:
-        raise ValueError("config.data.path is empty: expected a directory made by "
-                         "`python -m llada_jax.prepare_data` (source 'prepared')")
-    prepared.read_index(d.path)
-    return d.path
+    if not path:
+        why = ("; evaluation (train.eval_every) needs prepared held-out data: prepare it, or set "
+               "config.train.eval_every=0") if field == "eval_path" else ""
+        raise ValueError(f"config.data.{field} is empty: expected a directory made by "
+                         f"`python -m llada_jax.prepare_data` (source 'prepared'){why}")
+    prepared.read_index(path, field=f"config.data.{field}")
+    return path
+
+
+def check_paths(config, *, eval_only: bool = False) -> None:
+    """ValueError naming the field, the value and what was expected for each data path a run
+    of `config` reads (the tokenizer file, the text or JSONL files, a prepared directory's
+    index; the held-out ones only when the run evaluates). The one place of these checks:
+    `training.validate.train_run` calls it before anything expensive, and the readers below
+    run the same helpers when they read. Not a rule of the config's shape (`plan` validates
+    configs on machines without the data)."""
+    d = config.data
+    evaluating = _evaluating(config) or eval_only
+    if d.tokenizer and not os.path.exists(d.tokenizer):
+        raise ValueError(f"config.data.tokenizer={d.tokenizer!r}: no such file or directory (expected a "
+                         "tokenizer .model, tokenizer.json or a directory holding one)")
+    if d.source == "files":
+        if not eval_only:
+            _files(d.train_files, "train_files")
+        if evaluating:
+            _files(d.eval_files, "eval_files")
+    elif d.source == "jsonl":
+        _jsonl(d.train_jsonl, "train_jsonl")
+        if d.eval_jsonl:
+            _jsonl(d.eval_jsonl, "eval_jsonl")
+    elif d.source == "prepared":
+        _prepared_dir(d.path, "path")
+        if evaluating:
+            _prepared_dir(d.eval_path, "eval_path")
 
 
 def _evaluating(config) -> bool:
@@ -51,7 +88,7 @@ def load_tokenizer(config, workdir: str):
     if d.source == "prepared":  # the tokenizer the data was made with, stored beside it
         from llada_jax.data import prepared
 
-        found = prepared.tokenizer_file(_prepared_path(d))
+        found = prepared.tokenizer_file(_prepared_dir(d.path, "path"))
         if found is None:
             raise ValueError(f"config.data.path={d.path!r} holds no tokenizer file; set config.data.tokenizer")
         return tok.load_tokenizer(found)
@@ -78,6 +115,7 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
     WORKDIR/data_cache, so a run never writes next to someone else's tokenizer file)."""
     from llada_jax.data import pipeline as data
 
+    check_paths(config, eval_only=eval_only)
     d = config.data
     local = d.batch_size // process_count
     kw = dict(seq_len=d.seq_len, batch_size=local, process_index=process_index, process_count=process_count)
@@ -93,16 +131,11 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
     if d.source == "prepared":
         from llada_jax.data import prepared
 
-        if evaluating and not d.eval_path:
-            raise ValueError("config.data.eval_path is empty: evaluation (train.eval_every) needs prepared "
-                             "held-out data; prepare it, or set config.train.eval_every=0")
         pkw = dict(kw, kind=d.kind)
         train = None if eval_only else prepared.prepared_iterator(d.path, tokenizer, seed=config.train.seed, **pkw)
         return train, (lambda: prepared.prepared_iterator(d.eval_path, tokenizer, seed=0, shuffle=False,
                                                           verify="size", **pkw))
     if d.source == "jsonl":
-        if not d.train_jsonl:
-            raise ValueError("config.data.train_jsonl is empty: expected a chat JSONL file for SFT")
         eval_path = d.eval_jsonl or d.train_jsonl
         train = None if eval_only else data.sft_iterator(d.train_jsonl, tokenizer, seed=config.train.seed, **kw)
         return train, (lambda: data.sft_iterator(eval_path, tokenizer, seed=0, shuffle=False, **kw))

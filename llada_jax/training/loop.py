@@ -33,7 +33,7 @@ from llada_jax import cli
 from llada_jax.checkpoint import manager as checkpoint
 from llada_jax.model import from_config
 from llada_jax.training import inputs
-from llada_jax.checkpoint import load, lora_io
+from llada_jax.checkpoint import load
 from llada_jax.training import metrics, validate
 from llada_jax.model import flops
 from llada_jax.sampling import sampler as sampling
@@ -61,7 +61,7 @@ def _save_run_info(workdir, config, mcfg, tokenizer, lora_base=None):
     workdir_lib.write_run_info(workdir, "train", config=json.loads(config.to_json()),
                                model=dataclasses.asdict(mcfg),
                                tokenizer=None if tokenizer is None else os.path.abspath(tokenizer.path),
-                               # the frozen base of a LoRA run, by reference (llada_jax.checkpoint.lora_io)
+                               # the frozen base of a LoRA run, by reference (llada_jax.checkpoint.load)
                                **({} if lora_base is None else {"lora_base": lora_base}))
 
 
@@ -152,7 +152,7 @@ def _train(config, workdir, devices, hooks, saved_info):
         raise _mismatch_error(e, workdir, saved_info, config, "resume") from None
     lora_base, frozen = None, None
     if "frozen" in abstract:  # LoRA: the base of a resumed run is the one it recorded
-        lora_base = (lora_io.base_reference(workdir) if restored is not None else None) or {
+        lora_base = (load.base_reference(workdir) if restored is not None else None) or {
             "workdir": os.path.abspath(t.init_from), "step": None}
         lora_base["step"], frozen = load.load_base(lora_base["workdir"], checkpoint.abstract_like(
             abstract["frozen"], shardings["frozen"]), lora_base["step"])

@@ -2,8 +2,12 @@
 its loss, gradients, AdamW.
 
 Pure functions over an explicit state dict {"step", "params", "opt_state", "rng"}; one
-jitted step with in/out shardings on the (data, fsdp, tensor) mesh. Parameters are the
-fp32 master weights; the model computes in `config.model.dtype` (bf16 on accelerators).
+jitted step with in/out shardings on the (data, fsdp, tensor) mesh. The jitted init, step
+and eval are module-level functions with their settings (`Static`) as static arguments, so
+a second run in one process with equal settings reuses JAX's compiled program (JAX keys
+its compilations on the function, the static arguments and the shardings), with no cache
+of ours. Parameters are the fp32 master weights; the model computes in
+`config.model.dtype` (bf16 on accelerators).
 With LoRA (`model.config.lora.rank > 0`) "params" holds only the adapters, the trainable
 partition, and the state gains "frozen", the base: gradients are taken and the optimizer
 (the same optax chain) keeps state for the adapters alone, and the base passes through
@@ -68,13 +72,20 @@ def _decay_mask(params):
 
 
 def make_optimizer(optim, total_steps: int):
-    """(optax transformation, schedule): global-norm clipping, then AdamW. Equal settings
-    give the identical (hashable) transformation, so compiled steps can be reused."""
+    """(optax transformation, schedule): global-norm clipping, then AdamW."""
     return _make_optimizer(tuple(sorted(optim.items())), total_steps)
 
 
 @functools.lru_cache(maxsize=32)
 def _make_optimizer(optim_items, total_steps):
+    """The one cache that stays, and why: an optax transformation is a tuple of closures,
+    hashed and compared by identity, and it is part of `Static`, the static argument of
+    the jitted init and step. Building it anew for equal settings would give a new
+    `Static` each time, so every run or RL phase in one process (the test suite's many
+    short runs) would trace and compile its init and step again (measured: a second equal
+    tiny run in one process compiles nothing with this cache, 2 programs / 7 s on CPU
+    without it). Memoising this pure constructor returns the identical transformation for
+    equal (hashable) settings; it holds no state of a run."""
     optim = _Fields(dict(optim_items))
     schedule = make_schedule(optim, total_steps)
     parts = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm > 0 else []
@@ -85,11 +96,6 @@ def _make_optimizer(optim_items, total_steps):
 
 class _Fields(dict):
     __getattr__ = dict.__getitem__
-
-
-def _key(shardings):
-    leaves, treedef = jax.tree_util.tree_flatten(shardings)
-    return treedef, tuple(leaves)
 
 
 class Static(NamedTuple):
@@ -166,27 +172,23 @@ def init_state(model: LLaDA, tx, mesh, seed: int, shardings, params=None, frozen
     """A fresh state created directly in its shardings (jit with out_shardings). With
     `params` (e.g. restored for SFT) only the optimizer state is new. LoRA: `frozen` is
     the (restored) base, added as it is; fresh adapters are initialised."""
-    fn = _jitted_init(model, tx, mesh, *_key({k: v for k, v in shardings.items() if k != "frozen"}))
+    out_sh = {k: v for k, v in shardings.items() if k != "frozen"}
+    fn = jax.jit(_init, static_argnums=(2, 3, 4), out_shardings=out_sh)
     with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
-        state = fn(jax.random.PRNGKey(seed), params)
+        state = fn(jax.random.PRNGKey(seed), params, model, tx, sharding.data_parallel_size(mesh))
     if frozen is not None:
         state["frozen"] = frozen
     return state
 
 
-@functools.lru_cache(maxsize=16)
-def _jitted_init(model, tx, mesh, treedef, leaves):
-    dp = sharding.data_parallel_size(mesh)
-
-    def init(key, params):
-        p_key, s_key = jax.random.split(key)
-        if params is None:
-            params = nn.unbox(model.init(p_key, jnp.zeros((dp, 8), jnp.int32))["params"])
-            if model.config.lora.rank:  # the adapters only (the base init is dead code)
-                params = lora.split(params)[0]
-        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rng": s_key}
-
-    return jax.jit(init, out_shardings=jax.tree_util.tree_unflatten(treedef, leaves))
+def _init(key, params, model, tx, dp: int):
+    """The fresh state (params too when None), for init_state's jit (model, tx, dp static)."""
+    p_key, s_key = jax.random.split(key)
+    if params is None:
+        params = nn.unbox(model.init(p_key, jnp.zeros((dp, 8), jnp.int32))["params"])
+        if model.config.lora.rank:  # the adapters only (the base init is dead code)
+            params = lora.split(params)[0]
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rng": s_key}
 
 
 def _length_mask(rng, batch_shape, prob):
@@ -287,33 +289,27 @@ def eval_loss(params, batch, rng, st: Static):
 
 def compile_step(st: Static, mesh, shardings, batch_spec: dict):
     """The jitted train step with explicit in/out shardings (the state is donated).
-    batch_spec: name -> ndim of the batch arrays."""
-    fn = _jitted_step(st, mesh, *_key(shardings), tuple(sorted(batch_spec.items())))
+    batch_spec: name -> ndim of the batch arrays. `run.lower(state, batch)` lowers it
+    ahead of time (`python -m llada_jax.plan`, benchmarks/attention.py)."""
+    batch_sh = {k: sharding.batch_sharding(mesh, nd) for k, nd in batch_spec.items()}
+    fn = jax.jit(train_step, static_argnums=2, in_shardings=(shardings, batch_sh),
+                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
 
     def run(state, batch):
         with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
-            return fn(state, batch)
+            return fn(state, batch, st)
 
-    run.jitted = fn  # for AOT lowering: `python -m llada_jax.plan`, benchmarks/attention.py
+    run.lower = lambda state, batch: fn.lower(state, batch, st)
     return run
-
-
-@functools.lru_cache(maxsize=16)
-def _jitted_step(st, mesh, treedef, leaves, batch_items):
-    shardings = jax.tree_util.tree_unflatten(treedef, leaves)
-    batch_sh = {k: sharding.batch_sharding(mesh, nd) for k, nd in batch_items}
-    return jax.jit(functools.partial(train_step, st=st), in_shardings=(shardings, batch_sh),
-                   out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
 
 
 def compile_eval(st: Static, mesh, param_shardings, batch_spec: dict):
     batch_sh = {k: sharding.batch_sharding(mesh, nd) for k, nd in batch_spec.items()}
-    fn = jax.jit(functools.partial(eval_loss, st=st),
-                 in_shardings=(param_shardings, batch_sh, sharding.replicated(mesh)),
+    fn = jax.jit(eval_loss, static_argnums=3, in_shardings=(param_shardings, batch_sh, sharding.replicated(mesh)),
                  out_shardings=sharding.replicated(mesh))
 
     def run(params, batch, rng):
         with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
-            return fn(params, batch, rng)
+            return fn(params, batch, rng, st)
 
     return run

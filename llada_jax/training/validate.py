@@ -9,15 +9,17 @@
   and so does every run below.
 - `train_run(config, num_devices, process_count)`: what `python -m llada_jax.train`
   (`training.loop.train_and_evaluate`) calls once: `train_config`, plus what a run needs
-  beyond the config's shape (LoRA's base, `train.init_from`).
+  beyond the config's shape (LoRA's base, `train.init_from`) and the data paths it reads
+  (`training.inputs.check_paths`: the files exist, a prepared directory has its index).
 - The RL run (`llada_jax.rl.loop.validate`) calls `train_config` for these shared sections
   and adds the rules of its own `rl` section.
 
 What is checked elsewhere, and why: `llada_jax.cli.check_overrides` refuses an unknown
 `--config.x.y` flag while the command line is parsed (before absl would report it as an
-unknown flag); the data files and a prepared directory are checked when they are read
-(`training.inputs`), since `plan` validates configs on machines without the data; the
-model shape's own rules are `model.LLaDAConfig`'s, and the LoRA fields' `lora.from_config`.
+unknown flag); the data paths are checked by `train_run` only, not `train_config`, since
+`plan` validates configs on machines without the data (their checks live in
+`training.inputs.check_paths`, which the readers there call too); the model shape's own
+rules are `model.LLaDAConfig`'s, and the LoRA fields' `lora.from_config`.
 Each error is a ValueError naming the field, the value and what was expected.
 """
 
@@ -76,6 +78,7 @@ def train_run(config, num_devices: int, process_count: int = 1) -> tuple[int, in
     if config.lora.rank and not config.train.init_from:
         raise ValueError(f"config.lora.rank={config.lora.rank}: LoRA fine-tunes a model; expected "
                          "config.train.init_from=WORKDIR (a training or import_hf workdir) for the base")
+    inputs.check_paths(config)
     return dp_mesh
 
 

@@ -11,7 +11,7 @@ projection goes, calls `adapter`: the adapter math is this one function, not a s
 copy of the model.
 
 This module knows only jax/flax (the model imports it); training-side helpers that need
-the rest of the project (restoring a LoRA workdir, merging) are in `llada_jax.checkpoint.lora_io`,
+the rest of the project (restoring a LoRA workdir, merging) are in `llada_jax.checkpoint.load`,
 the PEFT export in `llada_jax.export`.
 """
 
