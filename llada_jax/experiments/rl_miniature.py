@@ -45,7 +45,7 @@ FULL = dict(n_items=6, n_values=20, answer_len=8, d_model=64, n_layers=2, mlp=25
             sft_examples=200, sft_steps=400, sft_batch=64, sft_lr=3e-3, sft_continue_lr=3e-4,
             rl_steps=300, prompts=16, generations=8, mu=8, rl_lr=5e-5, temperature=1.0,
             p_mask_prompt=0.15, epsilon=0.2, beta=0.0,
-            vrpo_steps=200, vrpo_batch=32, vrpo_n=8, vrpo_beta=0.1, vrpo_lr=1e-5, pair_prompts=1024,
+            vrpo_steps=200, vrpo_batch=32, vrpo_n=8, vrpo_beta=0.1, vrpo_lr=1e-5, pair_prompts=4096,
             pair_generations=8, eval_prompts=512)
 REDUCED = dict(FULL, n_items=3, n_values=4, answer_len=4, d_model=32, n_layers=1, mlp=64, sft_examples=64,
                sft_steps=100, sft_batch=16, rl_steps=2, mu=2, prompts=4, generations=4, vrpo_steps=2, vrpo_batch=4,
@@ -235,7 +235,8 @@ def table(lines) -> str:
 
 
 def plot(lines, path):
-    """Bars: mean exact match of each arm over the seeds, with each seed as a dot."""
+    """Bars: mean exact match of each arm over the seeds; each seed's arms as dots joined by
+    a line (the gains are paired: the seeds' SFT starts differ more than the arms do)."""
     import matplotlib  # lazy: plotting only
 
     matplotlib.use("Agg")
@@ -246,6 +247,8 @@ def plot(lines, path):
         v = np.array([x[k] for x in lines]) * 100
         ax.bar(i, v.mean(), color=f"C{i}", alpha=0.7, yerr=v.std(ddof=1) if len(v) > 1 else None, capsize=4)
         ax.scatter(np.full(len(v), i), v, color="k", s=10, zorder=3)
+    for x in lines:
+        ax.plot(range(len(COLUMNS)), [100 * x[k] for k, _ in COLUMNS], color="0.4", lw=0.8, zorder=2)
     ax.set_xticks(range(len(COLUMNS)), [n.replace(" (", "\n(") for _, n in COLUMNS], fontsize=8)
     ax.set_ylabel("exact match on held-out prompts (%)")
     ax.set_title(f"sort {lines[0]['task'][4:]} values: RL from an SFT start ({len(lines)} seeds)", fontsize=10)
