@@ -5,8 +5,8 @@ for the same training FLOPs.
 The set-up models the usual RL situation: labelled answers are scarce (the SFT start and
 the SFT baseline see a fixed set of `sft_examples` labelled rows), prompts are plentiful
 and an answer can be checked (GRPO samples fresh prompts and learns from the exact-match
-reward; VRPO learns from preference pairs on fresh prompts, a correct sample of the policy
-over an incorrect one, drawn anew in each of `vrpo_rounds` rounds). Held-out prompts are scored by greedy
+reward; VRPO learns from preference pairs on fresh prompts, a correct sample of the SFT
+model over an incorrect one). Held-out prompts are scored by greedy
 decoding (low-confidence remasking, one token per step).
 
     python -m llada_jax.experiments.rl_miniature --out=/tmp/rl --seed=0 [--mode=reduced]
@@ -45,11 +45,11 @@ FULL = dict(n_items=6, n_values=20, answer_len=8, d_model=64, n_layers=2, mlp=25
             sft_examples=200, sft_steps=400, sft_batch=64, sft_lr=3e-3, sft_continue_lr=3e-4,
             rl_steps=300, prompts=16, generations=8, mu=8, rl_lr=5e-5, temperature=1.0,
             p_mask_prompt=0.15, epsilon=0.2, beta=0.0,
-            vrpo_rounds=4, vrpo_steps=400, vrpo_batch=32, vrpo_n=8, vrpo_beta=0.1, vrpo_lr=1e-5,
-            pair_prompts=2048, pair_generations=8, eval_prompts=512)
+            vrpo_steps=200, vrpo_batch=32, vrpo_n=8, vrpo_beta=0.1, vrpo_lr=1e-5, pair_prompts=4096,
+            pair_generations=8, eval_prompts=512)
 REDUCED = dict(FULL, n_items=3, n_values=4, answer_len=4, d_model=32, n_layers=1, mlp=64, sft_examples=64,
-               sft_steps=100, sft_batch=16, rl_steps=2, mu=2, prompts=4, generations=4, vrpo_rounds=2, vrpo_steps=4,
-               vrpo_batch=4, vrpo_n=2, pair_prompts=32, eval_prompts=32)
+               sft_steps=100, sft_batch=16, rl_steps=2, mu=2, prompts=4, generations=4, vrpo_steps=2, vrpo_batch=4,
+               vrpo_n=2, pair_prompts=32, eval_prompts=32)
 
 
 def model_config(h) -> LLaDAConfig:
@@ -82,52 +82,20 @@ def sft(state, step_fn, rows, prompt_mask, steps, batch, seed):
     return loop.run_steps(state, 0, steps, next_batch=next_batch, update=step_fn)[0]
 
 
-def preference_pairs(model, params, task, h, sampler, seed, rnd, out):
-    """Round `rnd`'s VRPO pairs, on-policy: `pair_generations` samples of the policy
-    `params` for each of `pair_prompts` fresh prompts, a correct one over an incorrect one
+def preference_pairs(model, params, task, h, sampler, seed, out):
+    """VRPO's pairs, on-policy: `pair_generations` samples of the SFT model for each of
+    `pair_prompts` fresh prompts, a correct one over an incorrect one
     (`rl.pairs.from_rewards` on the exact-match reward), written to and read back from
-    OUT/pairs_seedS_roundR.jsonl (`rl.pairs`: the file a user would bring). (chosen, rejected)
-    rows, or None when every prompt's samples agree (no pair)."""
+    OUT/pairs_seedN.jsonl (`rl.pairs`: the file a user would bring). (chosen, rejected) rows."""
     g, n = h["pair_generations"], h["answer_len"]
-    prompts = task.rows(np.random.default_rng([seed, 4, rnd]), h["pair_prompts"])[0][:, :task.prompt_len]
-    samples = rollout.rollout(model, params, prompts, num_generations=g, rng=jax.random.fold_in(jax.random.key(seed + 7), rnd),
+    prompts = task.rows(np.random.default_rng([seed, 4]), h["pair_prompts"])[0][:, :task.prompt_len]
+    samples = rollout.rollout(model, params, prompts, num_generations=g, rng=jax.random.key(seed + 7),
                               sampler=sampler, mask_id=task.mask, eos_id=task.eos)[:, task.prompt_len:]
     r = rewards.total_reward(("sort_exact",), np.repeat(prompts, g, 0), samples, task)
-    found = pairs_lib.from_rewards(prompts, samples.reshape(len(prompts), g, n), r.reshape(-1, g))
-    if not len(found[0]):
-        return None
-    path = os.path.join(out, f"pairs_seed{seed}_round{rnd}.jsonl")
-    pairs_lib.write(path, *found)
+    path = os.path.join(out, f"pairs_seed{seed}.jsonl")
+    pairs_lib.write(path, *pairs_lib.from_rewards(prompts, samples.reshape(len(prompts), g, n), r.reshape(-1, g)))
     pp, cw, cl = pairs_lib.read(path)
     return np.concatenate([pp, cw], 1), np.concatenate([pp, cl], 1)
-
-
-def vrpo(model, start, st_v, task, h, sampler, seed, out, evaluate):
-    """`vrpo_rounds` rounds of VRPO (iterated, as online DPO): each round draws new pairs from
-    the current policy (`preference_pairs`) and takes vrpo_steps / vrpo_rounds updates
-    against the round's starting policy as the reference. Returns (params, number of pairs,
-    held-out exact match after each round)."""
-    update = rl_step.jitted("vrpo", st_v)
-    state = fresh_state(start, st_v.tx, seed)
-    order_rng = np.random.default_rng([seed, 5])
-    num_pairs, per_round = 0, []
-    for rnd in range(h["vrpo_rounds"]):
-        ref = jax.tree_util.tree_map(jnp.copy, state["params"])  # the updates donate the state
-        pairs = preference_pairs(model, ref, task, h, sampler, seed, rnd, out)
-        if pairs is None:  # nothing to prefer: the round makes no update
-            per_round.append(evaluate(state["params"]))
-            continue
-        chosen, rejected = pairs
-        num_pairs += len(chosen)
-
-        def pair_batch(step, state):
-            idx = order_rng.integers(0, len(chosen), h["vrpo_batch"])
-            return jnp.asarray(chosen[idx]), jnp.asarray(rejected[idx])
-
-        state = loop.run_steps(state, 0, h["vrpo_steps"] // h["vrpo_rounds"], next_batch=pair_batch,
-                               update=lambda state, b: update(state, ref, *b))[0]
-        per_round.append(evaluate(state["params"]))
-    return state["params"], num_pairs, per_round
 
 
 def fresh_state(params, tx, seed):
@@ -205,15 +173,28 @@ def run(seed: int, mode: str, out: str) -> dict:
     acc_base = exact_match(model, b_state["params"], task, held_out, h)
     _log(t0, f"SFT baseline ({base_steps} steps): exact match {acc_base:.3f}")
 
-    # 4. VRPO on preference pairs from the task: correct samples of the policy over incorrect ones
+    # 4. VRPO on preference pairs from the task: a correct sample of the SFT model over an incorrect one
+    chosen, rejected = preference_pairs(model, start, task, h, sampler, seed, out)
     st_v = rl_step.Static(model, model, constant(h["vrpo_lr"]), task.prompt_len, task.mask, beta=h["vrpo_beta"],
                           vrpo_n=h["vrpo_n"])
-    v_params, num_pairs, vrpo_rounds = vrpo(model, start, st_v, task, h, sampler, seed, out,
-                                            lambda p: exact_match(model, p, task, held_out, h))
-    acc_vrpo = vrpo_rounds[-1]
-    _log(t0, f"VRPO ({num_pairs} pairs in {h['vrpo_rounds']} rounds): exact match after each round {vrpo_rounds}")
+    vrpo_update = rl_step.jitted("vrpo", st_v)
+    v_state = fresh_state(start, st_v.tx, seed)
+    order_rng = np.random.default_rng([seed, 5])
+    vm = {}
+
+    def pair_batch(step, v_state):
+        idx = order_rng.integers(0, len(chosen), h["vrpo_batch"])
+        return jnp.asarray(chosen[idx]), jnp.asarray(rejected[idx])
+
+    def keep_metrics(step, v_state, m):
+        vm.update(m)
+
+    v_state = loop.run_steps(v_state, 0, h["vrpo_steps"], next_batch=pair_batch,
+                             update=lambda v_state, b: vrpo_update(v_state, start, *b), report=(keep_metrics,))[0]
+    acc_vrpo = exact_match(model, v_state["params"], task, held_out, h)
+    _log(t0, f"VRPO ({len(chosen)} pairs): exact match {acc_vrpo:.3f}, margin {float(vm['reward_margin']):.3f}")
     vrpo_flops = (h["vrpo_batch"] * 2 * h["vrpo_n"] * seq_len * flops_token / 3 * 4 * h["vrpo_steps"]
-                  + h["vrpo_rounds"] * h["pair_prompts"] * h["pair_generations"] * seq_len * flops_token / 3 * n)
+                  + h["pair_prompts"] * h["pair_generations"] * seq_len * flops_token / 3 * n)
     vbase_steps = max(1, round(vrpo_flops / sft_step_flops))
     vb_state = sft(fresh_state(start, st_base.tx, seed), sft_base, rows, prompt_mask, vbase_steps, h["sft_batch"],
                    seed + 2)
@@ -222,8 +203,7 @@ def run(seed: int, mode: str, out: str) -> dict:
             "accuracy_before": acc_before, "accuracy_after": acc_after, "accuracy_sft_baseline": acc_base,
             "accuracy_after_vrpo": acc_vrpo, "accuracy_sft_baseline_vrpo": acc_vbase,
             "grpo_flops": grpo_flops, "sft_baseline_steps": base_steps, "vrpo_flops": vrpo_flops,
-            "sft_baseline_vrpo_steps": vbase_steps, "num_pairs": num_pairs,
-            "vrpo_round_accuracy": vrpo_rounds,
+            "sft_baseline_vrpo_steps": vbase_steps, "num_pairs": int(len(chosen)),
             "reward_first": reward_trace[0], "reward_last": reward_trace[-1],
             "seconds": round(time.perf_counter() - t0, 1)}
 
