@@ -27,6 +27,8 @@ from llada_jax.model import attention as attention_lib
 from llada_jax import validation
 from llada_jax.model.adapters import ADAPTERS
 from llada_jax.model.adapters.lora import LoRAConfig
+from llada_jax.model import moe as moe_lib
+from llada_jax.model.moe import MoEConfig
 
 # Logical axis names used by the parameters and activations of this module.
 # `llada_jax.parallel.sharding.LOGICAL_RULES` maps each onto mesh axes.
@@ -71,10 +73,13 @@ class LLaDAConfig:
     attention: str = "dense"  # a key of llada_jax.model.attention.IMPLEMENTATIONS
     mlp_chunk: int = 0  # the MLP over sequence chunks of this many tokens (memory); 0: whole
     lora: LoRAConfig = LoRAConfig()  # adapters on the Block projections; rank 0: none
+    moe: MoEConfig = MoEConfig()  # the sparse MoE MLP (llada_jax.model.moe); num_experts 0: dense
 
     def __post_init__(self):
         if isinstance(self.lora, dict):  # from run.json
             object.__setattr__(self, "lora", LoRAConfig(**self.lora))
+        if isinstance(self.moe, dict):
+            object.__setattr__(self, "moe", MoEConfig(**self.moe))
 
         def need(ok, field, expected):
             if not ok:
@@ -98,6 +103,8 @@ class LLaDAConfig:
              f"one of {sorted(attention_lib.IMPLEMENTATIONS)}")
         need(isinstance(self.mlp_chunk, int) and self.mlp_chunk >= 0, "mlp_chunk",
              "an integer >= 0 (0: the MLP over the whole sequence at once)")
+        for field, expected in moe_lib.problems(self.moe, self.n_layers)[:1]:
+            raise ValueError(f"LLaDAConfig.moe.{field}={getattr(self.moe, field)!r}: expected {expected}")
 
     @property
     def head_dim(self) -> int:
@@ -210,6 +217,7 @@ class Block(nn.Module):
 
     config: LLaDAConfig
     return_kv: bool = False
+    dense_mlp: bool = False  # with config.moe: one of the first_k_dense layers
 
     @nn.compact
     def __call__(self, x_BxLxE, key_mask, cos_BxLxD, sin_BxLxD, cache_kv):
@@ -233,6 +241,9 @@ class Block(nn.Module):
         h_BxLxE = nn.with_logical_constraint(h_BxLxE, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
 
         m = RMSNorm(cfg, name="ff_norm")(h_BxLxE)
+        if cfg.moe.enabled and not self.dense_mlp:  # unchunked: it sows its aux losses
+            out = h_BxLxE + moe_lib.MoEMLP(cfg, name="moe")(m)
+            return nn.with_logical_constraint(out, (ACT_BATCH, ACT_LENGTH, ACT_EMBED)), new_kv
         mlp = cfg.mlp_hidden_size
         gate = projection(self, "ff_proj", "ble,em->blm", (e, mlp), (EMBED, MLP))
         up = projection(self, "up_proj", "ble,em->blm", (e, mlp), (EMBED, MLP))
@@ -299,15 +310,28 @@ class LLaDA(nn.Module):
             block = nn.remat(Block, policy=policy, prevent_cse=not cfg.scan_layers)
         cache = None if kv_cache is None else (kv_cache.k, kv_cache.v)
         if cfg.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
-                            length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: LAYERS})
-            x, new_kv = stack(cfg, return_kv, name="blocks")(x, key_mask, cos, sin, cache)
+            # MoE with dense first layers: two scanned stacks, "dense_blocks" then "blocks".
+            k_dense = cfg.moe.first_k_dense if cfg.moe.enabled else 0
+            stacks = [(k_dense, True, "dense_blocks")] if k_dense else []
+            stacks.append((cfg.n_layers - k_dense, False, "blocks"))
+            kvs, start = [], 0
+            for length, dense, name in stacks:
+                stack = nn.scan(block, variable_axes={"params": 0, moe_lib.MOE_LOSSES: 0},
+                                split_rngs={"params": True, "dropout": True},
+                                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
+                                length=length, metadata_params={nn.PARTITION_NAME: LAYERS})
+                part = None if cache is None else (cache[0][start:start + length], cache[1][start:start + length])
+                x, kv = stack(cfg, return_kv, dense, name=name)(x, key_mask, cos, sin, part)
+                kvs.append(kv)
+                start += length
+            new_kv = kvs[0] if len(kvs) == 1 or not return_kv else jax.tree_util.tree_map(
+                lambda *a: jnp.concatenate(a), *kvs)
         else:
             per_layer = []
             for i in range(cfg.n_layers):
                 layer_cache = None if cache is None else (cache[0][i], cache[1][i])
-                x, kv = block(cfg, return_kv, name=f"blocks_{i}")(x, key_mask, cos, sin, layer_cache)
+                dense = cfg.moe.enabled and i < cfg.moe.first_k_dense
+                x, kv = block(cfg, return_kv, dense, name=f"blocks_{i}")(x, key_mask, cos, sin, layer_cache)
                 per_layer.append(kv)
             new_kv = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *per_layer) if return_kv else None
 
