@@ -63,7 +63,7 @@ def plan(config, devices=None) -> dict:
     n = len(devices)
     model_flops = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
     return {
-        "devices": n, "mesh": dict(zip(sharding.MESH_AXES, dims)),
+        "devices": n, "mesh": dict(zip(sharding.mesh_axes(config.mesh), dims)),
         "params": sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"])),
         "params_bytes": _sharded_bytes(abstract["params"], shardings["params"]),
         "opt_state_bytes": _sharded_bytes(abstract["opt_state"], shardings["opt_state"]),

@@ -45,6 +45,7 @@ MOE_LOSSES = "moe_losses"  # the collection the aux losses are sown into
 SCORE_FUNCTIONS = ("softmax", "sigmoid")
 EXPERT_BIAS = ("none", "selection", "weights")
 DISPATCH = ("ragged", "dense")
+METRICS = ("moe_load_balance", "moe_z_loss")  # what the train step reports
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,3 +223,13 @@ def _find(tree, name):
             yield v
         elif isinstance(v, dict):
             yield from _find(v, name)
+
+
+def add_losses(loss, metrics: dict, sown: list, m: MoEConfig):
+    """The training loss plus load_balance_weight x the load-balancing loss and z_loss_weight
+    x the router z-loss (each the mean over the forwards of `sown`, `collect_losses` outputs);
+    the metrics gain both terms unweighted (METRICS)."""
+    balance = jnp.mean(jnp.stack([s["load_balance"] for s in sown]))
+    z = jnp.mean(jnp.stack([s["z_loss"] for s in sown]))
+    metrics = {**metrics, METRICS[0]: balance, METRICS[1]: z}
+    return loss + m.load_balance_weight * balance + m.z_loss_weight * z, metrics
