@@ -26,7 +26,7 @@ from llada_jax.model import flops  # noqa: E402
 from llada_jax.config import base_config  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
 from llada_jax.training import step as train  # noqa: E402
-from llada_jax.model import LLaDA, LLaDAConfig, init_params  # noqa: E402
+from llada_jax.model import LLaDAConfig, build, init_params  # noqa: E402
 
 
 def bench(d_model, peak, *, steps, batch, seq, lora_rank=0):
@@ -39,7 +39,7 @@ def bench(d_model, peak, *, steps, batch, seq, lora_rank=0):
     if lora_rank:
         frozen = init_params(cfg, jax.random.PRNGKey(0))
         cfg = cfg.replace(lora=lora.LoRAConfig(rank=lora_rank))
-    model = LLaDA(cfg)
+    model = build(cfg)
     tx, schedule = train.make_optimizer(optim, 100)
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
     _, shardings = train.state_shardings(model, tx, mesh)

@@ -17,6 +17,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Model shape (llada_jax.model.LLaDAConfig fields; Hugging Face names).
     c.model = ml_collections.ConfigDict(dict(
+        family="llada",  # llada_jax.model.families: what llada_jax.build makes of this config
         d_model=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=256,
         vocab_size=512, embedding_size=512, max_sequence_length=512,
         rope_theta=10000.0, rms_norm_eps=1e-5,

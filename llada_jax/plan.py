@@ -42,13 +42,13 @@ def plan(config, devices=None) -> dict:
     from llada_jax.training import validate
     from llada_jax.parallel import sharding
     from llada_jax.training import step as train
-    from llada_jax.model import LLaDA
+    from llada_jax.model import build
 
     devices = list(jax.devices() if devices is None else devices)
     dims = validate.train_config(config, len(devices), 1)
     mesh = sharding.make_mesh(config.mesh, devices)
     mcfg = from_config.model_config(config, None)
-    model = LLaDA(mcfg)
+    model = build(mcfg)
     d = config.data
     st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
     state = checkpoint.abstract_like(abstract, shardings)

@@ -111,7 +111,7 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
         dtype = stored.pop() if len(stored) == 1 else "float32"
     if dtype is not None:
         config_overrides["param_dtype"] = _dtype_name(dtype)
-    config = layout.config_from_hf(hf_config, **config_overrides)
+    config = layout.config_from_hf(hf_config, os.path.join(path, "config.json"), **config_overrides)
     layout.check_hf_keys(config, {n: reader.shape(n) for n in reader.names})
     if shardings is None and mesh is not None:
         shardings = sharding_lib.shardings_of(abstract_params(config), mesh, rules)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from llada_jax.model import attention as attention_lib
+from llada_jax.model import attention as attention_lib, families
 from llada_jax import validation
 from llada_jax.model.adapters import ADAPTERS
 from llada_jax.model.adapters.lora import LoRAConfig
@@ -49,6 +49,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 class LLaDAConfig:
     """Model shape (Hugging Face config.json names) plus JAX-side settings."""
 
+    family: str = "llada"  # a key of llada_jax.model.families.FAMILIES: what build() makes of it
     d_model: int = 4096
     n_heads: int = 32
     n_kv_heads: int = 32
@@ -94,6 +95,7 @@ class LLaDAConfig:
         need(self.embedding_size >= self.vocab_size, "embedding_size", f">= vocab_size={self.vocab_size}")
         for f in ("mask_token_id", "eos_token_id", "pad_token_id"):
             need(0 <= getattr(self, f) < self.vocab_size, f, f"a token id in [0, vocab_size={self.vocab_size})")
+        need(self.family in families.FAMILIES, "family", f"one of {sorted(families.FAMILIES)}")
         need(self.rope_theta > 0, "rope_theta", "> 0")
         need(self.rms_norm_eps > 0, "rms_norm_eps", "> 0")
         need(self.dtype in DTYPES, "dtype", f"one of {DTYPES}")
@@ -352,12 +354,12 @@ def abstract_params(config: LLaDAConfig, batch: int = 1, seq_len: int = 8) -> An
     """The parameter tree as shapes with logical axis names (nn.Partitioned leaves of
     ShapeDtypeStructs), nothing allocated: what parameter shardings and restores start from."""
     tokens_BxL = jnp.zeros((batch, seq_len), jnp.int32)
-    return jax.eval_shape(lambda r: LLaDA(config).init(r, tokens_BxL)["params"], jax.random.PRNGKey(0))
+    return jax.eval_shape(lambda r: families.build(config).init(r, tokens_BxL)["params"], jax.random.PRNGKey(0))
 
 
 def init_params(config: LLaDAConfig, rng, seq_len: int = 8) -> Any:
     """Unboxed float parameters of a freshly initialised model (no logical metadata)."""
-    variables = LLaDA(config).init(rng, jnp.zeros((1, seq_len), jnp.int32))
+    variables = families.build(config).init(rng, jnp.zeros((1, seq_len), jnp.int32))
     return nn.unbox(variables["params"])
 
 

@@ -33,7 +33,7 @@ from llada_jax.objectives import diffusion
 from llada_jax.model.adapters import lora
 from llada_jax.model import moe
 from llada_jax.parallel import sharding
-from llada_jax.model import LLaDA, abstract_params
+from llada_jax.model import abstract_params
 
 SCHEDULES = ("wsd", "cosine", "constant")
 KINDS = ("pretrain", "sft")  # the objectives a training run (a mask predictor) takes
@@ -102,7 +102,7 @@ class _Fields(dict):
 class Static(NamedTuple):
     """Hashable settings of one compiled step."""
 
-    model: LLaDA
+    model: nn.Module
     tx: optax.GradientTransformation
     kind: str  # the objective's name (llada_jax.objectives.OBJECTIVES)
     mask_id: int
@@ -131,7 +131,7 @@ def _opt_shardings(abstract_opt, param_shardings, mesh):
     return jax.tree_util.tree_map_with_path(pick, abstract_opt)
 
 
-def state_shardings(model: LLaDA, tx, mesh, init_len: int = 8, rules=None):
+def state_shardings(model: nn.Module, tx, mesh, init_len: int = 8, rules=None):
     """(abstract state, shardings): shapes from `jax.eval_shape`, nothing allocated; the
     parameters sharded by their logical axes under `rules` (default LOGICAL_RULES)."""
     with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
@@ -151,7 +151,7 @@ def state_shardings(model: LLaDA, tx, mesh, init_len: int = 8, rules=None):
     return abstract, shardings
 
 
-def setup(config, model: LLaDA, mesh):
+def setup(config, model: nn.Module, mesh):
     """What a run compiles from `config`: (Static, abstract state, its shardings, batch
     spec {field: ndim}). The training loop and `python -m llada_jax.plan` both start here."""
     d = config.data
@@ -169,7 +169,7 @@ def full_params(state):
     return lora.combine(state["params"], state["frozen"]) if "frozen" in state else state["params"]
 
 
-def init_state(model: LLaDA, tx, mesh, seed: int, shardings, params=None, frozen=None, rules=None):
+def init_state(model: nn.Module, tx, mesh, seed: int, shardings, params=None, frozen=None, rules=None):
     """A fresh state created directly in its shardings (jit with out_shardings). With
     `params` (e.g. restored for SFT) only the optimizer state is new. LoRA: `frozen` is
     the (restored) base, added as it is; fresh adapters are initialised."""
