@@ -25,6 +25,10 @@ import types
 
 FAMILIES = {
     "llada": "llada_jax.model.families.llada",
+    "dream": "llada_jax.model.families.dream",
+    "llama": "llada_jax.model.families.llama",
+    "qwen2": "llada_jax.model.families.qwen2",
+    "qwen3": "llada_jax.model.families.qwen3",
 }
 
 
