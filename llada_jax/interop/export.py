@@ -41,12 +41,13 @@ def gatherer(dtype):
     One export builds one gatherer: its two jitted functions live as long as the export
     (jit compiles each once per shape and sharding), not in a process-wide cache.
     """
-    slice_cast = jax.jit(lambda a, i: jax.lax.dynamic_index_in_dim(a, i, 0, keepdims=False).astype(dtype))
+    slice_cast = jax.jit(lambda a, i: jax.lax.dynamic_slice(  # a[i_1, ..., i_n] (layer, or layer and expert)
+        a, tuple(i) + (0,) * (a.ndim - len(i)), (1,) * len(i) + a.shape[len(i):]).reshape(a.shape[len(i):]).astype(dtype))
     cast = jax.jit(lambda a: a.astype(dtype))
 
     def gather(leaf, idx: int | None) -> np.ndarray:
         if isinstance(leaf, jax.Array):
-            x = cast(leaf) if idx is None else slice_cast(leaf, np.int32(idx))
+            x = cast(leaf) if idx is None else slice_cast(leaf, np.atleast_1d(np.asarray(idx, np.int32)))
             if not x.is_fully_addressable:
                 from jax.experimental import multihost_utils
 

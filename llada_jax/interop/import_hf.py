@@ -31,12 +31,12 @@ from llada_jax.model import DTYPES, LLaDAConfig, abstract_params
 from llada_jax.parallel import sharding as sharding_lib
 
 
-def _layer_sharding(sharding):
-    """The sharding of one layer of a stacked parameter: drop the leading layer axis."""
+def _layer_sharding(sharding, n: int = 1):
+    """The sharding of one layer of a stacked parameter: drop the n leading stacked axes."""
     if isinstance(sharding, SingleDeviceSharding):
         return sharding
     if isinstance(sharding, NamedSharding):
-        return NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[1:]))
+        return NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[n:]))
     raise ValueError(f"sharding {sharding!r} of a stacked parameter: expected a NamedSharding or "
                      f"SingleDeviceSharding")
 
@@ -51,6 +51,7 @@ class TreeBuilder:
 
     def __init__(self, config: LLaDAConfig, shardings=None):
         self.config, self.shardings, self.tree = config, shardings, {}
+        self.shapes = layout.our_shapes(config)  # stacked leaves: (layers[, experts]) + one layer's shape
         self.default = SingleDeviceSharding(jax.devices()[0])
         self._setters = {}  # sharding -> jitted (stacked, layer, i) -> stacked
 
@@ -59,12 +60,14 @@ class TreeBuilder:
             return self.default
         return layout.leaf(self.shardings, path)
 
-    def _setter(self, sharding):
-        if sharding not in self._setters:
-            self._setters[sharding] = jax.jit(
-                lambda stacked, layer, i: jax.lax.dynamic_update_index_in_dim(stacked, layer, i, 0),
+    def _setter(self, sharding, n):
+        """stacked[i_1, ..., i_n] = layer, in place (n stacked axes: layers, or layers x experts)."""
+        if (sharding, n) not in self._setters:
+            self._setters[sharding, n] = jax.jit(
+                lambda stacked, layer, i: jax.lax.dynamic_update_slice(
+                    stacked, layer.reshape((1,) * n + layer.shape), tuple(i) + (0,) * layer.ndim),
                 out_shardings=sharding, donate_argnums=0)
-        return self._setters[sharding]
+        return self._setters[sharding, n]
 
     def put(self, path: tuple, idx: int | None, host: np.ndarray):
         sharding = self._sharding(path)
@@ -74,11 +77,12 @@ class TreeBuilder:
         if idx is None:
             node[path[-1]] = jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
             return
-        layer = jax.make_array_from_callback(host.shape, _layer_sharding(sharding), lambda i: host[i])
+        idx = np.atleast_1d(np.asarray(idx, np.int32))
+        layer = jax.make_array_from_callback(host.shape, _layer_sharding(sharding, len(idx)), lambda i: host[i])
         if path[-1] not in node:
-            shape = (self.config.n_layers,) + host.shape
+            shape = self.shapes[path]
             node[path[-1]] = jax.jit(lambda: jnp.zeros(shape, host.dtype), out_shardings=sharding)()
-        node[path[-1]] = self._setter(sharding)(node[path[-1]], layer, np.int32(idx))
+        node[path[-1]] = self._setter(sharding, len(idx))(node[path[-1]], layer, idx)
 
 
 def _dtype_name(dtype) -> str:

@@ -184,12 +184,17 @@ def llada_tensor_map(config: LLaDAConfig) -> Iterator[tuple[str, tuple, int | No
 
 
 def our_shapes(config: LLaDAConfig) -> dict[tuple, tuple]:
-    """Our leaf path -> shape (with the stacked layer axis when scan_layers)."""
+    """Our leaf path -> shape: with the stacked axes of its index when stacked (the layer axis
+    when scan_layers; MoE experts: (layer, expert), or (expert,) per unscanned layer)."""
     expected = expected_shapes(config)
-    out = {}
+    out, extent = {}, {}
     for name, path, idx, _, from_t in tensor_map(config):
         shape = from_t(np.empty(expected[name], np.int8)).shape  # shapes only: int8 keeps it cheap
-        out[path] = ((config.n_layers,) + shape) if idx is not None else shape
+        if idx is not None:
+            idx = (idx,) if isinstance(idx, (int, np.integer)) else tuple(idx)
+            extent[path] = tuple(max(a, i + 1) for a, i in zip(extent.get(path, (0,) * len(idx)), idx))
+            shape = extent[path] + shape
+        out[path] = shape
     return out
 
 

@@ -29,6 +29,7 @@ FAMILIES = {
     "llama": "llada_jax.model.families.llama",
     "qwen2": "llada_jax.model.families.qwen2",
     "qwen3": "llada_jax.model.families.qwen3",
+    "lladamoe": "llada_jax.model.families.lladamoe",
 }
 
 
@@ -45,7 +46,8 @@ def build(config):
 
 
 def family_of_hf(hf: dict, file: str = "config.json") -> str:
-    """The family a parsed config.json belongs to: its `model_type`, else its `architectures`.
+    """The family a parsed config.json belongs to: its `architectures`, else its `model_type`
+    (the published LLaDA-MoE config.json says model_type "llada", architectures LLaDAMoEModelLM).
     ValueError naming the file, the value and the known ones."""
     model_type, archs = hf.get("model_type"), hf.get("architectures") or []
     known_types, known_archs = {}, {}
@@ -53,11 +55,11 @@ def family_of_hf(hf: dict, file: str = "config.json") -> str:
         fam = get(name)
         known_types.update({t: name for t in fam.HF_MODEL_TYPES})
         known_archs.update({a: name for a in fam.HF_ARCHITECTURES})
-    if model_type in known_types:
-        return known_types[model_type]
     for arch in archs if isinstance(archs, list) else []:
         if arch in known_archs:
             return known_archs[arch]
+    if model_type in known_types:
+        return known_types[model_type]
     raise ValueError(f"{file}: model_type={model_type!r}, architectures={archs!r} is no known model family; "
                      f"expected model_type one of {', '.join(sorted(known_types))} "
                      f"(architectures one of {', '.join(sorted(known_archs))})")
