@@ -27,6 +27,10 @@ def base_config() -> ml_collections.ConfigDict:
         dtype="float32", param_dtype="float32", scan_layers=True, remat_policy="none",
         attention="dense",  # "dense", "chunked" (any backend), "cudnn" (GPU) or "splash" (TPU)
         mlp_chunk=0,  # the MLP over sequence chunks of this many tokens (less memory); 0: whole
+        # Architecture knobs of the other families (import_hf prints them; LLaDA's defaults here).
+        qkv_bias=False, qk_norm=False, attention_head_dim=0, partial_rotary_factor=1.0,
+        logit_alignment="same",  # "shifted": the logit at i predicts token i + 1 (Dream, AR checkpoints)
+        causal=False, mlp="swiglu",
     ))
 
     # Device mesh (data, fsdp, tensor); one axis may be -1: the rest of the devices.
