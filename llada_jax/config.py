@@ -33,6 +33,10 @@ def base_config() -> ml_collections.ConfigDict:
             score_function="softmax", expert_bias="none", n_group=1, topk_group=1, norm_topk_prob=False,
             routed_scaling_factor=1.0, first_k_dense=0, load_balance_weight=0.01, z_loss_weight=0.001,
             dispatch="ragged")),
+        # Architecture knobs of the other families (import_hf prints them; LLaDA's defaults here).
+        qkv_bias=False, qk_norm=False, attention_head_dim=0, partial_rotary_factor=1.0,
+        logit_alignment="same",  # "shifted": the logit at i predicts token i + 1 (Dream, AR checkpoints)
+        causal=False, mlp="swiglu",
     ))
 
     # Device mesh (data, fsdp, tensor); one axis may be -1: the rest of the devices.

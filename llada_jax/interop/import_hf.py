@@ -116,7 +116,12 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
     if dtype is not None:
         config_overrides["param_dtype"] = _dtype_name(dtype)
     config = layout.config_from_hf(hf_config, os.path.join(path, "config.json"), **config_overrides)
-    layout.check_hf_keys(config, {n: reader.shape(n) for n in reader.names})
+    try:
+        layout.check_hf_keys(config, {n: reader.shape(n) for n in reader.names})
+    except ValueError as e:  # name the file: the tensor's own, else the first safetensors file
+        files = sorted({entry[0] for entry in reader.entries.values()})
+        named = [reader.entries[n][0] for n in reader.names if f"{n!r}" in str(e)]
+        raise ValueError(f"{(named or files or [path])[0]}: {e} for the {config.family} family") from None
     if shardings is None and mesh is not None:
         shardings = sharding_lib.shardings_of(abstract_params(config), mesh, rules)
     np_dtype = safetensors_io.np_dtype(config.param_dtype)
@@ -130,10 +135,13 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
 
 def model_flags(config: LLaDAConfig) -> list[str]:
     """`--config.model.*` flags that give configs/*.py this model's shape."""
-    fields = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "vocab_size",
+    fields = ("family", "d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "vocab_size",
               "embedding_size", "max_sequence_length", "rope_theta", "rms_norm_eps", "mask_token_id",
               "eos_token_id", "pad_token_id", "weight_tying", "param_dtype")
-    return [f"--config.model.{f}={getattr(config, f)}" for f in fields]
+    knobs = ("qkv_bias", "qk_norm", "attention_head_dim", "partial_rotary_factor", "logit_alignment", "causal")
+    default = LLaDAConfig()  # the knobs only where they differ from LLaDA's
+    return [f"--config.model.{f}={getattr(config, f)}" for f in fields] + \
+        [f"--config.model.{f}={getattr(config, f)}" for f in knobs if getattr(config, f) != getattr(default, f)]
 
 
 def import_to_workdir(src: str, workdir: str, *, dtype="float32") -> LLaDAConfig:
