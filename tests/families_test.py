@@ -124,7 +124,7 @@ def _rewrite(tmp_path, src, change):
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.update(model_type="gpt2", architectures=["GPT2LMHeadModel"]),
      r"error: .*config.json: model_type='gpt2', architectures=\['GPT2LMHeadModel'\] is no known model family; "
-     r"expected model_type one of Dream, llada, llama, qwen2, qwen3"),
+     r"expected model_type one of Dream, llada, lladamoe, llama, qwen2, qwen3"),
     (lambda c: c.pop("intermediate_size"), r"error: .*config.json is missing intermediate_size: expected"),
     (lambda c: c.update(hidden_act="gelu"), r"error: .*config.json: hidden_act='gelu' is not supported"),
     (lambda c: c.update(num_key_value_heads=4), r"error: .*model.safetensors: tensor "
