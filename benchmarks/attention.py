@@ -27,7 +27,9 @@ import numpy as np  # noqa: E402
 
 from llada_jax.config import base_config  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
-from llada_jax.training import step as train  # noqa: E402
+from llada_jax.training.optimizer import make_optimizer  # noqa: E402
+from llada_jax.training.state import init_state, state_shardings  # noqa: E402
+from llada_jax.training.step import Static, compile_step  # noqa: E402
 from llada_jax.model import LLaDA, LLaDAConfig  # noqa: E402
 
 GIB = 1024 ** 3
@@ -41,11 +43,11 @@ def make_step(attention, seq, batch):
     optim = base_config().optim  # the defaults (AdamW, clipping), at a constant lr
     optim.update(schedule="constant", warmup_steps=0)
     model = LLaDA(cfg)
-    tx, schedule = train.make_optimizer(optim, 100)
+    tx, schedule = make_optimizer(optim, 100)
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-    abstract, shardings = train.state_shardings(model, tx, mesh)
-    st = train.Static(model, tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
-    step = train.compile_step(st, mesh, shardings, {"input_ids": 2})
+    abstract, shardings = state_shardings(model, tx, mesh)
+    st = Static(model, tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
+    step = compile_step(st, mesh, shardings, {"input_ids": 2})
     ids = np.random.default_rng(0).integers(0, 4000, (batch, seq), dtype=np.int32)
     b = sharding.global_batch({"input_ids": ids}, mesh, batch)
     with jax.set_mesh(mesh), sharding.logical_rules_context():
@@ -68,7 +70,7 @@ def main():
         runs, times = {}, {impl: [] for impl in IMPLS}
         for impl in IMPLS:
             step, (model, tx, mesh, shardings), b, figures = make_step(impl, seq, a.batch)
-            state = train.init_state(model, tx, mesh, 0, shardings)
+            state = init_state(model, tx, mesh, 0, shardings)
             state, m = step(state, b)  # compile and warm up
             jax.block_until_ready(m)
             runs[impl] = [step, state, b, figures]
@@ -90,7 +92,7 @@ def main():
         print(json.dumps({"figure": "chunked_over_dense_time", "seq_len": seq, "ratio": round(ratio, 3)}), flush=True)
     for seq in [int(s) for s in a.chunked_only_seqs.split(",") if s]:
         step, (model, tx, mesh, shardings), b, figures = make_step("chunked", seq, a.batch)
-        state = train.init_state(model, tx, mesh, 0, shardings)
+        state = init_state(model, tx, mesh, 0, shardings)
         state, m = step(state, b)
         jax.block_until_ready(m)
         t = time.perf_counter()

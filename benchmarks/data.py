@@ -99,7 +99,9 @@ def loader_vs_step(path, batches=20):
     from llada_jax.model import from_config
     from llada_jax.data import prepared
     from llada_jax.parallel import sharding
-    from llada_jax.training import step as train
+    from llada_jax.training.optimizer import make_optimizer
+    from llada_jax.training.state import init_state, state_shardings
+    from llada_jax.training.step import Static, compile_step
     from llada_jax.data import tokenizer as T
 
     c = get_config()
@@ -118,11 +120,11 @@ def loader_vs_step(path, batches=20):
     from llada_jax.model import LLaDA
 
     model = LLaDA(mcfg)
-    tx, schedule = train.make_optimizer(c.optim, 100)
+    tx, schedule = make_optimizer(c.optim, 100)
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-    _, shardings = train.state_shardings(model, tx, mesh)
-    state = train.init_state(model, tx, mesh, 0, shardings)
-    step = train.compile_step(train.Static(model, tx, "pretrain", mcfg.mask_token_id, 1e-3, 0.0, 1, schedule),
+    _, shardings = state_shardings(model, tx, mesh)
+    state = init_state(model, tx, mesh, 0, shardings)
+    step = compile_step(Static(model, tx, "pretrain", mcfg.mask_token_id, 1e-3, 0.0, 1, schedule),
                               mesh, shardings, {"input_ids": 2})
     b = sharding.global_batch({"input_ids": next(it)["input_ids"][:1]}, mesh, 1)
     state, m = step(state, b)

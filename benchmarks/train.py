@@ -25,7 +25,9 @@ from llada_jax.model.adapters import lora  # noqa: E402
 from llada_jax.model import flops  # noqa: E402
 from llada_jax.config import base_config  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
-from llada_jax.training import step as train  # noqa: E402
+from llada_jax.training.optimizer import make_optimizer  # noqa: E402
+from llada_jax.training.state import full_params, init_state, state_shardings  # noqa: E402
+from llada_jax.training.step import Static, compile_step  # noqa: E402
 from llada_jax.model import LLaDA, LLaDAConfig, init_params  # noqa: E402
 
 
@@ -40,14 +42,14 @@ def bench(d_model, peak, *, steps, batch, seq, lora_rank=0):
         frozen = init_params(cfg, jax.random.PRNGKey(0))
         cfg = cfg.replace(lora=lora.LoRAConfig(rank=lora_rank))
     model = LLaDA(cfg)
-    tx, schedule = train.make_optimizer(optim, 100)
+    tx, schedule = make_optimizer(optim, 100)
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-    _, shardings = train.state_shardings(model, tx, mesh)
+    _, shardings = state_shardings(model, tx, mesh)
     if frozen is not None:
         frozen = jax.device_put(frozen, shardings["frozen"])
-    state = train.init_state(model, tx, mesh, 0, shardings, frozen=frozen)
-    st = train.Static(model, tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
-    step = train.compile_step(st, mesh, shardings, {"input_ids": 2})
+    state = init_state(model, tx, mesh, 0, shardings, frozen=frozen)
+    st = Static(model, tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
+    step = compile_step(st, mesh, shardings, {"input_ids": 2})
     ids = np.random.default_rng(0).integers(0, 8000, (batch, seq), dtype=np.int32)
     b = sharding.global_batch({"input_ids": ids}, mesh, batch)
     t = time.perf_counter()
@@ -60,7 +62,7 @@ def bench(d_model, peak, *, steps, batch, seq, lora_rank=0):
     jax.block_until_ready(m)
     step_s = (time.perf_counter() - t) / steps
     step_flops = flops.train_flops_per_token(cfg, seq) * batch * seq
-    n_params = sum(x.size for x in jax.tree_util.tree_leaves(train.full_params(state)))
+    n_params = sum(x.size for x in jax.tree_util.tree_leaves(full_params(state)))
     trainable = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
     return {"figure": "train_step", "d_model": d_model, "n_layers": 4, "params": int(n_params),
             "lora_rank": lora_rank, "trainable_params": int(trainable), "batch": batch,

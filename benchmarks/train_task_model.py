@@ -56,23 +56,25 @@ def train_model(config, steps, cycle, log=print, max_seconds=None, init=None):
     from llada_jax.data import tasks
     from llada_jax.parallel import sharding
     from llada_jax.model import from_config
-    from llada_jax.training import step as train
+    from llada_jax.training.optimizer import make_optimizer
+    from llada_jax.training.state import full_params, init_state, state_shardings
+    from llada_jax.training.step import Static, compile_step
     from llada_jax.model import LLaDA
 
     d = config.data
     mesh = sharding.make_mesh(config.mesh, jax.devices())
     mcfg = from_config.model_config(config, None)
     model = LLaDA(mcfg)
-    tx, schedule = train.make_optimizer(config.optim, steps)
-    st = train.Static(model, tx, "sft", mcfg.mask_token_id, d.eps, 0.0, 1, schedule)
-    _, shardings = train.state_shardings(model, tx, mesh)
+    tx, schedule = make_optimizer(config.optim, steps)
+    st = Static(model, tx, "sft", mcfg.mask_token_id, d.eps, 0.0, 1, schedule)
+    _, shardings = state_shardings(model, tx, mesh)
     params = None
     if init:
         from llada_jax.interop import hf
 
         params = hf.load_pretrained(init, dtype="float32")[1]
-    state = train.init_state(model, tx, mesh, config.train.seed, shardings, params=params)
-    step_fn = train.compile_step(st, mesh, shardings, {"input_ids": 2, "prompt_mask": 2})
+    state = init_state(model, tx, mesh, config.train.seed, shardings, params=params)
+    step_fn = compile_step(st, mesh, shardings, {"input_ids": 2, "prompt_mask": 2})
     its = {g: tasks.TaskIterator(make_task(config, g), batch_size=d.batch_size, seed=config.train.seed + g, sft=True)
            for g in set(cycle)}
     t0, losses = time.perf_counter(), []
@@ -89,7 +91,7 @@ def train_model(config, steps, cycle, log=print, max_seconds=None, init=None):
         if max_seconds and time.perf_counter() - t0 > max_seconds:
             log(json.dumps(dict(figure="train_stopped", step=step, reason=f"max_seconds={max_seconds}")))
             break
-    return mcfg, model, train.full_params(state)
+    return mcfg, model, full_params(state)
 
 
 def main(argv=None):

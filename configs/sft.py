@@ -5,13 +5,12 @@ Use: `--config=configs/sft.py --config.data.train_jsonl=chat.jsonl
 The model shape must match the checkpoint's (override `--config.model.*` as needed).
 """
 
-from llada_jax.config import base_config, lock
-from configs.tiny import get_config as tiny_config  # noqa: E402
+from llada_jax.config import base_config, lock, sibling
 
 
 def get_config():
     c = base_config()
-    c.model.update(tiny_config().model.to_dict())
+    c.model.update(sibling(__file__, "tiny.py").model.to_dict())
     c.data.update(kind="sft", source="jsonl", seq_len=128, batch_size=16, random_length_prob=0.0)
     c.optim.update(lr=1e-3,  # tiny model; the 8B Instruct run used 2.5e-5
                    schedule="wsd", warmup_steps=20, decay_steps=100, final_lr_ratio=0.1,

@@ -36,26 +36,24 @@ def plan(config, devices=None) -> dict:
     per-device figures (bytes, FLOPs) as a dict."""
     import jax
 
-    from llada_jax.checkpoint import manager as checkpoint
-    from llada_jax.model import from_config
+    from llada_jax.checkpoint import manager
+    from llada_jax.config import rules
     from llada_jax.model import flops
-    from llada_jax.training import validate
     from llada_jax.parallel import sharding
-    from llada_jax.training import step as train
-    from llada_jax.model import LLaDA
+    from llada_jax.training import run as run_lib
+    from llada_jax.training.step import compile_step
 
     devices = list(jax.devices() if devices is None else devices)
-    dims = validate.train_config(config, len(devices), 1)
-    mesh = sharding.make_mesh(config.mesh, devices)
-    mcfg = from_config.model_config(config, None)
-    model = LLaDA(mcfg)
+    dims = rules.check(config, len(devices), 1)
+    run = run_lib.build(config, devices)
+    mesh, abstract, shardings, mcfg = run.mesh, run.abstract, run.shardings, run.model.config
     d = config.data
-    st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
-    state = checkpoint.abstract_like(abstract, shardings)
+    st, batch_spec = run_lib.step_settings(config, run)
+    state = manager.abstract_like(abstract, shardings)
     batch = {k: jax.ShapeDtypeStruct((d.batch_size, d.seq_len), jax.numpy.int32 if k == "input_ids" else bool,
                                      sharding=sharding.batch_sharding(mesh)) for k in batch_spec}
-    step = train.compile_step(st, mesh, shardings, batch_spec)
-    with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
+    step = compile_step(st, mesh, shardings, batch_spec)
+    with run.context():
         compiled = step.lower(state, batch).compile()
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()

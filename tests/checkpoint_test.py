@@ -15,7 +15,9 @@ import pytest
 from llada_jax.checkpoint import manager as checkpoint
 from llada_jax.training import loop
 from llada_jax.parallel import sharding
-from llada_jax.training import step as train
+from llada_jax.training.optimizer import make_optimizer
+from llada_jax.training.state import init_state, state_shardings
+from llada_jax.training.step import all_finite
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -29,10 +31,10 @@ CFG = LLaDAConfig.tiny(d_model=32, n_heads=4, n_kv_heads=2, mlp_hidden_size=64, 
 def _state(mesh_cfg, devices, seed=0, init=True):
     """(state, abstract state, shardings) on that mesh; state None unless init (a compile)."""
     model = LLaDA(CFG)
-    tx, _ = train.make_optimizer(tiny_config().optim, 10)
+    tx, _ = make_optimizer(tiny_config().optim, 10)
     mesh = sharding.make_mesh(mesh_cfg, devices)
-    abstract, shardings = train.state_shardings(model, tx, mesh)
-    return train.init_state(model, tx, mesh, seed, shardings) if init else None, abstract, shardings
+    abstract, shardings = state_shardings(model, tx, mesh)
+    return init_state(model, tx, mesh, seed, shardings) if init else None, abstract, shardings
 
 
 def _host(tree):
@@ -139,7 +141,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert max(ck.all_steps()) == bad - 1
     assert f"step {bad - 1}" in e.value.args[0]
     # the last good checkpoint is good: finite params and optimizer state (issue 11, case 5)
-    tx, _ = train.make_optimizer(cfg.optim, cfg.train.steps)
-    abstract, shardings = train.state_shardings(LLaDA(CFG), tx, sharding.make_mesh(cfg.mesh, jax.devices()[:1]))
+    tx, _ = make_optimizer(cfg.optim, cfg.train.steps)
+    abstract, shardings = state_shardings(LLaDA(CFG), tx, sharding.make_mesh(cfg.mesh, jax.devices()[:1]))
     step, state, _ = ck.restore(checkpoint.abstract_like(abstract, shardings))
-    assert step == bad - 1 and bool(train.all_finite((state["params"], state["opt_state"])))
+    assert step == bad - 1 and bool(all_finite((state["params"], state["opt_state"])))

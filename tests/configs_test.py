@@ -13,7 +13,9 @@ from ml_collections import config_flags
 
 from llada_jax import cli
 from llada_jax.model import from_config
-from llada_jax.training import loop, step as train, validate
+from llada_jax.config import rules
+from llada_jax.training import loop
+from llada_jax.training.optimizer import make_schedule
 from llada_jax.model import LLaDA, param_count
 
 CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
@@ -51,7 +53,7 @@ def test_8b_recipe():
     assert (c.data.seq_len, c.data.batch_size, c.data.random_length_prob) == (4096, 1280, 0.01)
     assert c.optim.weight_decay == 0.1 and c.optim.schedule == "wsd"
     assert (c.model.dtype, c.model.param_dtype) == ("bfloat16", "float32")
-    lr = train.make_schedule(c.optim, c.train.steps)
+    lr = make_schedule(c.optim, c.train.steps)
     tokens = lambda t: int(t / (1280 * 4096))  # noqa: E731  step after t tokens
     got = [float(lr(s)) for s in (1000, 2000, tokens(1.1e12), tokens(1.3e12), tokens(1.9e12), c.train.steps)]
     assert got == pytest.approx([2e-4, 4e-4, 4e-4, 1e-4, 1e-4, 1e-5], rel=1e-4)
@@ -87,7 +89,7 @@ def test_bad_configs_name_the_field(overrides, devices, field):
         section, name = k.split(".")
         setattr(getattr(c, section), name, v)
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
-        validate.train_config(c, devices)
+        rules.check(c, devices)
 
 
 def test_unknown_field_in_a_config_and_nothing_compiles(tmp_path):
@@ -102,7 +104,7 @@ def test_unknown_field_in_a_config_and_nothing_compiles(tmp_path):
     c.unlock()
     c.optim.momentum = 0.9
     with pytest.raises(ValueError, match=r"config\.optim\.momentum: unknown field"):
-        validate.train_config(c, 1)
+        rules.check(c, 1)
 
 
 @pytest.mark.parametrize("overrides,field", [
@@ -126,9 +128,9 @@ def test_missing_data_paths_refused_by_the_run_validator(overrides, field, tmp_p
 
     (tmp_path / "a.txt").write_text("some text\n")
     c = tiny_config(**{k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in overrides.items()})
-    validate.train_config(c, 1)
+    rules.check(c, 1)
     with pytest.raises(ValueError, match="config\\.data\\." + re.escape(field.format(tmp=tmp_path))):
-        validate.train_run(c, 1)
+        rules.check_train(c, 1)
 
 
 def test_missing_eval_files_stop_the_run_before_a_tokenizer_is_trained(tmp_path):

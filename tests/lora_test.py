@@ -21,7 +21,10 @@ from llada_jax.model.adapters import lora  # noqa: E402
 from llada_jax.objectives import likelihood  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
 from llada_jax.sampling import sampler as sampling  # noqa: E402
-from llada_jax.training import loop, step as train  # noqa: E402
+from llada_jax.training import loop  # noqa: E402
+from llada_jax.training.optimizer import make_optimizer  # noqa: E402
+from llada_jax.training.state import full_params, init_state, state_shardings  # noqa: E402
+from llada_jax.training.step import Static, compile_step, eval_loss  # noqa: E402
 from llada_jax.model import LLaDA, init_params  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -159,30 +162,30 @@ def _finetune(cfg_model, base_params, *, rank, lr, steps, kind="sft", task="sort
     model = LLaDA(cfg_model.replace(lora=lora.LoRAConfig(rank=rank, alpha=2.0 * rank) if rank else lora.LoRAConfig()))
     optim = tiny_config(**{"optim.lr": lr, "optim.schedule": "constant", "optim.warmup_steps": 0,
                            "optim.weight_decay": 0.0}).optim
-    tx, _ = train.make_optimizer(optim, steps)
+    tx, _ = make_optimizer(optim, steps)
     mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
-    _, shardings = train.state_shardings(model, tx, mesh)
+    _, shardings = state_shardings(model, tx, mesh)
     base_params = jax.tree_util.tree_map(jnp.copy, base_params)  # the step donates its state
     if rank:
-        state = train.init_state(model, tx, mesh, 0, shardings, frozen=base_params)
+        state = init_state(model, tx, mesh, 0, shardings, frozen=base_params)
     else:
-        state = train.init_state(model, tx, mesh, 0, shardings, params=base_params)
-    st = train.Static(model, tx, kind, cfg_model.mask_token_id, 1e-3, 0.0, 1)
+        state = init_state(model, tx, mesh, 0, shardings, params=base_params)
+    st = Static(model, tx, kind, cfg_model.mask_token_id, 1e-3, 0.0, 1)
     t = tasks.make_task(task, n_items=6, n_values=64, vocab_size=cfg_model.vocab_size, seq_len=16)
     batches = tasks.TaskIterator(t, batch_size=16, seed=0, sft=kind == "sft")
     held_out = next(tasks.TaskIterator(t, batch_size=64, seed=1, sft=kind == "sft"))
-    step = train.compile_step(st, mesh, shardings, dict.fromkeys(held_out, 2))
+    step = compile_step(st, mesh, shardings, dict.fromkeys(held_out, 2))
 
-    eval_loss = jax.jit(lambda p, k: train.eval_loss(p, held_out, k, st))
+    eval_fn = jax.jit(lambda p, k: eval_loss(p, held_out, k, st))
 
     def loss(state):
-        full = train.full_params(state)
-        return float(np.mean([eval_loss(full, jax.random.PRNGKey(k)) for k in range(4)]))
+        full = full_params(state)
+        return float(np.mean([eval_fn(full, jax.random.PRNGKey(k)) for k in range(4)]))
 
     before = loss(state)
     for _ in range(steps):
         state, _ = step(state, next(batches))
-    return before, loss(state), train.full_params(state)
+    return before, loss(state), full_params(state)
 
 
 @pytest.fixture(scope="module")
@@ -212,17 +215,17 @@ def test_mesh_bf16_base_pretrain_matches_one_device(golden_model):
                                param_dtype="bfloat16")
     lmodel = LLaDA(cfg)
     optim = tiny_config(**{"optim.lr": 1e-2, "optim.warmup_steps": 0, "optim.grad_accum": 2}).optim
-    tx, _ = train.make_optimizer(optim, 10)
-    st = train.Static(lmodel, tx, "pretrain", 255, 1e-3, 0.0, 2)
+    tx, _ = make_optimizer(optim, 10)
+    st = Static(lmodel, tx, "pretrain", 255, 1e-3, 0.0, 2)
     ids = np.random.default_rng(1).integers(0, 250, (8, 16)).astype(np.int32)
     out = {}
     for name, shape, devices in (("one", (1, 1, 1), jax.devices()[:1]), ("mesh", (1, 4, 2), jax.devices())):
         mesh = sharding.make_mesh(dict(zip(("data", "fsdp", "tensor"), shape)), devices)
-        _, sh = train.state_shardings(lmodel, tx, mesh)
+        _, sh = state_shardings(lmodel, tx, mesh)
         frozen = jax.device_put(jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.bfloat16), lora.split(params)[1]),
                                 sh["frozen"])
-        state = train.init_state(lmodel, tx, mesh, 0, sh, frozen=frozen)
-        step = train.compile_step(st, mesh, sh, {"input_ids": 2})
+        state = init_state(lmodel, tx, mesh, 0, sh, frozen=frozen)
+        step = compile_step(st, mesh, sh, {"input_ids": 2})
         for _ in range(2):
             state, m = step(state, sharding.global_batch({"input_ids": ids}, mesh, 8))
         out[name] = (float(m["loss"]), _leaves(state["params"]), state)

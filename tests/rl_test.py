@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from llada_jax.config import rules
 from llada_jax.training import loop
 from llada_jax.model import LLaDA, LLaDAConfig, init_params
 from llada_jax.objectives import grpo, vrpo
@@ -157,7 +158,7 @@ def test_exact_match_and_format_rewards():
     ids, _ = arith.rows(np.random.default_rng(0), 5)
     np.testing.assert_array_equal(rewards.REWARDS["arith_exact"](ids[:, :2], ids[:, 2:], arith), np.ones(5))
     with pytest.raises(ValueError, match="config.rl.rewards='nope'"):
-        rewards.parse("nope")
+        rules.named("config.rl.rewards", rewards.parse, "nope")  # the library's error, named as the field
 
 
 def test_a_rollout_batch_is_reproducible_from_its_seed():

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from llada_jax.config import rules
 from llada_jax.parallel import sharding
-from llada_jax.training import step as train
+from llada_jax.training.optimizer import make_optimizer
+from llada_jax.training.state import init_state, state_shardings
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -22,11 +24,11 @@ def test_mesh_shape_resolution_and_errors():
     assert sharding.mesh_shape(dict(data=-1, fsdp=2, tensor=1), 8) == (4, 2, 1)
     assert sharding.mesh_shape(dict(data=1, fsdp=4, tensor=2), 8) == (1, 4, 2)
     with pytest.raises(ValueError, match=r"mesh\.data, mesh\.fsdp are all -1"):
-        sharding.mesh_shape(dict(data=-1, fsdp=-1, tensor=1), 8)
+        rules.check_mesh(dict(data=-1, fsdp=-1, tensor=1), 8)
     with pytest.raises(ValueError, match=r"has 4 devices, expected the device count 8"):
-        sharding.mesh_shape(dict(data=2, fsdp=2, tensor=1), 8)
+        rules.check_mesh(dict(data=2, fsdp=2, tensor=1), 8)
     with pytest.raises(ValueError, match=r"config\.mesh\.data=-1: the other axes multiply to 3"):
-        sharding.mesh_shape(dict(data=-1, fsdp=3, tensor=1), 8)
+        rules.check_mesh(dict(data=-1, fsdp=3, tensor=1), 8)
     mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
     assert mesh.axis_names == ("data", "fsdp", "tensor") and mesh.devices.shape == (2, 2, 2)
 
@@ -34,8 +36,8 @@ def test_mesh_shape_resolution_and_errors():
 def test_params_and_optimizer_state_are_created_sharded():
     mesh = sharding.make_mesh(dict(data=1, fsdp=4, tensor=2))
     model = LLaDA(CFG)
-    tx, _ = train.make_optimizer(tiny_config().optim, 10)
-    abstract, sh = train.state_shardings(model, tx, mesh)
+    tx, _ = make_optimizer(tiny_config().optim, 10)
+    abstract, sh = state_shardings(model, tx, mesh)
     p = sh["params"]
     assert p["wte"].spec == P("tensor", "fsdp")
     assert p["ff_out"].spec == P("fsdp", "tensor")
@@ -44,7 +46,7 @@ def test_params_and_optimizer_state_are_created_sharded():
     assert p["blocks"]["attn_out"].spec == P(None, "tensor", None, "fsdp")
     assert p["blocks"]["ff_out"].spec == P(None, "tensor", "fsdp")
     assert p["blocks"]["attn_norm"]["scale"].spec == P(None, None)
-    state = train.init_state(model, tx, mesh, 0, sh)
+    state = init_state(model, tx, mesh, 0, sh)
     wte = state["params"]["wte"]
     assert {s.data.shape for s in wte.addressable_shards} == {(64, 8)}  # 1/8 of (128, 32) per device
     mu = state["opt_state"][1][0].mu["blocks"]["ff_proj"]  # AdamW first moment mirrors the param
@@ -70,11 +72,11 @@ def test_config_mesh_rules_override_a_parameters_sharding():
     rules = sharding.rules_of(config.mesh)
     assert dict(rules)["embed"] is None and dict(rules)["vocab"] == "tensor"
     mesh = sharding.make_mesh(config.mesh)
-    tx, _ = train.make_optimizer(config.optim, 10)
-    _, sh = train.state_shardings(LLaDA(CFG), tx, mesh, rules=rules)
+    tx, _ = make_optimizer(config.optim, 10)
+    _, sh = state_shardings(LLaDA(CFG), tx, mesh, rules=rules)
     assert sh["params"]["wte"].spec == P("tensor", None)  # default P("tensor", "fsdp")
     assert sh["params"]["blocks"]["ff_out"].spec == P(None, ("fsdp", "tensor"), None)
     for bad, match in [((("embeddings", None),), "logical axis among"), ((("embed", "model"),), "mesh axes among")]:
         config.mesh.rules = bad
         with pytest.raises(ValueError, match=match):
-            sharding.rules_of(config.mesh)
+            rules.check_mesh(config.mesh, 8)

@@ -21,7 +21,9 @@ from llada_jax.model import flops
 from llada_jax.training import loop
 from llada_jax.sampling import sampler as sampling
 from llada_jax.parallel import sharding
-from llada_jax.training import step as train
+from llada_jax.training.optimizer import make_optimizer, make_schedule
+from llada_jax.training.state import init_state, state_shardings
+from llada_jax.training.step import Static, compile_step, eval_loss
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -41,12 +43,12 @@ def _max_diff(a, b):
 def test_wsd_and_cosine_schedules():
     o = ml_collections.ConfigDict(dict(lr=4e-4, warmup_steps=10, decay_steps=20, final_lr_ratio=0.025,
                                        drop_step=50, drop_ratio=0.25, schedule="wsd"))
-    f = train.make_schedule(o, 100)
+    f = make_schedule(o, 100)
     got = [float(f(s)) for s in (0, 5, 10, 49, 50, 79, 80, 90, 100)]
     want = [0, 2e-4, 4e-4, 4e-4, 1e-4, 1e-4, 1e-4, 1e-4 + (1e-5 - 1e-4) * 0.5, 1e-5]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12)
     o.update(schedule="cosine", drop_step=-1)
-    f = train.make_schedule(o, 100)
+    f = make_schedule(o, 100)
     np.testing.assert_allclose([float(f(s)) for s in (0, 10, 100)], [0, 4e-4, 1e-5], rtol=1e-5, atol=1e-12)
 
 
@@ -127,11 +129,11 @@ def test_sft_never_masks_prompt_and_overfits(tmp_path):
     model = LLaDA(cfg)
     optim = tiny_config(**{"optim.lr": 3e-3, "optim.schedule": "constant", "optim.warmup_steps": 0,
                            "optim.weight_decay": 0.0}).optim
-    tx, _ = train.make_optimizer(optim, 200)
+    tx, _ = make_optimizer(optim, 200)
     mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
-    _, shardings = train.state_shardings(model, tx, mesh)
-    state = train.init_state(model, tx, mesh, 0, shardings)
-    st = train.Static(model, tx, "sft", 127, 1e-3, 0.0, 1)
+    _, shardings = state_shardings(model, tx, mesh)
+    state = init_state(model, tx, mesh, 0, shardings)
+    st = Static(model, tx, "sft", 127, 1e-3, 0.0, 1)
     ids, prompt_mask = _sft_batch()
     batch = {"input_ids": jnp.asarray(ids), "prompt_mask": jnp.asarray(prompt_mask)}
     for seed in range(20):
@@ -139,12 +141,12 @@ def test_sft_never_masks_prompt_and_overfits(tmp_path):
                                                           eps=st.eps)
         assert not np.any(np.asarray(masked) & prompt_mask)
         np.testing.assert_array_equal(np.asarray(noisy)[prompt_mask], ids[prompt_mask])
-    step = train.compile_step(st, mesh, shardings, {"input_ids": 2, "prompt_mask": 2})
+    step = compile_step(st, mesh, shardings, {"input_ids": 2, "prompt_mask": 2})
     for _ in range(200):  # training loss ~2e-3 by then (~2e-2 at 150)
         state, m = step(state, batch)
         assert int(m["masked_prompt_tokens"]) == 0
-    eval_loss = jax.jit(functools.partial(train.eval_loss, st=st))
-    losses = [float(eval_loss(state["params"], batch, jax.random.PRNGKey(k))) for k in range(8)]
+    eval_fn = jax.jit(functools.partial(eval_loss, st=st))
+    losses = [float(eval_fn(state["params"], batch, jax.random.PRNGKey(k))) for k in range(8)]
     assert np.mean(losses) < 0.05, losses
     out = sampling.generate(model, state["params"], ids[:1, :4], steps=12, gen_length=12, block_length=12,
                             mask_id=127, eos_id=126)

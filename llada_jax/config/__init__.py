@@ -3,6 +3,6 @@ meaning), every rule about its values (`rules`: types, ranges, cross-field rules
 mesh, LoRA, checkpoint and RL sections, the data paths via `paths`), and loading an
 experiment file (configs/*.py) by path."""
 
-from llada_jax.config.schema import base_config, experiment_mode, load_config_file, lock
+from llada_jax.config.schema import MEANINGS, base_config, describe, experiment_mode, load_config_file, lock, sibling
 
-__all__ = ["base_config", "experiment_mode", "load_config_file", "lock"]
+__all__ = ["MEANINGS", "base_config", "describe", "experiment_mode", "load_config_file", "lock", "sibling"]

@@ -2,7 +2,7 @@
 
 Shared here: one training run (the training loop's core, `training.loop.run_steps`,
 without checkpoints) for both kinds of model of the same shape, the masked
-diffusion model (the project's own `train.train_step`: forward process, pre-training
+diffusion model (the project's own `training.step.train_step`: forward process, pre-training
 loss, AdamW) and the autoregressive baseline (`causal=True`, next-token cross-entropy,
 the same optimizer and state layout), plus their likelihood measures in bits per token,
 greedy autoregressive decoding and the FLOPs accounting.
@@ -24,7 +24,8 @@ import numpy as np
 
 from llada_jax import objectives
 from llada_jax.objectives import diffusion, likelihood
-from llada_jax.training import loop, step as train
+from llada_jax.training import loop, run as run_lib
+from llada_jax.training.step import Static, train_step
 from llada_jax.config import base_config
 from llada_jax.model import LLaDA, LLaDAConfig, flops, init_params
 
@@ -38,6 +39,16 @@ def optim_config(lr: float, warmup_steps: int) -> ml_collections.ConfigDict:
     return optim
 
 
+def run_config(lr: float, warmup_steps: int, steps: int) -> ml_collections.ConfigDict:
+    """The run config of an experiment's training: optim_config's optimizer over `steps`
+    steps on a one-device mesh (the model shape is the experiment's own LLaDAConfig)."""
+    c = base_config()
+    c.optim = optim_config(lr, warmup_steps)
+    c.train.steps = steps
+    c.mesh.update(data=1, fsdp=1, tensor=1)
+    return c
+
+
 def make_step(model: LLaDA, tx, kind: str, random_length_prob: float = 0.0):
     """The jitted train step of `kind`: the training system's own step with the pretrain
     objective (diffusion) or the autoregressive one (llada_jax.objectives). Not cached:
@@ -48,9 +59,9 @@ def make_step(model: LLaDA, tx, kind: str, random_length_prob: float = 0.0):
     if model.config.causal != objectives.get(objective).causal:
         raise ValueError(f"make_step: a{'n' if kind == 'autoregressive' else ''} {kind} model needs "
                          f"causal={not model.config.causal}")
-    st = train.Static(model, tx, objective, model.config.mask_token_id, diffusion.EPS,
+    st = Static(model, tx, objective, model.config.mask_token_id, diffusion.EPS,
                       random_length_prob if kind == "diffusion" else 0.0, 1)
-    return jax.jit(functools.partial(train.train_step, st=st), donate_argnums=0)
+    return jax.jit(functools.partial(train_step, st=st), donate_argnums=0)
 
 
 def model_for(kind: str, config: LLaDAConfig) -> LLaDA:
@@ -69,8 +80,9 @@ def train_model(kind: str, config: LLaDAConfig, batches: Iterator[np.ndarray], *
     batches. callback(step, params) runs every `callback_every` steps (and at the end).
     Returns (model, params, losses per step).
     """
-    model = model_for(kind, config)
-    tx, _ = train.make_optimizer(optim_config(lr, warmup_steps), steps)
+    run = run_lib.build(run_config(lr, warmup_steps, steps), jax.devices()[:1],
+                        model_config=model_for(kind, config).config)
+    model, tx = run.model, run.tx
     step_fn = make_step(model, tx, kind, random_length_prob)
     params = init_params(model.config, jax.random.PRNGKey(seed))
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),

@@ -15,9 +15,7 @@ def model_config(config, tokenizer) -> LLaDAConfig:
     the model gets those adapters and stores its (frozen) base as lora.base_dtype."""
     m = config.model.to_dict()
     v = m["vocab_size"]
-    if tokenizer is not None:
-        if tokenizer.vocab_size > v:
-            raise ValueError(f"config.model.vocab_size={v}: expected >= the tokenizer's {tokenizer.vocab_size}")
+    if tokenizer is not None:  # its vocabulary fits: llada_jax.config.rules.check_tokenizer
         defaults = {"mask_token_id": tokenizer.mask_id, "eos_token_id": tokenizer.eos_id,
                     "pad_token_id": tokenizer.eos_id}
     else:

@@ -21,6 +21,21 @@ OBJECTIVES = {
 }
 
 
+def training_kinds() -> tuple[str, ...]:
+    """The objectives a training run (`config.data.kind`) takes: a mask predictor's (not
+    causal, not RL)."""
+    from llada_jax.objectives.base import RLObjective
+
+    return tuple(n for n in OBJECTIVES if not isinstance(get(n), RLObjective) and not get(n).causal)
+
+
+def rl_algorithms() -> tuple[str, ...]:
+    """The RL objectives (`config.rl.algorithm`), run by llada_jax.rl.step."""
+    from llada_jax.objectives.base import RLObjective
+
+    return tuple(n for n in OBJECTIVES if isinstance(get(n), RLObjective))
+
+
 def get(name: str):
     """The registered objective `name` (a `base.Objective`); ValueError for an unknown one."""
     if name not in OBJECTIVES:

@@ -42,15 +42,16 @@ LOGICAL_RULES = (
 
 def rules_of(mesh_cfg: Mapping) -> tuple:
     """LOGICAL_RULES with the pairs of `mesh_cfg["rules"]` (logical axis, mesh axes: None,
-    one axis or a tuple of axes) replacing the entries of the same logical axis."""
+    one axis or a tuple of axes) replacing the entries of the same logical axis (a run
+    config's are checked by `llada_jax.config.rules.check_mesh`, naming its fields)."""
     table = dict(LOGICAL_RULES)
     for pair in tuple(mesh_cfg.get("rules", ()) or ()):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2 or pair[0] not in table:
-            raise ValueError(f"config.mesh.rules: {pair!r}: expected a (logical axis, mesh axes) pair with "
+            raise ValueError(f"rule {pair!r}: expected a (logical axis, mesh axes) pair with "
                              f"a logical axis among {tuple(table)}")
         axes = tuple(pair[1]) if isinstance(pair[1], (tuple, list)) else pair[1]
         if any(a not in MESH_AXES for a in (axes if isinstance(axes, tuple) else (axes,)) if a is not None):
-            raise ValueError(f"config.mesh.rules: {pair!r}: expected mesh axes among {MESH_AXES} or None")
+            raise ValueError(f"rule {pair!r}: expected mesh axes among {MESH_AXES} or None")
         table[pair[0]] = axes
     return tuple(table.items())
 
@@ -61,18 +62,18 @@ def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> tuple[int, int,
     free = [a for a, s in sizes.items() if s == -1]
     for a, s in sizes.items():
         if s == 0 or s < -1:
-            raise ValueError(f"config.mesh.{a}={s}: expected a positive size or -1 (the rest of the devices)")
+            raise ValueError(f"mesh axis {a}={s}: expected a positive size or -1 (the rest of the devices)")
     if len(free) > 1:
-        raise ValueError(f"config.mesh: {', '.join('mesh.' + a for a in free)} are all -1; "
+        raise ValueError(f"mesh axes {', '.join(free)} are all -1; "
                          "expected at most one axis of size -1")
     fixed = math.prod(s for s in sizes.values() if s != -1)
     if free:
         if num_devices % fixed:
-            raise ValueError(f"config.mesh.{free[0]}=-1: the other axes multiply to {fixed}, "
+            raise ValueError(f"mesh axis {free[0]}=-1: the other axes multiply to {fixed}, "
                              f"which does not divide the device count {num_devices}")
         sizes[free[0]] = num_devices // fixed
     elif fixed != num_devices:
-        raise ValueError(f"config.mesh=(data={sizes['data']}, fsdp={sizes['fsdp']}, tensor={sizes['tensor']}) "
+        raise ValueError(f"mesh (data={sizes['data']}, fsdp={sizes['fsdp']}, tensor={sizes['tensor']}) "
                          f"has {fixed} devices, expected the device count {num_devices}")
     return sizes["data"], sizes["fsdp"], sizes["tensor"]
 

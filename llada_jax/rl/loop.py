@@ -1,8 +1,8 @@
 """The RL run: `train_rl(config, workdir)`, what `python -m llada_jax.rl` runs.
 
-It is the training loop's run with another update and other batches: the same config
-rules (`training.validate`, plus the `rl` section here), workdir claim and lock, mesh,
-state layout and shardings (`train.state_shardings` / `init_state`), the same loop core
+It is the training loop's run with another update and other batches: the same run
+builder (`training.run`: the config's rules (`config.rules.check_rl`), workdir claim and
+lock, mesh and `config.mesh.rules`, model, optimizer, state shardings), the same loop core
 (`loop.run_steps`: the non-finite guard, Orbax checkpoints with the data iterator's
 state, the SIGTERM/SIGINT stop: save, exit status 75), resume, metrics.jsonl. The workdir is a
 training workdir (run.json kind "train", with "rl": the algorithm), so `generate`,
@@ -27,56 +27,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llada_jax.checkpoint import load as checkpoint_load
-from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.checkpoint import load, manager
 from llada_jax.checkpoint import workdir as workdir_lib
-from llada_jax.parallel import sharding
-from llada_jax.model import from_config
-from llada_jax.training import inputs, loop, metrics
-from llada_jax.training import validate as validate_lib
-from llada_jax.training import step as train
-from llada_jax.model import LLaDA
+from llada_jax.config import rules
 from llada_jax.objectives import grpo
+from llada_jax.training import inputs, loop, metrics, run as run_lib
+from llada_jax.training.state import full_params
 from llada_jax.rl import pairs as pairs_lib
 from llada_jax.rl import rewards as rewards_lib
 from llada_jax.rl import rollout as rollout_lib
 from llada_jax.rl import step as rl_step
 from llada_jax.rl.rewards import expected_answer
 
-ALGORITHMS = ("grpo", "vrpo")
 
 
 def validate(config, num_devices: int):
-    """ValueError naming the field, before anything compiles: the shared sections by the
-    training config's validator (`training.validate.train_config`), then the rl section."""
-    validate_lib.train_config(config, num_devices)
-    r, d = config.rl, config.data
-    if r.algorithm not in ALGORITHMS:
-        raise ValueError(f"config.rl.algorithm={r.algorithm!r}: expected one of {ALGORITHMS}")
-    if not r.init_from:
-        raise ValueError("config.rl.init_from is empty: expected the SFT workdir to start from "
-                         "(--config.rl.init_from=SFT_WORKDIR)")
-    if not os.path.isdir(r.init_from):
-        raise ValueError(f"config.rl.init_from={r.init_from!r}: no such directory (expected an SFT workdir)")
-    if config.train.init_from:
-        raise ValueError("config.train.init_from is set: an RL run starts from config.rl.init_from only")
-    if r.algorithm == "grpo":
-        if d.source != "synthetic":
-            raise ValueError(f"config.data.source={d.source!r}: GRPO's prompts come from a checkable task; "
-                             "expected 'synthetic'")
-        rewards_lib.parse(r.rewards)
-        if r.num_generations < 2:
-            raise ValueError(f"config.rl.num_generations={r.num_generations}: expected >= 2 (a group)")
-        if r.num_iterations < 1 or not 0 <= r.p_mask_prompt < 1 or r.epsilon <= 0 or r.beta < 0:
-            raise ValueError(f"config.rl: num_iterations={r.num_iterations} (>= 1), p_mask_prompt="
-                             f"{r.p_mask_prompt} (in [0, 1)), epsilon={r.epsilon} (> 0), beta={r.beta} (>= 0)")
-        if r.sampler_steps < 1 or r.gen_length < 1:
-            raise ValueError(f"config.rl.sampler_steps={r.sampler_steps}, gen_length={r.gen_length}: expected >= 1")
-    else:
-        if not r.pairs or not os.path.isfile(r.pairs):
-            raise ValueError(f"config.rl.pairs={r.pairs!r}: expected a preference-pair JSONL file for VRPO")
-        if r.vrpo_n < 1 or r.beta <= 0:
-            raise ValueError(f"config.rl: vrpo_n={r.vrpo_n} (>= 1), beta={r.beta} (> 0 for VRPO)")
+    """`llada_jax.config.rules.check_rl` (kept for callers of this name)."""
+    rules.check_rl(config, num_devices)
 
 
 class PairIterator:
@@ -117,36 +84,32 @@ def train_rl(config, workdir: str, *, devices=None, hooks=()):
     """Run (or resume) RL in `workdir`. Returns (state, last logged metrics); the metrics
     hold "signal" when SIGTERM/SIGINT ended the run after saving a checkpoint."""
     devices = list(jax.devices() if devices is None else devices)
-    validate(config, len(devices))
-    saved_info = workdir_lib.claim(workdir, "train")
-    if saved_info is not None and "rl" not in saved_info:
-        raise workdir_lib.WorkdirError(
-            f"--workdir={workdir!r} holds a training run that is not an RL run; RL writes a new --workdir "
-            f"(start from that one with --config.rl.init_from={workdir})")
-    os.makedirs(workdir, exist_ok=True)
-    with workdir_lib.lock(workdir, "train", enabled=jax.process_index() == 0):
+
+    def refuse(saved_info):
+        if saved_info is not None and "rl" not in saved_info:
+            raise workdir_lib.WorkdirError(
+                f"--workdir={workdir!r} holds a training run that is not an RL run; RL writes a new --workdir "
+                f"(start from that one with --config.rl.init_from={workdir})")
+
+    with run_lib.claimed(config, workdir, rules.check_rl, devices, refuse=refuse):
         return _run(config, workdir, devices, hooks)
 
 
 def _run(config, workdir, devices, hooks):
     r, d, t = config.rl, config.data, config.train
-    mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir) if d.source != "synthetic" else None
-    mcfg = from_config.model_config(config, tokenizer)
-    model = LLaDA(mcfg)
-    tx, _ = train.make_optimizer(config.optim, t.steps)
-    abstract, shardings = train.state_shardings(model, tx, mesh)
-    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,
-                                   keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+    run = run_lib.build(config, devices, tokenizer)
+    model, abstract, shardings = run.model, run.abstract, run.shardings
+    mcfg = model.config
+    ckpt = run_lib.checkpointer(config, workdir)
     # The reference: LoRA's frozen base, or (no LoRA) the params of init_from, restored once more.
     frozen = ref_params = None
     if "frozen" in abstract:
-        _, frozen = checkpoint_load.load_base(r.init_from,
-                                              checkpoint.abstract_like(abstract["frozen"], shardings["frozen"]))
+        _, frozen = load.load_base(r.init_from, manager.abstract_like(abstract["frozen"], shardings["frozen"]))
     else:
-        _, ref_params = checkpoint.restore_params(r.init_from, checkpoint.abstract_like(
+        _, ref_params = manager.restore_params(r.init_from, manager.abstract_like(
             abstract["params"], shardings["params"]))
-    restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings))
+    restored = ckpt.restore(manager.abstract_like(abstract, shardings))
     if restored is not None:
         step, state, data_state = restored
         if frozen is not None:
@@ -155,7 +118,7 @@ def _run(config, workdir, devices, hooks):
     else:
         data_state = None
         params = None if ref_params is None else jax.tree_util.tree_map(jnp.copy, ref_params)
-        state = train.init_state(model, tx, mesh, t.seed, shardings, params=params, frozen=frozen)
+        state = run.init_state(t.seed, params=params, frozen=frozen)
     if jax.process_index() == 0:
         workdir_lib.write_run_info(workdir, "train", config=json.loads(config.to_json()),
                                    model=dataclasses.asdict(mcfg), tokenizer=None, rl=r.algorithm,
@@ -177,7 +140,7 @@ def _run(config, workdir, devices, hooks):
         task = None
     if data_state is not None:
         it.set_state(data_state)
-    st = rl_step.Static(model, rl_step.reference_model(model), tx, prompt_len, mcfg.mask_token_id,
+    st = rl_step.Static(model, rl_step.reference_model(model), run.tx, prompt_len, mcfg.mask_token_id,
                         num_iterations=r.num_iterations, p_mask_prompt=r.p_mask_prompt, epsilon=r.epsilon,
                         beta=r.beta, vrpo_n=r.vrpo_n)
     update = rl_step.jitted(r.algorithm, st)  # compiled once per run: the loop holds it
@@ -188,7 +151,7 @@ def _run(config, workdir, devices, hooks):
         if r.algorithm == "vrpo":
             return batch
         prompts = batch["input_ids"][:, :prompt_len]  # GRPO: the rollouts of this step's prompts, scored
-        seqs = rollout_lib.rollout(model, train.full_params(state), prompts, num_generations=r.num_generations,
+        seqs = rollout_lib.rollout(model, full_params(state), prompts, num_generations=r.num_generations,
                                    rng=jax.random.fold_in(jax.random.key(t.seed), step), sampler=sampler,
                                    mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id)
         completions = seqs[:, prompt_len:]
@@ -220,13 +183,13 @@ def _run(config, workdir, devices, hooks):
 
     def evaluate(step, state, m):
         if task is not None and t.eval_every and (step % t.eval_every == 0 or step == t.steps):
-            acc = exact_match(model, train.full_params(state), task, eval_prompts, r.gen_length, mcfg)
+            acc = exact_match(model, full_params(state), task, eval_prompts, r.gen_length, mcfg)
             writer.scalars(step, {"accuracy": acc}, prefix="eval")
             print(f"[rl step {step}] eval exact match {acc:.4f} on {len(eval_prompts)} prompts", flush=True)
 
     stop, restore_handlers = loop.catch_stop_signals()
     try:
-        with jax.set_mesh(mesh), sharding.logical_rules_context():
+        with run.context():  # the mesh and config.mesh.rules
             state, _, signal_number = loop.run_steps(
                 state, int(np.asarray(state["step"])), t.steps, next_batch=next_batch, update=rl_update,
                 hooks=hooks, report=(log, evaluate), stop=stop,

@@ -1,78 +1,19 @@
 """What the training loop reads, from the config: the tokenizer, the train and eval
-iterators (llada_jax.data, or a synthetic task of llada_jax.data.tasks). The model
-config from a run config is `llada_jax.model.from_config.model_config`."""
+iterators (llada_jax.data, or a synthetic task of llada_jax.data.tasks). The paths are
+resolved and checked by `llada_jax.config.paths`; the model config from a run config is
+`llada_jax.model.from_config.model_config`."""
 
 from __future__ import annotations
 
 import logging
 import os
 
+from llada_jax.config.paths import check_paths, evaluating, prepared_dir, text_files
 from llada_jax.data import documents, tasks
 
 log = logging.getLogger(__name__)
 SOURCES = ("stdlib", "files", "jsonl", "prepared", "synthetic")
-
-
-def _files(spec: str, field: str) -> list[str]:
-    files = [f for f in (s.strip() for s in spec.split(",")) if f]
-    if not files:
-        raise ValueError(f"config.data.{field}={spec!r}: expected comma-separated text files")
-    for f in files:
-        if not os.path.isfile(f):
-            raise ValueError(f"config.data.{field}={spec!r}: {f!r} does not exist (expected existing text files)")
-    return files
-
-
-def _jsonl(path: str, field: str) -> str:
-    if not path:
-        raise ValueError(f"config.data.{field} is empty: expected a chat JSONL file for SFT")
-    if not os.path.isfile(path):
-        raise ValueError(f"config.data.{field}={path!r}: no such file (expected a chat JSONL file)")
-    return path
-
-
-def _prepared_dir(path: str, field: str) -> str:
-    """A directory of `python -m llada_jax.prepare_data`, with its index."""
-    from llada_jax.data import prepared
-
-    if not path:
-        why = ("; evaluation (train.eval_every) needs prepared held-out data: prepare it, or set "
-               "config.train.eval_every=0") if field == "eval_path" else ""
-        raise ValueError(f"config.data.{field} is empty: expected a directory made by "
-                         f"`python -m llada_jax.prepare_data` (source 'prepared'){why}")
-    prepared.read_index(path, field=f"config.data.{field}")
-    return path
-
-
-def check_paths(config, *, eval_only: bool = False) -> None:
-    """ValueError naming the field, the value and what was expected for each data path a run
-    of `config` reads (the tokenizer file, the text or JSONL files, a prepared directory's
-    index; the held-out ones only when the run evaluates). The one place of these checks:
-    `training.validate.train_run` calls it before anything expensive, and the readers below
-    run the same helpers when they read. Not a rule of the config's shape (`plan` validates
-    configs on machines without the data)."""
-    d = config.data
-    evaluating = _evaluating(config) or eval_only
-    if d.tokenizer and not os.path.exists(d.tokenizer):
-        raise ValueError(f"config.data.tokenizer={d.tokenizer!r}: no such file or directory (expected a "
-                         "tokenizer .model, tokenizer.json or a directory holding one)")
-    if d.source == "files":
-        if not eval_only:
-            _files(d.train_files, "train_files")
-        if evaluating:
-            _files(d.eval_files, "eval_files")
-    elif d.source == "jsonl":
-        _jsonl(d.train_jsonl, "train_jsonl")
-        if d.eval_jsonl:
-            _jsonl(d.eval_jsonl, "eval_jsonl")
-    elif d.source == "prepared":
-        _prepared_dir(d.path, "path")
-        if evaluating:
-            _prepared_dir(d.eval_path, "eval_path")
-
-
-def _evaluating(config) -> bool:
-    return bool(config.train.eval_every and config.train.eval_batches)
+__all__ = ["SOURCES", "check_paths", "iterators", "load_tokenizer", "train_files"]  # check_paths: config.paths
 
 
 def load_tokenizer(config, workdir: str):
@@ -88,7 +29,7 @@ def load_tokenizer(config, workdir: str):
     if d.source == "prepared":  # the tokenizer the data was made with, stored beside it
         from llada_jax.data import prepared
 
-        found = prepared.tokenizer_file(_prepared_dir(d.path, "path"))
+        found = prepared.tokenizer_file(prepared_dir(d.path, "path"))
         if found is None:
             raise ValueError(f"config.data.path={d.path!r} holds no tokenizer file; set config.data.tokenizer")
         return tok.load_tokenizer(found)
@@ -106,7 +47,7 @@ def train_files(config, split="train"):
     d = config.data
     if d.source == "stdlib":
         return documents.stdlib_files(split)
-    return _files(d.train_files if split == "train" else d.eval_files, f"{split}_files")
+    return text_files(d.train_files if split == "train" else d.eval_files, f"{split}_files")
 
 
 def iterators(config, tokenizer, *, process_index, process_count, eval_only=False, cache_dir=None):
@@ -127,7 +68,7 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
         def make(seed):
             return tasks.TaskIterator(task, seed=seed, sft=d.kind == "sft", **kw)
         return (None if eval_only else make(config.train.seed)), (lambda: make(config.train.seed + 1_000_003))
-    evaluating = _evaluating(config)
+    held_out = evaluating(config)
     if d.source == "prepared":
         from llada_jax.data import prepared
 
@@ -144,6 +85,6 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
     train = None if eval_only else data.pretrain_iterator(train_files(config, "train"), tokenizer, max_bytes=mb,
                                                           seed=config.train.seed, **kw)
     # held-out files are only needed (and only checked) when the run evaluates
-    eval_files = train_files(config, "eval") if evaluating or eval_only else None
+    eval_files = train_files(config, "eval") if held_out or eval_only else None
     return train, (lambda: data.pretrain_iterator(eval_files, tokenizer, seed=0, shuffle=False,
                                                   max_bytes=None if mb is None else max(mb // 10, 100_000), **kw))

@@ -30,17 +30,14 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from llada_jax import cli
-from llada_jax.checkpoint import manager as checkpoint
-from llada_jax.model import from_config
-from llada_jax.training import inputs
-from llada_jax.checkpoint import load
-from llada_jax.training import metrics, validate
-from llada_jax.model import flops
-from llada_jax.sampling import sampler as sampling
-from llada_jax.parallel import sharding
-from llada_jax.training import step as train
+from llada_jax.checkpoint import load, manager
 from llada_jax.checkpoint import workdir as workdir_lib
-from llada_jax.model import LLaDA
+from llada_jax.config import rules
+from llada_jax.model import flops
+from llada_jax.parallel import sharding
+from llada_jax.sampling import sampler
+from llada_jax.training import inputs, metrics, run as run_lib, state as state_lib
+from llada_jax.training.step import compile_eval, compile_step
 
 log = logging.getLogger(__name__)
 # Exit status of `python -m llada_jax.train` after SIGTERM/SIGINT saved a checkpoint:
@@ -72,7 +69,7 @@ def _mismatch_error(e, workdir, saved_info, config, source):
     since = (f"the config changed since the run that wrote this workdir (run.json -> now): {'; '.join(changed)}. "
              if changed else "")
     if source == "init_from":
-        return checkpoint.CheckpointMismatchError(e.step, e.directory, e.details + [
+        return manager.CheckpointMismatchError(e.step, e.directory, e.details + [
             f"config.train.init_from={config.train.init_from!r} holds another model shape; set "
             f"--config.model.* to its shape (run.json of that directory)"])
     return ValueError(
@@ -97,7 +94,7 @@ def samples(model, params, batch, tokenizer, config, mcfg):
             prompt = ids[i][: min(t.sample_prompt_len, ids.shape[1])]
         prompt = multihost_utils.broadcast_one_to_all(prompt)
         kw = {} if tokenizer is None else dict(eot_id=tokenizer.eot_id)
-        gen = sampling.generate(model, params, np.asarray(prompt)[None], steps=t.sample_steps,
+        gen = sampler.generate(model, params, np.asarray(prompt)[None], steps=t.sample_steps,
                                 gen_length=t.sample_gen_length, block_length=t.sample_gen_length,
                                 mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id, **kw)
         gen = np.asarray(_host(gen))[0, len(prompt):]
@@ -111,7 +108,7 @@ def evaluate(eval_fn, state, make_eval_iter, mesh, config, key):
     for i in range(config.train.eval_batches):
         batch = next(it)
         g = sharding.global_batch(batch, mesh, config.data.batch_size)
-        losses.append(float(_host(eval_fn(train.full_params(state), g, jax.random.fold_in(key, i)))))
+        losses.append(float(_host(eval_fn(state_lib.full_params(state), g, jax.random.fold_in(key, i)))))
     loss = float(np.mean(losses))
     return {"loss": loss, "bits_per_token": loss / math.log(2)}, batch
 
@@ -124,64 +121,57 @@ def train_and_evaluate(config, workdir: str, *, devices=None, hooks=()):
     WorkdirError (a ValueError) for a workdir this run must not write (an import
     workdir, a foreign directory, one locked by another run)."""
     devices = list(jax.devices() if devices is None else devices)
-    validate.train_run(config, len(devices), jax.process_count())
-    saved_info = workdir_lib.claim(workdir, "train")
-    os.makedirs(workdir, exist_ok=True)
-    with workdir_lib.lock(workdir, "train", enabled=jax.process_index() == 0):
+    with run_lib.claimed(config, workdir, rules.check_train, devices) as saved_info:
         return _train(config, workdir, devices, hooks, saved_info)
 
 
 def _train(config, workdir, devices, hooks, saved_info):
     primary = jax.process_index() == 0
-    mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir)
-    mcfg = from_config.model_config(config, tokenizer)
-    model = LLaDA(mcfg)
+    run = run_lib.build(config, devices, tokenizer)
+    mesh, model, abstract, shardings = run.mesh, run.model, run.abstract, run.shardings
+    mcfg = model.config
     d, t = config.data, config.train
-    st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
-    tx = st.tx
-    train_it, make_eval_iter = inputs.iterators(config, tokenizer, process_index=jax.process_index(),
-                                                process_count=jax.process_count(),
-                                                cache_dir=os.path.join(workdir, "data_cache"))
-    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,
-                                   keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+    st, batch_spec = run_lib.step_settings(config, run)
+    train_it, make_eval_iter = run_lib.data(config, tokenizer, workdir)
+    ckpt = run_lib.checkpointer(config, workdir)
     try:
-        restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings))
-    except checkpoint.CheckpointMismatchError as e:
+        restored = ckpt.restore(manager.abstract_like(abstract, shardings))
+    except manager.CheckpointMismatchError as e:
         ckpt.close()
         raise _mismatch_error(e, workdir, saved_info, config, "resume") from None
     lora_base, frozen = None, None
     if "frozen" in abstract:  # LoRA: the base of a resumed run is the one it recorded
         lora_base = (load.base_reference(workdir) if restored is not None else None) or {
             "workdir": os.path.abspath(t.init_from), "step": None}
-        lora_base["step"], frozen = load.load_base(lora_base["workdir"], checkpoint.abstract_like(
+        lora_base["step"], frozen = load.load_base(lora_base["workdir"], manager.abstract_like(
             abstract["frozen"], shardings["frozen"]), lora_base["step"])
         print(f"LoRA base: step {lora_base['step']} of {lora_base['workdir']}", flush=True)
     if restored is not None:
-        step, state, data_state = restored
+        step_done, state, data_state = restored
         if frozen is not None:
             state["frozen"] = frozen
         if data_state is not None:
             train_it.set_state(data_state)
-        print(f"resumed from step {step} in {workdir}", flush=True)
+        print(f"resumed from step {step_done} in {workdir}", flush=True)
     elif frozen is not None:
-        state = train.init_state(model, tx, mesh, t.seed, shardings, frozen=frozen, rules=st.rules)
+        state = run.init_state(t.seed, frozen=frozen)
     elif t.init_from:
         try:
-            _, params = checkpoint.restore_params(t.init_from, checkpoint.abstract_like(
+            _, params = manager.restore_params(t.init_from, manager.abstract_like(
                 abstract["params"], shardings["params"]))
-        except checkpoint.CheckpointMismatchError as e:
+        except manager.CheckpointMismatchError as e:
             ckpt.close()
             raise _mismatch_error(e, workdir, saved_info, config, "init_from") from None
-        state = train.init_state(model, tx, mesh, t.seed, shardings, params=params, rules=st.rules)
+        state = run.init_state(t.seed, params=params)
         print(f"initialised the params from {t.init_from}", flush=True)
     else:
-        state = train.init_state(model, tx, mesh, t.seed, shardings, rules=st.rules)
+        state = run.init_state(t.seed)
     if primary:
         _save_run_info(workdir, config, mcfg, tokenizer, lora_base)
 
-    step_fn = train.compile_step(st, mesh, shardings, batch_spec)
-    eval_fn = train.compile_eval(st, mesh, train.full_params(shardings), batch_spec)
+    step_fn = compile_step(st, mesh, shardings, batch_spec)
+    eval_fn = compile_eval(st, mesh, state_lib.full_params(shardings), batch_spec)
     writer = metrics.Writer(workdir, enabled=primary)
     peak = t.peak_flops or flops.measure_peak_flops()
     flops_step = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
@@ -190,8 +180,8 @@ def _train(config, workdir, devices, hooks, saved_info):
     stop, restore_handlers = catch_stop_signals()
     from tqdm import tqdm
 
-    step = int(_host(state["step"]))
-    bar = tqdm(total=t.steps, initial=step, disable=not primary, dynamic_ncols=True)
+    start = int(_host(state["step"]))
+    bar = tqdm(total=t.steps, initial=start, disable=not primary, dynamic_ncols=True)
     last, sums, window = {}, {}, {"tick": None, "n": 0}
 
     def log(step, state, m):
@@ -218,7 +208,7 @@ def _train(config, workdir, devices, hooks, saved_info):
             ev, eval_batch = evaluate(eval_fn, state, make_eval_iter, mesh, config, eval_key)
             writer.scalars(step, ev, prefix="eval")
             if t.num_samples:
-                texts = samples(model, train.full_params(state), eval_batch, tokenizer, config, mcfg)
+                texts = samples(model, state_lib.full_params(state), eval_batch, tokenizer, config, mcfg)
                 writer.texts(step, texts)
                 for k, v in texts.items():
                     bar.write(f"[step {step}] {k}: {v!r}")
@@ -232,7 +222,7 @@ def _train(config, workdir, devices, hooks, saved_info):
 
     try:
         state, _, signal_number = run_steps(
-            state, step, t.steps, update=update,
+            state, start, t.steps, update=update,
             next_batch=lambda step, state: sharding.global_batch(next(train_it), mesh, d.batch_size),
             hooks=hooks, report=(log, eval_and_sample), stop=stop,
             checkpoints=Checkpoints(ckpt, train_it.get_state, workdir, say=bar.write))
@@ -267,7 +257,7 @@ class Checkpoints(NamedTuple):
     (saved with the training state so a resumed run draws the same batches), the workdir
     (named in errors) and how to say one line (the stop message)."""
 
-    ckpt: checkpoint.Checkpointer
+    ckpt: manager.Checkpointer
     data_state: Callable[[], object]
     workdir: str
     say: Callable[[str], None] = print
@@ -318,7 +308,7 @@ def check_finite(m: dict, step: int, ckpt, workdir: str, keys=("loss", "grad_nor
         kept = ckpt.latest_step()
         what = ", ".join(bad + ([] if finite else ["the updated state (params, optimizer) is not finite"]))
         raise NonFiniteLossError(f"{what} at step {step}: stopping; the last good checkpoint "
-                                 f"(step {kept}) is kept in {checkpoint.checkpoint_dir(workdir)}")
+                                 f"(step {kept}) is kept in {manager.checkpoint_dir(workdir)}")
 
 
 def init_distributed():

@@ -27,7 +27,6 @@ def make_schedule(optim, total_steps: int):
         return optax.join_schedules([optax.linear_schedule(lr / max(warm, 1), lr, max(warm - 1, 0)),
                                      optax.constant_schedule(lr)], [warm])
     stages = [(0, optax.linear_schedule(0.0, lr, warm))] if warm else []  # (first step, schedule)
-    # wsd: `config.rules` keeps warmup_steps + decay_steps <= total_steps, so the stages are in order
     decay_start = total_steps - optim.decay_steps
     drop = optim.drop_step if 0 <= optim.drop_step <= decay_start else None  # no drop inside the decay
     dropped = lr * optim.drop_ratio
@@ -35,7 +34,11 @@ def make_schedule(optim, total_steps: int):
     if drop is not None and drop > warm:
         stages.append((drop, optax.constant_schedule(dropped)))
     at_decay = lr if drop is None else dropped
-    stages.append((decay_start, optax.linear_schedule(at_decay, final, max(optim.decay_steps, 1))))
+    decay = optax.linear_schedule(at_decay, final, max(optim.decay_steps, 1))
+    if decay_start >= warm:
+        stages.append((decay_start, decay))
+    else:  # the decay began inside the warmup: after it, continue the decay where it is by then
+        stages.append((warm, lambda step: decay(step + warm - decay_start)))
     return optax.join_schedules(*_unzip(stages))
 
 

@@ -22,6 +22,7 @@ import optax
 
 from llada_jax import objectives
 from llada_jax.checkpoint import manager
+from llada_jax.config import rules
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.model import LLaDA, LLaDAConfig, from_config
 from llada_jax.parallel import sharding
@@ -59,11 +60,12 @@ def build(config, devices=None, tokenizer=None, *, model_config: LLaDAConfig | N
     config.optim over config.train.steps, and the state's abstract shapes and shardings."""
     devices = list(jax.devices() if devices is None else devices)
     mesh = sharding.make_mesh(config.mesh, devices)
-    rules = sharding.rules_of(config.mesh)
+    axis_rules = sharding.rules_of(config.mesh)
+    rules.check_tokenizer(config, tokenizer)
     model = LLaDA(model_config or from_config.model_config(config, tokenizer))
     tx, schedule = optimizer.make_optimizer(config.optim, config.train.steps)
-    abstract, shardings = state.state_shardings(model, tx, mesh, rules=rules)
-    return Run(mesh, rules, model, tx, schedule, abstract, shardings)
+    abstract, shardings = state.state_shardings(model, tx, mesh, rules=axis_rules)
+    return Run(mesh, axis_rules, model, tx, schedule, abstract, shardings)
 
 
 def step_settings(config, run: Run) -> tuple[Static, dict]:
