@@ -1,0 +1,94 @@
+"""What every command line shares: user mistakes as one `error: ...` line (exit status 1,
+no traceback), and the `--config=FILE` flag with its `--config.section.field=value`
+overrides, the file executed once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+# A user's mistake (a bad flag value, a missing file, a workdir of the wrong kind), as
+# opposed to a bug: these exceptions become one line. Our own errors subclass ValueError.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+@contextlib.contextmanager
+def user_errors(*extra):
+    """Turn USER_ERRORS (and `extra` types) raised in the block into `error: ...` and exit 1."""
+    try:
+        yield
+    except USER_ERRORS + tuple(extra) as e:
+        msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename!r}"
+        raise SystemExit(f"error: {' '.join(msg.split())}") from None
+
+
+def _config_path(argv):
+    """(path, index of the flag, number of argv entries it spans) of --config=PATH."""
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return a.split("=", 1)[1], i, 1
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1], i, 2
+    return None, None, 0
+
+
+def check_overrides(config, argv):
+    """Fail with the full field name on an override of a field the config lacks
+    (`--config.optim.lrr=1`), before absl parses anything.
+
+    This is the command line's check, not a config rule, so it stays here beside the flag
+    parsing rather than in the training config's validator (`training.validate`): it reads
+    argv, which only the CLI has, and runs before absl parses the flags, so a misspelt field
+    is named as one (with the fields its section has) for every command. The values themselves
+    are checked by `training.validate` (train, plan) and `rl.loop.validate` once parsed."""
+    overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    for field in overrides:
+        node, parts = config, field.split(".")
+        for i, part in enumerate(parts):
+            name = part[2:] if i == len(parts) - 1 and part.startswith("no") and part not in node else part
+            if not hasattr(node, "keys") or name not in node:
+                where = "config" + "".join("." + p for p in parts[:i])
+                known = sorted(node.keys()) if hasattr(node, "keys") else []
+                raise ValueError(f"--config.{field}: unknown field config.{field} "
+                                 f"({where} has {', '.join(known)})")
+            node = node[name]
+
+
+def define_config_flag(argv, default_path: str | None = None, help_text="experiment config file (configs/*.py)",
+                       flag_values=None):
+    """Load --config=PATH (or `default_path`) once, check the overrides, and define the
+    absl flag `config` holding it (overridable as `--config.x.y=v`). Returns argv
+    without --config=PATH, for app.run. ValueError / FileNotFoundError for a bad file."""
+    from ml_collections import config_flags
+
+    from llada_jax.config import load_config_file
+
+    path, i, span = _config_path(argv)
+    if path is None:
+        path = default_path
+    if not path:
+        raise ValueError("--config: expected an experiment config file, e.g. --config=configs/tiny.py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--config={path!r}: no such file")
+    try:
+        config = load_config_file(path)
+    except (SyntaxError, ImportError, AttributeError, TypeError, NameError, ValueError) as e:
+        raise ValueError(f"--config={path!r}: {type(e).__name__}: {e}") from None
+    check_overrides(config, argv)
+    kw = {} if flag_values is None else {"flag_values": flag_values}
+    argv = argv if i is None else argv[:i] + argv[i + span:]
+    config_flags.DEFINE_config_dict("config", config, help_text, lock_config=True, sys_argv=argv, **kw)
+    return argv
+
+
+def run_absl(main, argv=None):
+    """absl.app.run(main) with USER_ERRORS as `error: ...` lines."""
+    from absl import app
+
+    def wrapped(args):
+        with user_errors():
+            return main(args)
+
+    app.run(wrapped, argv=list(sys.argv if argv is None else argv))
