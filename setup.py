@@ -29,7 +29,13 @@ setup(
         "tqdm>=4.66",
     ],
     # lm-eval 0.4 discovers no model plugins: this runs its CLI with `llada_jax` registered.
-    entry_points={"console_scripts": ["llada-lm-eval = llada_jax.evaluation:main"]},
+    # The commands (llada_jax.commands), also run as `python -m llada_jax.NAME`.
+    entry_points={"console_scripts": [f"llada-{name.replace('_', '-')} = llada_jax.commands.{module}:main"
+                                      for name, module in [("train", "train"), ("rl", "rl"), ("plan", "plan"),
+                                                           ("generate", "generate"), ("export", "export"),
+                                                           ("import_hf", "import_hf"), ("prepare_data", "prepare_data"),
+                                                           ("eval", "evaluation"), ("lm_eval", "evaluation"),
+                                                           ("demo", "demo")]]},
     extras_require={
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "matplotlib==3.11.2", "lm-eval==0.4.13",
                  "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0",

@@ -18,7 +18,6 @@ shape but the model has learnt little.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import numpy as np
@@ -170,31 +169,7 @@ def fast_overrides(config):
     return config
 
 
-def main(argv=None):
-    from absl import flags
-
-    from llada_jax import cli
-
-    with cli.user_errors():
-        argv = cli.define_config_flag(list(sys.argv if argv is None else argv), CONFIG, "demo config")
-    flags.DEFINE_string("workdir", os.path.join("workdirs", "demo"), "output directory")
-    flags.DEFINE_bool("fast", False, "a few training steps and a small evaluation (tests)")
-
-    def run(_):
-        from absl import logging as absl_logging
-
-        from llada_jax.training import loop
-
-        absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
-        F = flags.FLAGS
-        config = fast_overrides(F.config) if F.fast else F.config
-        t0 = time.perf_counter()
-        with cli.user_errors(loop.NonFiniteLossError):
-            run_demo(config, F.workdir, **(dict(n_eval=16, repeats=1) if F.fast else {}))
-        print(f"\ndone in {time.perf_counter() - t0:.0f} s")
-
-    cli.run_absl(run, argv)
-
-
 if __name__ == "__main__":
+    from llada_jax.commands.demo import main
+
     main()

@@ -1,7 +1,6 @@
-"""`python -m llada_jax.export --workdir=DIR [--step=N] --out=HF_DIR [--peft]`: see
-`llada_jax.interop.export`."""
+"""`python -m llada_jax.export`: the command `llada_jax.commands.export`."""
 
-from llada_jax.interop.export import main
+from llada_jax.commands.export import main
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
-"""Sample from the latest checkpoint of a training workdir.
+"""Sample from the latest checkpoint of a training workdir (the command line is
+`llada_jax.commands.generate`, `llada-generate`).
 
     python -m llada_jax.generate --workdir=DIR --prompt="def fib(n):" [--gen_length=64 --steps=64 ...]
     python -m llada_jax.generate --workdir=DIR --prompt="x = <mask:6> + 1"      # infill 6 tokens
@@ -83,50 +84,6 @@ def sample(model, params, prompt_ids, *, tokenizer=None, gen_length=64, steps=No
     return ids, text
 
 
-def main(argv=None):
-    from absl import flags
-
-    from llada_jax import cli
-    from llada_jax.sampling import confidence
-
-    flags.DEFINE_string("workdir", None, "training workdir (its latest checkpoint is used)")
-    flags.DEFINE_string("prompt", None, "prompt text; <mask:N> marks N tokens to infill")
-    flags.DEFINE_string("prompt_ids", None, "prompt as comma-separated token ids; -1 is a mask")
-    flags.DEFINE_bool("chat", False, "wrap the prompt in the chat template")
-    flags.DEFINE_integer("gen_length", 64, "tokens to generate after the prompt (0: only infill)")
-    flags.DEFINE_integer("steps", None, "sampling steps (default: gen_length, or the number of masks)")
-    flags.DEFINE_integer("block_length", None, "semi-autoregressive block length (default: gen_length)")
-    flags.DEFINE_float("temperature", 0.0, "Gumbel noise temperature (0: greedy)")
-    flags.DEFINE_float("cfg_scale", 0.0, "classifier-free guidance scale")
-    flags.DEFINE_enum("remasking", "low_confidence", list(confidence.RULES), "remasking (confidence) rule")
-    flags.DEFINE_float("threshold", None, "Fast-dLLM confidence threshold")
-    flags.DEFINE_bool("logits_eos_inf", False, "forbid EOS as a prediction")
-    flags.DEFINE_bool("confidence_eos_eot_inf", False, "give EOS/EoT zero confidence")
-    flags.DEFINE_integer("seed", 0, "sampling seed")
-    flags.DEFINE_bool("show_ids", False, "also print the token ids")
-    flags.mark_flag_as_required("workdir")
-    F = flags.FLAGS
-
-    def run(_):
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.WARNING)
-        model, params, tok, step = load(F.workdir)
-        ids = encode_prompt(F.prompt, F.prompt_ids, tok, model.config.mask_token_id, F.chat)
-        holes = sum(i == model.config.mask_token_id for i in ids)
-        all_ids, text = sample(model, params, ids, tokenizer=tok, gen_length=F.gen_length,
-                               steps=F.steps or (F.gen_length or holes), block_length=F.block_length,
-                               temperature=F.temperature, cfg_scale=F.cfg_scale, remasking=F.remasking,
-                               threshold=F.threshold, seed=F.seed, logits_eos_inf=F.logits_eos_inf,
-                               confidence_eos_eot_inf=F.confidence_eos_eot_inf)
-        print(f"# checkpoint step {step}")
-        print(text)
-        if F.show_ids:
-            print("ids:", ",".join(map(str, all_ids)))
-
-    cli.run_absl(run, argv)
-
-
 class _CallableModule(types.ModuleType):
     def __call__(self, *args, **kwargs):
         from llada_jax.sampling import generate
@@ -137,4 +94,6 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
+    from llada_jax.commands.generate import main
+
     main()

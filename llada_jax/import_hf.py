@@ -1,6 +1,6 @@
-"""`python -m llada_jax.import_hf --src=HF_DIR --workdir=DIR`: see `llada_jax.interop.import_hf`."""
+"""`python -m llada_jax.import_hf`: the command `llada_jax.commands.import_hf`."""
 
-from llada_jax.interop.import_hf import main
+from llada_jax.commands.import_hf import main
 
 if __name__ == "__main__":
     main()

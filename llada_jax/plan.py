@@ -1,7 +1,8 @@
 """Capacity planning without the hardware: compile the real train step ahead of time for
 a virtual mesh of N devices on this CPU and report the per-device memory and FLOPs.
 
-    python -m llada_jax.plan --config=configs/llada_8b.py --devices=256 [--config.mesh.fsdp=...]
+    llada-plan --config=configs/llada_8b.py --devices=256 [--config.mesh.fsdp=...]
+    python -m llada_jax.plan ...   (the same command, `llada_jax.commands.plan`)
 
 As MaxText's train_compile: the state and batch are abstract (`jax.ShapeDtypeStruct`
 with the shardings of the mesh), `jit(...).lower(...).compile()` partitions the step
@@ -9,13 +10,10 @@ for N devices and the compiled executable's memory analysis gives the sizes; not
 is allocated. The devices are N virtual CPU devices, so the compiler is XLA:CPU: the
 temporaries are those of the CPU program (CPU fusion decisions, bf16 arithmetic widened
 to f32), an estimate of what an accelerator build would need. One CPU-only artifact is
-removed by default (see `--cpu_licm` in `main`).
+removed by default (see `--cpu_licm` of `llada_jax.commands.plan`).
 """
 
 from __future__ import annotations
-
-import os
-import sys
 
 GIB = 1024 ** 3
 
@@ -99,43 +97,7 @@ def report(p: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    argv = list(sys.argv if argv is None else argv)
-    devices = next((a.split("=", 1)[1] for a in argv if a.startswith("--devices=")), None)
-    if devices is None or not devices.isdigit() or int(devices) < 1:
-        raise SystemExit(f"error: --devices={devices}: expected a positive integer "
-                         f"(usage: python -m llada_jax.plan --config=CONFIG --devices=N [--config.x=...])")
-    devices = int(devices)
-    # Virtual CPU devices must be set before jax is imported.
-    xla_flags = f" --xla_force_host_platform_device_count={devices}"
-    if "--cpu_licm" not in argv:
-        # XLA:CPU has no native bf16 matmul: it converts the operands to f32, and its
-        # loop-invariant code motion then hoists the conversion of a whole scanned weight stack
-        # out of the layer loop: an f32 copy of every bf16 weight that accelerator compilers
-        # (native bf16 matmuls) never make. For a frozen bf16 base (LoRA) that is 0.93 GB per
-        # 8B layer of phantom temporaries; --cpu_licm keeps the CPU compiler's own program.
-        xla_flags += " --xla_disable_hlo_passes=while-loop-invariant-code-motion"
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + xla_flags).strip()
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    from absl import flags
-
-    from llada_jax import cli
-
-    with cli.user_errors():
-        argv = cli.define_config_flag(argv)
-    flags.DEFINE_integer("devices", None, "number of (virtual) devices to plan for")
-    flags.DEFINE_bool("cpu_licm", False, "keep XLA:CPU's loop-invariant code motion (f32 copies of bf16 "
-                      "weight stacks that an accelerator build does not make)")
-
-    def run(_):
-        import json
-
-        p = plan(flags.FLAGS.config)
-        print(report(p))
-        print(json.dumps(p))
-
-    cli.run_absl(run, argv)
-
-
 if __name__ == "__main__":
+    from llada_jax.commands.plan import main
+
     main()

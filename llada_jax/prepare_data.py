@@ -1,7 +1,6 @@
-"""`python -m llada_jax.prepare_data --inputs=GLOBS --out=DIR --tokenizer=FILE`: see
-`llada_jax.data.prepare`."""
+"""`python -m llada_jax.prepare_data`: the command `llada_jax.commands.prepare_data`."""
 
-from llada_jax.data.prepare import main
+from llada_jax.commands.prepare_data import main
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,6 @@
-"""`python -m llada_jax.train --config=FILE --workdir=DIR [--config.x.y=v ...]`.
+"""`python -m llada_jax.train`: the command `llada_jax.commands.train`."""
 
-The loop is `llada_jax.training.loop`; this module only runs its command line, so it
-is executed once (no train <-> loop import cycle)."""
-
-from llada_jax.training.loop import run_cli
+from llada_jax.commands.train import main
 
 if __name__ == "__main__":
-    run_cli()
+    main()

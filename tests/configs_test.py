@@ -11,7 +11,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from llada_jax import cli
+from llada_jax.commands.flags import check_overrides
 from llada_jax.model import from_config
 from llada_jax.config import rules
 from llada_jax.training import loop
@@ -68,10 +68,10 @@ def test_command_line_overrides_and_unknown_fields():
     # the command lines check first and name the whole field
     tiny = load("tiny")
     with pytest.raises(ValueError, match=r"unknown field config\.optim\.lrr \(config\.optim has b1, b2"):
-        cli.check_overrides(tiny, ["prog", "--config.optim.lrr=3e-4"])
+        check_overrides(tiny, ["prog", "--config.optim.lrr=3e-4"])
     with pytest.raises(ValueError, match=r"unknown field config\.optimm\.lr \(config has checkpoint, data"):
-        cli.check_overrides(tiny, ["prog", "--config.optimm.lr=3e-4"])
-    cli.check_overrides(tiny, ["prog", "--config.optim.lr=3e-4", "--config.model.noscan_layers"])
+        check_overrides(tiny, ["prog", "--config.optimm.lr=3e-4"])
+    check_overrides(tiny, ["prog", "--config.optim.lr=3e-4", "--config.model.noscan_layers"])
 
 
 @pytest.mark.parametrize("overrides,devices,field", [

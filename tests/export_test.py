@@ -11,6 +11,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from llada_jax.commands.export import main as export_main  # noqa: E402
+from llada_jax.commands.import_hf import main as import_hf_main  # noqa: E402
 from llada_jax.interop import export, hf, import_hf, layout, safetensors_io  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
 from llada_jax.model import LLaDA, LLaDAConfig, init_params  # noqa: E402
@@ -175,13 +177,13 @@ def test_tokenizer_files_are_copied(model, tmp_path):
 
 def test_command_lines_round_trip(fp32_export, model, tmp_path):
     workdir, out = str(tmp_path / "wd"), str(tmp_path / "hf")
-    import_hf.main([f"--src={fp32_export[0]}", f"--workdir={workdir}"])
+    import_hf_main([f"--src={fp32_export[0]}", f"--workdir={workdir}"])
     with open(os.path.join(workdir, "run.json")) as f:
         assert LLaDAConfig(**json.load(f)["model"]) == CONFIG
-    export.main([f"--workdir={workdir}", "--step=0", f"--out={out}", "--dtype=float32"])
+    export_main([f"--workdir={workdir}", "--step=0", f"--out={out}", "--dtype=float32"])
     config, back = hf.load_pretrained(out)
     assert config == CONFIG
     np.testing.assert_array_equal(np.asarray(back["wte"]), np.asarray(model[0]["wte"]))
     with pytest.raises(SystemExit, match="error: step 7: not among the saved steps \\[0\\]"):
-        export.main([f"--workdir={workdir}", "--step=7", f"--out={out}", "--overwrite"])
+        export_main([f"--workdir={workdir}", "--step=7", f"--out={out}", "--overwrite"])
     assert hf.load_pretrained(out)[0] == CONFIG  # a failed export leaves the earlier one whole

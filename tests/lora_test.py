@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 from llada_jax import generate  # noqa: E402
 from llada_jax.checkpoint.load import merge_lora  # noqa: E402
 from llada_jax.data import tasks  # noqa: E402
+from llada_jax.commands.export import main as export_main  # noqa: E402
 from llada_jax.interop import export, import_hf  # noqa: E402
 from llada_jax.model.adapters import lora  # noqa: E402
 from llada_jax.objectives import likelihood  # noqa: E402
@@ -120,8 +121,8 @@ def test_merged_equals_unmerged_and_exports_round_trip(lora_run, golden_dir, tmp
     np.testing.assert_allclose(np.asarray(LLaDA(mcfg).apply({"params": merged}, IDS)), unmerged, atol=1e-5, rtol=0)
 
     merged_dir, peft_dir = str(tmp_path / "merged"), str(tmp_path / "peft")
-    export.main(["--workdir", workdir, "--out", merged_dir, "--dtype", "float32"])
-    export.main(["--workdir", workdir, "--out", peft_dir, "--peft"])
+    export_main(["--workdir", workdir, "--out", merged_dir, "--dtype", "float32"])
+    export_main(["--workdir", workdir, "--out", peft_dir, "--peft"])
     ids = torch.from_numpy(IDS).long()
     with torch.no_grad():
         ours = LLaDATorch.from_pretrained(merged_dir)(ids).numpy()

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 from absl import flags
 
-from llada_jax import cli
+from llada_jax.commands import flags as flag_lib
 from llada_jax.checkpoint import manager as checkpoint
 from llada_jax.objectives import likelihood
+from llada_jax.commands.export import main as export_main
+from llada_jax.commands.import_hf import main as import_hf_main
 from llada_jax.interop import export, hf, import_hf
 from llada_jax.training import loop
 from llada_jax.sampling import sampler as sampling
@@ -64,7 +66,7 @@ def train_wd(trained, tmp_path):
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     wd = tmp_path_factory.mktemp("imported") / "wd"
-    import_hf.main([f"--src={TINY_HF}", f"--workdir={wd}"])
+    import_hf_main([f"--src={TINY_HF}", f"--workdir={wd}"])
     return wd
 
 
@@ -96,13 +98,13 @@ def test_training_into_an_import_workdir_is_refused(imported, tmp_path):
 def test_import_into_a_training_workdir_or_a_foreign_dir_is_refused(train_wd, tmp_path, capsys):
     before = tree_hash(train_wd)
     with pytest.raises(SystemExit, match="error: .*already holds a training run.*init_from"):
-        import_hf.main([f"--src={TINY_HF}", f"--workdir={train_wd}"])
+        import_hf_main([f"--src={TINY_HF}", f"--workdir={train_wd}"])
     assert tree_hash(train_wd) == before
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("years of work")
     with pytest.raises(SystemExit, match="error: .*not empty"):
-        import_hf.main([f"--src={TINY_HF}", f"--workdir={foreign}"])
+        import_hf_main([f"--src={TINY_HF}", f"--workdir={foreign}"])
     with pytest.raises(workdir_lib.WorkdirError, match="not a llada_jax workdir"):
         loop.train_and_evaluate(tiny_config(), str(foreign))
     assert sorted(os.listdir(foreign)) == ["thesis.tex"]
@@ -132,7 +134,7 @@ def test_a_second_run_fails_at_once_naming_the_holder(train_wd):
         with pytest.raises(workdir_lib.WorkdirError, match=rf"in use: train run pid {other.pid} on host"):
             loop.train_and_evaluate(tiny_config(**{"train.steps": 6}), str(train_wd))
         with pytest.raises(SystemExit, match=rf"error: .*in use: train run pid {other.pid}"):
-            export.main([f"--workdir={train_wd}", f"--out={train_wd.parent / 'hf'}"])
+            export_main([f"--workdir={train_wd}", f"--out={train_wd.parent / 'hf'}"])
         assert tree_hash(train_wd) == before and not (train_wd.parent / "hf").exists()
     finally:
         other.kill()
@@ -146,14 +148,14 @@ def test_a_second_run_fails_at_once_naming_the_holder(train_wd):
 # ------------------------------------------------------------------------ 4. export
 def test_export_never_mixes_with_an_earlier_export(imported, tmp_path):
     out = tmp_path / "hf"
-    export.main([f"--workdir={imported}", f"--out={out}", "--dtype=float32", "--max_shard_size=100KB"])
+    export_main([f"--workdir={imported}", f"--out={out}", "--dtype=float32", "--max_shard_size=100KB"])
     sharded = sorted(os.listdir(out))
     assert "model.safetensors.index.json" in sharded
     before = tree_hash(out)
     with pytest.raises(SystemExit, match="error: --out=.* is not empty .*--overwrite"):
-        export.main([f"--workdir={imported}", f"--out={out}", "--dtype=float32"])
+        export_main([f"--workdir={imported}", f"--out={out}", "--dtype=float32"])
     assert tree_hash(out) == before
-    export.main([f"--workdir={imported}", f"--out={out}", "--dtype=float32", "--overwrite"])
+    export_main([f"--workdir={imported}", f"--out={out}", "--dtype=float32", "--overwrite"])
     files = sorted(os.listdir(out))
     assert "model.safetensors" in files and not any(f.startswith("model-") or "index" in f for f in files)
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".hf.")]  # no temporary left
@@ -169,13 +171,13 @@ def test_export_never_mixes_with_an_earlier_export(imported, tmp_path):
 
 def test_export_refuses_int8_and_a_workdir_as_target(imported, train_wd, capsys):
     with pytest.raises(SystemExit) as e:
-        export.main([f"--workdir={imported}", f"--out={imported.parent / 'x'}", "--dtype=int8"])
+        export_main([f"--workdir={imported}", f"--out={imported.parent / 'x'}", "--dtype=int8"])
     assert e.value.code == 2 and "invalid choice: 'int8'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--dtype='int8': expected one of float32, bfloat16, float16"):
         export.save_pretrained(LLaDAConfig.tiny(), {}, str(imported.parent / "y"), dtype="int8")
     before = tree_hash(train_wd)
     with pytest.raises(SystemExit, match="is a llada_jax workdir"):
-        export.main([f"--workdir={imported}", f"--out={train_wd}", "--overwrite"])
+        export_main([f"--workdir={imported}", f"--out={train_wd}", "--overwrite"])
     assert tree_hash(train_wd) == before
 
 
@@ -325,7 +327,7 @@ def test_import_names_a_missing_config_field(tmp_path, field):
     del cfg[field]
     src = _copy_hf(tmp_path, cfg)
     with pytest.raises(SystemExit, match=rf"error: config.json is missing {field}"):
-        import_hf.main([f"--src={src}", f"--workdir={tmp_path / 'wd'}"])
+        import_hf_main([f"--src={src}", f"--workdir={tmp_path / 'wd'}"])
     assert not (tmp_path / "wd" / "checkpoints").exists()
 
 
@@ -333,12 +335,12 @@ def test_import_names_the_garbage_safetensors_file_and_refuses_outside_shards(tm
     src = _copy_hf(tmp_path)
     (src / "model.safetensors").write_bytes((16).to_bytes(8, "little") + b"\xff garbage \x00\x01\x02")
     with pytest.raises(SystemExit, match=r"error: .*model.safetensors: not a safetensors file"):
-        import_hf.main([f"--src={src}", f"--workdir={tmp_path / 'wd'}"])
+        import_hf_main([f"--src={src}", f"--workdir={tmp_path / 'wd'}"])
     (src / "model.safetensors").unlink()
     (src / "model.safetensors.index.json").write_text(json.dumps(
         {"weight_map": {"model.transformer.wte.weight": "../secret.safetensors"}}))
     with pytest.raises(SystemExit, match=r"error: .*weight_map names '../secret.safetensors', outside"):
-        import_hf.main([f"--src={src}", f"--workdir={tmp_path / 'wd'}"])
+        import_hf_main([f"--src={src}", f"--workdir={tmp_path / 'wd'}"])
 
 
 # ---------------------------------------------------------------------- command lines
@@ -348,7 +350,7 @@ def test_config_file_is_executed_once(tmp_path):
     cfg.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom configs.tiny import get_config as _g\n"
                    f"def get_config():\n    open({str(counter)!r}, 'a').write('x')\n    return _g()\n")
     fv = flags.FlagValues()
-    argv = cli.define_config_flag(["prog", f"--config={cfg}", "--config.optim.lr=0.5"], flag_values=fv)
+    argv = flag_lib.define_config_flag(["prog", f"--config={cfg}", "--config.optim.lr=0.5"], flag_values=fv)
     fv(argv)
     assert fv.config.optim.lr == 0.5 and counter.read_text() == "x"
 

@@ -15,7 +15,6 @@ A rerun after a kill skips the complete shards and redoes the rest (byte-identic
 
 from __future__ import annotations
 
-import argparse
 import glob
 import hashlib
 import json
@@ -342,29 +341,3 @@ def _write_index(out, tok, kind, dtype, n_units) -> dict:
              "shards": shards}
     _write_json(os.path.join(out, prepared.INDEX), index)  # last: the directory is complete
     return index
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m llada_jax.prepare_data", description=__doc__.split("\n\n")[0])
-    p.add_argument("--inputs", default="", help="comma-separated files or globs: text, .jsonl, .parquet")
-    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
-    p.add_argument("--tokenizer", default=None, help="sentencepiece .model, tokenizer.json or a directory; "
-                   "default: train a sentencepiece model on the inputs into OUT/tokenizer.model")
-    p.add_argument("--kind", default="pretrain", choices=prepared.KINDS)
-    p.add_argument("--field", default=None, help="JSONL field / Parquet column (default: text, or messages for sft)")
-    p.add_argument("--vocab_size", type=int, default=32000, help="of a trained tokenizer")
-    p.add_argument("--shard_bytes", type=int, default=1 << 26, help="input bytes per shard")
-    p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
-    p.add_argument("--verify", action="store_true", help="check the sha256 of every shard of --out and exit")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.verify:
-            prepared.verify_shards(args.out, prepared.read_index(args.out))
-            print(f"{args.out}: every shard matches its checksum")
-            return
-        index = prepare(args.inputs, args.out, tokenizer=args.tokenizer, kind=args.kind, field=args.field,
-                        shard_bytes=args.shard_bytes, workers=args.workers or None, vocab_size=args.vocab_size)
-    except (ValueError, OSError) as e:
-        raise SystemExit(f"error: {e}") from None
-    print(json.dumps({k: index[k] for k in ("kind", "documents", "tokens", "dtype")} | {"shards": len(index["shards"])}))

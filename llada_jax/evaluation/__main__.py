@@ -1,6 +1,6 @@
-"""`python -m llada_jax.evaluation ...`: lm-eval's command line with `llada_jax` registered."""
+"""`python -m llada_jax.evaluation`: the command `llada_jax.commands.evaluation`."""
 
-from llada_jax.evaluation.harness import main
+from llada_jax.commands.evaluation import main
 
 if __name__ == "__main__":
     main()

@@ -252,17 +252,3 @@ class LLaDAEvalHarness(LM):
                 text = self.tokenizer.decode(ids[:ends[0]] if ends else ids)
                 texts[i] = cut_at_stop(text, until[i])
         return texts
-
-
-def main(argv=None):
-    """lm-eval's command line with the `llada_jax` model registered."""
-    import sys
-
-    from lm_eval.__main__ import cli_evaluate
-
-    from llada_jax import cli
-
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    with cli.user_errors():
-        cli_evaluate()

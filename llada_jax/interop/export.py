@@ -16,7 +16,6 @@ the target and moved into place at the end. A non-empty target is refused unless
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -287,38 +286,25 @@ def export_mesh(config: LLaDAConfig):
     return sharding.make_mesh({"data": 1, "fsdp": n, "tensor": 1}) if config.d_model % n == 0 else None
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description="Export a training checkpoint as a Hugging Face directory.")
-    ap.add_argument("--workdir", required=True, help="training (or import) workdir with run.json and checkpoints/")
-    ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest readable)")
-    ap.add_argument("--out", required=True, help="output Hugging Face directory")
-    ap.add_argument("--dtype", default="bfloat16", choices=EXPORT_DTYPES,
-                    help="tensor dtype in the files (bfloat16 as published)")
-    ap.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory whole")
-    ap.add_argument("--max_shard_size", default="5GB")
-    ap.add_argument("--tokenizer", default=None,
-                    help="tokenizer file or directory to include (default: the one in run.json, if any)")
-    ap.add_argument("--peft", action="store_true",
-                    help="LoRA workdir: write the adapters alone in the PEFT format (default: merged weights)")
-    args = ap.parse_args(argv)
-    from llada_jax import cli
+def export_workdir(workdir: str, out: str, *, step: int | None = None, dtype: str = "bfloat16",
+                   overwrite: bool = False, max_shard_size="5GB", tokenizer: str | None = None,
+                   peft: bool = False) -> tuple[int, list]:
+    """Export checkpoint `step` (default: the latest readable) of a training or import
+    workdir into the Hugging Face directory `out`: merged weights, or with `peft` a LoRA
+    run's adapters alone in the PEFT format. The target is checked before any restore and
+    the workdir is locked while it is read. Returns (step, files written)."""
     from llada_jax.checkpoint import workdir as workdir_lib
     from llada_jax.checkpoint.load import load_workdir, merge_lora
 
-    with cli.user_errors():
-        check_target(args.out, args.overwrite)  # before any restore
-        hf_parse_size(args.max_shard_size)
-        info = workdir_lib.read_run_info(args.workdir)
-        with workdir_lib.lock(args.workdir, "export", enabled=jax.process_index() == 0):
-            w = load_workdir(args.workdir, export_mesh(LLaDAConfig(**info["model"])), step=args.step,
-                             tokenizer=False)
-            config, step, params = w.config, w.step, w.params
-            if args.peft:
-                base = (info.get("lora_base") or {}).get("workdir")
-                files = save_peft(config, params, args.out, base_model=base, overwrite=args.overwrite)
-            else:
-                config, params = merge_lora(config, params)
-                tok = args.tokenizer or info.get("tokenizer")
-                files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size,
-                                        dtype=args.dtype, tokenizer=tok, overwrite=args.overwrite)
-    print(json.dumps({"out": os.path.abspath(args.out), "step": int(step), "files": files}))
+    check_target(out, overwrite)  # before any restore
+    hf_parse_size(max_shard_size)
+    info = workdir_lib.read_run_info(workdir)
+    with workdir_lib.lock(workdir, "export", enabled=jax.process_index() == 0):
+        w = load_workdir(workdir, export_mesh(LLaDAConfig(**info["model"])), step=step, tokenizer=False)
+        config, params = w.config, w.params
+        if peft:
+            base = (info.get("lora_base") or {}).get("workdir")
+            return w.step, save_peft(config, params, out, base_model=base, overwrite=overwrite)
+        config, params = merge_lora(config, params)
+        return w.step, save_pretrained(config, params, out, max_shard_size=max_shard_size, dtype=dtype,
+                                       tokenizer=tokenizer or info.get("tokenizer"), overwrite=overwrite)

@@ -15,7 +15,6 @@ or an earlier import; train from it with `--config.train.init_from=DIR`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -170,18 +169,3 @@ def _import(src, workdir, dtype):
     workdir_lib.write_run_info(workdir, "import", config=None, model=dataclasses.asdict(config),
                                tokenizer=tokenizer, imported_from=os.path.abspath(src))
     return config
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--src", required=True, help="Hugging Face directory (config.json + safetensors)")
-    ap.add_argument("--workdir", required=True, help="new (or empty) workdir to create")
-    ap.add_argument("--dtype", default="float32", choices=DTYPES,
-                    help="parameter dtype in the checkpoint (float32: master weights for fine-tuning)")
-    args = ap.parse_args(argv)
-    from llada_jax import cli
-
-    with cli.user_errors():
-        config = import_to_workdir(args.src, args.workdir, dtype=args.dtype)
-    print(json.dumps({"workdir": os.path.abspath(args.workdir), "step": 0,
-                      "flags": " ".join(model_flags(config))}))

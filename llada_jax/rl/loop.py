@@ -31,7 +31,7 @@ from llada_jax.checkpoint import load, manager
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.config import rules
 from llada_jax.objectives import grpo
-from llada_jax.training import inputs, loop, metrics, run as run_lib
+from llada_jax.training import inputs, loop, metrics, preemption, run as run_lib
 from llada_jax.training.state import full_params
 from llada_jax.rl import pairs as pairs_lib
 from llada_jax.rl import rewards as rewards_lib
@@ -187,7 +187,7 @@ def _run(config, workdir, devices, hooks):
             writer.scalars(step, {"accuracy": acc}, prefix="eval")
             print(f"[rl step {step}] eval exact match {acc:.4f} on {len(eval_prompts)} prompts", flush=True)
 
-    stop, restore_handlers = loop.catch_stop_signals()
+    stop, restore_handlers = preemption.catch_stop_signals()
     try:
         with run.context():  # the mesh and config.mesh.rules
             state, _, signal_number = loop.run_steps(

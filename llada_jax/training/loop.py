@@ -1,4 +1,4 @@
-"""The training loop, evaluation, and the command line of `python -m llada_jax.train`.
+"""The training loop and evaluation (`python -m llada_jax.train`: `llada_jax.commands.train`).
 
 `train_and_evaluate(config, workdir)`: validate the config (`training.validate`, before
 anything compiles),
@@ -19,9 +19,7 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Callable, NamedTuple
 
@@ -29,14 +27,14 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from llada_jax import cli
 from llada_jax.checkpoint import load, manager
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.config import rules
 from llada_jax.model import flops
 from llada_jax.parallel import sharding
+from llada_jax.parallel.distributed import init_distributed  # noqa: F401  (moved; other branches call it here)
 from llada_jax.sampling import sampler
-from llada_jax.training import inputs, metrics, run as run_lib, state as state_lib
+from llada_jax.training import inputs, metrics, preemption, run as run_lib, state as state_lib
 from llada_jax.training.step import compile_eval, compile_step
 
 log = logging.getLogger(__name__)
@@ -177,7 +175,7 @@ def _train(config, workdir, devices, hooks, saved_info):
     flops_step = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
     eval_key = jax.random.PRNGKey(t.seed + 1)
 
-    stop, restore_handlers = catch_stop_signals()
+    stop, restore_handlers = preemption.catch_stop_signals()
     from tqdm import tqdm
 
     start = int(_host(state["step"]))
@@ -236,22 +234,6 @@ def _train(config, workdir, devices, hooks, saved_info):
     return state, last
 
 
-def catch_stop_signals():
-    """(stop, restore): from now on SIGTERM/SIGINT only set stop["signal"] (the loop then
-    saves a checkpoint and ends); restore() reinstates the previous handlers. Shared by the
-    training loop and the RL loop (llada_jax.rl.loop)."""
-    stop, old_handlers = {"signal": None}, {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old_handlers[sig] = signal.signal(sig, lambda s, _f: stop.update(signal=s))
-
-    def restore():
-        for sig, h in old_handlers.items():
-            signal.signal(sig, h)
-
-    return stop, restore
-
-
 class Checkpoints(NamedTuple):
     """Checkpointing of a run_steps loop: the Checkpointer, () -> the data iterator's state
     (saved with the training state so a resumed run draws the same batches), the workdir
@@ -271,8 +253,8 @@ def run_steps(state, step: int, steps: int, *, next_batch, update, hooks=(), rep
     -> state, m = update(state, batch) -> with `checkpoints`: stop on a non-finite loss,
     gradient or state before it is saved (`check_finite`) -> hooks(step, state, m) (the
     caller's) -> checkpoint save when due -> report(step, state, m) (the loop's logging and
-    evaluation) -> with `stop` (from `catch_stop_signals`) set by SIGTERM/SIGINT: a forced
-    checkpoint, one line, and the end. A run that finishes saves its last step (forced).
+    evaluation) -> when `stop(step)` (`training.preemption`: SIGTERM/SIGINT, at a step all
+    processes agree on) gives a signal: a forced checkpoint, one line, and the end. A run that finishes saves its last step (forced).
 
     What differs between the loops is passed in: batch production (the data pipeline,
     rollouts, preference pairs, in-memory rows), the jitted update, logging, and
@@ -288,11 +270,12 @@ def run_steps(state, step: int, steps: int, *, next_batch, update, hooks=(), rep
             checkpoints.ckpt.save(step, state, checkpoints.data_state())
         for h in report:
             h(step, state, m)
-        if stop is not None and stop["signal"] is not None:
+        signal_number = None if stop is None else stop(step)
+        if signal_number is not None:
             if checkpoints is not None:
                 checkpoints.ckpt.save(step, state, checkpoints.data_state(), force=True)
-                checkpoints.say(f"signal {stop['signal']}: saved a checkpoint at step {step}; exiting")
-            return state, step, int(stop["signal"])
+                checkpoints.say(f"signal {signal_number}: saved a checkpoint at step {step}; exiting")
+            return state, step, signal_number
     if checkpoints is not None:
         checkpoints.ckpt.save(step, state, checkpoints.data_state(), force=True)
     return state, step, None
@@ -311,20 +294,6 @@ def check_finite(m: dict, step: int, ckpt, workdir: str, keys=("loss", "grad_nor
                                  f"(step {kept}) is kept in {manager.checkpoint_dir(workdir)}")
 
 
-def init_distributed():
-    """Join a multi-process run when the environment describes one: JAX_COORDINATOR_ADDRESS
-    with JAX_NUM_PROCESSES and JAX_PROCESS_ID, or a cluster JAX detects itself (SLURM,
-    Open MPI, Cloud TPU). CPU processes use gloo collectives."""
-    env = os.environ
-    if env.get("JAX_PLATFORMS", "") == "cpu" or env.get("LLADA_CPU_COLLECTIVES") == "gloo":
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    if "JAX_COORDINATOR_ADDRESS" in env:
-        jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
-                                   int(env["JAX_PROCESS_ID"]))
-    elif any(k in env for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES")):
-        jax.distributed.initialize()
-
-
 def exit_status(last: dict) -> int:
     """The command line's exit status for train_and_evaluate's last metrics: 0 when the
     run finished, EXIT_PREEMPTED when a signal stopped it after saving a checkpoint."""
@@ -333,27 +302,3 @@ def exit_status(last: dict) -> int:
     print(f"stopped by signal {last['signal']} after saving a checkpoint: exit status {EXIT_PREEMPTED} "
           f"(rerun the same command to resume)", file=sys.stderr)
     return EXIT_PREEMPTED
-
-
-def run_cli(argv=None):
-    """`python -m llada_jax.train --config=FILE --workdir=DIR [--config.x.y=v ...]`: user
-    mistakes exit 1 with one `error: ...` line; a run ended by SIGTERM/SIGINT (after
-    saving a checkpoint) exits EXIT_PREEMPTED."""
-    from absl import flags
-
-    argv = list(sys.argv if argv is None else argv)
-    with cli.user_errors():
-        argv = cli.define_config_flag(argv)
-    flags.DEFINE_string("workdir", None, "output directory; resumes from its latest checkpoint")
-    flags.mark_flags_as_required(["workdir"])
-
-    def main(_):
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
-        init_distributed()
-        with cli.user_errors(NonFiniteLossError):
-            _, last = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-        raise SystemExit(exit_status(last))
-
-    cli.run_absl(main, argv)
