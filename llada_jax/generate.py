@@ -67,12 +67,12 @@ def sample(model, params, prompt_ids, *, tokenizer=None, gen_length=64, steps=No
            temperature=0.0, cfg_scale=0.0, remasking="low_confidence", threshold=None, seed=0,
            logits_eos_inf=False, confidence_eos_eot_inf=False):
     """Run the sampler; returns (all ids, the generated or infilled text)."""
-    from llada_jax.sampling import sampler as sampling
+    from llada_jax.sampling import sampler
 
     cfg = model.config
     steps = steps or max(1, gen_length)
     eot = tokenizer.eot_id if tokenizer is not None else cfg.eos_token_id
-    out = sampling.generate(model, params, np.asarray([prompt_ids], np.int32), steps=steps, gen_length=gen_length,
+    out = sampler.generate(model, params, np.asarray([prompt_ids], np.int32), steps=steps, gen_length=gen_length,
                             block_length=block_length or gen_length, temperature=temperature,
                             cfg_scale=cfg_scale, remasking=remasking, mask_id=cfg.mask_token_id,
                             logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf,

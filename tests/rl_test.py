@@ -254,9 +254,12 @@ def test_grpo_resume_after_sigterm_is_bitwise(sft_wd, tmp_path):
 def test_vrpo_run_and_lora_grpo(sft_wd, tmp_path):
     path = tmp_path / "pairs.jsonl"
     pairs.write(str(path), [[1, 2, 3, 10]] * 8, [[1, 2, 3, 14]] * 8, [[3, 2, 1, 14]] * 8)
-    state, _ = train_rl(_rl_config(sft_wd, algorithm="vrpo", pairs=str(path), beta=0.1, vrpo_n=2),
-                        str(tmp_path / "vrpo"))
+    c = _rl_config(sft_wd, algorithm="vrpo", pairs=str(path), beta=0.1, vrpo_n=2)
+    c.mesh.rules = (("embed", "data"),)  # the RL run applies config.mesh.rules (default: embed over fsdp)
+    specs = []
+    state, _ = train_rl(c, str(tmp_path / "vrpo"), hooks=(lambda s, st, m: specs.append(st["params"]["wte"].sharding.spec),))
     assert int(state["step"]) == 4
+    assert set(specs) == {jax.sharding.PartitionSpec("tensor", "data")}
     c = _rl_config(sft_wd)
     c.lora.update(rank=2, base_dtype="float32")
     c.train.steps = 1

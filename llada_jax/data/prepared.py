@@ -33,7 +33,7 @@ import threading
 
 import numpy as np
 
-from llada_jax.data import pipeline as data
+from llada_jax.data import pipeline
 
 FORMAT = "llada-jax-prepared"
 VERSION = 1
@@ -168,7 +168,7 @@ class PreparedData:
 def packed_gather(src: PreparedData, seq_len: int, segment_ids: bool):
     """gather(row indices) -> {"input_ids": int32 (b, seq_len)[, "segment_ids"]}: row k is the
     stream window [k * seq_len, (k + 1) * seq_len), the last one right-padded with EOS (as
-    `data.pack_documents`). Segment ids number the documents within a row from 1 (0: padding)."""
+    `pipeline.pack_documents`). Segment ids number the documents within a row from 1 (0: padding)."""
     total = int(src.token_offsets[-1])
 
     def gather(idx):
@@ -187,7 +187,7 @@ def packed_gather(src: PreparedData, seq_len: int, segment_ids: bool):
 
 def sft_gather(src: PreparedData, seq_len: int):
     """(rows, gather) over the conversations of at most seq_len tokens: {"input_ids",
-    "prompt_mask"} right-padded with EOS (as `data.sft_rows`; longer ones are skipped)."""
+    "prompt_mask"} right-padded with EOS (as `pipeline.sft_rows`; longer ones are skipped)."""
     ends = [m[1][:, 0] for m in src._shards()]
     lengths = np.concatenate([np.diff(e, prepend=0) for e in ends]) if ends else np.zeros(0, np.int64)
     keep = np.flatnonzero(lengths <= seq_len)
@@ -217,8 +217,8 @@ def sft_gather(src: PreparedData, seq_len: int):
 def prepared_iterator(path: str, tokenizer, *, kind: str = "pretrain", seq_len: int, batch_size: int,
                       seed: int, process_index: int | None = None, process_count: int | None = None,
                       shuffle: bool = True, num_epochs: int | None = None, segment_ids: bool = False,
-                      verify: str = "background", read_threads: int = 4) -> data.DataIterator:
-    """Batches of a prepared directory through grain (see `data.batches`: global shuffle by
+                      verify: str = "background", read_threads: int = 4) -> pipeline.DataIterator:
+    """Batches of a prepared directory through grain (see `pipeline.batches`: global shuffle by
     row index, reshuffled every epoch, each process reading only its rows, `read_threads`
     threads prefetching). Rows are computed from the index on the fly."""
     if seq_len < 1:
@@ -231,6 +231,6 @@ def prepared_iterator(path: str, tokenizer, *, kind: str = "pretrain", seq_len: 
     if n == 0:
         raise ValueError(f"data.path={path!r} holds no tokens")
     config = {"kind": kind, "seq_len": seq_len, "data": src.index["fingerprint"], "segment_ids": segment_ids}
-    return data.batches(n, gather, batch_size=batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+    return pipeline.batches(n, gather, batch_size=batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
                         process_index=process_index, process_count=process_count, extra_config=config,
                         read_threads=read_threads, check=src.check)

@@ -37,7 +37,7 @@ import numpy as np
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from llada_jax.sampling import sampler as sampling
+from llada_jax.sampling import sampler
 from llada_jax.objectives.likelihood import mc_nll
 from llada_jax.model import LLaDA
 
@@ -199,7 +199,7 @@ class LLaDAEvalHarness(LM):
         for (p_len, c_len), idx in self._groups(pairs):
             prompts = np.asarray([pairs[i][0] for i in idx], np.int32)
             targets = np.asarray([pairs[i][1] for i in idx], np.int32)
-            gen = sampling.generate(self.model, self.params, prompts, steps=c_len, gen_length=c_len,
+            gen = sampler.generate(self.model, self.params, prompts, steps=c_len, gen_length=c_len,
                                     block_length=c_len, temperature=0.0, cfg_scale=self.cfg,
                                     mask_id=self.mask_id)
             out[idx] = np.all(np.asarray(gen)[:, p_len:] == targets, axis=1)
@@ -241,7 +241,7 @@ class LLaDAEvalHarness(LM):
             for row, i in enumerate(idx):  # left padding with EOS, masked out
                 batch[row, width - len(prompts[i]):] = prompts[i]
                 mask[row, width - len(prompts[i]):] = True
-            gen = sampling.generate(self.model, self.params, batch, attention_mask=mask, steps=self.steps,
+            gen = sampler.generate(self.model, self.params, batch, attention_mask=mask, steps=self.steps,
                                     gen_length=self.gen_length, block_length=self.block_length,
                                     temperature=self.temperature, cfg_scale=self.cfg, remasking=self.remasking,
                                     mask_id=self.mask_id, eos_id=self.tokenizer.eos_id,

@@ -1,6 +1,6 @@
 """G rollouts per prompt from the current policy, with the project's jitted sampler.
 
-All B * G sequences go through one `sampling.generate` call (one batch: the rollouts are
+All B * G sequences go through one `sampling.sampler.generate` call (one batch: the rollouts are
 vectorised, not looped), so any sampler option (blocks, threshold, cache, remasking,
 temperature) applies. A batch is a pure function of (params, prompts, rng).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llada_jax.sampling import sampler as sampling
+from llada_jax.sampling.sampler import generate
 
 SAMPLER_FIELDS = ("gen_length", "block_length", "temperature", "remasking", "threshold", "cache")
 
@@ -28,4 +28,4 @@ def rollout(model, params, prompts_BxP, *, num_generations: int, rng, sampler: d
     """(B * G, P + gen_length) int32 sequences: prompt b's G completions are rows
     b * G .. b * G + G - 1. sampler: generate() options (see `sampler_options`)."""
     prompts = np.repeat(np.asarray(prompts_BxP, np.int32), num_generations, axis=0)
-    return np.asarray(sampling.generate(model, params, prompts, rng=rng, mask_id=mask_id, eos_id=eos_id, **sampler))
+    return np.asarray(generate(model, params, prompts, rng=rng, mask_id=mask_id, eos_id=eos_id, **sampler))
