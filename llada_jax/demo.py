@@ -169,7 +169,7 @@ def fast_overrides(config):
     return config
 
 
-if __name__ == "__main__":
-    from llada_jax.commands.demo import main
+if __name__ == "__main__":  # `python -m llada_jax.demo`: run the command module (no import cycle)
+    import runpy
 
-    main()
+    runpy.run_module("llada_jax.commands.demo", run_name="__main__")

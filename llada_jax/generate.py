@@ -93,7 +93,7 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-if __name__ == "__main__":
-    from llada_jax.commands.generate import main
+if __name__ == "__main__":  # `python -m llada_jax.generate`: run the command module (no import cycle)
+    import runpy
 
-    main()
+    runpy.run_module("llada_jax.commands.generate", run_name="__main__")

@@ -97,7 +97,7 @@ def report(p: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    from llada_jax.commands.plan import main
+if __name__ == "__main__":  # `python -m llada_jax.plan`: run the command module (no import cycle)
+    import runpy
 
-    main()
+    runpy.run_module("llada_jax.commands.plan", run_name="__main__")

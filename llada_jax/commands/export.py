@@ -11,7 +11,6 @@ import json
 import os
 
 from llada_jax.commands import flags as flag_lib
-from llada_jax.commands import startup
 
 
 def define(fv):
@@ -31,13 +30,11 @@ def define(fv):
                         "if any)", **kw)
     flags.DEFINE_bool("peft", False, "LoRA workdir: write the adapters alone in the PEFT format (default: merged "
                       "weights)", **kw)
-    flags.mark_flags_as_required(["workdir", "out"], **kw)
+    return ("workdir", "out")
 
 
 def main(argv=None):
-    with flag_lib.user_errors():
-        F = flag_lib.parse(argv, define, doc=__doc__)
-        startup.start()
+    with flag_lib.running(argv, define, doc=__doc__) as F:
         from llada_jax.interop.export import export_workdir
 
         step, files = export_workdir(F.workdir, F.out, step=F.step, dtype=F.dtype, overwrite=F.overwrite,

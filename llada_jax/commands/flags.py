@@ -109,7 +109,8 @@ def define_config_flag(argv, default_path: str | None = None, help_text="experim
 def parse(argv, define, *, doc: str, config: bool = False, default_config: str | None = None,
           config_help: str = "experiment config file (configs/*.py)"):
     """The flags of one command, parsed: a new absl FlagValues (so a command can run many
-    times in one process), `define(fv)` adding the command's flags, and with `config` the
+    times in one process), `define(fv)` adding the command's flags and returning the names
+    of those that are required, and with `config` the
     `--config` flag with its overrides, --print_config and --list_config_fields. `argv`:
     the arguments without the program name (default sys.argv[1:]). --help prints `doc`
     and the flags and exits 0; a bad flag is a ValueError (one `error: ...` line inside
@@ -120,7 +121,7 @@ def parse(argv, define, *, doc: str, config: bool = False, default_config: str |
     fv = flags.FlagValues()
     if config:
         argv = define_config_flag(argv, default_config, config_help, flag_values=fv)
-    define(fv)
+    required = define(fv) or ()
     if any(a in HELP for a in argv[1:]):
         print(doc.strip() + "\n\nflags:\n" + fv.get_help())
         raise SystemExit(0)
@@ -133,7 +134,22 @@ def parse(argv, define, *, doc: str, config: bool = False, default_config: str |
 
         print(describe(fv.config))
         raise SystemExit(0)
+    missing = [name for name in required if fv[name].value is None]
+    if missing:
+        raise ValueError(f"--{missing[0]}: required (see --help)")
     return fv
+
+
+@contextlib.contextmanager
+def running(argv, define, *, doc: str, errors=(), distributed: bool = False, **config_kw):
+    """The body of a command: its flags parsed (`parse`), the common start-up
+    (`commands.startup.start`), and USER_ERRORS (and `errors`) as one `error: ...` line."""
+    from llada_jax.commands import startup
+
+    with user_errors(*errors):
+        fv = parse(argv, define, doc=doc, **config_kw)
+        startup.start(distributed=distributed)
+        yield fv
 
 
 def run_absl(main, argv=None):

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 from llada_jax.commands import flags as flag_lib
-from llada_jax.commands import startup
 
 
 def define(fv):
@@ -32,15 +31,13 @@ def define(fv):
     flags.DEFINE_bool("confidence_eos_eot_inf", False, "give EOS/EoT zero confidence", **kw)
     flags.DEFINE_integer("seed", 0, "sampling seed", **kw)
     flags.DEFINE_bool("show_ids", False, "also print the token ids", **kw)
-    flags.mark_flag_as_required("workdir", **kw)
+    return ("workdir",)
 
 
 def main(argv=None):
     from llada_jax import generate as gen
 
-    with flag_lib.user_errors():
-        F = flag_lib.parse(argv, define, doc=__doc__)
-        startup.start()
+    with flag_lib.running(argv, define, doc=__doc__) as F:
         model, params, tok, step = gen.load(F.workdir)
         mask_id = model.config.mask_token_id
         ids = gen.encode_prompt(F.prompt, F.prompt_ids, tok, mask_id, F.chat)

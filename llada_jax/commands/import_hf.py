@@ -12,7 +12,6 @@ import json
 import os
 
 from llada_jax.commands import flags as flag_lib
-from llada_jax.commands import startup
 
 
 def define(fv):
@@ -25,13 +24,11 @@ def define(fv):
     flags.DEFINE_string("workdir", None, "new (or empty) workdir to create", **kw)
     flags.DEFINE_enum("dtype", "float32", list(DTYPES), "parameter dtype in the checkpoint (float32: master "
                       "weights for fine-tuning)", **kw)
-    flags.mark_flags_as_required(["src", "workdir"], **kw)
+    return ("src", "workdir")
 
 
 def main(argv=None):
-    with flag_lib.user_errors():
-        F = flag_lib.parse(argv, define, doc=__doc__)
-        startup.start()
+    with flag_lib.running(argv, define, doc=__doc__) as F:
         from llada_jax.interop.import_hf import import_to_workdir, model_flags
 
         config = import_to_workdir(F.src, F.workdir, dtype=F.dtype)

@@ -11,7 +11,6 @@ import json
 import logging
 
 from llada_jax.commands import flags as flag_lib
-from llada_jax.commands import startup
 
 
 def define(fv):
@@ -30,13 +29,11 @@ def define(fv):
     flags.DEFINE_integer("shard_bytes", 1 << 26, "input bytes per shard", **kw)
     flags.DEFINE_integer("workers", 0, "processes (default: all cores)", **kw)
     flags.DEFINE_bool("verify", False, "check the sha256 of every shard of --out and exit", **kw)
-    flags.mark_flag_as_required("out", **kw)
+    return ("out",)
 
 
 def main(argv=None):
-    with flag_lib.user_errors(OSError):
-        F = flag_lib.parse(argv, define, doc=__doc__)
-        startup.start()
+    with flag_lib.running(argv, define, doc=__doc__, errors=(OSError,)) as F:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         from llada_jax.data import prepare, prepared
 

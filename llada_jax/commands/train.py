@@ -16,7 +16,7 @@ def define(fv):
     from absl import flags
 
     flags.DEFINE_string("workdir", None, "output directory; resumes from its latest checkpoint", flag_values=fv)
-    flags.mark_flag_as_required("workdir", flag_values=fv)
+    return ("workdir",)
 
 
 def main(argv=None, *, config_help="experiment config file (configs/*.py)", train=None):

@@ -146,74 +146,112 @@ def experiment_mode(name: str, mode: str) -> bool:
     return mode == "full"
 
 
-# What each field means (the defaults are base_config()'s); tests/configs_test.py checks
-# that every field of base_config() has one.
-MEANINGS = {
-    "model": dict(
-        d_model="width of the residual stream", n_heads="attention heads",
-        n_kv_heads="key/value heads (grouped-query attention; n_heads for multi-head)",
-        n_layers="Transformer blocks", mlp_hidden_size="hidden width of the SwiGLU MLP",
-        vocab_size="tokens the model predicts (>= the tokenizer's)",
-        embedding_size="rows of the embedding table (>= vocab_size; padded for speed)",
-        max_sequence_length="longest sequence (RoPE tables)", rope_theta="RoPE base frequency",
-        rms_norm_eps="RMSNorm epsilon",
-        mask_token_id="the mask token's id, the mask_id of the objectives and the sampler; -1: the tokenizer's",
-        eos_token_id="end-of-text id; -1: the tokenizer's", pad_token_id="padding id; -1: the tokenizer's EOS",
-        weight_tying="share the embedding table with the output head", init_std="std of the initial weights",
-        dtype="compute dtype (float32, bfloat16, float16)", param_dtype="storage dtype of the parameters",
-        scan_layers="scan over the blocks (one compiled block)",
-        remat_policy="rematerialisation: none, full, dots or dots_no_batch",
-        attention="attention kernel: dense, chunked, cudnn (GPU) or splash (TPU)",
-        mlp_chunk="MLP over sequence chunks of this many tokens (less memory); 0: whole"),
-    "mesh": dict(
-        data="data-parallel mesh axis size (-1: the rest of the devices)",
-        fsdp="fully sharded data-parallel axis size (-1: the rest)", tensor="tensor-parallel axis size (-1: the rest)",
-        rules="(logical axis, mesh axes) pairs replacing entries of parallel.sharding.LOGICAL_RULES"),
-    "optim": dict(
-        lr="peak learning rate", b1="AdamW beta1", b2="AdamW beta2", eps="AdamW epsilon",
-        weight_decay="AdamW weight decay (matrices only)", schedule="wsd (warmup-stable-decay), cosine or constant",
-        warmup_steps="steps of linear warmup", decay_steps="wsd: steps of the final linear decay",
-        final_lr_ratio="lr at the end, as a fraction of the peak",
-        drop_step="wsd: step of a drop of the stable lr (-1: none)", drop_ratio="wsd: the stable lr's factor after drop_step",
-        clip_norm="global gradient-norm clipping (0: none)", grad_accum="micro-batches per optimizer step"),
-    "data": dict(
-        kind="objective of a training run: a mask-predictor objective of llada_jax.objectives (pretrain, sft)",
-        source="stdlib (embedded corpus), files, jsonl (SFT), prepared or synthetic",
-        task="synthetic source: a task of llada_jax.data.tasks (arith, sort)",
-        task_items="sort task: list length", task_values="synthetic task: values per token",
-        train_files="source files: comma-separated text files", eval_files="source files: held-out text files",
-        train_jsonl="source jsonl: chat JSONL for SFT", eval_jsonl="source jsonl: held-out chat JSONL",
-        path="source prepared: a directory of `prepare_data`", eval_path="source prepared: the held-out one",
-        tokenizer="tokenizer path; empty: train one into the workdir (stdlib, files)",
-        max_bytes="pre-training text to read (tokenizer and data); 0: all",
-        seq_len="tokens per row", batch_size="global batch: rows over all processes and micro-batches",
-        random_length_prob="fraction of steps with a random length in [1, seq_len]",
-        eps="minimum mask probability of the forward process"),
-    "train": dict(
-        steps="optimizer steps of the run (RL: rollout or pair batches)", seed="seed of the init, data and noise",
-        log_every="steps between logged metrics", eval_every="steps between evaluations (0: none)",
-        eval_batches="held-out batches per evaluation (0: none)", num_samples="samples generated per evaluation",
-        sample_prompt_len="prompt tokens of a sample", sample_gen_length="tokens a sample generates",
-        sample_steps="sampler steps of a sample", peak_flops="per-device peak FLOP/s for MFU; 0: measured",
-        init_from="a workdir or checkpoint to take the params from (SFT; LoRA's base)"),
-    "lora": dict(
-        rank="LoRA rank (0: off)", alpha="LoRA scale numerator (update scale alpha / rank)",
-        dropout="dropout on the adapters' input", targets="all, or comma-separated projections to adapt",
-        base_dtype="storage dtype of the frozen base"),
-    "checkpoint": dict(
-        every="steps between checkpoints (0: only at the end)", keep="checkpoints kept",
-        async_save="save in the background"),
-    "rl": dict(
-        algorithm="an RL objective of llada_jax.objectives (grpo, vrpo)",
-        init_from="the SFT workdir: the start and the frozen reference (LoRA: its base)",
-        rewards="comma-separated rewards of llada_jax.rl.rewards, summed", num_generations="GRPO: rollouts per prompt",
-        num_iterations="GRPO: optimizer updates per rollout batch (mu)",
-        p_mask_prompt="GRPO: probability of masking a prompt token in the log-prob estimate",
-        epsilon="GRPO: ratio clipping", beta="GRPO: k3 KL coefficient; VRPO: the DPO beta",
-        scale_rewards="GRPO: divide advantages by the group's std", sampler_steps="rollouts: sampler steps",
-        gen_length="rollouts: tokens generated", block_length="rollouts: semi-autoregressive block length",
-        temperature="rollouts: Gumbel noise temperature", remasking="rollouts: confidence rule",
-        threshold="rollouts: Fast-dLLM confidence threshold (0: off)", cache="rollouts: KV cache (\"\": none)",
-        pairs="VRPO: preference pairs JSONL", vrpo_n="VRPO: timesteps per ELBO estimate",
-        eval_prompts="held-out prompts for the exact-match accuracy"),
-}
+# What each field means, one line a field ("section.field: meaning"; the defaults are
+# base_config()'s); tests/configs_test.py checks that every field of base_config() has one.
+_MEANINGS = """
+model.d_model: width of the residual stream
+model.n_heads: attention heads
+model.n_kv_heads: key/value heads (grouped-query attention; n_heads for multi-head)
+model.n_layers: Transformer blocks
+model.mlp_hidden_size: hidden width of the SwiGLU MLP
+model.vocab_size: tokens the model predicts (>= the tokenizer's)
+model.embedding_size: rows of the embedding table (>= vocab_size; padded for speed)
+model.max_sequence_length: longest sequence (RoPE tables)
+model.rope_theta: RoPE base frequency
+model.rms_norm_eps: RMSNorm epsilon
+model.mask_token_id: the mask token's id, the mask_id of the objectives and the sampler; -1: the tokenizer's
+model.eos_token_id: end-of-text id; -1: the tokenizer's
+model.pad_token_id: padding id; -1: the tokenizer's EOS
+model.weight_tying: share the embedding table with the output head
+model.init_std: std of the initial weights
+model.dtype: compute dtype (float32, bfloat16, float16)
+model.param_dtype: storage dtype of the parameters
+model.scan_layers: scan over the blocks (one compiled block)
+model.remat_policy: rematerialisation: none, full, dots or dots_no_batch
+model.attention: attention kernel: dense, chunked, cudnn (GPU) or splash (TPU)
+model.mlp_chunk: MLP over sequence chunks of this many tokens (less memory); 0: whole
+mesh.data: data-parallel mesh axis size (-1: the rest of the devices)
+mesh.fsdp: fully sharded data-parallel axis size (-1: the rest)
+mesh.tensor: tensor-parallel axis size (-1: the rest)
+mesh.rules: (logical axis, mesh axes) pairs replacing entries of parallel.sharding.LOGICAL_RULES
+optim.lr: peak learning rate
+optim.b1: AdamW beta1
+optim.b2: AdamW beta2
+optim.eps: AdamW epsilon
+optim.weight_decay: AdamW weight decay (matrices only)
+optim.schedule: wsd (warmup-stable-decay), cosine or constant
+optim.warmup_steps: steps of linear warmup
+optim.decay_steps: wsd: steps of the final linear decay
+optim.final_lr_ratio: lr at the end, as a fraction of the peak
+optim.drop_step: wsd: step of a drop of the stable lr (-1: none)
+optim.drop_ratio: wsd: the stable lr's factor after drop_step
+optim.clip_norm: global gradient-norm clipping (0: none)
+optim.grad_accum: micro-batches per optimizer step
+data.kind: objective of a training run: a mask-predictor objective of llada_jax.objectives (pretrain, sft)
+data.source: stdlib (embedded corpus), files, jsonl (SFT), prepared or synthetic
+data.task: synthetic source: a task of llada_jax.data.tasks (arith, sort)
+data.task_items: sort task: list length
+data.task_values: synthetic task: values per token
+data.train_files: source files: comma-separated text files
+data.eval_files: source files: held-out text files
+data.train_jsonl: source jsonl: chat JSONL for SFT
+data.eval_jsonl: source jsonl: held-out chat JSONL
+data.path: source prepared: a directory of `prepare_data`
+data.eval_path: source prepared: the held-out one
+data.tokenizer: tokenizer path; empty: train one into the workdir (stdlib, files)
+data.max_bytes: pre-training text to read (tokenizer and data); 0: all
+data.seq_len: tokens per row
+data.batch_size: global batch: rows over all processes and micro-batches
+data.random_length_prob: fraction of steps with a random length in [1, seq_len]
+data.eps: minimum mask probability of the forward process
+train.steps: optimizer steps of the run (RL: rollout or pair batches)
+train.seed: seed of the init, data and noise
+train.log_every: steps between logged metrics
+train.eval_every: steps between evaluations (0: none)
+train.eval_batches: held-out batches per evaluation (0: none)
+train.num_samples: samples generated per evaluation
+train.sample_prompt_len: prompt tokens of a sample
+train.sample_gen_length: tokens a sample generates
+train.sample_steps: sampler steps of a sample
+train.peak_flops: per-device peak FLOP/s for MFU; 0: measured
+train.init_from: a workdir or checkpoint to take the params from (SFT; LoRA's base)
+lora.rank: LoRA rank (0: off)
+lora.alpha: LoRA scale numerator (update scale alpha / rank)
+lora.dropout: dropout on the adapters' input
+lora.targets: all, or comma-separated projections to adapt
+lora.base_dtype: storage dtype of the frozen base
+checkpoint.every: steps between checkpoints (0: only at the end)
+checkpoint.keep: checkpoints kept
+checkpoint.async_save: save in the background
+rl.algorithm: an RL objective of llada_jax.objectives (grpo, vrpo)
+rl.init_from: the SFT workdir: the start and the frozen reference (LoRA: its base)
+rl.rewards: comma-separated rewards of llada_jax.rl.rewards, summed
+rl.num_generations: GRPO: rollouts per prompt
+rl.num_iterations: GRPO: optimizer updates per rollout batch (mu)
+rl.p_mask_prompt: GRPO: probability of masking a prompt token in the log-prob estimate
+rl.epsilon: GRPO: ratio clipping
+rl.beta: GRPO: k3 KL coefficient; VRPO: the DPO beta
+rl.scale_rewards: GRPO: divide advantages by the group's std
+rl.sampler_steps: rollouts: sampler steps
+rl.gen_length: rollouts: tokens generated
+rl.block_length: rollouts: semi-autoregressive block length
+rl.temperature: rollouts: Gumbel noise temperature
+rl.remasking: rollouts: confidence rule
+rl.threshold: rollouts: Fast-dLLM confidence threshold (0: off)
+rl.cache: rollouts: KV cache ("": none)
+rl.pairs: VRPO: preference pairs JSONL
+rl.vrpo_n: VRPO: timesteps per ELBO estimate
+rl.eval_prompts: held-out prompts for the exact-match accuracy
+"""
+
+
+def _by_section(text: str) -> dict:
+    out = {}
+    for line in text.strip().splitlines():
+        field, meaning = line.split(": ", 1)
+        section, name = field.split(".")
+        out.setdefault(section, {})[name] = meaning
+    return out
+
+
+MEANINGS = _by_section(_MEANINGS)  # {section: {field: meaning}}

@@ -200,9 +200,9 @@ def sequence_chunked(fn, x_BxLxE, chunk: int):
     b, l, e = x_BxLxE.shape
     if not chunk or l <= chunk or l % chunk:
         return fn(x_BxLxE)
-    xs_NxBxCxE = x_BxLxE.reshape(b, l // chunk, chunk, e).swapaxes(0, 1)
-    ys_NxBxCxE = jax.lax.map(jax.checkpoint(fn), xs_NxBxCxE)
-    return ys_NxBxCxE.swapaxes(0, 1).reshape(b, l, ys_NxBxCxE.shape[-1])
+    xs_JxBxTxE = x_BxLxE.reshape(b, l // chunk, chunk, e).swapaxes(0, 1)
+    ys_JxBxTxE = jax.lax.map(jax.checkpoint(fn), xs_JxBxTxE)
+    return ys_JxBxTxE.swapaxes(0, 1).reshape(b, l, ys_JxBxTxE.shape[-1])
 
 
 class Block(nn.Module):
@@ -238,8 +238,8 @@ class Block(nn.Module):
         up = projection(self, "up_proj", "ble,em->blm", (e, mlp), (EMBED, MLP))
         down = projection(self, "ff_out", "blm,me->ble", (mlp, e), (MLP, EMBED))
 
-        def ffn(m_BxCxE):
-            return down(jax.nn.silu(gate(m_BxCxE)) * up(m_BxCxE))
+        def ffn(m_BxTxE):
+            return down(jax.nn.silu(gate(m_BxTxE)) * up(m_BxTxE))
 
         # LoRA dropout draws one mask per call: chunks would repeat it, so it runs unchunked.
         dropout = cfg.lora.dropout > 0 and self.has_rng("dropout")

@@ -21,12 +21,12 @@ def allowed_mask(mask: KeyMask, b: int, l: int, s: int, causal: bool):
 def attention(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask: KeyMask, *, causal: bool = False):
     b, l, h, d = q_BxLxHxD.shape
     s, kv = k_BxSxKxD.shape[1], k_BxSxKxD.shape[2]
-    q_BxLxKxGxD = q_BxLxHxD.reshape(b, l, kv, h // kv, d)
-    scores = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, k_BxSxKxD,
+    q_BxLxKxQxD = q_BxLxHxD.reshape(b, l, kv, h // kv, d)
+    scores = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxQxD, k_BxSxKxD,
                         preferred_element_type=jnp.float32) / jnp.sqrt(jnp.float32(d))
     allowed_BxLxS = allowed_mask(mask, b, l, s, causal)
     if allowed_BxLxS is not None:
         scores = jnp.where(allowed_BxLxS[:, None, None], scores, MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxD.dtype)
-    out_BxLxKxGxD = jnp.einsum("bkgls,bskd->blkgd", probs, v_BxSxKxD)
-    return out_BxLxKxGxD.reshape(b, l, h, d)
+    out_BxLxKxQxD = jnp.einsum("bkgls,bskd->blkgd", probs, v_BxSxKxD)
+    return out_BxLxKxQxD.reshape(b, l, h, d)
