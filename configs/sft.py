@@ -1,4 +1,4 @@
-"""SFT on chat JSONL (facts section 4), initialised from a pre-training checkpoint.
+"""SFT on chat JSONL (LLaDA's SFT: the prompt never masked), initialised from a pre-training checkpoint.
 
 Use: `--config=configs/sft.py --config.data.train_jsonl=chat.jsonl
 --config.data.tokenizer=DIR/tokenizer.model --config.train.init_from=PRETRAIN_WORKDIR`.

@@ -196,7 +196,7 @@ def test_temperature_sampling_is_reproducible_and_fills_every_mask(golden_model)
     np.testing.assert_array_equal(a[:, :8], prompt)
 
 
-# ---- Approximate KV cache (facts section 6b) ----
+# ---- Approximate KV cache (Fast-dLLM) ----
 
 def _plain_cached_generate(model, params, prompt, attention_mask, *, steps, gen_length, block_length, cache,
                            threshold=None, cfg_scale=0.0, mask_id=255):

@@ -47,7 +47,7 @@ def test_padding_mask_is_applied(golden_torch, golden_model, golden_dir):
 
 
 def test_grouped_query_heads_follow_repeat_interleave():
-    """kv head j serves query heads j*g .. j*g+g-1 (facts section 1): with the second kv
+    """kv head j serves query heads j*g .. j*g+g-1 (grouped-query attention as in LLaDA-8B): with the second kv
     head's values zeroed, query heads 2 and 3 output zero, heads 0 and 1 do not."""
     a = Args(d_model=16, n_heads=4, n_kv_heads=2, n_layers=1, mlp_hidden_size=8, embedding_size=10)
     net = LLaDATorch(a)

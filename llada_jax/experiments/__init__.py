@@ -1,4 +1,4 @@
-"""Small experiments that reproduce the paper's findings in miniature (facts section 8).
+"""Small experiments that reproduce the paper's findings in miniature (Nie et al. 2025, arXiv:2502.09992).
 
 Shared here: one training run (the training loop's core, `training.loop.run_steps`,
 without checkpoints) for both kinds of model of the same shape, the masked
@@ -136,7 +136,7 @@ def _elbo_sum(model, params, ids, rng, num_t):
     u_rng, m_rng = jax.random.split(rng)
     # stratified t: one draw in each of num_t equal bins, shifted by one offset per row
     t = (jnp.arange(num_t)[:, None] + jax.random.uniform(u_rng, (1, b))) / num_t
-    p = (1 - diffusion.EPS) * t + diffusion.EPS  # (num_t, b), as in the forward process (facts 3)
+    p = (1 - diffusion.EPS) * t + diffusion.EPS  # (num_t, b), as in the forward process
     masked = jax.random.uniform(m_rng, (num_t, b, l)) < p[..., None]
 
     def one(args):
@@ -149,7 +149,7 @@ def _elbo_sum(model, params, ids, rng, num_t):
 def diffusion_bits_per_token(model: LLaDA, params, rows: np.ndarray, *, rng, num_t: int = 8,
                              batch_size: int = 32) -> float:
     """The diffusion ELBO bound in bits per token: the pre-training loss (an upper bound on
-    the NLL in nats per token, facts section 3) averaged over `num_t` stratified t per row."""
+    the NLL in nats per token) averaged over `num_t` stratified t per row."""
     total = 0.0
     for i in range(0, len(rows), batch_size):
         chunk = jnp.asarray(rows[i:i + batch_size])

@@ -1,4 +1,5 @@
-"""Hugging Face / PyTorch checkpoint layout <-> our parameter tree (facts section 2).
+"""Hugging Face / PyTorch checkpoint layout <-> our parameter tree (the key names and [out, in]
+orientation of GSAI-ML/LLaDA-8B-Base's model.safetensors).
 
 PyTorch Linear weights are [out, in]; ours are einsum kernels [in, ..., out] with the
 head axes split out (q_proj: [d_model, n_heads, head_dim]). The mapping below is the

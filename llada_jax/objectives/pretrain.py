@@ -1,5 +1,5 @@
 """Pre-training: mask every token with probability p (one t per row), score the masked
-ones with CE / p (facts section 3)."""
+ones with CE / p, over B * L positions (LLaDA's pre-training loss, an upper bound on the NLL)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The reverse process: start from [prompt, MASK * gen_length] and reveal tokens step by
-step, keeping the most confident predictions (facts section 6).
+step, keeping the most confident predictions (ML-GSAI/LLaDA generate.py).
 
 `generate` validates its arguments on the host, then runs the whole reverse process as
 one jitted computation: blocks in `lax.fori_loop`, steps in `lax.scan` (or
@@ -50,7 +50,7 @@ class _Options(NamedTuple):
     eot_id: int
     threshold: float | None
     infill: bool  # the prompt holds masks: its positions are candidates too
-    cache: str | None = None  # None, "prefix" or "dual" (facts section 6b)
+    cache: str | None = None  # None, "prefix" or "dual" (Fast-dLLM's KV cache)
     eos_early_stop: str | None = None  # None, "block" or "tail" (llada_jax.sampling.eos_stop)
 
     @property
@@ -89,7 +89,7 @@ def first_argmax(x):
 
 
 def predict(logits_BxMxV, rng, options: _Options):
-    """Candidate tokens x0 and their confidence for the given positions (facts section 6)."""
+    """Candidate tokens x0 and their confidence for the given positions."""
     if options.logits_eos_inf:
         logits_BxMxV = logits_BxMxV.at[..., options.eos_id].set(_NEG_INF)
     noise_rng, rand_rng = jax.random.split(rng)
@@ -127,7 +127,7 @@ def _transfer(state: _State, logits_BxMxV, pos_BxM, k_B, rng, options: _Options)
 
 
 def _cached_logits(model, params, x, mask, kv, start, options: _Options):
-    """Logits of the block from a partial forward pass against the cache (facts 6b)."""
+    """Logits of the block from a partial forward pass against the cache (Fast-dLLM)."""
     b, l = x.shape
     bl = options.block_length
     if options.cache == "prefix":  # queries: block start .. end (start is a Python int here)
@@ -288,14 +288,14 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
              threshold=None, rng=None, return_stats=False, cache=None, eos_early_stop=None):
     """Sample answers for `prompt` (B, P) int ids; returns int32 (B, P + gen_length).
 
-    Semantics are those of the reference `generate` (facts section 6). Left-pad prompts of
+    Semantics are those of the reference `generate` (ML-GSAI/LLaDA generate.py). Left-pad prompts of
     different lengths with EOS and pass `attention_mask` (B, P) with 0 on padding.
     Mask tokens inside the prompt are infilled by the same process (they compete with the
     current block for each step's reveals, as in the reference).
     threshold: Fast-dLLM's rule; each step reveals every masked position of the block whose
     confidence exceeds it, and at least as many as the fixed schedule (at least one), so
     `steps` bounds the number of model calls and a finished block ends early.
-    cache: Fast-dLLM's approximate block-wise KV cache (facts section 6b): "prefix" reruns
+    cache: Fast-dLLM's approximate block-wise KV cache (NVlabs/Fast-dLLM): "prefix" reruns
     the block and everything after it against cached keys/values of the positions before
     the block; "dual" reruns only the block against cached keys/values of every other
     position. The cache is filled by a full pass at each block's start. None is exact.
