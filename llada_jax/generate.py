@@ -74,9 +74,9 @@ def sample(model, params, prompt_ids, *, tokenizer=None, gen_length=64, steps=No
     eot = tokenizer.eot_id if tokenizer is not None else cfg.eos_token_id
     out = sampler.generate(model, params, np.asarray([prompt_ids], np.int32), steps=steps, gen_length=gen_length,
                             block_length=block_length or gen_length, temperature=temperature,
-                            cfg_scale=cfg_scale, remasking=remasking, mask_id=cfg.mask_token_id,
+                            cfg_scale=cfg_scale, remasking=remasking,
                             logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf,
-                            eos_id=cfg.eos_token_id, eot_id=eot, threshold=threshold,
+                            eot_id=eot, threshold=threshold,
                             rng=jax.random.PRNGKey(seed))
     ids = [int(i) for i in np.asarray(out)[0]]
     shown = ids if gen_length == 0 else ids[len(prompt_ids):]

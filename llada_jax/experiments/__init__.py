@@ -141,7 +141,7 @@ def _elbo_sum(model, params, ids, rng, num_t):
 
     def one(args):
         m, pk = args
-        return jnp.sum(likelihood.masked_nll(model, params, ids, m, 1.0 / pk, mask_id=model.config.mask_token_id))
+        return jnp.sum(likelihood.masked_nll(model, params, ids, m, 1.0 / pk))
 
     return jnp.sum(jax.lax.map(one, (masked, p))) / num_t
 

@@ -62,7 +62,7 @@ def model_config(h) -> LLaDAConfig:
 
 def exact_match(model, params, task, prompts, h) -> float:
     """Greedy exact match (one token per step, low-confidence remasking): the RL loop's eval."""
-    return rl_loop.exact_match(model, params, task, prompts, h["answer_len"], model.config)
+    return rl_loop.exact_match(model, params, task, prompts, h["answer_len"])
 
 
 def sft_step(st):

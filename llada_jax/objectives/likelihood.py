@@ -41,7 +41,7 @@ def stratified_mask(rng, batch_size, prompt_len, answer_len):
     return is_mask, num
 
 
-def masked_nll(model, params, ids_BxL, masked_BxL, inv_p_mask_B, *, mask_id, prompt_mask_BxL=None,
+def masked_nll(model, params, ids_BxL, masked_BxL, inv_p_mask_B, *, mask_id=None, prompt_mask_BxL=None,
                cfg_scale=0.0):
     """One Monte Carlo sample of -ELBO per row, (B,): sum over masked positions of
     CE(model(ids with `masked_BxL` set to mask_id), ids) / p_mask.
@@ -49,7 +49,9 @@ def masked_nll(model, params, ids_BxL, masked_BxL, inv_p_mask_B, *, mask_id, pro
     inv_p_mask_B: 1 / p_mask of each row's sample (L / l for `stratified_mask`).
     prompt_mask_BxL: the prompt positions (never in `masked_BxL`); needed with cfg_scale > 0,
       whose unconditional copy masks them. Differentiable in params (a policy's log-prob).
+    mask_id: default the model's (`model.config.mask_token_id`).
     """
+    mask_id = model.config.mask_token_id if mask_id is None else mask_id
     noisy_BxL = jnp.where(masked_BxL, mask_id, ids_BxL)
     logits_BxLxV = guided_logits(model, params, noisy_BxL, prompt_mask_BxL, cfg_scale, mask_id)
     ce_BxL = token_cross_entropy(logits_BxLxV, ids_BxL)

@@ -71,11 +71,10 @@ class PairIterator:
         self.batch = int(state["batch"])
 
 
-def exact_match(model, params, task, prompts, answer_len, mcfg) -> float:
+def exact_match(model, params, task, prompts, answer_len) -> float:
     """Greedy exact match of `prompts` (one token per step, low-confidence remasking)."""
     out = rollout_lib.rollout(model, params, prompts, num_generations=1, rng=jax.random.key(0),
-                              sampler=dict(steps=answer_len, gen_length=answer_len, block_length=answer_len),
-                              mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id)
+                              sampler=dict(steps=answer_len, gen_length=answer_len, block_length=answer_len))
     want = expected_answer(task, prompts, answer_len)
     return float(np.mean(np.all(out[:, prompts.shape[1]:] == want, axis=1)))
 
@@ -152,8 +151,7 @@ def _run(config, workdir, devices, hooks):
             return batch
         prompts = batch["input_ids"][:, :prompt_len]  # GRPO: the rollouts of this step's prompts, scored
         seqs = rollout_lib.rollout(model, full_params(state), prompts, num_generations=r.num_generations,
-                                   rng=jax.random.fold_in(jax.random.key(t.seed), step), sampler=sampler,
-                                   mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id)
+                                   rng=jax.random.fold_in(jax.random.key(t.seed), step), sampler=sampler)
         completions = seqs[:, prompt_len:]
         rew = rewards_lib.total_reward(names, np.repeat(prompts, r.num_generations, 0), completions, task)
         want = expected_answer(task, np.repeat(prompts, r.num_generations, 0), completions.shape[1])
@@ -183,7 +181,7 @@ def _run(config, workdir, devices, hooks):
 
     def evaluate(step, state, m):
         if task is not None and t.eval_every and (step % t.eval_every == 0 or step == t.steps):
-            acc = exact_match(model, full_params(state), task, eval_prompts, r.gen_length, mcfg)
+            acc = exact_match(model, full_params(state), task, eval_prompts, r.gen_length)
             writer.scalars(step, {"accuracy": acc}, prefix="eval")
             print(f"[rl step {step}] eval exact match {acc:.4f} on {len(eval_prompts)} prompts", flush=True)
 

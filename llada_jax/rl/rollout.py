@@ -24,8 +24,9 @@ def sampler_options(rl_cfg) -> dict:
     return kw
 
 
-def rollout(model, params, prompts_BxP, *, num_generations: int, rng, sampler: dict, mask_id: int, eos_id: int):
+def rollout(model, params, prompts_BxP, *, num_generations: int, rng, sampler: dict, mask_id=None, eos_id=None):
     """(B * G, P + gen_length) int32 sequences: prompt b's G completions are rows
-    b * G .. b * G + G - 1. sampler: generate() options (see `sampler_options`)."""
+    b * G .. b * G + G - 1. sampler: generate() options (see `sampler_options`); mask_id,
+    eos_id: default the model's (`model.config.mask_token_id`, `eos_token_id`), as generate's."""
     prompts = np.repeat(np.asarray(prompts_BxP, np.int32), num_generations, axis=0)
     return np.asarray(generate(model, params, prompts, rng=rng, mask_id=mask_id, eos_id=eos_id, **sampler))

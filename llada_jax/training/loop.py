@@ -81,7 +81,7 @@ def _decode(tokenizer, ids):
     return " ".join(map(str, ids)) if tokenizer is None else tokenizer.decode(ids)
 
 
-def samples(model, params, batch, tokenizer, config, mcfg):
+def samples(model, params, batch, tokenizer, config):
     """A few generated continuations (or SFT answers) of held-out prompts, as text."""
     t, out = config.train, {}
     ids = np.asarray(batch["input_ids"])
@@ -93,8 +93,7 @@ def samples(model, params, batch, tokenizer, config, mcfg):
         prompt = multihost_utils.broadcast_one_to_all(prompt)
         kw = {} if tokenizer is None else dict(eot_id=tokenizer.eot_id)
         gen = sampler.generate(model, params, np.asarray(prompt)[None], steps=t.sample_steps,
-                                gen_length=t.sample_gen_length, block_length=t.sample_gen_length,
-                                mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id, **kw)
+                                gen_length=t.sample_gen_length, block_length=t.sample_gen_length, **kw)
         gen = np.asarray(_host(gen))[0, len(prompt):]
         out[f"sample_{i}"] = f"{_decode(tokenizer, prompt)} ⟶ {_decode(tokenizer, gen)}"
     return out
@@ -206,7 +205,7 @@ def _train(config, workdir, devices, hooks, saved_info):
             ev, eval_batch = evaluate(eval_fn, state, make_eval_iter, mesh, config, eval_key)
             writer.scalars(step, ev, prefix="eval")
             if t.num_samples:
-                texts = samples(model, state_lib.full_params(state), eval_batch, tokenizer, config, mcfg)
+                texts = samples(model, state_lib.full_params(state), eval_batch, tokenizer, config)
                 writer.texts(step, texts)
                 for k, v in texts.items():
                     bar.write(f"[step {step}] {k}: {v!r}")
