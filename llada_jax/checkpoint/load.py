@@ -67,7 +67,7 @@ def load_base(base_workdir: str, abstract_base, step=None):
     """(step, base params) of a non-LoRA workdir, cast to the abstract dtypes on restore
     (orbax casts while reading, so an fp32 checkpoint becomes a bf16 base without an fp32 copy)."""
     if base_reference(base_workdir) is not None:
-        raise ValueError(f"config.train.init_from={base_workdir!r} is itself a LoRA run; export it merged "
+        raise ValueError(f"{base_workdir!r} is itself a LoRA run; export it merged "
                          "(python -m llada_jax.export) and import_hf that as the base")
     return manager.restore_params(base_workdir, abstract_base, step)
 

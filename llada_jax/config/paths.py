@@ -64,5 +64,9 @@ def check_paths(config, *, eval_only: bool = False) -> None:
             jsonl_file(d.eval_jsonl, "eval_jsonl")
     elif d.source == "prepared":
         prepared_dir(d.path, "path")
+        from llada_jax.data import prepared
+
+        if not d.tokenizer and prepared.tokenizer_file(d.path) is None:
+            raise ValueError(f"config.data.path={d.path!r} holds no tokenizer file; set config.data.tokenizer")
         if held_out:
             prepared_dir(d.eval_path, "eval_path")

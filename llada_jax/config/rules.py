@@ -80,6 +80,7 @@ def check_train(config, num_devices: int, process_count: int = 1) -> tuple[int, 
     if config.lora.rank and not config.train.init_from:
         raise ValueError(f"config.lora.rank={config.lora.rank}: LoRA fine-tunes a model; expected "
                          "config.train.init_from=WORKDIR (a training or import_hf workdir) for the base")
+    _lora_base("config.train.init_from", config.train.init_from, config.lora.rank)
     paths.check_paths(config)
     return dims
 
@@ -98,6 +99,7 @@ def check_rl(config, num_devices: int, process_count: int = 1) -> tuple[int, int
         raise ValueError(f"config.rl.init_from={r.init_from!r}: no such directory (expected an SFT workdir)")
     if config.train.init_from:
         raise ValueError("config.train.init_from is set: an RL run starts from config.rl.init_from only")
+    _lora_base("config.rl.init_from", r.init_from, config.lora.rank)
     if r.algorithm == "grpo":
         if d.source != "synthetic":
             raise ValueError(f"config.data.source={d.source!r}: GRPO's prompts come from a checkable task; "
@@ -125,6 +127,15 @@ def check_tokenizer(config, tokenizer) -> None:
     if tokenizer is not None and tokenizer.vocab_size > config.model.vocab_size:
         raise ValueError(f"config.model.vocab_size={config.model.vocab_size}: expected >= the tokenizer's "
                          f"{tokenizer.vocab_size}")
+
+
+def _lora_base(field: str, workdir: str, rank: int) -> None:
+    """A LoRA run's base is a plain workdir (not itself a LoRA run, whose base is elsewhere)."""
+    from llada_jax.checkpoint.load import base_reference
+
+    if rank and workdir and os.path.isdir(workdir) and base_reference(workdir) is not None:
+        raise ValueError(f"{field}={workdir!r} is itself a LoRA run; export it merged "
+                         "(python -m llada_jax.export) and import_hf that as the base")
 
 
 def named(prefix: str, fn, *args):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 
-from llada_jax.config.paths import check_paths, evaluating, prepared_dir, text_files
+from llada_jax.config.paths import check_paths, evaluating, text_files
 from llada_jax.data import documents, tasks
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,7 @@ def load_tokenizer(config, workdir: str):
     if d.source == "prepared":  # the tokenizer the data was made with, stored beside it
         from llada_jax.data import prepared
 
-        found = prepared.tokenizer_file(prepared_dir(d.path, "path"))
-        if found is None:
-            raise ValueError(f"config.data.path={d.path!r} holds no tokenizer file; set config.data.tokenizer")
-        return tokenizer.load_tokenizer(found)
+        return tokenizer.load_tokenizer(prepared.tokenizer_file(d.path))  # there: config.paths.check_paths
     path = os.path.join(workdir, "tokenizer.model")
     if os.path.exists(path):
         return tokenizer.load_tokenizer(path)
