@@ -6,7 +6,7 @@
 #
 # The arguments are those of `python -m llada_jax.train`. The coordinator is the first node of
 # the job (port $PORT, default 12355); the process count and id come from SLURM_NTASKS and
-# SLURM_PROCID, exported as JAX_NUM_PROCESSES / JAX_PROCESS_ID for llada_jax.training.loop.init_distributed.
+# SLURM_PROCID, exported as JAX_NUM_PROCESSES / JAX_PROCESS_ID for llada_jax.parallel.distributed.init_distributed.
 # Submit from the repository root (or set LLADA_ROOT). The workdir must be on a file system
 # every node sees (all processes write their shards of each checkpoint).
 # Edit the #SBATCH lines for your cluster (partition, account, time); sbatch options on the command

@@ -172,7 +172,8 @@ def test_export_never_mixes_with_an_earlier_export(imported, tmp_path):
 def test_export_refuses_int8_and_a_workdir_as_target(imported, train_wd, capsys):
     with pytest.raises(SystemExit) as e:
         export_main([f"--workdir={imported}", f"--out={imported.parent / 'x'}", "--dtype=int8"])
-    assert e.value.code == 2 and "invalid choice: 'int8'" in capsys.readouterr().err
+    # the flag library's one error line (exit status 1), naming the value and the choices
+    assert e.value.code == "error: flag --dtype=int8: value should be one of <float32|bfloat16|float16>"
     with pytest.raises(ValueError, match="--dtype='int8': expected one of float32, bfloat16, float16"):
         export.save_pretrained(LLaDAConfig.tiny(), {}, str(imported.parent / "y"), dtype="int8")
     before = tree_hash(train_wd)

@@ -69,11 +69,11 @@ def test_config_mesh_rules_override_a_parameters_sharding():
     config.mesh.update(data=1, fsdp=4, tensor=2)
     assert sharding.rules_of(config.mesh) == sharding.LOGICAL_RULES  # default: the table as it is
     config.mesh.rules = (("embed", None), ("mlp", ("fsdp", "tensor")))
-    rules = sharding.rules_of(config.mesh)
-    assert dict(rules)["embed"] is None and dict(rules)["vocab"] == "tensor"
+    axis_rules = sharding.rules_of(config.mesh)
+    assert dict(axis_rules)["embed"] is None and dict(axis_rules)["vocab"] == "tensor"
     mesh = sharding.make_mesh(config.mesh)
     tx, _ = make_optimizer(config.optim, 10)
-    _, sh = state_shardings(LLaDA(CFG), tx, mesh, rules=rules)
+    _, sh = state_shardings(LLaDA(CFG), tx, mesh, rules=axis_rules)
     assert sh["params"]["wte"].spec == P("tensor", None)  # default P("tensor", "fsdp")
     assert sh["params"]["blocks"]["ff_out"].spec == P(None, ("fsdp", "tensor"), None)
     for bad, match in [((("embeddings", None),), "logical axis among"), ((("embed", "model"),), "mesh axes among")]:

@@ -49,7 +49,9 @@ def main():
     from llada_jax.training import loop
 
     if "JAX_COORDINATOR_ADDRESS" in os.environ:
-        loop.init_distributed()
+        from llada_jax.parallel.distributed import init_distributed
+
+        init_distributed()
     hooks = []
     for name, sig in (("kill-at", signal.SIGKILL), ("term-at", signal.SIGTERM)):
         if name in flags:
