@@ -51,6 +51,10 @@ class _Options(NamedTuple):
     cache: str | None = None  # None, "prefix" or "dual" (facts section 6b)
     eos_early_stop: str | None = None  # None, "block" or "tail" (llada_jax.sampling.eos_stop)
     guidance: bool = False  # the batch carries cfg's unconditional copy (a shape: 2B rows)
+    # Which draw rules the program holds: None (no row uses it), "on" (every row may) or
+    # "auto" (skipped at run time when no row uses it: the engine's one program for all).
+    noise: str | None = "auto"  # Gumbel noise (temperature > 0)
+    filter: str | None = "auto"  # top-k / top-p
 
     @property
     def num_blocks(self):
@@ -103,9 +107,9 @@ def rows_of(params_list) -> Rows:
                 np.asarray([REMASKING.index(p.remasking) for p in params_list], np.int32))
 
 
-def filter_top(logits_BxMxV, top_k_B, top_p_B):
+def filter_top(logits_BxMxV, top_k_B, top_p_B, mode="auto"):
     """Logits outside each row's top-k (0: off) and top-p (1: off) set to -inf (ties with
-    the k-th / the cut are kept). Skipped at run time when no row filters."""
+    the k-th / the cut are kept). mode: as `_Options.filter`."""
     def cut(logits):
         v = logits.shape[-1]
         desc = -jnp.sort(-logits.astype(jnp.float32), axis=-1)
@@ -118,6 +122,10 @@ def filter_top(logits_BxMxV, top_k_B, top_p_B):
         keep = (logits >= kth) & ((top_p_B[:, None, None] >= 1) | (logits >= pth))
         return jnp.where(keep, logits, _NEG_INF)
 
+    if mode is None:
+        return logits_BxMxV
+    if mode == "on":
+        return cut(logits_BxMxV)
     active = jnp.any((top_k_B > 0) | (top_p_B < 1))
     return jax.lax.cond(active, cut, lambda logits: logits, logits_BxMxV)
 
@@ -139,7 +147,7 @@ def predict_rows(logits_BxMxV, rng, options: _Options, rows: Rows, static_rule: 
     keys (each row's noise from its own key: a row's draw does not depend on the others)."""
     if options.logits_eos_inf:
         logits_BxMxV = logits_BxMxV.at[..., options.eos_id].set(_NEG_INF)
-    logits_BxMxV = filter_top(logits_BxMxV, rows.top_k, rows.top_p)
+    logits_BxMxV = filter_top(logits_BxMxV, rows.top_k, rows.top_p, options.filter)
     noise_rng, rand_rng = _split2(rng)
     scores = logits_BxMxV.astype(jnp.float32)
 
@@ -150,7 +158,10 @@ def predict_rows(logits_BxMxV, rng, options: _Options, rows: Rows, static_rule: 
             g = jax.random.gumbel(noise_rng, scores.shape, jnp.float32)
         return scores + rows.temperature[:, None, None] * g
 
-    scores = jax.lax.cond(jnp.any(rows.temperature > 0), noisy, lambda scores: scores, scores)
+    if options.noise == "on":
+        scores = noisy(scores)
+    elif options.noise == "auto":
+        scores = jax.lax.cond(jnp.any(rows.temperature > 0), noisy, lambda scores: scores, scores)
     x0 = first_argmax(scores)
 
     def rule(name):
@@ -413,8 +424,9 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
     its smallest set of probability >= top_p (1: off).
     sampling: the options as one `SamplingParams` instead of keywords (its seed is not
     used: `rng` is the batch's random stream). Temperature, threshold, cfg_scale, top-k
-    and top-p are traced values: changing them compiles nothing new (cfg on or off does:
-    it doubles the batch).
+    and top-p are traced values: changing them compiles nothing new; turning noise
+    (temperature > 0), filtering (top-k/p) or cfg (it doubles the batch) on or off picks
+    another program. The serving engine's one program holds them all.
     """
     if sampling is not None:
         given = {k: v for k, v in locals().items() if k in _OPTION_DEFAULTS and v != _OPTION_DEFAULTS[k]}
@@ -449,7 +461,8 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
                        logits_eos_inf=bool(logits_eos_inf), confidence_eos_eot_inf=bool(confidence_eos_eot_inf),
                        eos_id=int(eos_id), eot_id=int(eot_id), threshold=None,
                        infill=bool((prompt == mask_id).any()), cache=cache, eos_early_stop=eos_early_stop,
-                       guidance=cfg_scale > 0)
+                       guidance=cfg_scale > 0, noise="on" if temperature > 0 else None,
+                       filter="on" if top_k or top_p < 1 else None)
     rows = Rows(np.full(b, temperature, np.float32), np.full(b, np.inf if threshold is None else threshold, np.float32),
                 np.full(b, cfg_scale + 1.0, np.float32), np.full(b, top_k, np.int32), np.full(b, top_p, np.float32),
                 np.full(b, REMASKING.index(remasking), np.int32))
