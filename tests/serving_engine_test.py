@@ -51,24 +51,22 @@ def test_generate_reads_sampling_params_and_compiles_once_for_any_values(golden_
     got = np.asarray(sampling.generate(model, params, prompt, mask_id=255, sampling=SP))
     np.testing.assert_array_equal(got, want)
     before = sampling._reverse_process._cache_size()
-    for extra in (dict(temperature=0.5), dict(threshold=0.7), dict(temperature=1.3, top_k=3, top_p=0.8)):
-        sampling.generate(model, params, prompt, rng=jax.random.key(1), **kw, **extra)
+    for thr in (0.3, 0.7):  # the threshold is a traced value
+        sampling.generate(model, params, prompt, threshold=thr, **kw)
     assert sampling._reverse_process._cache_size() == before
     with pytest.raises(ValueError, match="not both"):
         sampling.generate(model, params, prompt, sampling=SP, temperature=1.0)
 
-
-def test_top_k_one_leaves_no_room_for_the_noise(golden_model):
-    model, params = golden_model
-    prompt = np.array([PROMPTS[0]])
-    kw = dict(steps=8, gen_length=16, block_length=8, mask_id=255, temperature=5.0)
-
-    def run(seed, **extra):
+    def hot(seed, **extra):  # noise and top-k/p on: one program for every value
         return np.asarray(sampling.generate(model, params, prompt, rng=jax.random.key(seed), **kw, **extra))
 
-    np.testing.assert_array_equal(run(1, top_k=1), run(2, top_k=1))
-    np.testing.assert_array_equal(run(1, top_p=1e-6), run(1, top_k=1))  # the top-p cut keeps one token too
-    assert (run(1) != run(2)).any()
+    top1 = hot(1, temperature=5.0, top_k=1)
+    with_noise = sampling._reverse_process._cache_size()
+    np.testing.assert_array_equal(hot(2, temperature=0.5, top_k=1), top1)  # top-1 leaves no room for noise
+    np.testing.assert_array_equal(hot(1, temperature=5.0, top_p=1e-6), top1)  # nor does a tiny top-p
+    assert (hot(1, temperature=5.0, top_k=50) != hot(2, temperature=5.0, top_k=50)).any()
+    hot(3, temperature=1.3, top_k=7, top_p=0.8, threshold=0.9)
+    assert sampling._reverse_process._cache_size() == with_noise
 
 
 @pytest.fixture(scope="module")
