@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from llada_jax.config import base_config  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
 from llada_jax.training import step as train  # noqa: E402
-from llada_jax.model import LLaDA, LLaDAConfig  # noqa: E402
+from llada_jax.model import LLaDAConfig, build  # noqa: E402
 
 GIB = 1024 ** 3
 IMPLS = ("dense", "chunked")
@@ -40,7 +40,7 @@ def make_step(attention, seq, batch):
                       pad_token_id=4094, attention=attention)
     optim = base_config().optim  # the defaults (AdamW, clipping), at a constant lr
     optim.update(schedule="constant", warmup_steps=0)
-    model = LLaDA(cfg)
+    model = build(cfg)
     tx, schedule = train.make_optimizer(optim, 100)
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
     abstract, shardings = train.state_shardings(model, tx, mesh)

@@ -115,9 +115,9 @@ def loader_vs_step(path, batches=20):
     # the train step of configs/small.py at batch 1 on one CPU device (batch 4 needs ~8 GB here)
     c.model.update(vocab_size=max(c.model.vocab_size, tok.vocab_size))
     mcfg = from_config.model_config(c, tok)
-    from llada_jax.model import LLaDA
+    from llada_jax.model import build
 
-    model = LLaDA(mcfg)
+    model = build(mcfg)
     tx, schedule = train.make_optimizer(c.optim, 100)
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
     _, shardings = train.state_shardings(model, tx, mesh)

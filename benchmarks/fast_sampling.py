@@ -55,12 +55,12 @@ def load(path):
     """(LLaDA module, params, task) of a model directory written by train_task_model.py."""
     from llada_jax.data import tasks
     from llada_jax.interop import hf
-    from llada_jax.model import LLaDA
+    from llada_jax.model import build
 
     with open(os.path.join(path, "task.json")) as f:
         task_kw = json.load(f)
     config, params = hf.load_pretrained(path)
-    return LLaDA(config), params, lambda gen_length: tasks.make_task(
+    return build(config), params, lambda gen_length: tasks.make_task(
         seq_len=task_kw["n_items"] + 1 + gen_length, vocab_size=config.vocab_size, **task_kw)
 
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llada_jax.model.flops import matmul_params, measure_peak_flops
-from llada_jax.model import LLaDA, LLaDAConfig, init_params
+from llada_jax.model import LLaDAConfig, build, init_params
 from llada_jax.sampling import generate
 
 
@@ -57,7 +57,7 @@ def run(args):
          devices=str(jax.devices()[0]))
     for d_model in args.d_model:
         cfg = bench_config(d_model, args.vocab)
-        model = LLaDA(cfg)
+        model = build(cfg)
         params = init_params(cfg, jax.random.key(0))
         seq = args.prompt_len + args.gen_length
         for batch in args.batch:

@@ -57,12 +57,12 @@ def train_model(config, steps, cycle, log=print, max_seconds=None, init=None):
     from llada_jax.parallel import sharding
     from llada_jax.model import from_config
     from llada_jax.training import step as train
-    from llada_jax.model import LLaDA
+    from llada_jax.model import build
 
     d = config.data
     mesh = sharding.make_mesh(config.mesh, jax.devices())
     mcfg = from_config.model_config(config, None)
-    model = LLaDA(mcfg)
+    model = build(mcfg)
     tx, schedule = train.make_optimizer(config.optim, steps)
     st = train.Static(model, tx, "sft", mcfg.mask_token_id, d.eps, 0.0, 1, schedule)
     _, shardings = train.state_shardings(model, tx, mesh)

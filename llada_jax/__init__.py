@@ -2,7 +2,8 @@
 
 The public API (imported on first use, so `import llada_jax` does not import jax):
 
-    LLaDA, LLaDAConfig             the model (llada_jax.model)
+    build(config) -> the Flax module of config.family (llada_jax.model.families)
+    LLaDA, LLaDAConfig             the LLaDA module and the model config of every family
     generate(model, params, prompt, ...)            the sampler (llada_jax.sampling.generate)
     log_likelihood(model, params, prompt, answer, rng=...)   Monte Carlo log p(answer | prompt)
     load_pretrained(hf_dir) -> (config, params)     a Hugging Face directory (llada_jax.interop)
@@ -16,6 +17,7 @@ calls the sampler (see that module), so both uses of the name work.
 import importlib
 
 _API = {
+    "build": "llada_jax.model",
     "LLaDA": "llada_jax.model",
     "LLaDAConfig": "llada_jax.model",
     "log_likelihood": "llada_jax.objectives.likelihood",

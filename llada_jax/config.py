@@ -17,6 +17,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Model shape (llada_jax.model.LLaDAConfig fields; Hugging Face names).
     c.model = ml_collections.ConfigDict(dict(
+        family="llada",  # llada_jax.model.families: what llada_jax.build makes of this config
         d_model=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=256,
         vocab_size=512, embedding_size=512, max_sequence_length=512,
         rope_theta=10000.0, rms_norm_eps=1e-5,
@@ -26,12 +27,23 @@ def base_config() -> ml_collections.ConfigDict:
         dtype="float32", param_dtype="float32", scan_layers=True, remat_policy="none",
         attention="dense",  # "dense", "chunked" (any backend), "cudnn" (GPU) or "splash" (TPU)
         mlp_chunk=0,  # the MLP over sequence chunks of this many tokens (less memory); 0: whole
+        # sparse MoE MLP (llada_jax.model.moe.MoEConfig; its docstring has each field); 0 experts: dense
+        moe=ml_collections.ConfigDict(dict(
+            num_experts=0, num_experts_per_tok=2, expert_hidden_size=0, shared_hidden_size=0,
+            score_function="softmax", expert_bias="none", n_group=1, topk_group=1, norm_topk_prob=False,
+            routed_scaling_factor=1.0, first_k_dense=0, load_balance_weight=0.01, z_loss_weight=0.001,
+            dispatch="ragged")),
+        # Architecture knobs of the other families (import_hf prints them; LLaDA's defaults here).
+        qkv_bias=False, qk_norm=False, attention_head_dim=0, partial_rotary_factor=1.0,
+        logit_alignment="same",  # "shifted": the logit at i predicts token i + 1 (Dream, AR checkpoints)
+        causal=False, mlp="swiglu",
     ))
 
     # Device mesh (data, fsdp, tensor); one axis may be -1: the rest of the devices.
     # rules: (logical axis, mesh axes) pairs replacing those entries of the default table
     # (llada_jax.parallel.sharding.LOGICAL_RULES), e.g. (("embed", None),) stops FSDP.
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules=()))
+    # expert: MoE expert parallelism (also data parallel); the mesh has the axis when it is > 1.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, expert=1, rules=()))
 
     c.optim = ml_collections.ConfigDict(dict(
         lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,

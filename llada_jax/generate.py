@@ -31,10 +31,10 @@ def load(workdir: str):
     """(LLaDA module, params, tokenizer or None, step) from a workdir's latest checkpoint
     (`llada_jax.load_workdir`, on the default device)."""
     from llada_jax.checkpoint.load import load_workdir
-    from llada_jax.model import LLaDA
+    from llada_jax.model import build
 
     w = load_workdir(workdir)
-    return LLaDA(w.config), w.params, w.tokenizer, w.step
+    return build(w.config), w.params, w.tokenizer, w.step
 
 
 def encode_prompt(text: str | None, ids: str | None, tokenizer, mask_id: int, chat: bool = False) -> list[int]:

@@ -42,13 +42,13 @@ def plan(config, devices=None) -> dict:
     from llada_jax.training import validate
     from llada_jax.parallel import sharding
     from llada_jax.training import step as train
-    from llada_jax.model import LLaDA
+    from llada_jax.model import build
 
     devices = list(jax.devices() if devices is None else devices)
     dims = validate.train_config(config, len(devices), 1)
     mesh = sharding.make_mesh(config.mesh, devices)
     mcfg = from_config.model_config(config, None)
-    model = LLaDA(mcfg)
+    model = build(mcfg)
     d = config.data
     st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
     state = checkpoint.abstract_like(abstract, shardings)
@@ -63,7 +63,7 @@ def plan(config, devices=None) -> dict:
     n = len(devices)
     model_flops = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
     return {
-        "devices": n, "mesh": dict(zip(sharding.MESH_AXES, dims)),
+        "devices": n, "mesh": dict(zip(sharding.mesh_axes(config.mesh), dims)),
         "params": sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"])),
         "params_bytes": _sharded_bytes(abstract["params"], shardings["params"]),
         "opt_state_bytes": _sharded_bytes(abstract["opt_state"], shardings["opt_state"]),

@@ -14,8 +14,9 @@ from llada_jax.objectives import likelihood
 
 
 def test_names_are_the_library_objects():
-    assert sorted(llada_jax.__all__) == ["LLaDA", "LLaDAConfig", "generate", "load_pretrained", "load_workdir",
+    assert sorted(llada_jax.__all__) == ["LLaDA", "LLaDAConfig", "build", "generate", "load_pretrained", "load_workdir",
                                          "log_likelihood", "save_pretrained"]
+    assert isinstance(llada_jax.build(transformer.LLaDAConfig.tiny()), transformer.LLaDA)
     assert llada_jax.LLaDA is transformer.LLaDA and llada_jax.LLaDAConfig is transformer.LLaDAConfig
     assert llada_jax.log_likelihood is likelihood.log_likelihood
     assert llada_jax.load_pretrained is import_hf.load_pretrained

@@ -40,11 +40,12 @@ import numpy as np
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+import flax.linen as nn
 from llada_jax.sampling import sampler as sampling
 from llada_jax.sampling.params import SamplingParams
 from llada_jax.serving.engine import Engine
 from llada_jax.objectives.likelihood import mc_nll
-from llada_jax.model import LLaDA
+from llada_jax.model import build
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "llada_jax"
@@ -100,7 +101,7 @@ class LLaDAEvalHarness(LM):
     """lm-eval model. Build from model_args (workdir= or pretrained=), or in Python from
     an in-memory `model`, `params` and `tokenizer`."""
 
-    def __init__(self, workdir=None, pretrained=None, *, model: LLaDA | None = None, params=None,
+    def __init__(self, workdir=None, pretrained=None, *, model: nn.Module | None = None, params=None,
                  tokenizer=None, mc_num=128, batch_size=32, cfg=0.0, is_check_greedy=True, steps=128,
                  gen_length=128, block_length=128, remasking="low_confidence", temperature=0.0, seed=1234,
                  add_bos=False, max_rows=512, **ignored):
@@ -111,7 +112,7 @@ class LLaDAEvalHarness(LM):
             self.model, self.params, self.tokenizer = model, params, tokenizer
         else:
             config, self.params, self.tokenizer = load_model(workdir, pretrained)
-            self.model = LLaDA(config)
+            self.model = build(config)
         ignored = {k: v for k, v in ignored.items() if v is not None and k not in ("device", "max_batch_size")}
         if ignored:
             log.warning("llada_jax: ignoring model_args %s", ignored)

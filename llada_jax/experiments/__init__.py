@@ -22,11 +22,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+import flax.linen as nn
 from llada_jax import objectives
 from llada_jax.objectives import diffusion, likelihood
 from llada_jax.training import loop, step as train
 from llada_jax.config import base_config
-from llada_jax.model import LLaDA, LLaDAConfig, flops, init_params
+from llada_jax.model import LLaDAConfig, build, flops, init_params
 
 KINDS = ("diffusion", "autoregressive")
 
@@ -38,7 +39,7 @@ def optim_config(lr: float, warmup_steps: int) -> ml_collections.ConfigDict:
     return optim
 
 
-def make_step(model: LLaDA, tx, kind: str, random_length_prob: float = 0.0):
+def make_step(model: nn.Module, tx, kind: str, random_length_prob: float = 0.0):
     """The jitted train step of `kind`: the training system's own step with the pretrain
     objective (diffusion) or the autoregressive one (llada_jax.objectives). Not cached:
     `train_model` holds it for its run."""
@@ -53,11 +54,11 @@ def make_step(model: LLaDA, tx, kind: str, random_length_prob: float = 0.0):
     return jax.jit(functools.partial(train.train_step, st=st), donate_argnums=0)
 
 
-def model_for(kind: str, config: LLaDAConfig) -> LLaDA:
+def model_for(kind: str, config: LLaDAConfig) -> nn.Module:
     """The same shape as a bidirectional mask predictor or a causal baseline."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
-    return LLaDA(config.replace(causal=kind == "autoregressive"))
+    return build(config.replace(causal=kind == "autoregressive"))
 
 
 def train_model(kind: str, config: LLaDAConfig, batches: Iterator[np.ndarray], *, steps: int, lr: float,
@@ -111,7 +112,7 @@ def _ar_nll(model, params, ids):
     return jnp.sum(diffusion.token_cross_entropy(logits, ids[:, 1:]))
 
 
-def ar_bits_per_token(model: LLaDA, params, rows: np.ndarray, batch_size: int = 32) -> float:
+def ar_bits_per_token(model: nn.Module, params, rows: np.ndarray, batch_size: int = 32) -> float:
     """Exact NLL of rows[:, 1:] given the preceding tokens, in bits per token."""
     total = sum(float(_ar_nll(model, params, jnp.asarray(rows[i:i + batch_size])))
                 for i in range(0, len(rows), batch_size))
@@ -134,7 +135,7 @@ def _elbo_sum(model, params, ids, rng, num_t):
     return jnp.sum(jax.lax.map(one, (masked, p))) / num_t
 
 
-def diffusion_bits_per_token(model: LLaDA, params, rows: np.ndarray, *, rng, num_t: int = 8,
+def diffusion_bits_per_token(model: nn.Module, params, rows: np.ndarray, *, rng, num_t: int = 8,
                              batch_size: int = 32) -> float:
     """The diffusion ELBO bound in bits per token: the pre-training loss (an upper bound on
     the NLL in nats per token, facts section 3) averaged over `num_t` stratified t per row."""
@@ -157,7 +158,7 @@ def _greedy(model, params, x, attention_mask, n):
     return jax.lax.fori_loop(0, n, body, x)
 
 
-def greedy_ar(model: LLaDA, params, prompt: np.ndarray, n: int, attention_mask=None) -> np.ndarray:
+def greedy_ar(model: nn.Module, params, prompt: np.ndarray, n: int, attention_mask=None) -> np.ndarray:
     """Greedy next-token decoding of `n` tokens after `prompt` (B, P); returns (B, n).
     Left-padded prompts take an `attention_mask` (B, P) with 0 on the padding."""
     prompt = np.asarray(prompt, np.int32)

@@ -34,7 +34,7 @@ from llada_jax.training import loop
 from llada_jax.training import step as train
 from llada_jax.config import experiment_mode
 from llada_jax.experiments import optim_config
-from llada_jax.model import LLaDA, LLaDAConfig, flops, init_params
+from llada_jax.model import LLaDAConfig, build, flops, init_params
 from llada_jax.rl import loop as rl_loop
 from llada_jax.rl import pairs as pairs_lib
 from llada_jax.rl import rewards, rollout
@@ -108,7 +108,7 @@ def run(seed: int, mode: str, out: str) -> dict:
     h = FULL if experiment_mode("rl_miniature", mode) else REDUCED
     t0 = time.perf_counter()
     mcfg = model_config(h)
-    model = LLaDA(mcfg)
+    model = build(mcfg)
     seq_len = h["n_items"] + 1 + h["answer_len"]
     task = SortTask(n_items=h["n_items"], n_values=h["n_values"], vocab_size=mcfg.vocab_size, seq_len=seq_len)
     data_rng = np.random.default_rng([seed, 1])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -26,7 +27,7 @@ import numpy as np
 
 from llada_jax.interop import layout, safetensors_io
 from llada_jax.model.adapters import lora
-from llada_jax.model import LLaDAConfig
+from llada_jax.model import LLaDAConfig, families
 
 EXPORT_DTYPES = ("float32", "bfloat16", "float16")
 PEFT_PREFIX = "base_model.model."  # PeftModel -> LoraModel -> our model
@@ -41,12 +42,13 @@ def gatherer(dtype):
     One export builds one gatherer: its two jitted functions live as long as the export
     (jit compiles each once per shape and sharding), not in a process-wide cache.
     """
-    slice_cast = jax.jit(lambda a, i: jax.lax.dynamic_index_in_dim(a, i, 0, keepdims=False).astype(dtype))
+    slice_cast = jax.jit(lambda a, i: jax.lax.dynamic_slice(  # a[i_1, ..., i_n] (layer, or layer and expert)
+        a, tuple(i) + (0,) * (a.ndim - len(i)), (1,) * len(i) + a.shape[len(i):]).reshape(a.shape[len(i):]).astype(dtype))
     cast = jax.jit(lambda a: a.astype(dtype))
 
     def gather(leaf, idx: int | None) -> np.ndarray:
         if isinstance(leaf, jax.Array):
-            x = cast(leaf) if idx is None else slice_cast(leaf, np.int32(idx))
+            x = cast(leaf) if idx is None else slice_cast(leaf, np.atleast_1d(np.asarray(idx, np.int32)))
             if not x.is_fully_addressable:
                 from jax.experimental import multihost_utils
 
@@ -168,8 +170,8 @@ def _write_files(config, params, path, np_dtype, max_bytes, tokenizer) -> list[s
     _write_json(os.path.join(path, "generation_config.json"),
                 {"_from_model_config": True, "eos_token_id": config.eos_token_id,
                  "pad_token_id": config.pad_token_id})
-    here = os.path.dirname(os.path.abspath(__file__))
-    shutil.copyfile(os.path.join(here, "torch_model.py"), os.path.join(path, layout.MODELING_FILE))
+    for name, source in families.get(config.family).MODELING_FILES.items():  # the family's custom code
+        shutil.copyfile(source, os.path.join(path, name))
     if tokenizer is not None:
         save_tokenizer(tokenizer, path)
     return files
@@ -226,8 +228,11 @@ def _write_json(path, obj):
 
 def peft_target_regex(config: LLaDAConfig) -> str:
     """PEFT target_modules (a regex that must match a module's full name): the adapted
-    projections of the blocks only, not the output head (also named ff_out)."""
-    return r"model\.transformer\.blocks\.\d+\.(" + "|".join(config.lora.targets) + ")"
+    projections of the blocks only, not the output head (also named ff_out), in the
+    family's module names."""
+    names = [families.get(config.family).peft_module(config, 0, t) for t in config.lora.targets]
+    prefix = names[0].split(".0.")[0]
+    return re.escape(prefix) + r"\.\d+\.(" + "|".join(re.escape(n.split(".0.", 1)[1]) for n in names) + ")"
 
 
 def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None = None,
@@ -248,7 +253,7 @@ def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None 
         for name in cfg.targets:
             p, idx = layout.block_path(config, i, name)
             a_path, b_path = p[:-1] + (name + lora.SUFFIX_A,), p[:-1] + (name + lora.SUFFIX_B,)
-            key = f"{PEFT_PREFIX}{layout.PREFIX}blocks.{i}.{name}"
+            key = PEFT_PREFIX + families.get(config.family).peft_module(config, i, name)
             a = gather(layout.leaf(params, a_path), idx)
             b = gather(layout.leaf(params, b_path), idx)
             a_t = np.ascontiguousarray(a.reshape(-1, cfg.rank).T)  # [r, in]

@@ -31,12 +31,12 @@ from llada_jax.model import DTYPES, LLaDAConfig, abstract_params
 from llada_jax.parallel import sharding as sharding_lib
 
 
-def _layer_sharding(sharding):
-    """The sharding of one layer of a stacked parameter: drop the leading layer axis."""
+def _layer_sharding(sharding, n: int = 1):
+    """The sharding of one layer of a stacked parameter: drop the n leading stacked axes."""
     if isinstance(sharding, SingleDeviceSharding):
         return sharding
     if isinstance(sharding, NamedSharding):
-        return NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[1:]))
+        return NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[n:]))
     raise ValueError(f"sharding {sharding!r} of a stacked parameter: expected a NamedSharding or "
                      f"SingleDeviceSharding")
 
@@ -51,6 +51,7 @@ class TreeBuilder:
 
     def __init__(self, config: LLaDAConfig, shardings=None):
         self.config, self.shardings, self.tree = config, shardings, {}
+        self.shapes = layout.our_shapes(config)  # stacked leaves: (layers[, experts]) + one layer's shape
         self.default = SingleDeviceSharding(jax.devices()[0])
         self._setters = {}  # sharding -> jitted (stacked, layer, i) -> stacked
 
@@ -59,12 +60,14 @@ class TreeBuilder:
             return self.default
         return layout.leaf(self.shardings, path)
 
-    def _setter(self, sharding):
-        if sharding not in self._setters:
-            self._setters[sharding] = jax.jit(
-                lambda stacked, layer, i: jax.lax.dynamic_update_index_in_dim(stacked, layer, i, 0),
+    def _setter(self, sharding, n):
+        """stacked[i_1, ..., i_n] = layer, in place (n stacked axes: layers, or layers x experts)."""
+        if (sharding, n) not in self._setters:
+            self._setters[sharding, n] = jax.jit(
+                lambda stacked, layer, i: jax.lax.dynamic_update_slice(
+                    stacked, layer.reshape((1,) * n + layer.shape), tuple(i) + (0,) * layer.ndim),
                 out_shardings=sharding, donate_argnums=0)
-        return self._setters[sharding]
+        return self._setters[sharding, n]
 
     def put(self, path: tuple, idx: int | None, host: np.ndarray):
         sharding = self._sharding(path)
@@ -74,11 +77,12 @@ class TreeBuilder:
         if idx is None:
             node[path[-1]] = jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
             return
-        layer = jax.make_array_from_callback(host.shape, _layer_sharding(sharding), lambda i: host[i])
+        idx = np.atleast_1d(np.asarray(idx, np.int32))
+        layer = jax.make_array_from_callback(host.shape, _layer_sharding(sharding, len(idx)), lambda i: host[i])
         if path[-1] not in node:
-            shape = (self.config.n_layers,) + host.shape
+            shape = self.shapes[path]
             node[path[-1]] = jax.jit(lambda: jnp.zeros(shape, host.dtype), out_shardings=sharding)()
-        node[path[-1]] = self._setter(sharding)(node[path[-1]], layer, np.int32(idx))
+        node[path[-1]] = self._setter(sharding, len(idx))(node[path[-1]], layer, idx)
 
 
 def _dtype_name(dtype) -> str:
@@ -111,8 +115,13 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
         dtype = stored.pop() if len(stored) == 1 else "float32"
     if dtype is not None:
         config_overrides["param_dtype"] = _dtype_name(dtype)
-    config = layout.config_from_hf(hf_config, **config_overrides)
-    layout.check_hf_keys(config, {n: reader.shape(n) for n in reader.names})
+    config = layout.config_from_hf(hf_config, os.path.join(path, "config.json"), **config_overrides)
+    try:
+        layout.check_hf_keys(config, {n: reader.shape(n) for n in reader.names})
+    except ValueError as e:  # name the file: the tensor's own, else the first safetensors file
+        files = sorted({entry[0] for entry in reader.entries.values()})
+        named = [reader.entries[n][0] for n in reader.names if f"{n!r}" in str(e)]
+        raise ValueError(f"{(named or files or [path])[0]}: {e} for the {config.family} family") from None
     if shardings is None and mesh is not None:
         shardings = sharding_lib.shardings_of(abstract_params(config), mesh, rules)
     np_dtype = safetensors_io.np_dtype(config.param_dtype)
@@ -126,10 +135,13 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
 
 def model_flags(config: LLaDAConfig) -> list[str]:
     """`--config.model.*` flags that give configs/*.py this model's shape."""
-    fields = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "vocab_size",
+    fields = ("family", "d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "vocab_size",
               "embedding_size", "max_sequence_length", "rope_theta", "rms_norm_eps", "mask_token_id",
               "eos_token_id", "pad_token_id", "weight_tying", "param_dtype")
-    return [f"--config.model.{f}={getattr(config, f)}" for f in fields]
+    knobs = ("qkv_bias", "qk_norm", "attention_head_dim", "partial_rotary_factor", "logit_alignment", "causal")
+    default = LLaDAConfig()  # the knobs only where they differ from LLaDA's
+    return [f"--config.model.{f}={getattr(config, f)}" for f in fields] + \
+        [f"--config.model.{f}={getattr(config, f)}" for f in knobs if getattr(config, f) != getattr(default, f)]
 
 
 def import_to_workdir(src: str, workdir: str, *, dtype="float32") -> LLaDAConfig:

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from llada_jax.model import LLaDAConfig
+from llada_jax.model import LLaDAConfig, families
 
 PREFIX = "model.transformer."
 # config.json fields that map 1:1 onto LLaDAConfig fields.
@@ -66,7 +66,7 @@ def read_config(path: str) -> dict:
     return out
 
 
-def config_from_hf(hf: dict, **overrides) -> LLaDAConfig:
+def llada_config_from_hf(hf: dict, **overrides) -> LLaDAConfig:
     """LLaDAConfig from a parsed config.json; unsupported features and missing fields
     (REQUIRED_FIELDS, unless given in `overrides`) raise ValueError."""
     missing = [k for k in REQUIRED_FIELDS if hf.get(k) is None and k not in overrides]
@@ -92,7 +92,7 @@ def config_from_hf(hf: dict, **overrides) -> LLaDAConfig:
     return LLaDAConfig(**kw)
 
 
-def config_to_hf(config: LLaDAConfig, torch_dtype: str = "bfloat16") -> dict:
+def llada_config_to_hf(config: LLaDAConfig, torch_dtype: str = "bfloat16") -> dict:
     """config.json content with the official field names and values."""
     out = {k: getattr(config, k) for k in _HF_FIELDS}
     out.update(_UNSUPPORTED)
@@ -133,7 +133,7 @@ def _block_maps(c: LLaDAConfig) -> dict[str, tuple[Callable, Callable]]:
     }
 
 
-def expected_shapes(c: LLaDAConfig) -> dict[str, tuple]:
+def llada_expected_shapes(c: LLaDAConfig) -> dict[str, tuple]:
     e, hd, kd, m = c.d_model, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.mlp_hidden_size
     block = {"attn_norm": (e,), "q_proj": (hd, e), "k_proj": (kd, e), "v_proj": (kd, e),
              "attn_out": (e, hd), "ff_norm": (e,), "ff_proj": (m, e), "up_proj": (m, e), "ff_out": (e, m)}
@@ -169,7 +169,7 @@ def block_path(config, i, name):
     return (f"blocks_{i}",) + leaf, None
 
 
-def tensor_map(config: LLaDAConfig) -> Iterator[tuple[str, tuple, int | None, Callable, Callable]]:
+def llada_tensor_map(config: LLaDAConfig) -> Iterator[tuple[str, tuple, int | None, Callable, Callable]]:
     """(hf name, our path, layer index or None, to_torch, from_torch) for every tensor."""
     ident = lambda w: w
     yield PREFIX + "wte.weight", ("wte",), None, ident, ident
@@ -184,12 +184,17 @@ def tensor_map(config: LLaDAConfig) -> Iterator[tuple[str, tuple, int | None, Ca
 
 
 def our_shapes(config: LLaDAConfig) -> dict[tuple, tuple]:
-    """Our leaf path -> shape (with the stacked layer axis when scan_layers)."""
+    """Our leaf path -> shape: with the stacked axes of its index when stacked (the layer axis
+    when scan_layers; MoE experts: (layer, expert), or (expert,) per unscanned layer)."""
     expected = expected_shapes(config)
-    out = {}
+    out, extent = {}, {}
     for name, path, idx, _, from_t in tensor_map(config):
         shape = from_t(np.empty(expected[name], np.int8)).shape  # shapes only: int8 keeps it cheap
-        out[path] = ((config.n_layers,) + shape) if idx is not None else shape
+        if idx is not None:
+            idx = (idx,) if isinstance(idx, (int, np.integer)) else tuple(idx)
+            extent[path] = tuple(max(a, i + 1) for a, i in zip(extent.get(path, (0,) * len(idx)), idx))
+            shape = extent[path] + shape
+        out[path] = shape
     return out
 
 
@@ -229,3 +234,23 @@ def check_hf_keys(config: LLaDAConfig, shapes: dict[str, tuple]) -> None:
     for name, shape in expected.items():
         if tuple(shapes[name]) != shape:
             raise ValueError(f"tensor {name!r} has shape {tuple(shapes[name])}, expected {shape}")
+
+
+# The family-independent entry points: each family's module (llada_jax.model.families) holds
+# its layout; LLaDA's is the llada_* functions above.
+def config_from_hf(hf: dict, file: str = "config.json", **overrides) -> LLaDAConfig:
+    """LLaDAConfig from a parsed config.json of any family (read from model_type/architectures)."""
+    family = families.family_of_hf(hf, file)
+    return families.get(family).config_from_hf(hf, **overrides)
+
+
+def config_to_hf(config: LLaDAConfig, torch_dtype: str = "bfloat16") -> dict:
+    return families.get(config.family).config_to_hf(config, torch_dtype=torch_dtype)
+
+
+def expected_shapes(config: LLaDAConfig) -> dict[str, tuple]:
+    return families.get(config.family).expected_shapes(config)
+
+
+def tensor_map(config: LLaDAConfig):
+    return families.get(config.family).tensor_map(config)

@@ -1,8 +1,10 @@
-"""The LLaDA mask predictor: configuration, Transformer, attention implementations
-(`attention/`, a registry by name) and adapters on the projections (`adapters/`)."""
+"""The mask predictor of every model family: `build(config)` (the registry `families/`),
+configuration, Transformer, attention implementations (`attention/`, a registry by name)
+and adapters on the projections (`adapters/`)."""
 
+from llada_jax.model.families import build
 from llada_jax.model.transformer import (DTYPES, REMAT_POLICIES, KVCache, LLaDA, LLaDAConfig, abstract_params, apply_rope,
                                          init_params, lm_head, param_count, rope_tables)
 
-__all__ = ["DTYPES", "REMAT_POLICIES", "KVCache", "LLaDA", "LLaDAConfig", "abstract_params", "apply_rope", "init_params", "lm_head",
+__all__ = ["DTYPES", "REMAT_POLICIES", "KVCache", "build", "LLaDA", "LLaDAConfig", "abstract_params", "apply_rope", "init_params", "lm_head",
            "param_count", "rope_tables"]

@@ -19,10 +19,17 @@ from llada_jax.model.transformer import LLaDAConfig
 
 
 def matmul_params(cfg: LLaDAConfig) -> int:
-    """Parameters that take part in a matmul per token (the embedding lookup does not)."""
+    """Parameters that take part in a matmul per token (the embedding lookup does not).
+    MoE: the active ones, the router and num_experts_per_tok experts (plus the shared ones)
+    of each MoE layer: what a token multiplies, whatever the dispatch computes."""
     e, h, kv, d, m = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.mlp_hidden_size
-    per_layer = e * h * d + 2 * e * kv * d + h * d * e + 3 * e * m
-    return cfg.n_layers * per_layer + e * cfg.embedding_size  # + output head (tied or not)
+    attn = e * h * d + 2 * e * kv * d + h * d * e
+    moe = cfg.moe
+    n_moe = cfg.n_layers - moe.first_k_dense if moe.enabled else 0
+    expert = moe.expert_hidden_size or m
+    moe_mlp = e * moe.num_experts + 3 * e * (moe.num_experts_per_tok * expert + moe.shared_hidden_size)
+    return (cfg.n_layers * attn + (cfg.n_layers - n_moe) * 3 * e * m + n_moe * moe_mlp
+            + e * cfg.embedding_size)  # + output head (tied or not)
 
 
 def train_flops_per_token(cfg: LLaDAConfig, seq_len: int) -> float:

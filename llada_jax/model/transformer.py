@@ -17,16 +17,19 @@ other positions (`kv_cache`), and return the keys/values it computed (`return_kv
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from llada_jax.model import attention as attention_lib
+from llada_jax.model import alignment, attention as attention_lib, families
 from llada_jax import validation
 from llada_jax.model.adapters import ADAPTERS
 from llada_jax.model.adapters.lora import LoRAConfig
+from llada_jax.model import moe as moe_lib
+from llada_jax.model.moe import MoEConfig
 
 # Logical axis names used by the parameters and activations of this module.
 # `llada_jax.parallel.sharding.LOGICAL_RULES` maps each onto mesh axes.
@@ -41,12 +44,16 @@ REMAT_POLICIES = {
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 DTYPES = ("float32", "bfloat16", "float16")
+# The Block's MLP by config.mlp: (module, function(block, x_BxLxE) -> y_BxLxE), imported on
+# first use; the function makes its parameters on the Block (LoRA and the layouts see them there).
+MLPS = {"swiglu": ("llada_jax.model.mlp", "swiglu_mlp")}
 
 
 @dataclasses.dataclass(frozen=True)
 class LLaDAConfig:
     """Model shape (Hugging Face config.json names) plus JAX-side settings."""
 
+    family: str = "llada"  # a key of llada_jax.model.families.FAMILIES: what build() makes of it
     d_model: int = 4096
     n_heads: int = 32
     n_kv_heads: int = 32
@@ -62,6 +69,13 @@ class LLaDAConfig:
     pad_token_id: int = 126081
     weight_tying: bool = False
     init_std: float = 0.02
+    # Architecture knobs of the other families (the defaults are LLaDA's).
+    qkv_bias: bool = False  # biases on q/k/v_proj (Qwen2, Dream)
+    qk_norm: bool = False  # RMSNorm over head_dim on queries and keys before RoPE (Qwen3)
+    attention_head_dim: int = 0  # 0: d_model // n_heads (Qwen3 sets its own head_dim)
+    partial_rotary_factor: float = 1.0  # RoPE on the first head_dim * factor dims only
+    logit_alignment: str = "same"  # "same" or "shifted" (llada_jax.model.alignment)
+    mlp: str = "swiglu"  # a key of MLPS
     # JAX side.
     dtype: str = "float32"  # compute dtype of activations and matmuls
     param_dtype: str = "float32"  # storage dtype of the parameters (master weights)
@@ -71,10 +85,13 @@ class LLaDAConfig:
     attention: str = "dense"  # a key of llada_jax.model.attention.IMPLEMENTATIONS
     mlp_chunk: int = 0  # the MLP over sequence chunks of this many tokens (memory); 0: whole
     lora: LoRAConfig = LoRAConfig()  # adapters on the Block projections; rank 0: none
+    moe: MoEConfig = MoEConfig()  # the sparse MoE MLP (llada_jax.model.moe); num_experts 0: dense
 
     def __post_init__(self):
         if isinstance(self.lora, dict):  # from run.json
             object.__setattr__(self, "lora", LoRAConfig(**self.lora))
+        if isinstance(self.moe, dict):
+            object.__setattr__(self, "moe", MoEConfig(**self.moe))
 
         def need(ok, field, expected):
             if not ok:
@@ -83,12 +100,20 @@ class LLaDAConfig:
         for f in ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size",
                   "vocab_size", "embedding_size", "max_sequence_length"):
             need(isinstance(getattr(self, f), int) and getattr(self, f) > 0, f, "a positive integer")
-        need(self.d_model % self.n_heads == 0, "d_model", f"a multiple of n_heads={self.n_heads}")
-        need((self.d_model // self.n_heads) % 2 == 0, "n_heads", "a head dim (d_model / n_heads) that is even, for RoPE")
+        need(isinstance(self.attention_head_dim, int) and self.attention_head_dim >= 0, "attention_head_dim",
+             "an integer >= 0 (0: d_model // n_heads)")
+        need(self.attention_head_dim or self.d_model % self.n_heads == 0, "d_model",
+             f"a multiple of n_heads={self.n_heads} (or an explicit attention_head_dim)")
+        need(0 < self.partial_rotary_factor <= 1, "partial_rotary_factor", "in (0, 1]")
+        need(self.rotary_dim % 2 == 0 and self.rotary_dim > 0, "n_heads",
+             f"a rotary dim (head_dim {self.head_dim} x partial_rotary_factor) that is even and > 0, for RoPE")
+        need(self.logit_alignment in alignment.ALIGNMENTS, "logit_alignment", f"one of {alignment.ALIGNMENTS}")
+        need(self.mlp in MLPS, "mlp", f"one of {sorted(MLPS)}")
         need(self.n_heads % self.n_kv_heads == 0, "n_kv_heads", f"a divisor of n_heads={self.n_heads}")
         need(self.embedding_size >= self.vocab_size, "embedding_size", f">= vocab_size={self.vocab_size}")
         for f in ("mask_token_id", "eos_token_id", "pad_token_id"):
             need(0 <= getattr(self, f) < self.vocab_size, f, f"a token id in [0, vocab_size={self.vocab_size})")
+        need(self.family in families.FAMILIES, "family", f"one of {sorted(families.FAMILIES)}")
         need(self.rope_theta > 0, "rope_theta", "> 0")
         need(self.rms_norm_eps > 0, "rms_norm_eps", "> 0")
         need(self.dtype in DTYPES, "dtype", f"one of {DTYPES}")
@@ -98,10 +123,16 @@ class LLaDAConfig:
              f"one of {sorted(attention_lib.IMPLEMENTATIONS)}")
         need(isinstance(self.mlp_chunk, int) and self.mlp_chunk >= 0, "mlp_chunk",
              "an integer >= 0 (0: the MLP over the whole sequence at once)")
+        for field, expected in moe_lib.problems(self.moe, self.n_layers)[:1]:
+            raise ValueError(f"LLaDAConfig.moe.{field}={getattr(self.moe, field)!r}: expected {expected}")
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.attention_head_dim or self.d_model // self.n_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.head_dim * self.partial_rotary_factor)
 
     def replace(self, **changes) -> "LLaDAConfig":
         return dataclasses.replace(self, **changes)
@@ -179,12 +210,14 @@ def rope_tables(positions_BxL, head_dim, theta):
     return jnp.cos(angles), jnp.sin(angles)
 
 
-def apply_rope(x_BxLxHxD, cos_BxLxD, sin_BxLxD):
+def apply_rope(x_BxLxHxD, cos_BxLxR, sin_BxLxR):
+    """RoPE on the first R dims of each head (R = rotary dim; the rest pass through)."""
     x = x_BxLxHxD.astype(jnp.float32)
-    half = x.shape[-1] // 2
-    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    out = x * cos_BxLxD[:, :, None, :] + rotated * sin_BxLxD[:, :, None, :]
-    return out.astype(x_BxLxHxD.dtype)
+    r = cos_BxLxR.shape[-1]
+    x, rest = x[..., :r], x[..., r:]
+    rotated = jnp.concatenate([-x[..., r // 2:], x[..., :r // 2]], axis=-1)
+    out = x * cos_BxLxR[:, :, None, :] + rotated * sin_BxLxR[:, :, None, :]
+    return jnp.concatenate([out, rest], axis=-1).astype(x_BxLxHxD.dtype)
 
 
 def lm_head(x_BxLxE, head_ExV):
@@ -192,24 +225,12 @@ def lm_head(x_BxLxE, head_ExV):
     return jnp.einsum("ble,ev->blv", x_BxLxE, head_ExV.astype(x_BxLxE.dtype), preferred_element_type=jnp.float32)
 
 
-def sequence_chunked(fn, x_BxLxE, chunk: int):
-    """A token-wise `fn` over x in sequence chunks of `chunk` tokens, each rematerialised:
-    the backward pass then holds one chunk's intermediates (for the MLP, 3 x mlp_hidden_size
-    values per token) instead of the whole sequence's. With `chunk` 0, or not dividing a
-    longer L, one call. The values are those of fn(x): every token is computed alike."""
-    b, l, e = x_BxLxE.shape
-    if not chunk or l <= chunk or l % chunk:
-        return fn(x_BxLxE)
-    xs_NxBxCxE = x_BxLxE.reshape(b, l // chunk, chunk, e).swapaxes(0, 1)
-    ys_NxBxCxE = jax.lax.map(jax.checkpoint(fn), xs_NxBxCxE)
-    return ys_NxBxCxE.swapaxes(0, 1).reshape(b, l, ys_NxBxCxE.shape[-1])
-
-
 class Block(nn.Module):
     """One pre-norm LLaMA block. Call signature fits `nn.scan`: (carry, *xs) -> (carry, ys)."""
 
     config: LLaDAConfig
     return_kv: bool = False
+    dense_mlp: bool = False  # with config.moe: one of the first_k_dense layers
 
     @nn.compact
     def __call__(self, x_BxLxE, key_mask, cos_BxLxD, sin_BxLxD, cache_kv):
@@ -218,11 +239,12 @@ class Block(nn.Module):
         e, h, kvh, d = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
 
         n = RMSNorm(cfg, name="attn_norm")(x_BxLxE)
-        q = apply_rope(project(self, "q_proj", n, "ble,ehd->blhd", (e, h, d), (EMBED, HEADS, HEAD_DIM)),
-                       cos_BxLxD, sin_BxLxD)
-        k = apply_rope(project(self, "k_proj", n, "ble,ehd->blhd", (e, kvh, d), (EMBED, KV_HEADS, HEAD_DIM)),
-                       cos_BxLxD, sin_BxLxD)
-        v = project(self, "v_proj", n, "ble,ehd->blhd", (e, kvh, d), (EMBED, KV_HEADS, HEAD_DIM))
+        q = self.head_projection("q", n, h, HEADS)
+        k = self.head_projection("k", n, kvh, KV_HEADS)
+        v = self.head_projection("v", n, kvh, KV_HEADS)
+        if cfg.qk_norm:
+            q, k = RMSNorm(cfg, name="q_norm")(q), RMSNorm(cfg, name="k_norm")(k)
+        q, k = apply_rope(q, cos_BxLxD, sin_BxLxD), apply_rope(k, cos_BxLxD, sin_BxLxD)
         new_kv = (k, v) if self.return_kv else None
         if cache_kv is not None:  # cached keys/values of other positions come first
             k = jnp.concatenate([cache_kv[0].astype(dt), k], axis=1)
@@ -233,19 +255,24 @@ class Block(nn.Module):
         h_BxLxE = nn.with_logical_constraint(h_BxLxE, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
 
         m = RMSNorm(cfg, name="ff_norm")(h_BxLxE)
-        mlp = cfg.mlp_hidden_size
-        gate = projection(self, "ff_proj", "ble,em->blm", (e, mlp), (EMBED, MLP))
-        up = projection(self, "up_proj", "ble,em->blm", (e, mlp), (EMBED, MLP))
-        down = projection(self, "ff_out", "blm,me->ble", (mlp, e), (MLP, EMBED))
-
-        def ffn(m_BxCxE):
-            return down(jax.nn.silu(gate(m_BxCxE)) * up(m_BxCxE))
-
-        # LoRA dropout draws one mask per call: chunks would repeat it, so it runs unchunked.
-        dropout = cfg.lora.dropout > 0 and self.has_rng("dropout")
-        out = h_BxLxE + sequence_chunked(ffn, m, 0 if dropout else cfg.mlp_chunk)
+        if cfg.moe.enabled and not self.dense_mlp:  # unchunked: it sows its aux losses
+            out = h_BxLxE + moe_lib.MoEMLP(cfg, name="moe")(m)
+        else:
+            mlp_module, mlp_fn = MLPS[cfg.mlp]
+            out = h_BxLxE + getattr(importlib.import_module(mlp_module), mlp_fn)(self, m)
         out = nn.with_logical_constraint(out, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
         return out, new_kv
+
+    def head_projection(self, name, n_BxLxE, heads, axis):
+        """`{name}_proj` of the normed input into (B, L, heads, head_dim), plus `{name}_bias`
+        when config.qkv_bias."""
+        cfg = self.config
+        y = project(self, f"{name}_proj", n_BxLxE, "ble,ehd->blhd", (cfg.d_model, heads, cfg.head_dim),
+                    (EMBED, axis, HEAD_DIM))
+        if cfg.qkv_bias:
+            init = nn.with_logical_partitioning(nn.initializers.zeros, (axis, HEAD_DIM))
+            y = y + self.param(f"{name}_bias", init, (heads, cfg.head_dim), jnp.dtype(cfg.param_dtype)).astype(y.dtype)
+        return y
 
 
 class LLaDA(nn.Module):
@@ -282,8 +309,9 @@ class LLaDA(nn.Module):
             positions = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
         if attention_mask is not None and kv_lengths is not None:
             raise ValueError("LLaDA: pass attention_mask or kv_lengths, not both")
-        if cfg.causal and kv_cache is not None:
-            raise ValueError("LLaDA: kv_cache is not supported with causal=True")
+        if (cfg.causal or cfg.logit_alignment != "same") and kv_cache is not None:
+            raise ValueError("LLaDA: kv_cache needs causal=False and logit_alignment='same' (a shifted "
+                             "prediction reads the hidden state of the position before, which a cache lacks)")
         # Which keys the queries may attend to (the same for every query of a row);
         # the causal triangle is the attention implementation's business.
         key_mask = attention_lib.KeyMask(None if attention_mask is None else attention_mask.astype(bool), kv_lengths)
@@ -291,7 +319,7 @@ class LLaDA(nn.Module):
         embedding = _param(self, "wte", (cfg.embedding_size, e := cfg.d_model), (VOCAB, EMBED), cfg.init_std)
         x = jnp.take(embedding, input_ids_BxL, axis=0).astype(dt)
         x = nn.with_logical_constraint(x, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
-        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
+        cos, sin = rope_tables(positions, cfg.rotary_dim, cfg.rope_theta)
 
         block = Block
         policy = REMAT_POLICIES[cfg.remat_policy]
@@ -299,20 +327,37 @@ class LLaDA(nn.Module):
             block = nn.remat(Block, policy=policy, prevent_cse=not cfg.scan_layers)
         cache = None if kv_cache is None else (kv_cache.k, kv_cache.v)
         if cfg.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
-                            length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: LAYERS})
-            x, new_kv = stack(cfg, return_kv, name="blocks")(x, key_mask, cos, sin, cache)
+            # MoE with dense first layers: two scanned stacks, "dense_blocks" then "blocks".
+            k_dense = cfg.moe.first_k_dense if cfg.moe.enabled else 0
+            stacks = [(k_dense, True, "dense_blocks")] if k_dense else []
+            stacks.append((cfg.n_layers - k_dense, False, "blocks"))
+            kvs, start = [], 0
+            for length, dense, name in stacks:
+                stack = nn.scan(block, variable_axes={"params": 0, moe_lib.MOE_LOSSES: 0},
+                                split_rngs={"params": True, "dropout": True},
+                                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
+                                length=length, metadata_params={nn.PARTITION_NAME: LAYERS})
+                part = None if cache is None else (cache[0][start:start + length], cache[1][start:start + length])
+                x, kv = stack(cfg, return_kv, dense, name=name)(x, key_mask, cos, sin, part)
+                kvs.append(kv)
+                start += length
+            new_kv = kvs[0] if len(kvs) == 1 or not return_kv else jax.tree_util.tree_map(
+                lambda *a: jnp.concatenate(a), *kvs)
         else:
             per_layer = []
             for i in range(cfg.n_layers):
                 layer_cache = None if cache is None else (cache[0][i], cache[1][i])
-                x, kv = block(cfg, return_kv, name=f"blocks_{i}")(x, key_mask, cos, sin, layer_cache)
+                dense = cfg.moe.enabled and i < cfg.moe.first_k_dense
+                x, kv = block(cfg, return_kv, dense, name=f"blocks_{i}")(x, key_mask, cos, sin, layer_cache)
                 per_layer.append(kv)
             new_kv = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *per_layer) if return_kv else None
 
+        # Position i of the output predicts token i, whatever the family's alignment.
         if output_positions is not None:
-            x = jnp.take_along_axis(x, output_positions[..., None], axis=1)
+            source = alignment.source_positions(output_positions, cfg.logit_alignment)
+            x = jnp.take_along_axis(x, source[..., None], axis=1)
+        else:
+            x = alignment.to_targets(x, cfg.logit_alignment)
         x = RMSNorm(cfg, name="ln_f")(x)
         if cfg.weight_tying:
             head = embedding.T
@@ -328,12 +373,12 @@ def abstract_params(config: LLaDAConfig, batch: int = 1, seq_len: int = 8) -> An
     """The parameter tree as shapes with logical axis names (nn.Partitioned leaves of
     ShapeDtypeStructs), nothing allocated: what parameter shardings and restores start from."""
     tokens_BxL = jnp.zeros((batch, seq_len), jnp.int32)
-    return jax.eval_shape(lambda r: LLaDA(config).init(r, tokens_BxL)["params"], jax.random.PRNGKey(0))
+    return jax.eval_shape(lambda r: families.build(config).init(r, tokens_BxL)["params"], jax.random.PRNGKey(0))
 
 
 def init_params(config: LLaDAConfig, rng, seq_len: int = 8) -> Any:
     """Unboxed float parameters of a freshly initialised model (no logical metadata)."""
-    variables = LLaDA(config).init(rng, jnp.zeros((1, seq_len), jnp.int32))
+    variables = families.build(config).init(rng, jnp.zeros((1, seq_len), jnp.int32))
     return nn.unbox(variables["params"])
 
 

@@ -1,11 +1,14 @@
-"""The device mesh (data, fsdp, tensor) and the one table of logical-axis rules.
+"""The device mesh (data, fsdp, [expert,] tensor) and the one table of logical-axis rules.
 
 Every parameter and activation of `llada_jax.model` carries logical axis names;
 `LOGICAL_RULES` (MaxText style) maps them onto mesh axes, and `config.mesh.rules`
 overrides entries by name (`rules_of`):
 - the batch is split over data x fsdp (both are data parallel);
 - weights are split over fsdp on their embed dimension (ZeRO-3 / FSDP: gathered per
-  layer inside the step) and over tensor on heads / mlp / vocab (Megatron style).
+  layer inside the step) and over tensor on heads / mlp / vocab (Megatron style);
+- MoE experts are split over expert (expert parallelism; `llada_jax.model.moe`), which is
+  also a data-parallel axis for the batch. The mesh has an expert axis only when
+  config.mesh.expert > 1; rules naming an axis the mesh lacks read as unsplit there.
 Parameters and optimizer state are created already sharded (`shardings_of` gives the
 jit `out_shardings`); host batches become global arrays with `global_batch`.
 """
@@ -21,8 +24,8 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-MESH_AXES = ("data", "fsdp", "tensor")
-BATCH_AXES = ("data", "fsdp")
+MESH_AXES = ("data", "fsdp", "expert", "tensor")
+BATCH_AXES = ("data", "fsdp", "expert")
 
 LOGICAL_RULES = (
     ("activation_batch", BATCH_AXES),
@@ -37,6 +40,7 @@ LOGICAL_RULES = (
     ("layers", None),
     ("norm", None),
     ("lora_rank", None),  # LoRA adapters: split like the weight they adapt, the small rank replicated
+    ("expert", "expert"),  # MoE expert weights: expert parallelism
 )
 
 
@@ -55,9 +59,16 @@ def rules_of(mesh_cfg: Mapping) -> tuple:
     return tuple(table.items())
 
 
-def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> tuple[int, int, int]:
-    """Resolve (data, fsdp, tensor) from the config; at most one axis may be -1."""
-    sizes = {a: int(mesh_cfg[a]) for a in MESH_AXES}
+def mesh_axes(mesh_cfg: Mapping[str, int]) -> tuple[str, ...]:
+    """The mesh axes of a config: (data, fsdp, tensor), with expert before tensor when
+    mesh.expert is given and not 1."""
+    return tuple(a for a in MESH_AXES if a != "expert" or int(mesh_cfg.get("expert", 1) or 1) != 1)
+
+
+def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
+    """Resolve the sizes of `mesh_axes(mesh_cfg)` ((data, fsdp, tensor) or (data, fsdp,
+    expert, tensor)) from the config; at most one axis may be -1."""
+    sizes = {a: int(mesh_cfg[a]) for a in mesh_axes(mesh_cfg)}
     free = [a for a, s in sizes.items() if s == -1]
     for a, s in sizes.items():
         if s == 0 or s < -1:
@@ -72,24 +83,39 @@ def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> tuple[int, int,
                              f"which does not divide the device count {num_devices}")
         sizes[free[0]] = num_devices // fixed
     elif fixed != num_devices:
-        raise ValueError(f"config.mesh=(data={sizes['data']}, fsdp={sizes['fsdp']}, tensor={sizes['tensor']}) "
+        raise ValueError(f"config.mesh=({', '.join(f'{a}={s}' for a, s in sizes.items())}) "
                          f"has {fixed} devices, expected the device count {num_devices}")
-    return sizes["data"], sizes["fsdp"], sizes["tensor"]
+    return tuple(sizes.values())
 
 
 def make_mesh(mesh_cfg: Mapping[str, int], devices=None) -> Mesh:
-    """A Mesh with axes (data, fsdp, tensor) over `devices` (default: all devices)."""
+    """A Mesh with axes `mesh_axes(mesh_cfg)` over `devices` (default: all devices)."""
     devices = list(jax.devices() if devices is None else devices)
     shape = mesh_shape(mesh_cfg, len(devices))
     try:  # topology-aware order on TPU/GPU pods
         grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
     except (AssertionError, ValueError, NotImplementedError):
         grid = np.asarray(devices, dtype=object).reshape(shape)
-    return Mesh(grid, MESH_AXES)
+    return Mesh(grid, mesh_axes(mesh_cfg))
+
+
+def batch_axes(mesh) -> tuple[str, ...]:
+    """The axes of BATCH_AXES that `mesh` (a Mesh or an abstract mesh) has."""
+    return tuple(a for a in BATCH_AXES if a in mesh.axis_names)
 
 
 def data_parallel_size(mesh: Mesh) -> int:
-    return mesh.shape["data"] * mesh.shape["fsdp"]
+    return math.prod(mesh.shape[a] for a in batch_axes(mesh))
+
+
+def for_mesh(rules, axis_names) -> tuple:
+    """`rules` with the mesh axes that `axis_names` lacks removed (an absent expert axis)."""
+    def keep(axes):
+        if isinstance(axes, (tuple, list)):
+            kept = tuple(a for a in axes if a in axis_names)
+            return kept or None
+        return axes if axes is None or axes in axis_names else None
+    return tuple((name, keep(axes)) for name, axes in rules)
 
 
 def shardings_of(boxed_tree, mesh: Mesh, rules=None):
@@ -97,12 +123,13 @@ def shardings_of(boxed_tree, mesh: Mesh, rules=None):
     mapped by `rules` (default LOGICAL_RULES); plain leaves are replicated. The result's
     structure is that of the unboxed tree."""
     specs = nn.get_partition_spec(boxed_tree)
-    return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES if rules is None else rules)
+    return nn.logical_to_mesh_sharding(specs, mesh, for_mesh(LOGICAL_RULES if rules is None else rules,
+                                                             mesh.axis_names))
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Rows over data x fsdp; the other dimensions replicated."""
-    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+    """Rows over data x fsdp (x expert); the other dimensions replicated."""
+    return NamedSharding(mesh, P(batch_axes(mesh), *([None] * (ndim - 1))))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -125,5 +152,7 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh, global_batch
 
 def logical_rules_context(rules=None):
     """Context in which `nn.with_logical_constraint` inside the model resolves (by `rules`,
-    default LOGICAL_RULES)."""
-    return nn.logical_axis_rules(LOGICAL_RULES if rules is None else rules)
+    default LOGICAL_RULES), for the mesh set by `jax.set_mesh` (entered first)."""
+    rules = LOGICAL_RULES if rules is None else rules
+    mesh = jax.sharding.get_abstract_mesh()
+    return nn.logical_axis_rules(rules if mesh.empty else for_mesh(rules, mesh.axis_names))

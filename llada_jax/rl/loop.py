@@ -35,7 +35,7 @@ from llada_jax.model import from_config
 from llada_jax.training import inputs, loop, metrics
 from llada_jax.training import validate as validate_lib
 from llada_jax.training import step as train
-from llada_jax.model import LLaDA
+from llada_jax.model import build
 from llada_jax.objectives import grpo
 from llada_jax.rl import pairs as pairs_lib
 from llada_jax.rl import rewards as rewards_lib
@@ -133,7 +133,7 @@ def _run(config, workdir, devices, hooks):
     mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir) if d.source != "synthetic" else None
     mcfg = from_config.model_config(config, tokenizer)
-    model = LLaDA(mcfg)
+    model = build(mcfg)
     tx, _ = train.make_optimizer(config.optim, t.steps)
     abstract, shardings = train.state_shardings(model, tx, mesh)
     ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,

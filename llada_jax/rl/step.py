@@ -18,10 +18,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+import flax.linen as nn
 from llada_jax import objectives
 from llada_jax.model.adapters import lora
 from llada_jax.training import step as train
-from llada_jax.model import LLaDA
+from llada_jax.model import build
 from llada_jax.objectives import grpo  # noqa: F401  (rl_step.grpo.group_advantages, used by experiments)
 from llada_jax.objectives.base import Policy
 
@@ -29,8 +30,8 @@ from llada_jax.objectives.base import Policy
 class Static(NamedTuple):
     """Hashable settings of the compiled RL updates."""
 
-    model: LLaDA
-    ref_model: LLaDA
+    model: nn.Module
+    ref_model: nn.Module
     tx: optax.GradientTransformation
     prompt_len: int
     mask_id: int
@@ -41,10 +42,10 @@ class Static(NamedTuple):
     vrpo_n: int = 8  # VRPO: timesteps (one mask each) per sequence
 
 
-def reference_model(model: LLaDA) -> LLaDA:
+def reference_model(model: nn.Module) -> nn.Module:
     """The model that computes the reference: without LoRA the model itself, with LoRA
     the same shape at rank 0 (it reads only the base, state["frozen"])."""
-    return LLaDA(model.config.replace(lora=lora.LoRAConfig())) if model.config.lora.rank else model
+    return build(model.config.replace(lora=lora.LoRAConfig())) if model.config.lora.rank else model
 
 
 def reference_params(state, ref_params=None):

@@ -40,7 +40,7 @@ from llada_jax.sampling import sampler as sampling
 from llada_jax.parallel import sharding
 from llada_jax.training import step as train
 from llada_jax.checkpoint import workdir as workdir_lib
-from llada_jax.model import LLaDA
+from llada_jax.model import build
 
 log = logging.getLogger(__name__)
 # Exit status of `python -m llada_jax.train` after SIGTERM/SIGINT saved a checkpoint:
@@ -136,7 +136,7 @@ def _train(config, workdir, devices, hooks, saved_info):
     mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir)
     mcfg = from_config.model_config(config, tokenizer)
-    model = LLaDA(mcfg)
+    model = build(mcfg)
     d, t = config.data, config.train
     st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
     tx = st.tx

@@ -31,8 +31,9 @@ import optax
 from llada_jax import objectives
 from llada_jax.objectives import diffusion
 from llada_jax.model.adapters import lora
+from llada_jax.model import moe
 from llada_jax.parallel import sharding
-from llada_jax.model import LLaDA, abstract_params
+from llada_jax.model import abstract_params
 
 SCHEDULES = ("wsd", "cosine", "constant")
 KINDS = ("pretrain", "sft")  # the objectives a training run (a mask predictor) takes
@@ -66,9 +67,9 @@ def make_schedule(optim, total_steps: int):
 
 
 def _decay_mask(params):
-    """Weight decay on matrices only, not on the norm scales."""
+    """Weight decay on matrices only, not on the norm scales (nor MoE's fixed expert bias)."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: not any("norm" in str(k) or "ln_f" in str(k) for k in path), params)
+        lambda path, _: not any("norm" in str(k) or "ln_f" in str(k) or "expert_bias" in str(k) for k in path), params)
 
 
 def make_optimizer(optim, total_steps: int):
@@ -101,7 +102,7 @@ class _Fields(dict):
 class Static(NamedTuple):
     """Hashable settings of one compiled step."""
 
-    model: LLaDA
+    model: nn.Module
     tx: optax.GradientTransformation
     kind: str  # the objective's name (llada_jax.objectives.OBJECTIVES)
     mask_id: int
@@ -130,7 +131,7 @@ def _opt_shardings(abstract_opt, param_shardings, mesh):
     return jax.tree_util.tree_map_with_path(pick, abstract_opt)
 
 
-def state_shardings(model: LLaDA, tx, mesh, init_len: int = 8, rules=None):
+def state_shardings(model: nn.Module, tx, mesh, init_len: int = 8, rules=None):
     """(abstract state, shardings): shapes from `jax.eval_shape`, nothing allocated; the
     parameters sharded by their logical axes under `rules` (default LOGICAL_RULES)."""
     with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
@@ -150,7 +151,7 @@ def state_shardings(model: LLaDA, tx, mesh, init_len: int = 8, rules=None):
     return abstract, shardings
 
 
-def setup(config, model: LLaDA, mesh):
+def setup(config, model: nn.Module, mesh):
     """What a run compiles from `config`: (Static, abstract state, its shardings, batch
     spec {field: ndim}). The training loop and `python -m llada_jax.plan` both start here."""
     d = config.data
@@ -168,7 +169,7 @@ def full_params(state):
     return lora.combine(state["params"], state["frozen"]) if "frozen" in state else state["params"]
 
 
-def init_state(model: LLaDA, tx, mesh, seed: int, shardings, params=None, frozen=None, rules=None):
+def init_state(model: nn.Module, tx, mesh, seed: int, shardings, params=None, frozen=None, rules=None):
     """A fresh state created directly in its shardings (jit with out_shardings). With
     `params` (e.g. restored for SFT) only the optimizer state is new. LoRA: `frozen` is
     the (restored) base, added as it is; fresh adapters are initialised."""
@@ -205,15 +206,22 @@ def loss_fn(params, batch, noise, valid, st: Static, frozen=None, dropout_rng=No
     LoRA: `params` are the adapters, `frozen` the base; `dropout_rng` turns on their dropout."""
     variables = {"params": params if frozen is None else lora.combine(params, frozen)}
     rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
+    sown = []  # MoE: the router's aux losses of each forward
 
     def forward(ids_BxL, valid_BxL=None):
         # `valid` is right padding (a length per row): passed as lengths, which every attention
         # kernel takes; the head is applied chunk by chunk inside the loss.
         lengths = None if valid_BxL is None else jnp.sum(valid_BxL, axis=1, dtype=jnp.int32)
-        return diffusion.ChunkedLogits(*st.model.apply(variables, ids_BxL, kv_lengths=lengths,
-                                                       return_hidden=True, rngs=rngs))
+        kw = {"mutable": [moe.MOE_LOSSES]} if st.model.config.moe.enabled else {}
+        out = st.model.apply(variables, ids_BxL, kv_lengths=lengths, return_hidden=True, rngs=rngs, **kw)
+        if kw:
+            out, mutables = out
+            sown.append(moe.collect_losses(mutables))
+        return diffusion.ChunkedLogits(*out)
 
     loss, m = objectives.get(st.kind).loss(forward, batch, noise, valid)
+    if sown:
+        loss, m = moe.add_losses(loss, m, sown, st.model.config.moe)
     m["correct"] = m["masked_accuracy"] * m["num_masked"]
     return loss, m
 
@@ -239,7 +247,8 @@ def train_step(state, batch, st: Static):
 
         def split(x):
             x = x.reshape((a, x.shape[0] // a) + x.shape[1:])
-            spec = jax.sharding.PartitionSpec(None, sharding.BATCH_AXES, *([None] * (x.ndim - 2)))
+            spec = jax.sharding.PartitionSpec(None, sharding.batch_axes(jax.sharding.get_abstract_mesh()),
+                                              *([None] * (x.ndim - 2)))
             return jax.lax.with_sharding_constraint(x, spec)
 
         micro = jax.tree_util.tree_map(split, (batch, noise, valid))
@@ -261,6 +270,9 @@ def train_step(state, batch, st: Static):
                "lr": st.schedule(state["step"]) if st.schedule is not None else jnp.float32(0)}
     if "masked_prompt_tokens" in m:
         metrics["masked_prompt_tokens"] = m["masked_prompt_tokens"]
+    for k in moe.METRICS:
+        if k in m:  # summed over micro-batches
+            metrics[k] = m[k] / st.grad_accum
     metrics["state_finite"] = all_finite((new_params, opt_state))  # the loop never saves a NaN state
     new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state, "rng": rng}
     if frozen is not None:

@@ -25,6 +25,8 @@ Each error is a ValueError naming the field, the value and what was expected.
 
 from __future__ import annotations
 
+import math
+
 from llada_jax.config import base_config
 from llada_jax.model import DTYPES
 from llada_jax.model.adapters import lora
@@ -39,7 +41,7 @@ def train_config(config, num_devices: int, process_count: int = 1) -> tuple[int,
     _known_fields(config)
     dp_mesh = sharding.mesh_shape(config.mesh, num_devices)
     sharding.rules_of(config.mesh)  # ValueError for a bad override
-    dp = dp_mesh[0] * dp_mesh[1]
+    dp = math.prod(s for a, s in zip(sharding.mesh_axes(config.mesh), dp_mesh) if a in sharding.BATCH_AXES)
     d, o, t = config.data, config.optim, config.train
     if d.kind not in train.KINDS:
         raise ValueError(f"config.data.kind={d.kind!r}: expected one of {train.KINDS}")
@@ -48,7 +50,7 @@ def train_config(config, num_devices: int, process_count: int = 1) -> tuple[int,
         raise ValueError(f"config.optim.grad_accum={o.grad_accum}: expected >= 1")
     if d.batch_size < 1 or d.batch_size % (dp * o.grad_accum):
         raise ValueError(f"config.data.batch_size={d.batch_size}: expected a multiple of the data-parallel size "
-                         f"(mesh data x fsdp = {dp}) times optim.grad_accum={o.grad_accum}")
+                         f"(mesh data x fsdp x expert = {dp}) times optim.grad_accum={o.grad_accum}")
     if d.batch_size % process_count:
         raise ValueError(f"config.data.batch_size={d.batch_size}: expected a multiple of the process count "
                          f"{process_count}")

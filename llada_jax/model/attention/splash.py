@@ -20,7 +20,7 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ma
 from jax.sharding import PartitionSpec as P
 
 from llada_jax.model.attention import KeyMask
-from llada_jax.parallel.sharding import BATCH_AXES
+from llada_jax.parallel.sharding import batch_axes
 
 LANES = 128
 
@@ -58,9 +58,9 @@ def attention(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask: KeyMask, *, causal: bool = 
         return jax.vmap(kernel)(q, k, v, segment_ids=sk.SegmentIds(seg_q, seg_kv))
 
     mesh = jax.sharding.get_abstract_mesh()
-    if not mesh.empty and set(BATCH_AXES) <= set(mesh.axis_names):
+    if not mesh.empty and {"data", "fsdp"} <= set(mesh.axis_names):
         heads = "tensor" if "tensor" in mesh.axis_names and k.shape[1] % mesh.shape["tensor"] == 0 else None
-        qkv, seg = P(BATCH_AXES, heads, None, None), P(BATCH_AXES, None)
+        qkv, seg = P(batch_axes(mesh), heads, None, None), P(batch_axes(mesh), None)
         per_shard = jax.shard_map(per_shard, mesh=mesh, in_specs=(qkv, qkv, qkv, seg, seg), out_specs=qkv,
                                   check_vma=False)
     out = per_shard(q, k, v, seg_q, seg_kv).transpose(0, 2, 1, 3)[:, :l]
