@@ -131,7 +131,8 @@ def filter_top(logits_BxMxV, top_k_B, top_p_B, mode="auto"):
 
 
 def _per_row(rng):
-    return getattr(rng, "ndim", 0) == 1  # (B,) typed keys: one random stream per row
+    # (B,) typed keys: one random stream per row (a raw uint32 (2,) PRNGKey is one key)
+    return jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) and rng.ndim == 1
 
 
 def _split2(rng):
