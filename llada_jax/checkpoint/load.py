@@ -126,10 +126,11 @@ def load_workdir(path: str, mesh=None, *, step: int | None = None, tokenizer: bo
     workdir or holds no readable checkpoint."""
     info = workdir_lib.read_run_info(path)
     config = LLaDAConfig(**info["model"])
+    tok_path = workdir_lib.tokenizer_path(info, path) if tokenizer else None  # checked before the restore
     step, params = restore_workdir_params(path, placed_params(config, mesh), step)
     tok = None
-    if tokenizer and info.get("tokenizer"):
+    if tok_path:
         from llada_jax.data.tokenizer import load_tokenizer
 
-        tok = load_tokenizer(workdir_lib.tokenizer_path(info, path))
+        tok = load_tokenizer(tok_path)
     return Workdir(config, params, int(step), tok, info)

@@ -171,7 +171,8 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
         names = rewards_lib.parse(r.rewards)
         sampler = rollout_lib.sampler_options(r)
     else:
-        pp, cw, cl = pairs_lib.read(r.pairs, eos_id=mcfg.eos_token_id, vocab_size=mcfg.vocab_size)
+        pp, cw, cl = pairs_lib.read(r.pairs, eos_id=mcfg.eos_token_id, vocab_size=mcfg.vocab_size,
+                                     mask_id=mcfg.mask_token_id)
         prompt_len = pp.shape[1]
         it = PairIterator(np.concatenate([pp, cw], 1), np.concatenate([pp, cl], 1), batch_size=d.batch_size,
                           seed=t.seed)

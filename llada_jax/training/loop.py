@@ -73,7 +73,8 @@ def save_run_info(workdir, saved_info, info: dict, resumed_step, allow_changes=(
     if resumed_step is not None and saved_info:
         changes += workdir_lib.check_resume(workdir, saved_info, info, resumed_step, allow_changes)
     if jax.process_index() == 0:
-        workdir_lib.write_run_info(workdir, "train", **info, **({"changes": changes} if changes else {}))
+        fields = {k: v for k, v in info.items() if k not in ("kind", "changes")}
+        workdir_lib.write_run_info(workdir, "train", **fields, **({"changes": changes} if changes else {}))
 
 
 def _mismatch_error(e, workdir, saved_info, config, source):
