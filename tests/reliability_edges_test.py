@@ -149,7 +149,8 @@ def test_a_lora_run_is_repointed_at_its_moved_base(imported, tmp_path, capsys):
     shutil.copytree(imported, base)
     lora_wd = tmp_path / "lora"
     lora_wd.mkdir()
-    model = dict(workdir_lib.read_run_info(str(imported))["model"], lora={"rank": 2, "alpha": 4.0, "targets": ["q_proj", "v_proj"]})
+    model = dict(workdir_lib.read_run_info(str(imported))["model"],
+                 lora={"rank": 2, "alpha": 4.0, "targets": ["q_proj", "v_proj"]})
     workdir_lib.write_run_info(str(lora_wd), "train", model=model, config={},
                                lora_base={"workdir": str(tmp_path / "gone"), "step": 0})
     with pytest.raises(SystemExit, match=r"error: --base=.* holds steps \[0\], not step 5"):

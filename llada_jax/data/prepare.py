@@ -115,8 +115,7 @@ def plan_units(files: list[str], unit_bytes: int) -> list[dict]:
 
 
 def _char_boundary(block: bytes) -> int:
-    """The last UTF-8 character boundary of `block` (a line longer than a piece is cut there,
-    never inside a character): back over at most 3 continuation bytes 10xxxxxx."""
+    """The last UTF-8 character boundary of `block`, where a line longer than a piece is cut."""
     cut = len(block)
     while cut > max(0, len(block) - 4) and (block[cut - 1] & 0xC0) == 0x80:
         cut -= 1
@@ -289,7 +288,7 @@ def prepare(inputs, out: str, *, tokenizer: str | None = None, kind: str = "pret
         raise ValueError(f"--kind={kind!r}: expected one of {prepared.KINDS}")
     if shard_bytes < 1:
         raise ValueError(f"--shard_bytes={shard_bytes}: expected >= 1")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+    if workers is not None and (type(workers) is not int or workers < 1):
         raise ValueError(f"--workers={workers}: expected an integer >= 1 (omit it for one per core)")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out={out!r} is a file; expected a new directory (or one prepare_data made)")
