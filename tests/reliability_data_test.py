@@ -138,7 +138,7 @@ def test_a_lora_workdir_as_init_from_is_refused_by_the_validator(tmp_path):
     lora_wd = tmp_path / "lora"
     lora_wd.mkdir()
     workdir_lib.write_run_info(str(lora_wd), "train", model={}, lora_base={"workdir": "/b", "step": 0})
-    with pytest.raises(ValueError, match=rf"config.train.init_from='{lora_wd}' is a LoRA run"):
+    with pytest.raises(ValueError, match=rf"config.train.init_from='{lora_wd}' is itself a LoRA run"):
         validate.train_run(tiny_config(**{"train.init_from": str(lora_wd)}), 1)
 
 

@@ -68,7 +68,7 @@ def merge_lora(config: LLaDAConfig, params):
 def check_not_lora(path: str, field: str = "config.train.init_from") -> None:
     """ValueError when workdir `path` is a LoRA run (its checkpoints hold adapters only)."""
     if os.path.isdir(path) and base_reference(path) is not None:
-        raise ValueError(f"{field}={path!r} is a LoRA run (its checkpoints hold only adapters); export it "
+        raise ValueError(f"{field}={path!r} is itself a LoRA run (its checkpoints hold only adapters); export it "
                          "merged (python -m llada_jax.export) and import_hf that, then start from the import")
 
 
