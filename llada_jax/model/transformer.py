@@ -67,6 +67,7 @@ class LLaDAConfig:
     param_dtype: str = "float32"  # storage dtype of the parameters (master weights)
     causal: bool = False  # True: an autoregressive baseline of the same shape
     scan_layers: bool = True
+    scan_unroll: int = 1  # layers per iteration of the scanned loop (the parameter tree is the same)
     remat_policy: str = "none"  # a key of REMAT_POLICIES
     attention: str = "dense"  # a key of llada_jax.model.attention.IMPLEMENTATIONS
     mlp_chunk: int = 0  # the MLP over sequence chunks of this many tokens (memory); 0: whole
@@ -301,7 +302,8 @@ class LLaDA(nn.Module):
         if cfg.scan_layers:
             stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                             in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
-                            length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: LAYERS})
+                            length=cfg.n_layers, unroll=cfg.scan_unroll,
+                            metadata_params={nn.PARTITION_NAME: LAYERS})
             x, new_kv = stack(cfg, return_kv, name="blocks")(x, key_mask, cos, sin, cache)
         else:
             per_layer = []
