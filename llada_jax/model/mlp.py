@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import jax
 
-from llada_jax.model.transformer import EMBED, MLP, projection
+from llada_jax.model.layers import EMBED, MLP, projection
 
 
 def sequence_chunked(fn, x_BxLxE, chunk: int):

@@ -40,6 +40,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from llada_jax.model.layers import EMBED, MLP, projection
+
 EXPERT = "expert"  # logical axis of the expert dimension (llada_jax.parallel.sharding maps it)
 MOE_LOSSES = "moe_losses"  # the collection the aux losses are sown into
 SCORE_FUNCTIONS = ("softmax", "sigmoid")
@@ -171,8 +173,6 @@ class MoEMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxLxE):
-        from llada_jax.model.transformer import EMBED, MLP, projection  # the shared projection helper
-
         cfg, m = self.config, self.config.moe
         b, l, e = x_BxLxE.shape
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)

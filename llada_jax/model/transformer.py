@@ -26,16 +26,12 @@ import flax.linen as nn
 
 from llada_jax.model import alignment, attention as attention_lib, families
 from llada_jax import validation
-from llada_jax.model.adapters import ADAPTERS
 from llada_jax.model.adapters.lora import LoRAConfig
 from llada_jax.model import moe as moe_lib
+from llada_jax.model.layers import (  # noqa: F401 (the axis names are part of this module's API)
+    ACT_BATCH, ACT_EMBED, ACT_LENGTH, EMBED, HEAD_DIM, HEADS, KV_HEADS, LAYERS, MLP, NORM, VOCAB, param, project,
+    projection)
 from llada_jax.model.moe import MoEConfig
-
-# Logical axis names used by the parameters and activations of this module.
-# `llada_jax.parallel.sharding.LOGICAL_RULES` maps each onto mesh axes.
-VOCAB, EMBED, HEADS, KV_HEADS, HEAD_DIM, MLP, LAYERS, NORM = (
-    "vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "layers", "norm")
-ACT_BATCH, ACT_LENGTH, ACT_EMBED = "activation_batch", "activation_length", "activation_embed"
 
 REMAT_POLICIES = {
     "none": None,  # no rematerialisation: keep every activation
@@ -157,33 +153,6 @@ class KVCache(NamedTuple):
 
     k: jax.Array
     v: jax.Array
-
-
-def _param(module, name, shape, axes, init_std):
-    dtype = jnp.dtype(module.config.param_dtype)
-    init = nn.with_logical_partitioning(nn.initializers.normal(init_std), axes)
-    return module.param(name, init, shape, dtype)
-
-
-def projection(module, name, spec, shape, axes, n_in=1):
-    """The Block weight `name` (shape, logical axes; its first n_in axes are contracted) as a
-    pure function x -> einsum(spec, x, W), plus the updates of the adapters that target it
-    (`llada_jax.model.adapters.ADAPTERS`: LoRA when config.lora targets it). Every Block
-    projection goes through here, so an adapter changes this one place."""
-    w = _param(module, name, shape, axes, module.config.init_std).astype(jnp.dtype(module.config.dtype))
-    updates = [u for u in (make(module, name, spec, shape, axes, n_in) for make in ADAPTERS) if u is not None]
-
-    def apply(x):
-        y = jnp.einsum(spec, x, w)
-        for update in updates:
-            y = update(x, y)
-        return y
-
-    return apply
-
-
-def project(module, name, x, spec, shape, axes, n_in=1):
-    return projection(module, name, spec, shape, axes, n_in)(x)
 
 
 def _ones_param(module, name, dim):
@@ -316,7 +285,7 @@ class LLaDA(nn.Module):
         # the causal triangle is the attention implementation's business.
         key_mask = attention_lib.KeyMask(None if attention_mask is None else attention_mask.astype(bool), kv_lengths)
 
-        embedding = _param(self, "wte", (cfg.embedding_size, e := cfg.d_model), (VOCAB, EMBED), cfg.init_std)
+        embedding = param(self, "wte", (cfg.embedding_size, e := cfg.d_model), (VOCAB, EMBED), cfg.init_std)
         x = jnp.take(embedding, input_ids_BxL, axis=0).astype(dt)
         x = nn.with_logical_constraint(x, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
         cos, sin = rope_tables(positions, cfg.rotary_dim, cfg.rope_theta)
@@ -362,7 +331,7 @@ class LLaDA(nn.Module):
         if cfg.weight_tying:
             head = embedding.T
         else:
-            head = _param(self, "ff_out", (e, cfg.embedding_size), (EMBED, VOCAB), cfg.init_std)
+            head = param(self, "ff_out", (e, cfg.embedding_size), (EMBED, VOCAB), cfg.init_std)
         out = (x, head) if return_hidden else lm_head(x, head)
         if return_kv:
             return out, KVCache(*new_kv)
