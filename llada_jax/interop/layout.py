@@ -66,17 +66,24 @@ def read_config(path: str) -> dict:
     return out
 
 
+def check_hf_fields(hf: dict, required, unsupported: dict, *, file: str = "config.json", given=(),
+                    note: str = "") -> None:
+    """ValueError naming `file` and the field when a `required` field of config.json is missing
+    (and not in `given`) or a field of `unsupported` holds anything but its one supported value."""
+    missing = [k for k in required if hf.get(k) is None and k not in given]
+    if missing:
+        raise ValueError(f"{file} is missing {', '.join(missing)}: expected every one of {', '.join(required)}{note}")
+    for key, want in unsupported.items():
+        value = hf.get(key)
+        if value is not None and value != want:
+            raise ValueError(f"{file}: {key}={value!r} is not supported (expected {want!r})")
+
+
 def llada_config_from_hf(hf: dict, **overrides) -> LLaDAConfig:
     """LLaDAConfig from a parsed config.json; unsupported features and missing fields
     (REQUIRED_FIELDS, unless given in `overrides`) raise ValueError."""
-    missing = [k for k in REQUIRED_FIELDS if hf.get(k) is None and k not in overrides]
-    if missing:
-        raise ValueError(f"config.json is missing {', '.join(missing)}: expected every one of "
-                         f"{', '.join(REQUIRED_FIELDS)} (no default is safe: the defaults are LLaDA-8B's)")
-    for key, want in _UNSUPPORTED.items():
-        value = hf.get(key)
-        if value is not None and value != want:
-            raise ValueError(f"config.json: {key}={value!r} is not supported (expected {want!r})")
+    check_hf_fields(hf, REQUIRED_FIELDS, _UNSUPPORTED, given=overrides,
+                    note=" (no default is safe: the defaults are LLaDA-8B's)")
     kw = {k: hf[k] for k in _HF_FIELDS if k in hf and hf[k] is not None}
     if hf.get("multi_query_attention"):  # published rule: MQA means one key/value head
         if kw.get("n_kv_heads", 1) != 1:

@@ -38,12 +38,7 @@ def config_from_hf(hf: dict, *, family: str, qkv_bias: bool, qk_norm: bool, caus
     """LLaDAConfig of `family` from a parsed config.json; logits are "shifted" (the output at i
     predicts token i + 1). The mask id is config.json's `mask_token_id`, else overrides', else
     vocab_size - 1 (an autoregressive vocabulary has none; its last row is a padding or reserved one)."""
-    missing = [k for k in REQUIRED_FIELDS if hf.get(k) is None]
-    if missing:
-        raise ValueError(f"{file} is missing {', '.join(missing)}: expected every one of {', '.join(REQUIRED_FIELDS)}")
-    for key, want in UNSUPPORTED.items():
-        if hf.get(key) is not None and hf.get(key) != want:
-            raise ValueError(f"{file}: {key}={hf[key]!r} is not supported (expected {want!r})")
+    layout.check_hf_fields(hf, REQUIRED_FIELDS, UNSUPPORTED, file=file)
     layers = [t for t in hf.get("layer_types") or [] if t != "full_attention"]
     if layers:
         raise ValueError(f"{file}: layer_types holds {layers[0]!r}; expected only 'full_attention'")

@@ -52,12 +52,7 @@ def build(config):
 
 
 def config_from_hf(hf: dict, file: str = "config.json", **overrides) -> LLaDAConfig:
-    missing = [k for k in REQUIRED_FIELDS if hf.get(k) is None]
-    if missing:
-        raise ValueError(f"{file} is missing {', '.join(missing)}: expected every one of {', '.join(REQUIRED_FIELDS)}")
-    for key, want in UNSUPPORTED.items():
-        if hf.get(key) is not None and hf.get(key) != want:
-            raise ValueError(f"{file}: {key}={hf[key]!r} is not supported (expected {want!r})")
+    layout.check_hf_fields(hf, REQUIRED_FIELDS, UNSUPPORTED, file=file)
     n, freq = hf["num_hidden_layers"], hf["moe_layer_freq"]
     k = sum(1 for f in freq if f == 0) if isinstance(freq, list) else -1
     if not isinstance(freq, list) or len(freq) != n or list(freq) != [0] * k + [1] * (n - k) or k == n:
