@@ -31,16 +31,17 @@ from llada_jax.training import step as train  # noqa: E402
 from llada_jax.model import LLaDAConfig, build, init_params  # noqa: E402
 
 
-def bench(d_model, peak, *, steps, batch, seq, lora_rank=0):
-    cfg = LLaDAConfig(d_model=d_model, n_heads=d_model // 64, n_kv_heads=d_model // 64, n_layers=4,
-                      mlp_hidden_size=3 * d_model, vocab_size=8192, embedding_size=8192, max_sequence_length=seq,
-                      mask_token_id=8191, eos_token_id=8190, pad_token_id=8190)
-    optim = base_config().optim  # the defaults (AdamW, clipping), at a constant lr
+def _config(d_model, seq, **kw):
+    return LLaDAConfig(d_model=d_model, n_heads=d_model // 64, n_kv_heads=d_model // 64, n_layers=4,
+                       mlp_hidden_size=3 * d_model, vocab_size=8192, embedding_size=8192, max_sequence_length=seq,
+                       mask_token_id=8191, eos_token_id=8190, pad_token_id=8190, **kw)
+
+
+def _time_step(cfg, peak, *, steps, batch, seq, frozen=None):
+    """Compiles the real jitted train step of `cfg` (AdamW with the defaults' clipping, at a constant
+    lr) on one device and times it: (final state, the timing figures of a JSON line)."""
+    optim = base_config().optim
     optim.update(schedule="constant", warmup_steps=0)
-    frozen = None
-    if lora_rank:
-        frozen = init_params(cfg, jax.random.PRNGKey(0))
-        cfg = cfg.replace(lora=lora.LoRAConfig(rank=lora_rank))
     model = build(cfg)
     tx, schedule = train.make_optimizer(optim, 100)
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
@@ -62,13 +63,21 @@ def bench(d_model, peak, *, steps, batch, seq, lora_rank=0):
     jax.block_until_ready(m)
     step_s = (time.perf_counter() - t) / steps
     step_flops = flops.train_flops_per_token(cfg, seq) * batch * seq
+    return state, {"batch": batch, "seq_len": seq, "compile_s": round(compile_s, 2), "step_s": round(step_s, 3),
+                   "tokens_per_s": round(batch * seq / step_s, 1),
+                   "model_tflops_per_s": round(step_flops / step_s / 1e12, 4), "mfu": round(step_flops / step_s / peak, 4)}
+
+
+def bench(d_model, peak, *, steps, batch, seq, lora_rank=0):
+    cfg, frozen = _config(d_model, seq), None
+    if lora_rank:
+        frozen = init_params(cfg, jax.random.PRNGKey(0))
+        cfg = cfg.replace(lora=lora.LoRAConfig(rank=lora_rank))
+    state, timing = _time_step(cfg, peak, steps=steps, batch=batch, seq=seq, frozen=frozen)
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(train.full_params(state)))
     trainable = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
     return {"figure": "train_step", "d_model": d_model, "n_layers": 4, "params": int(n_params),
-            "lora_rank": lora_rank, "trainable_params": int(trainable), "batch": batch,
-            "seq_len": seq, "compile_s": round(compile_s, 2), "step_s": round(step_s, 3),
-            "tokens_per_s": round(batch * seq / step_s, 1), "model_tflops_per_s": round(step_flops / step_s / 1e12, 4),
-            "mfu": round(step_flops / step_s / peak, 4)}
+            "lora_rank": lora_rank, "trainable_params": int(trainable), **timing}
 
 
 def bench_moe(d_model, peak, *, steps, batch, seq, num_experts=4, per_tok=2, dispatch="dense"):
@@ -79,37 +88,13 @@ def bench_moe(d_model, peak, *, steps, batch, seq, num_experts=4, per_tok=2, dis
 
     m = MoEConfig(num_experts=num_experts, num_experts_per_tok=per_tok, expert_hidden_size=3 * d_model // per_tok,
                   dispatch=dispatch, load_balance_weight=0.01, z_loss_weight=0.001)
-    cfg = LLaDAConfig(d_model=d_model, n_heads=d_model // 64, n_kv_heads=d_model // 64, n_layers=4,
-                      mlp_hidden_size=3 * d_model, vocab_size=8192, embedding_size=8192, max_sequence_length=seq,
-                      mask_token_id=8191, eos_token_id=8190, pad_token_id=8190, moe=m)
-    optim = base_config().optim
-    optim.update(schedule="constant", warmup_steps=0)
-    model = build(cfg)
-    tx, schedule = train.make_optimizer(optim, 100)
-    mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-    _, shardings = train.state_shardings(model, tx, mesh)
-    state = train.init_state(model, tx, mesh, 0, shardings)
-    st = train.Static(model, tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
-    step = train.compile_step(st, mesh, shardings, {"input_ids": 2})
-    ids = np.random.default_rng(0).integers(0, 8000, (batch, seq), dtype=np.int32)
-    b = sharding.global_batch({"input_ids": ids}, mesh, batch)
-    t = time.perf_counter()
-    state, met = step(state, b)
-    jax.block_until_ready(met)
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    for _ in range(steps):
-        state, met = step(state, b)
-    jax.block_until_ready(met)
-    step_s = (time.perf_counter() - t) / steps
-    step_flops = flops.train_flops_per_token(cfg, seq) * batch * seq
+    cfg = _config(d_model, seq, moe=m)
+    state, timing = _time_step(cfg, peak, steps=steps, batch=batch, seq=seq)
     return {"figure": "train_step_moe", "d_model": d_model, "n_layers": 4,
             "params": int(sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))),
             "active_matmul_params": flops.matmul_params(cfg), "num_experts": num_experts,
             "num_experts_per_tok": per_tok, "expert_hidden_size": m.expert_hidden_size, "dispatch": dispatch,
-            "batch": batch, "seq_len": seq, "compile_s": round(compile_s, 2), "step_s": round(step_s, 3),
-            "tokens_per_s": round(batch * seq / step_s, 1), "model_tflops_per_s": round(step_flops / step_s / 1e12, 4),
-            "mfu": round(step_flops / step_s / peak, 4)}
+            **timing}
 
 
 def main():
