@@ -69,10 +69,11 @@ def sample(model, params, prompt_ids, *, tokenizer=None, gen_length=64, steps=No
     from llada_jax.sampling import sampler as sampling
 
     cfg = model.config
-    steps = steps or max(1, gen_length)
+    steps = max(1, gen_length) if steps is None else steps  # 0 is an error (the sampler's), not "default"
     eot = tokenizer.eot_id if tokenizer is not None else cfg.eos_token_id
     out = sampling.generate(model, params, np.asarray([prompt_ids], np.int32), steps=steps, gen_length=gen_length,
-                            block_length=block_length or gen_length, temperature=temperature,
+                            block_length=gen_length if block_length is None else block_length,
+                            temperature=temperature,
                             cfg_scale=cfg_scale, remasking=remasking, mask_id=cfg.mask_token_id,
                             logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf,
                             eos_id=cfg.eos_token_id, eot_id=eot, threshold=threshold,
@@ -115,7 +116,8 @@ def main(argv=None):
         ids = encode_prompt(F.prompt, F.prompt_ids, tok, model.config.mask_token_id, F.chat)
         holes = sum(i == model.config.mask_token_id for i in ids)
         all_ids, text = sample(model, params, ids, tokenizer=tok, gen_length=F.gen_length,
-                               steps=F.steps or (F.gen_length or holes), block_length=F.block_length,
+                               steps=F.steps if F.steps is not None else (F.gen_length or holes),
+                               block_length=F.block_length,
                                temperature=F.temperature, cfg_scale=F.cfg_scale, remasking=F.remasking,
                                threshold=F.threshold, seed=F.seed, logits_eos_inf=F.logits_eos_inf,
                                confidence_eos_eot_inf=F.confidence_eos_eot_inf)

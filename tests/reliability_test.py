@@ -83,6 +83,15 @@ def test_resume_with_another_shape_or_optimizer_stops_before_writing(train_wd, o
     assert not (train_wd / workdir_lib.LOCK).exists()
 
 
+def test_resume_with_another_rope_base_is_refused_naming_it(train_wd):
+    """The wiring of workdir.check_resume in the loop (its rule: tests/reliability_edges_test.py)."""
+    before = tree_hash(train_wd)
+    with pytest.raises(workdir_lib.WorkdirError, match=r"model.rope_theta 10000.0 -> 20000.0.*--allow_change="):
+        loop.train_and_evaluate(tiny_config(**{"train.steps": 6, "model.rope_theta": 20000.0}), str(train_wd),
+                                devices=ONE)
+    assert tree_hash(train_wd) == before and not (train_wd / workdir_lib.LOCK).exists()
+
+
 # ---------------------------------------------------- 2. import and training workdirs
 def test_training_into_an_import_workdir_is_refused(imported, tmp_path):
     wd = tmp_path / "imp"

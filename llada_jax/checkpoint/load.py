@@ -8,8 +8,10 @@ once, by reference: its checkpoints hold only the adapters and their optimizer s
 run.json records `lora_base` = {"workdir": absolute path of BASE, "step": the base step
 used}. Restoring a LoRA workdir (resume, sampling, evaluation, export) reads the adapters
 from its own checkpoint and the base from that exact step of BASE and combines them
-(nothing merged), so BASE must stay where it is (an `import_hf` workdir never changes; a
-training workdir keeps the step while it is among its kept checkpoints). To get a
+(nothing merged), so BASE must stay where it is (an `import_hf` workdir never changes; in a
+training workdir the step is pinned, BASE/pins/, and its retention never prunes it). A
+moved BASE is repointed with `python -m llada_jax.checkpoint.repoint --workdir=LORA_DIR
+--base=NEW_DIR` (the step's arrays are checked against the run's shape). To get a
 self-contained copy, export the merged weights (`merge_lora`):
 `python -m llada_jax.export --workdir=LORA_DIR --out=DIR` writes W + alpha/rank A B as a
 plain Hugging Face directory; with `--peft` it writes the adapters alone in the PEFT format
@@ -63,13 +65,46 @@ def merge_lora(config: LLaDAConfig, params):
     return config.replace(lora=lora.LoRAConfig()), jax.jit(lambda p: lora.merge(config.lora, p))(params)
 
 
-def load_base(base_workdir: str, abstract_base, step=None):
+def check_not_lora(path: str, field: str = "config.train.init_from") -> None:
+    """ValueError when workdir `path` is a LoRA run (its checkpoints hold adapters only)."""
+    if os.path.isdir(path) and base_reference(path) is not None:
+        raise ValueError(f"{field}={path!r} is itself a LoRA run (its checkpoints hold only adapters); export it "
+                         "merged (python -m llada_jax.export) and import_hf that, then start from the import")
+
+
+def load_base(base_workdir: str, abstract_base, step=None, lora_workdir: str = "LORA_DIR"):
     """(step, base params) of a non-LoRA workdir, cast to the abstract dtypes on restore
-    (orbax casts while reading, so an fp32 checkpoint becomes a bf16 base without an fp32 copy)."""
-    if base_reference(base_workdir) is not None:
-        raise ValueError(f"config.train.init_from={base_workdir!r} is itself a LoRA run; export it merged "
-                         "(python -m llada_jax.export) and import_hf that as the base")
+    (orbax casts while reading, so an fp32 checkpoint becomes a bf16 base without an fp32 copy).
+    A base (or step) that is gone is a ValueError naming the repoint command."""
+    check_not_lora(base_workdir)
+    if step is not None and step not in _steps(base_workdir):
+        raise ValueError(f"the LoRA base {base_workdir!r} no longer holds step {step} (it holds "
+                         f"{_steps(base_workdir) or 'no checkpoints'}); if it moved, repoint the LoRA run: "
+                         f"python -m llada_jax.checkpoint.repoint --workdir={lora_workdir} --base=NEW_DIR")
     return manager.restore_params(base_workdir, abstract_base, step)
+
+
+def _steps(workdir: str) -> list[int]:
+    if not os.path.isdir(manager.checkpoint_dir(workdir)):
+        return []
+    ckpt = manager.Checkpointer(manager.checkpoint_dir(workdir), read_only=True, async_save=False)
+    try:
+        return ckpt.all_steps()
+    finally:
+        ckpt.close()
+
+
+def lora_base(workdir: str, init_from: str, abstract_base, resuming: bool, primary: bool = True):
+    """(reference {"workdir", "step"}, base params) of the LoRA run in `workdir`: a resumed
+    run's recorded base, else the latest step of `init_from`. Process 0 pins that step in
+    the base (workdir.pin) so the base's retention keeps it."""
+    ref = (base_reference(workdir) if resuming else None) or {"workdir": os.path.abspath(init_from), "step": None}
+    ref = dict(ref, step=None if ref["step"] is None else int(ref["step"]))
+    ref["step"], base = load_base(ref["workdir"], abstract_base, ref["step"], workdir)
+    pinned = workdir_lib.pin(ref["workdir"], ref["step"], workdir) if primary else None
+    print(f"LoRA base: step {ref['step']} of {ref['workdir']}"
+          + (f" (pinned: {pinned}; that run's checkpoint retention keeps it)" if pinned else ""), flush=True)
+    return ref, base
 
 
 def restore_workdir_params(path: str, abstract, step=None):
@@ -80,7 +115,7 @@ def restore_workdir_params(path: str, abstract, step=None):
         return manager.restore_params(path, abstract, step)
     abstract_adapters, abstract_base = lora.split(abstract)
     step, adapters = manager.restore_params(path, abstract_adapters, step)
-    _, base = load_base(ref["workdir"], abstract_base, ref["step"])
+    _, base = load_base(ref["workdir"], abstract_base, ref["step"], path)
     return step, lora.combine(adapters, base)
 
 
@@ -91,10 +126,11 @@ def load_workdir(path: str, mesh=None, *, step: int | None = None, tokenizer: bo
     workdir or holds no readable checkpoint."""
     info = workdir_lib.read_run_info(path)
     config = LLaDAConfig(**info["model"])
+    tok_path = workdir_lib.tokenizer_path(info, path) if tokenizer else None  # checked before the restore
     step, params = restore_workdir_params(path, placed_params(config, mesh), step)
     tok = None
-    if tokenizer and info.get("tokenizer"):
+    if tok_path:
         from llada_jax.data.tokenizer import load_tokenizer
 
-        tok = load_tokenizer(info["tokenizer"])
+        tok = load_tokenizer(tok_path)
     return Workdir(config, params, int(step), tok, info)

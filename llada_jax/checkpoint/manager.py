@@ -103,6 +103,18 @@ def _quiet_read_only_notice():
         absl_logger.removeFilter(drop)
 
 
+class _Pinned:
+    """Orbax preservation policy: the steps of `workdir` pinned by LoRA runs, read at each
+    decision (a LoRA run may pin while this run trains)."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+
+    def should_preserve(self, checkpoints, *, context):
+        pinned = workdir_lib.pinned_steps(self.workdir)
+        return [c.step in pinned for c in checkpoints]
+
+
 class Checkpointer:
     """Saves and restores (params, train state, data state) under `directory`."""
 
@@ -114,8 +126,11 @@ class Checkpointer:
             raise ValueError(f"config.checkpoint.keep={keep}: expected >= 1")
         self.every, self.read_only, self.directory = every, read_only, directory
         # Read-only: no retention nor save interval (orbax would reset them with a warning each).
+        # Retention keeps the last `keep` and every step a LoRA run pinned (workdir.pin).
+        keep_policy = None if read_only else ocp.checkpoint_managers.AnyPreservationPolicy(
+            [ocp.checkpoint_managers.LatestN(keep), _Pinned(os.path.dirname(os.path.abspath(directory)))])
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=None if read_only else keep, create=not read_only,  # `save` decides which steps are due
+            preservation_policy=keep_policy, create=not read_only,  # `save` decides which steps are due
             **({"save_interval_steps": 0} if read_only else {}),
             enable_async_checkpointing=async_save, read_only=read_only, cleanup_tmp_directories=not read_only)
         handlers = {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),

@@ -66,17 +66,24 @@ def pretrain_rows(files: Sequence[str], tokenizer, seq_len: int, *, max_bytes: i
         cache_file = os.path.join(cache, f"pretrain-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npy")
         if os.path.exists(cache_file):
             return np.load(cache_file)
-    docs, total = [], 0
-    for doc in iter_documents(files):
+    docs, sources, total = [], [], 0
+    for path, line, doc in iter_documents(files, with_source=True):
         if doc.strip():  # empty files (many __init__.py) would only add stray EOS tokens
             docs.append(doc)
+            sources.append((path, line))
             total += len(doc.encode("utf-8"))
         if max_bytes is not None and total >= max_bytes:
             break
     if not docs:
         raise ValueError(f"no text in the training files {files[:3]}{' ...' if len(files) > 3 else ''}: "
                          "every file is empty or blank")
-    rows = pack_documents(tokenizer.encode_batch(docs), tokenizer.eos_id, seq_len)
+    encoded = tokenizer.encode_batch(docs)
+    for ids, (path, line), doc in zip(encoded, sources, docs):
+        if path.endswith(".jsonl"):
+            tokenizer.refuse_mask(ids, f"{path}:{line}")
+        else:
+            tokenizer.refuse_mask(ids, path, doc, line)
+    rows = pack_documents(encoded, tokenizer.eos_id, seq_len)
     if cache is not None:
         try:
             os.makedirs(cache, exist_ok=True)
@@ -103,6 +110,7 @@ def sft_rows(jsonl_path: str, tokenizer, seq_len: int) -> tuple[np.ndarray, np.n
             ids, prompt_mask = tokenizer.encode_sft(messages)
         except ValueError as e:
             raise ValueError(f"{jsonl_path}:{n}: {e}") from e
+        tokenizer.refuse_mask(ids, f"{jsonl_path}:{n}")
         if len(ids) > seq_len:
             too_long += 1
             continue

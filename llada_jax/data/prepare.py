@@ -28,9 +28,11 @@ import time
 
 import numpy as np
 
+from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.data import documents, prepared, tokenizer as T
 
 PLAN = "plan.json"
+LOCK = workdir_lib.LOCK  # held while a run prepares --out (the workdir lock: pid, host)
 _ENCODE_CHARS = 1 << 20  # text per encode batch
 _PIECE_BYTES = 1 << 22  # a large text file is read and encoded in newline-cut pieces of this size
 
@@ -91,7 +93,10 @@ def plan_units(files: list[str], unit_bytes: int) -> list[dict]:
             close_run()
             import pyarrow.parquet as pq
 
-            meta = pq.ParquetFile(path).metadata
+            try:
+                meta = pq.ParquetFile(path).metadata
+            except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+                raise ValueError(f"--inputs: {path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
             group, nbytes, row = [], 0, 0
             for g in range(meta.num_row_groups):
                 group.append(g)
@@ -109,6 +114,16 @@ def plan_units(files: list[str], unit_bytes: int) -> list[dict]:
     return units
 
 
+def _char_boundary(block: bytes) -> int:
+    """The last UTF-8 character boundary of `block`, where a line longer than a piece is cut."""
+    cut = len(block)
+    while cut > max(0, len(block) - 4) and (block[cut - 1] & 0xC0) == 0x80:
+        cut -= 1
+    if cut and block[cut - 1] >= 0xC0:  # the lead byte of the cut character goes with it
+        cut -= 1
+    return cut or len(block)
+
+
 def _text_pieces(path: str):
     """(text, replaced bytes) pieces of one large text file, cut at newlines (always a
     character boundary in UTF-8), each encoded on its own (a token never spans a cut)."""
@@ -116,7 +131,7 @@ def _text_pieces(path: str):
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_PIECE_BYTES), b""):
             block = rest + block
-            cut = block.rfind(b"\n") + 1 or len(block)
+            cut = block.rfind(b"\n") + 1 or _char_boundary(block)
             rest = block[cut:]
             yield documents.decode_text(block[:cut])
     if rest:
@@ -131,15 +146,16 @@ def _documents(unit: dict, field: str):
                 with open(path, "rb") as f:
                     text, n = documents.decode_text(f.read())
                 if text.strip():  # empty files (many __init__.py) would only add stray EOS tokens
-                    yield path, text, True, n
+                    yield (path, 1), text, True, n
                 continue
-            prev = None
+            prev, line = None, 1  # where: (file, the piece's first line)
             for piece in _text_pieces(path):  # the last piece ends the document
                 if prev is not None:
-                    yield path, prev[0], False, prev[1]
+                    yield (path, line), prev[0], False, prev[1]
+                    line += prev[0].count("\n")
                 prev = piece
             if prev is not None:
-                yield path, prev[0], True, prev[1]
+                yield (path, line), prev[0], True, prev[1]
     elif unit["type"] == "jsonl":
         for n, value in documents.jsonl_field(unit["file"], field, f"a {field!r} field", unit["start"], unit["end"],
                                          unit["line"]):
@@ -172,20 +188,24 @@ def _encode(tok, items, kind):
                 ids, mask = tok.encode_sft(messages)
             except (ValueError, TypeError) as e:
                 raise ValueError(f"{where}: {e}") from e
+            tok.refuse_mask(ids, where)
             out.append((ids, sum(mask)))
         return out
-    for where, text, _ in items:
+    items = [(w, t, e) if isinstance(w, tuple) else ((w, None), t, e) for w, t, e in items]
+    for (where, _), text, _ in items:
         if not isinstance(text, str):
             raise ValueError(f"{where}: the text is {type(text).__name__}, expected str")
     try:
         ids = tok.encode_batch([text for _, text, _ in items])
     except Exception:  # noqa: BLE001 - find and name the item the tokenizer fails on
-        for where, text, _ in items:
+        for (where, _), text, _ in items:
             try:
                 tok.encode(text)
             except Exception as e:  # noqa: BLE001
                 raise ValueError(f"{where}: the tokenizer fails on this text ({type(e).__name__}: {e})") from e
         raise
+    for i, ((where, line), text, _) in zip(ids, items):
+        tok.refuse_mask(i, where, text if line else None, line or 1)
     return [(i + [tok.eos_id] if ends else i, 0) for i, (_, _, ends) in zip(ids, items)]
 
 
@@ -268,14 +288,24 @@ def prepare(inputs, out: str, *, tokenizer: str | None = None, kind: str = "pret
         raise ValueError(f"--kind={kind!r}: expected one of {prepared.KINDS}")
     if shard_bytes < 1:
         raise ValueError(f"--shard_bytes={shard_bytes}: expected >= 1")
+    if workers is not None and (type(workers) is not int or workers < 1):
+        raise ValueError(f"--workers={workers}: expected an integer >= 1 (omit it for one per core)")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out={out!r} is a file; expected a new directory (or one prepare_data made)")
     field = field or ("text" if kind == "pretrain" else "messages")
     files = expand_inputs(inputs)
-    ours = ("tokenizer.model", "tokenizer.json")  # a run killed before its plan leaves only these (and .tmp)
+    ours = ("tokenizer.model", "tokenizer.json", LOCK)  # a run killed before its plan leaves only these (and .tmp)
     if os.path.isdir(out) and not os.path.isfile(os.path.join(out, PLAN)) and any(
             f not in ours and ".tmp" not in f for f in os.listdir(out)):
         raise ValueError(f"--out={out!r} is a non-empty directory not made by prepare_data: "
                          "refusing to write into it; choose a new directory")
     os.makedirs(out, exist_ok=True)
+    with workdir_lib.lock(out, "prepare_data", flag="--out"):  # a second run on --out: "in use"
+        return _prepare(files, out, tokenizer, kind, field, shard_bytes, workers, vocab_size, tokenizer_bytes,
+                        progress)
+
+
+def _prepare(files, out, tokenizer, kind, field, shard_bytes, workers, vocab_size, tokenizer_bytes, progress):
     tok = _tokenizer(out, tokenizer, files, kind, vocab_size, tokenizer_bytes)
     stats = [[f, os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files]
     settings = {"format": prepared.FORMAT, "version": prepared.VERSION, "kind": kind, "field": field,
@@ -354,17 +384,17 @@ def main(argv=None):
     p.add_argument("--field", default=None, help="JSONL field / Parquet column (default: text, or messages for sft)")
     p.add_argument("--vocab_size", type=int, default=32000, help="of a trained tokenizer")
     p.add_argument("--shard_bytes", type=int, default=1 << 26, help="input bytes per shard")
-    p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, help="processes, >= 1 (default: all cores)")
     p.add_argument("--verify", action="store_true", help="check the sha256 of every shard of --out and exit")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.verify:
-            prepared.verify_shards(args.out, prepared.read_index(args.out))
+            prepared.verify_shards(args.out, prepared.read_index(args.out, field="--out"))
             print(f"{args.out}: every shard matches its checksum")
             return
         index = prepare(args.inputs, args.out, tokenizer=args.tokenizer, kind=args.kind, field=args.field,
-                        shard_bytes=args.shard_bytes, workers=args.workers or None, vocab_size=args.vocab_size)
+                        shard_bytes=args.shard_bytes, workers=args.workers, vocab_size=args.vocab_size)
     except (ValueError, OSError) as e:
         raise SystemExit(f"error: {e}") from None
     print(json.dumps({k: index[k] for k in ("kind", "documents", "tokens", "dtype")} | {"shards": len(index["shards"])}))

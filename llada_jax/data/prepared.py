@@ -83,6 +83,15 @@ def read_index(path: str, field: str = "data.path") -> dict:
     return index
 
 
+def check_tokenizer(path: str, index: dict, tokenizer, field: str = "data.path") -> None:
+    """ValueError when prepared directory `path` (its `index`) was tokenized with another
+    tokenizer than `tokenizer` (None: nothing to check)."""
+    if tokenizer is not None and index["tokenizer"]["fingerprint"] != fingerprint(tokenizer):
+        raise ValueError(f"{field}={path!r} was tokenized with another tokenizer (fingerprint "
+                         f"{index['tokenizer']['fingerprint'][:12]}, this run's tokenizer "
+                         f"{tokenizer.path} has {fingerprint(tokenizer)[:12]}): foreign shards refused")
+
+
 def verify_shards(path: str, index: dict, checksums: bool = True) -> None:
     """Every shard present with its size (cheap) and, with `checksums`, its sha256."""
     itemsize = np.dtype(index["dtype"]).itemsize
@@ -109,10 +118,7 @@ class PreparedData:
         self.index = index = read_index(self.path)
         if index["kind"] != kind:
             raise ValueError(f"data.path={path!r} holds {index['kind']} data, this run needs {kind}")
-        if tokenizer is not None and index["tokenizer"]["fingerprint"] != fingerprint(tokenizer):
-            raise ValueError(f"data.path={path!r} was tokenized with another tokenizer (fingerprint "
-                             f"{index['tokenizer']['fingerprint'][:12]}, this run's tokenizer "
-                             f"{tokenizer.path} has {fingerprint(tokenizer)[:12]}): foreign shards refused")
+        check_tokenizer(path, index, tokenizer)
         if verify != "none":
             verify_shards(self.path, index, checksums=verify == "full")
         self.error = None

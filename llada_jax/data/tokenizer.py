@@ -91,6 +91,19 @@ class Tokenizer(abc.ABC):
                 self._fingerprint = hashlib.sha256(f.read()).hexdigest()
         return self._fingerprint
 
+    def refuse_mask(self, ids, where: str, text: str | None = None, first_line: int = 1) -> None:
+        """ValueError naming `where` (a file, or file:line) when the token ids `ids` of training
+        or preference data hold the mask id: the literal mask token in the data would teach
+        the model to predict it. With `text` (the document `ids` encode, starting at line
+        `first_line` of the file) the error names the line of the first mask token."""
+        if self.mask_id not in ids:
+            return
+        at = text.find(MASK) if isinstance(text, str) else -1
+        if at >= 0:
+            where = f"{where}:{first_line + text.count(chr(10), 0, at)}"
+        raise ValueError(f"{where}: the data holds the mask token {MASK} (id {self.mask_id}); training data must "
+                         f"not contain it: remove or escape that text")
+
     # --- chat template (facts section 7) -------------------------------------------------
 
     def chat_text(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:

@@ -44,6 +44,10 @@ from llada_jax.model import build
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "llada_jax"
+# The model_args LLaDAEvalHarness takes, and the keys lm-eval itself adds (accepted, unused).
+MODEL_ARGS = ("workdir", "pretrained", "mc_num", "batch_size", "cfg", "is_check_greedy", "steps", "gen_length",
+              "block_length", "remasking", "temperature", "seed", "add_bos", "max_rows")
+LM_EVAL_ARGS = ("device", "max_batch_size")
 
 
 def load_model(workdir: str | None = None, pretrained: str | None = None):
@@ -57,7 +61,9 @@ def load_model(workdir: str | None = None, pretrained: str | None = None):
         from llada_jax.checkpoint.load import load_workdir
         from llada_jax.checkpoint.manager import run_info
 
-        tok_path = run_info(workdir).get("tokenizer")
+        from llada_jax.checkpoint.workdir import tokenizer_path
+
+        tok_path = tokenizer_path(run_info(workdir), workdir)  # checked against its recorded sha256
         if not tok_path:
             raise ValueError(f"workdir={workdir!r}: run.json names no tokenizer; evaluation needs text")
         w = load_workdir(workdir, tokenizer=False)
@@ -108,9 +114,10 @@ class LLaDAEvalHarness(LM):
         else:
             config, self.params, self.tokenizer = load_model(workdir, pretrained)
             self.model = build(config)
-        ignored = {k: v for k, v in ignored.items() if v is not None and k not in ("device", "max_batch_size")}
-        if ignored:
-            log.warning("llada_jax: ignoring model_args %s", ignored)
+        unknown = sorted(k for k, v in ignored.items() if v is not None and k not in LM_EVAL_ARGS)
+        if unknown:  # a misspelt option must not silently evaluate with the default
+            raise ValueError(f"llada_jax: unknown model_args {', '.join(f'{k}={ignored[k]!r}' for k in unknown)}; "
+                             f"expected some of {', '.join(MODEL_ARGS)}")
         if str(batch_size).startswith("auto"):
             raise ValueError("llada_jax: batch_size=auto is not supported; give an integer")
         self.mc_num, self.batch_size = int(mc_num), int(batch_size)
@@ -125,11 +132,16 @@ class LLaDAEvalHarness(LM):
 
     @classmethod
     def create_from_arg_string(cls, arg_string, additional_config=None):
-        """model_args win over lm-eval's own --batch_size/--device (the official adapter's
-        batch_size is the Monte Carlo batch, a model argument)."""
         from lm_eval.utils import simple_parse_args_string
 
-        args = simple_parse_args_string(arg_string)
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict, additional_config=None):
+        """model_args (a string, or the dict `lm-eval run` passes) win over lm-eval's own
+        --batch_size/--device (the official adapter's batch_size is the Monte Carlo batch,
+        a model argument)."""
+        args = dict(arg_dict or {})
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
         return cls(**args, **extra)
 

@@ -11,7 +11,10 @@ workdir is exported merged, or with `--peft` as its adapters alone (`save_peft`)
 
 Nothing is ever mixed: the files are written into a fresh temporary directory next to
 the target and moved into place at the end. A non-empty target is refused unless
-`overwrite`, which replaces it whole.
+`overwrite`, which replaces it whole, and only when it is an earlier export (`check_target`:
+nothing but the files an export writes; never a workdir, nor inside one). What a killed
+export left beside the target (its temporary or set-aside directory) is cleaned up by the
+next export into the same place.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import socket
 
 import jax
 import numpy as np
@@ -94,7 +98,7 @@ def write_dir_atomically(path: str, write):
     (an earlier `path` is replaced whole, never mixed). Returns what `write` returns."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(path))}.tmp{os.getpid()}")
+    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(path))}.tmp{_ME}")
     os.makedirs(tmp)
     try:
         out = write(tmp)
@@ -105,16 +109,70 @@ def write_dir_atomically(path: str, write):
     return out
 
 
+_ME = f"-{socket.gethostname()}-{os.getpid()}"  # names this process's temporary directories
+# The files an export writes (save_pretrained, save_peft, the tokenizer's): a directory
+# holding anything else is not an export, and is never replaced.
+_EXPORT_FILES = re.compile(r"(config\.json|generation_config\.json|model\.safetensors(\.index\.json)?|"
+                           r"model-\d{5}-of-\d{5}\.safetensors|adapter_config\.json|adapter_model\.safetensors|"
+                           r"(modeling|configuration|tokenization)_\w+\.py)")
+
+
+def _clean_partial(path: str) -> None:
+    """Remove what a killed export into `path` left beside it (this host's, its process
+    gone): `.NAME.tmp-HOST-PID` (half-written) and `.NAME.old-HOST-PID` (the export it was
+    replacing: put back when `path` is missing, else superseded)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    pattern = re.compile(rf"\.{re.escape(name)}\.(tmp|old)-{re.escape(socket.gethostname())}-(\d+)")
+    from llada_jax.checkpoint.workdir import _pid_alive
+
+    for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else ():
+        m = pattern.fullmatch(entry)
+        if not m or _pid_alive(int(m.group(2))):
+            continue
+        left = os.path.join(parent, entry)
+        if m.group(1) == "old" and not os.path.exists(path):
+            os.rename(left, path)
+            print(f"--out={path!r}: put back the earlier export that a killed export had set aside ({left})")
+        else:
+            shutil.rmtree(left)
+            print(f"--out={path!r}: removed {left}, left by a killed export")
+
+
+def _inside_workdir(path: str) -> str | None:
+    """The workdir (a directory holding run.json) that `path` is or lies in, if any."""
+    p = os.path.abspath(path)
+    while True:
+        if os.path.isfile(os.path.join(p, "run.json")):
+            return p
+        if os.path.dirname(p) == p:
+            return None
+        p = os.path.dirname(p)
+
+
 def check_target(path: str, overwrite: bool):
-    """ValueError for an export target that exists and is not an empty directory, unless
-    `overwrite` (then it must at least be a directory)."""
-    if not os.path.exists(path):
-        return
-    if not os.path.isdir(path):
+    """ValueError for an export target that is not new, empty or (with `overwrite`) an
+    earlier export: a file, a workdir or a directory inside one, or a directory holding
+    anything an export does not write (a sub-directory, a user's file), with or without
+    `overwrite`. First cleans what a killed export left (`_clean_partial`)."""
+    _clean_partial(path)
+    if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"--out={path!r} is a file; expected a new or empty directory")
-    if {"run.json", "checkpoints"} & set(os.listdir(path)):
+    if os.path.isdir(path) and {"run.json", "checkpoints"} & set(os.listdir(path)):
         raise ValueError(f"--out={path!r} is a llada_jax workdir (run.json, checkpoints/); an export never "
                          f"replaces one, even with --overwrite: choose another directory")
+    workdir = _inside_workdir(path)
+    if workdir is not None:
+        raise ValueError(f"--out={path!r} lies inside the llada_jax workdir {workdir}; export to a directory "
+                         f"outside any workdir")
+    if not os.path.exists(path):
+        return
+    foreign = sorted(f + "/" if os.path.isdir(os.path.join(path, f)) else f for f in os.listdir(path)
+                     if os.path.isdir(os.path.join(path, f)) or not (
+                         _EXPORT_FILES.fullmatch(f) or f in layout.TOKENIZER_FILES))
+    if foreign:
+        raise ValueError(f"--out={path!r} holds what an export does not write ({', '.join(foreign[:4])}); an "
+                         f"export replaces only an earlier export, even with --overwrite: choose a new or "
+                         f"empty directory")
     if os.listdir(path) and not overwrite:
         raise ValueError(f"--out={path!r} is not empty (it holds {', '.join(sorted(os.listdir(path))[:4])}); "
                          f"choose a new directory, or pass --overwrite to replace it whole")
@@ -125,7 +183,7 @@ def _move_into_place(tmp: str, path: str):
     old = None
     if os.path.exists(path):
         old = os.path.join(os.path.dirname(os.path.abspath(path)),
-                           f".{os.path.basename(os.path.abspath(path))}.old{os.getpid()}")
+                           f".{os.path.basename(os.path.abspath(path))}.old{_ME}")
         os.rename(path, old)
     try:
         os.rename(tmp, path)
@@ -182,6 +240,8 @@ def hf_parse_size(size) -> int:
     if isinstance(size, (int, np.integer)) and size > 0:
         return int(size)
     s = str(size).strip().upper()
+    if s.isdigit() and int(s) > 0:  # "300000": bytes, as an int is
+        return int(s)
     for unit, mult in (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6),
                        ("KB", 10**3), ("B", 1)):
         if s.endswith(unit):
@@ -314,16 +374,17 @@ def main(argv=None):
         check_target(args.out, args.overwrite)  # before any restore
         hf_parse_size(args.max_shard_size)
         info = workdir_lib.read_run_info(args.workdir)
-        with workdir_lib.lock(args.workdir, "export", enabled=jax.process_index() == 0):
-            w = load_workdir(args.workdir, export_mesh(LLaDAConfig(**info["model"])), step=args.step,
-                             tokenizer=False)
-            config, step, params = w.config, w.step, w.params
-            if args.peft:
-                base = (info.get("lora_base") or {}).get("workdir")
-                files = save_peft(config, params, args.out, base_model=base, overwrite=args.overwrite)
-            else:
-                config, params = merge_lora(config, params)
-                tok = args.tokenizer or info.get("tokenizer")
-                files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size,
-                                        dtype=args.dtype, tokenizer=tok, overwrite=args.overwrite)
+        # Reading needs no lock (a read-only workdir exports), only that no run writes it now.
+        workdir_lib.check_unlocked(args.workdir)
+        tok = None if args.peft else args.tokenizer or workdir_lib.tokenizer_path(info, args.workdir)
+        w = load_workdir(args.workdir, export_mesh(LLaDAConfig(**info["model"])), step=args.step,
+                         tokenizer=False)
+        config, step, params = w.config, w.step, w.params
+        if args.peft:
+            base = (info.get("lora_base") or {}).get("workdir")
+            files = save_peft(config, params, args.out, base_model=base, overwrite=args.overwrite)
+        else:
+            config, params = merge_lora(config, params)
+            files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size,
+                                    dtype=args.dtype, tokenizer=tok, overwrite=args.overwrite)
     print(json.dumps({"out": os.path.abspath(args.out), "step": int(step), "files": files}))

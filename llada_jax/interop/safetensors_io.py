@@ -80,10 +80,11 @@ class DirReader:
             if not isinstance(weight_map, dict):
                 raise ValueError(f"{index}: expected a 'weight_map' object of tensor name -> file")
             files = sorted(set(weight_map.values()))
-            root = os.path.realpath(path)
             for fname in files:
-                inside = os.path.realpath(os.path.join(path, str(fname)))
-                if not isinstance(fname, str) or os.path.isabs(fname) or os.path.commonpath([inside, root]) != root:
+                # The name must stay inside the directory; the file itself may be a symlink out of
+                # it (a hub cache's snapshot links each shard to ../../blobs/<sha>).
+                parts = os.path.normpath(str(fname)).split(os.sep)
+                if not isinstance(fname, str) or os.path.isabs(fname) or ".." in parts:
                     raise ValueError(f"{index}: weight_map names {fname!r}, outside {path}; expected file "
                                      f"names inside the directory")
         elif os.path.exists(os.path.join(path, "model.safetensors")):

@@ -20,6 +20,8 @@ def main(argv=None):
     with cli.user_errors():
         argv = cli.define_config_flag(argv, help_text="RL config file (configs/rl_sort.py, configs/vrpo_sort.py)")
     flags.DEFINE_string("workdir", None, "output directory; resumes from its latest checkpoint")
+    flags.DEFINE_list("allow_change", [], "resuming: settings that may differ from run.json (e.g. "
+                      "rl.num_generations); each change is recorded in run.json with its step")
     flags.mark_flags_as_required(["workdir"])
 
     def run(_):
@@ -28,7 +30,7 @@ def main(argv=None):
         absl_logging.set_verbosity(absl_logging.WARNING)
         loop.init_distributed()
         with cli.user_errors(loop.NonFiniteLossError):
-            _, last = train_rl(flags.FLAGS.config, flags.FLAGS.workdir)
+            _, last = train_rl(flags.FLAGS.config, flags.FLAGS.workdir, allow_changes=flags.FLAGS.allow_change)
         raise SystemExit(loop.exit_status(last))
 
     cli.run_absl(run, argv)

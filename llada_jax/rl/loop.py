@@ -18,8 +18,6 @@ is bitwise the run that was not interrupted.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import time
 
@@ -113,9 +111,10 @@ def exact_match(model, params, task, prompts, answer_len, mcfg) -> float:
     return float(np.mean(np.all(out[:, prompts.shape[1]:] == want, axis=1)))
 
 
-def train_rl(config, workdir: str, *, devices=None, hooks=()):
+def train_rl(config, workdir: str, *, devices=None, hooks=(), allow_changes=()):
     """Run (or resume) RL in `workdir`. Returns (state, last logged metrics); the metrics
-    hold "signal" when SIGTERM/SIGINT ended the run after saving a checkpoint."""
+    hold "signal" when SIGTERM/SIGINT ended the run after saving a checkpoint. A resume
+    with another reference, group size or model is refused unless `allow_changes` names it."""
     devices = list(jax.devices() if devices is None else devices)
     validate(config, len(devices))
     saved_info = workdir_lib.claim(workdir, "train")
@@ -125,10 +124,10 @@ def train_rl(config, workdir: str, *, devices=None, hooks=()):
             f"(start from that one with --config.rl.init_from={workdir})")
     os.makedirs(workdir, exist_ok=True)
     with workdir_lib.lock(workdir, "train", enabled=jax.process_index() == 0):
-        return _run(config, workdir, devices, hooks)
+        return _run(config, workdir, devices, hooks, saved_info, tuple(allow_changes))
 
 
-def _run(config, workdir, devices, hooks):
+def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
     r, d, t = config.rl, config.data, config.train
     mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir) if d.source != "synthetic" else None
@@ -139,10 +138,11 @@ def _run(config, workdir, devices, hooks):
     ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,
                                    keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
     # The reference: LoRA's frozen base, or (no LoRA) the params of init_from, restored once more.
-    frozen = ref_params = None
-    if "frozen" in abstract:
-        _, frozen = checkpoint_load.load_base(r.init_from,
-                                              checkpoint.abstract_like(abstract["frozen"], shardings["frozen"]))
+    frozen = ref_params = lora_base = None
+    if "frozen" in abstract:  # a resumed run keeps the base step it recorded
+        lora_base, frozen = checkpoint_load.lora_base(
+            workdir, r.init_from, checkpoint.abstract_like(abstract["frozen"], shardings["frozen"]),
+            ckpt.latest_step() is not None, jax.process_index() == 0)
     else:
         _, ref_params = checkpoint.restore_params(r.init_from, checkpoint.abstract_like(
             abstract["params"], shardings["params"]))
@@ -156,11 +156,12 @@ def _run(config, workdir, devices, hooks):
         data_state = None
         params = None if ref_params is None else jax.tree_util.tree_map(jnp.copy, ref_params)
         state = train.init_state(model, tx, mesh, t.seed, shardings, params=params, frozen=frozen)
-    if jax.process_index() == 0:
-        workdir_lib.write_run_info(workdir, "train", config=json.loads(config.to_json()),
-                                   model=dataclasses.asdict(mcfg), tokenizer=None, rl=r.algorithm,
-                                   **({"lora_base": {"workdir": os.path.abspath(r.init_from), "step": None}}
-                                      if frozen is not None else {}))
+    try:
+        loop.save_run_info(workdir, saved_info, loop.run_info(config, mcfg, None, lora_base, rl=r.algorithm),
+                           None if restored is None else restored[0], allow_changes)
+    except ValueError:
+        ckpt.close()
+        raise
 
     if r.algorithm == "grpo":
         it, _ = inputs.iterators(config, None, process_index=0, process_count=1)
@@ -170,7 +171,8 @@ def _run(config, workdir, devices, hooks):
         names = rewards_lib.parse(r.rewards)
         sampler = rollout_lib.sampler_options(r)
     else:
-        pp, cw, cl = pairs_lib.read(r.pairs, eos_id=mcfg.eos_token_id, vocab_size=mcfg.vocab_size)
+        pp, cw, cl = pairs_lib.read(r.pairs, eos_id=mcfg.eos_token_id, vocab_size=mcfg.vocab_size,
+                                     mask_id=mcfg.mask_token_id)
         prompt_len = pp.shape[1]
         it = PairIterator(np.concatenate([pp, cw], 1), np.concatenate([pp, cl], 1), batch_size=d.batch_size,
                           seed=t.seed)

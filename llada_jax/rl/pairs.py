@@ -41,8 +41,9 @@ def write(path: str, prompts, chosen, rejected):
                                 "rejected": [int(i) for i in l]}) + "\n")
 
 
-def read(path: str, eos_id: int | None = None, vocab_size: int | None = None):
-    """(prompts (N, P), chosen (N, A), rejected (N, A)) int32 arrays from a pairs file."""
+def read(path: str, eos_id: int | None = None, vocab_size: int | None = None, mask_id: int | None = None):
+    """(prompts (N, P), chosen (N, A), rejected (N, A)) int32 arrays from a pairs file; a
+    pair holding `mask_id` is refused (file and line named)."""
     rows = []
     with open(path) as f:
         for i, line in enumerate(f, 1):
@@ -59,6 +60,9 @@ def read(path: str, eos_id: int | None = None, vocab_size: int | None = None):
                 v = obj[k]
                 if not isinstance(v, list) or not v or not all(isinstance(t, int) and t >= 0 for t in v):
                     raise ValueError(f"{where}: {k!r} must be a non-empty list of token ids (ints >= 0)")
+                if mask_id is not None and mask_id in v:
+                    raise ValueError(f"{where}: {k!r} holds the mask id {mask_id}; preference data must not "
+                                     f"contain it")
                 if vocab_size is not None and max(v) >= vocab_size:
                     raise ValueError(f"{where}: {k!r} holds id {max(v)}, expected < vocab_size={vocab_size}")
             rows.append(obj)

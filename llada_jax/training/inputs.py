@@ -132,6 +132,9 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
         from llada_jax.data import prepared
 
         pkw = dict(kw, kind=d.kind)
+        if evaluating or eval_only:  # the held-out iterator is made at the first evaluation: check it now
+            prepared.check_tokenizer(d.eval_path, prepared.read_index(d.eval_path, "config.data.eval_path"),
+                                     tokenizer, "config.data.eval_path")
         train = None if eval_only else prepared.prepared_iterator(d.path, tokenizer, seed=config.train.seed, **pkw)
         return train, (lambda: prepared.prepared_iterator(d.eval_path, tokenizer, seed=0, shuffle=False,
                                                           verify="size", **pkw))

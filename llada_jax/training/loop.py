@@ -57,12 +57,24 @@ def _host(tree):
     return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
-def _save_run_info(workdir, config, mcfg, tokenizer, lora_base=None):
-    workdir_lib.write_run_info(workdir, "train", config=json.loads(config.to_json()),
-                               model=dataclasses.asdict(mcfg),
-                               tokenizer=None if tokenizer is None else os.path.abspath(tokenizer.path),
-                               # the frozen base of a LoRA run, by reference (llada_jax.checkpoint.load)
-                               **({} if lora_base is None else {"lora_base": lora_base}))
+def run_info(config, mcfg, tokenizer, lora_base=None, **extra) -> dict:
+    """The run.json fields of a training (or RL) run, as `workdir_lib.write_run_info` takes them."""
+    return dict(config=json.loads(config.to_json()), model=dataclasses.asdict(mcfg),
+                tokenizer=None if tokenizer is None else os.path.abspath(tokenizer.path),
+                **({} if tokenizer is None else {"tokenizer_sha256": tokenizer.fingerprint}),
+                # the frozen base of a LoRA run, by reference (llada_jax.checkpoint.load)
+                **({} if lora_base is None else {"lora_base": lora_base}), **extra)
+
+
+def save_run_info(workdir, saved_info, info: dict, resumed_step, allow_changes=()):
+    """Write run.json `info`; resuming, first `workdir_lib.check_resume` (WorkdirError for a
+    changed setting not in `allow_changes`) and keep the history of allowed changes."""
+    changes = list((saved_info or {}).get("changes", []))
+    if resumed_step is not None and saved_info:
+        changes += workdir_lib.check_resume(workdir, saved_info, info, resumed_step, allow_changes)
+    if jax.process_index() == 0:
+        fields = {k: v for k, v in info.items() if k not in ("kind", "changes")}
+        workdir_lib.write_run_info(workdir, "train", **fields, **({"changes": changes} if changes else {}))
 
 
 def _mismatch_error(e, workdir, saved_info, config, source):
@@ -116,10 +128,11 @@ def evaluate(eval_fn, state, make_eval_iter, mesh, config, key):
     return {"loss": loss, "bits_per_token": loss / math.log(2)}, batch
 
 
-def train_and_evaluate(config, workdir: str, *, devices=None, hooks=()):
+def train_and_evaluate(config, workdir: str, *, devices=None, hooks=(), allow_changes=()):
     """Run (or resume) the training in `workdir`. Returns the final state and the last
     logged metrics; those hold "signal" (its number) when SIGTERM/SIGINT ended the run
-    early. `hooks`: callables (step, state, metrics) run after each step.
+    early. `hooks`: callables (step, state, metrics) run after each step. `allow_changes`:
+    settings a resume may change (`workdir_lib.check_resume`; --allow_change).
 
     WorkdirError (a ValueError) for a workdir this run must not write (an import
     workdir, a foreign directory, one locked by another run)."""
@@ -128,10 +141,10 @@ def train_and_evaluate(config, workdir: str, *, devices=None, hooks=()):
     saved_info = workdir_lib.claim(workdir, "train")
     os.makedirs(workdir, exist_ok=True)
     with workdir_lib.lock(workdir, "train", enabled=jax.process_index() == 0):
-        return _train(config, workdir, devices, hooks, saved_info)
+        return _train(config, workdir, devices, hooks, saved_info, tuple(allow_changes))
 
 
-def _train(config, workdir, devices, hooks, saved_info):
+def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
     primary = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh, devices)
     tokenizer = inputs.load_tokenizer(config, workdir)
@@ -152,11 +165,8 @@ def _train(config, workdir, devices, hooks, saved_info):
         raise _mismatch_error(e, workdir, saved_info, config, "resume") from None
     lora_base, frozen = None, None
     if "frozen" in abstract:  # LoRA: the base of a resumed run is the one it recorded
-        lora_base = (load.base_reference(workdir) if restored is not None else None) or {
-            "workdir": os.path.abspath(t.init_from), "step": None}
-        lora_base["step"], frozen = load.load_base(lora_base["workdir"], checkpoint.abstract_like(
-            abstract["frozen"], shardings["frozen"]), lora_base["step"])
-        print(f"LoRA base: step {lora_base['step']} of {lora_base['workdir']}", flush=True)
+        lora_base, frozen = load.lora_base(workdir, t.init_from, checkpoint.abstract_like(
+            abstract["frozen"], shardings["frozen"]), restored is not None, primary)
     if restored is not None:
         step, state, data_state = restored
         if frozen is not None:
@@ -177,8 +187,12 @@ def _train(config, workdir, devices, hooks, saved_info):
         print(f"initialised the params from {t.init_from}", flush=True)
     else:
         state = train.init_state(model, tx, mesh, t.seed, shardings, rules=st.rules)
-    if primary:
-        _save_run_info(workdir, config, mcfg, tokenizer, lora_base)
+    try:
+        save_run_info(workdir, saved_info, run_info(config, mcfg, tokenizer, lora_base),
+                      None if restored is None else restored[0], allow_changes)
+    except ValueError:
+        ckpt.close()
+        raise
 
     step_fn = train.compile_step(st, mesh, shardings, batch_spec)
     eval_fn = train.compile_eval(st, mesh, train.full_params(shardings), batch_spec)
@@ -355,6 +369,8 @@ def run_cli(argv=None):
     with cli.user_errors():
         argv = cli.define_config_flag(argv)
     flags.DEFINE_string("workdir", None, "output directory; resumes from its latest checkpoint")
+    flags.DEFINE_list("allow_change", [], "resuming: settings that may differ from run.json (e.g. "
+                      "model.rope_theta); each change is recorded in run.json with its step")
     flags.mark_flags_as_required(["workdir"])
 
     def main(_):
@@ -363,7 +379,8 @@ def run_cli(argv=None):
         absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
         init_distributed()
         with cli.user_errors(NonFiniteLossError):
-            _, last = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+            _, last = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir,
+                                         allow_changes=flags.FLAGS.allow_change)
         raise SystemExit(exit_status(last))
 
     cli.run_absl(main, argv)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+from llada_jax.checkpoint import load
 from llada_jax.config import base_config
 from llada_jax.model import DTYPES
 from llada_jax.model.adapters import lora
@@ -59,6 +60,12 @@ def train_config(config, num_devices: int, process_count: int = 1) -> tuple[int,
                          f"{config.model.max_sequence_length}")
     if not 0.0 <= d.random_length_prob <= 1.0:
         raise ValueError(f"config.data.random_length_prob={d.random_length_prob}: expected in [0, 1]")
+    if isinstance(t.steps, bool) or not isinstance(t.steps, int) or t.steps < 1:
+        raise ValueError(f"config.train.steps={t.steps}: expected an integer >= 1")
+    bad = [f"{k}={v}" for k, v in o.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"config.optim.{bad[0]}: expected a finite number")
+    _tensor_divides(config)
     if o.schedule not in train.SCHEDULES:
         raise ValueError(f"config.optim.schedule={o.schedule!r}: expected one of {train.SCHEDULES}")
     if o.lr <= 0 or o.warmup_steps < 0 or not 0 <= o.decay_steps <= t.steps:
@@ -73,6 +80,16 @@ def train_config(config, num_devices: int, process_count: int = 1) -> tuple[int,
     return dp_mesh
 
 
+def _tensor_divides(config) -> None:
+    """The tensor-parallel size divides what it shards: the query and key/value heads and
+    the MLP width (an explicit config.mesh.tensor; -1 is resolved by the mesh)."""
+    tp, m = config.mesh.tensor, config.model
+    for field in ("n_heads", "n_kv_heads", "mlp_hidden_size"):
+        if tp > 1 and m[field] > 0 and m[field] % tp:
+            raise ValueError(f"config.mesh.tensor={tp}: expected a divisor of config.model.{field}={m[field]} "
+                             f"(tensor parallelism splits it evenly)")
+
+
 def train_run(config, num_devices: int, process_count: int = 1) -> tuple[int, int]:
     """`train_config`, plus what a `python -m llada_jax.train` run needs beyond it: a LoRA
     run fine-tunes a base, named by train.init_from."""
@@ -80,6 +97,8 @@ def train_run(config, num_devices: int, process_count: int = 1) -> tuple[int, in
     if config.lora.rank and not config.train.init_from:
         raise ValueError(f"config.lora.rank={config.lora.rank}: LoRA fine-tunes a model; expected "
                          "config.train.init_from=WORKDIR (a training or import_hf workdir) for the base")
+    if config.train.init_from:
+        load.check_not_lora(config.train.init_from)
     inputs.check_paths(config)
     return dp_mesh
 
