@@ -13,7 +13,7 @@ from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.data import pipeline, prepare, tokenizer as T
 from llada_jax.evaluation import harness
 from llada_jax.generate import sample
-from llada_jax.model import LLaDA, LLaDAConfig
+from llada_jax.model import LLaDAConfig, build
 from llada_jax.rl import pairs
 from llada_jax.training import inputs, validate
 
@@ -107,13 +107,16 @@ CFG = LLaDAConfig.tiny(d_model=32, n_heads=4, n_kv_heads=2, mlp_hidden_size=64, 
                                       (dict(block_length=0), r"block_length=0")])
 def test_generate_zero_is_an_error_not_the_default(kw, match):
     with pytest.raises(ValueError, match=match):
-        sample(LLaDA(CFG), None, [1, 2], gen_length=4, **kw)  # refused before params are touched
+        sample(build(CFG), None, [1, 2], gen_length=4, **kw)  # refused before params are touched
 
 
 def test_lm_eval_model_args_unknown_key_is_an_error_and_batch_size_works(tok):
-    kw = dict(model=LLaDA(CFG), params={}, tokenizer=tok)
+    kw = dict(model=build(CFG), params={}, tokenizer=tok)
     with pytest.raises(ValueError, match=r"unknown model_args mc_nmu=8; expected some of workdir, .*mc_num"):
         harness.LLaDAEvalHarness(**kw, mc_nmu=8)
+    for name in ("steps", "gen_length", "block_length"):  # before any model is loaded (none is given)
+        with pytest.raises(ValueError, match=rf"model_args {name}=0: expected an integer >= 1"):
+            harness.LLaDAEvalHarness(workdir="/nonexistent", **{name: 0})
     # `lm-eval run` passes model_args as a dict, and its own batch_size/device beside it
     lm = harness.LLaDAEvalHarness.create_from_arg_obj(dict(kw, batch_size=8, mc_num=16),
                                                       {"batch_size": 1, "device": "cpu", "max_batch_size": None})

@@ -93,6 +93,15 @@ def test_a_resume_that_changes_what_a_checkpoint_means_is_refused(field, value):
     assert workdir_lib.check_resume("wd", _info(), _info(**{"model.attention": "chunked"}), 6) == []
 
 
+def test_moe_fields_are_meanings_but_its_dispatch_and_loss_weights_are_not():
+    def info(**moe):
+        return {"model": {"d_model": 32, "moe": dict({"num_experts": 4, "dispatch": "ragged",
+                                                      "load_balance_weight": 0.01}, **moe)}}
+    assert workdir_lib.check_resume("wd", info(), info(dispatch="dense", load_balance_weight=0.1), 3) == []
+    with pytest.raises(workdir_lib.WorkdirError, match=r"model.moe.num_experts 4 -> 8"):
+        workdir_lib.check_resume("wd", info(), info(num_experts=8), 3)
+
+
 def test_an_allowed_change_is_recorded_in_run_json_keeping_the_history(tmp_path, monkeypatch):
     saved = _info(**{"model.rope_theta": 10000.0})
     saved["changes"] = [{"step": 2, "field": "lora.alpha", "old": 8.0, "new": 16.0}]
@@ -220,7 +229,8 @@ def test_export_of_a_read_only_workdir_takes_no_lock_and_bytes_shard_size(import
 
 # ----------------------------------------------------------------- import (Silent)
 @pytest.mark.parametrize("field,value", [("rope_scaling", {"type": "linear", "factor": 2.0}),
-                                         ("sliding_window", 4096), ("model_type", "qwen9")])
+                                         ("sliding_window", 4096), ("use_sliding_window", True),
+                                         ("partial_rotary_factor", 0.5), ("model_type", "qwen9")])
 def test_import_refuses_config_fields_it_does_not_implement(tmp_path, field, value):
     src = tmp_path / "src"
     shutil.copytree(TINY_HF, src)

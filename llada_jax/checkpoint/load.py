@@ -101,9 +101,14 @@ def lora_base(workdir: str, init_from: str, abstract_base, resuming: bool, prima
     ref = (base_reference(workdir) if resuming else None) or {"workdir": os.path.abspath(init_from), "step": None}
     ref = dict(ref, step=None if ref["step"] is None else int(ref["step"]))
     ref["step"], base = load_base(ref["workdir"], abstract_base, ref["step"], workdir)
-    pinned = workdir_lib.pin(ref["workdir"], ref["step"], workdir) if primary else None
-    print(f"LoRA base: step {ref['step']} of {ref['workdir']}"
-          + (f" (pinned: {pinned}; that run's checkpoint retention keeps it)" if pinned else ""), flush=True)
+    note = ""
+    if primary:
+        try:
+            pinned = workdir_lib.pin(ref["workdir"], ref["step"], workdir)
+            note = f" (pinned: {pinned}; that run's checkpoint retention keeps it)" if pinned else ""
+        except OSError as e:  # a read-only base: it cannot prune either, but say so
+            note = f" (NOT pinned: {e}; training that base on may prune this step)"
+    print(f"LoRA base: step {ref['step']} of {ref['workdir']}{note}", flush=True)
     return ref, base
 
 

@@ -243,13 +243,19 @@ def tokenizer_path(info: dict, workdir: str) -> str | None:
 
 # Settings that change what a checkpoint's arrays mean (resumed with another value they
 # would be read wrongly): the model fields but its compute layout, and these config fields.
-_LAYOUT = {"dtype", "param_dtype", "scan_layers", "remat_policy", "attention", "mlp_chunk", "lora"}
+# The MoE's dispatch is a layout too, its loss weights the training's (like the optimizer's); the
+# LoRA fields are compared from config.lora (MEANING_CONFIG).
+_LAYOUT = {"dtype", "param_dtype", "scan_layers", "remat_policy", "attention", "mlp_chunk",
+           "moe.dispatch", "moe.load_balance_weight", "moe.z_loss_weight"}
 MEANING_CONFIG = {"lora": ("rank", "alpha", "targets"), "rl": ("algorithm", "init_from", "num_generations")}
 
 
 def meaning(info: dict) -> dict:
     """{field: value} of the MEANING settings of a run.json-shaped dict (absent: not recorded)."""
-    out = {f"model.{k}": v for k, v in (info.get("model") or {}).items() if k not in _LAYOUT}
+    model = {}
+    for k, v in (info.get("model") or {}).items():  # nested sections (moe) field by field
+        model.update({f"{k}.{f}": x for f, x in v.items()} if isinstance(v, dict) else {k: v})
+    out = {f"model.{k}": v for k, v in model.items() if k not in _LAYOUT and k.split(".")[0] != "lora"}
     config = info.get("config") or {}
     for section, fields in MEANING_CONFIG.items():
         if section == "rl" and "rl" not in info:

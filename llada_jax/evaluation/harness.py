@@ -107,13 +107,7 @@ class LLaDAEvalHarness(LM):
                  gen_length=128, block_length=128, remasking="low_confidence", temperature=0.0, seed=1234,
                  add_bos=False, max_rows=512, **ignored):
         super().__init__()
-        if model is not None:
-            if params is None or tokenizer is None:
-                raise ValueError("llada_jax: an in-memory model needs params and tokenizer too")
-            self.model, self.params, self.tokenizer = model, params, tokenizer
-        else:
-            config, self.params, self.tokenizer = load_model(workdir, pretrained)
-            self.model = build(config)
+        # The options first: a bad one is named before the model is loaded.
         unknown = sorted(k for k, v in ignored.items() if v is not None and k not in LM_EVAL_ARGS)
         if unknown:  # a misspelt option must not silently evaluate with the default
             raise ValueError(f"llada_jax: unknown model_args {', '.join(f'{k}={ignored[k]!r}' for k in unknown)}; "
@@ -125,8 +119,18 @@ class LLaDAEvalHarness(LM):
             raise ValueError(f"llada_jax: mc_num={mc_num} must be a positive multiple of batch_size={batch_size}")
         self.cfg, self.is_check_greedy = float(cfg), _flag(is_check_greedy)
         self.steps, self.gen_length, self.block_length = int(steps), int(gen_length), int(block_length)
+        for name in ("steps", "gen_length", "block_length"):  # 0 means nothing (the sampler's rule, early)
+            if getattr(self, name) < 1:
+                raise ValueError(f"llada_jax: model_args {name}={getattr(self, name)}: expected an integer >= 1")
         self.remasking, self.temperature, self.add_bos = remasking, float(temperature), _flag(add_bos)
         self.seed, self.max_rows = int(seed), int(max_rows)
+        if model is not None:
+            if params is None or tokenizer is None:
+                raise ValueError("llada_jax: an in-memory model needs params and tokenizer too")
+            self.model, self.params, self.tokenizer = model, params, tokenizer
+        else:
+            config, self.params, self.tokenizer = load_model(workdir, pretrained)
+            self.model = build(config)
         self.mask_id = self.model.config.mask_token_id
         self.max_length = self.model.config.max_sequence_length
 

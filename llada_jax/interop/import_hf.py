@@ -92,25 +92,12 @@ def _dtype_name(dtype) -> str:
     return name
 
 
-# config.json fields that change the architecture and that no family here implements:
-# present with a value, the import is refused rather than building another model.
-UNIMPLEMENTED = ("rope_scaling", "sliding_window", "use_sliding_window", "attention_bias", "partial_rotary_factor")
-MODEL_TYPES = ("llada",)  # config.json model_type values this importer reads
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
-def check_source(path: str, hf_config: dict, reader) -> None:
-    """ValueError naming the field or tensor for what `load_pretrained` would otherwise
-    ignore or mangle: an unknown model_type, an UNIMPLEMENTED field with a value, a tensor
-    that is not floating point (integer weights would be cast to garbage)."""
-    file = os.path.join(path, "config.json")
-    model_type = hf_config.get("model_type")
-    if model_type is not None and model_type not in MODEL_TYPES:
-        raise ValueError(f"{file}: model_type={model_type!r}, expected one of {MODEL_TYPES}")
-    for key in UNIMPLEMENTED:
-        if hf_config.get(key) not in (None, False, 1.0):
-            raise ValueError(f"{file}: {key}={hf_config[key]!r} changes the architecture and is not "
-                             f"implemented; expected it absent or null")
+def check_dtypes(reader) -> None:
+    """ValueError naming the file and tensor of `reader` (a safetensors_io.DirReader) that is
+    not floating point: integer or quantized weights would be cast to garbage."""
     for name in reader.names:
         if reader.dtype(name).name not in FLOAT_DTYPES:
             raise ValueError(f"{reader.entries[name][0]}: tensor {name!r} has dtype {reader.dtype(name).name}, "
@@ -136,7 +123,7 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
     """
     hf_config = layout.read_config(path)
     reader = safetensors_io.DirReader(path)
-    check_source(path, hf_config, reader)
+    check_dtypes(reader)
     if dtype is None and "param_dtype" not in config_overrides:
         stored = {reader.dtype(n).name for n in reader.names}
         dtype = stored.pop() if len(stored) == 1 else "float32"
@@ -180,7 +167,9 @@ def import_to_workdir(src: str, workdir: str, *, dtype="float32") -> LLaDAConfig
 
     if not os.path.isdir(src):
         raise FileNotFoundError(f"--src={src!r}: no such directory; expected a Hugging Face directory")
-    check_source(src, layout.read_config(src), safetensors_io.DirReader(src))  # before the workdir exists
+    # config.json's fields and the tensors' dtypes, before the workdir exists
+    layout.config_from_hf(layout.read_config(src), os.path.join(src, "config.json"))
+    check_dtypes(safetensors_io.DirReader(src))
     workdir_lib.claim(workdir, "import")
     os.makedirs(workdir, exist_ok=True)
     with workdir_lib.lock(workdir, "import", enabled=jax.process_index() == 0):

@@ -29,6 +29,10 @@ _UNSUPPORTED = {"alibi": False, "include_bias": False, "include_qkv_bias": False
                 "block_type": "llama", "activation_type": "silu", "layer_norm_type": "rms", "rope": True,
                 "input_emb_norm": False, "attention_layer_norm": False, "bias_for_layer_norm": False,
                 "layer_norm_with_affine": True, "block_group_size": 1, "clip_qkv": None}
+# Architecture fields of other models that LLaDA's config.json never sets: with a value,
+# reading the file as LLaDA would build another model than it describes (not exported).
+_ABSENT = {"rope_scaling": None, "sliding_window": None, "use_sliding_window": False, "attention_bias": False,
+           "partial_rotary_factor": 1.0}
 # Remaining fields of the published config.json, written as published so the published
 # modeling code (which fills absent fields with non-LLaDA defaults) builds the same model.
 _PUBLISHED_EXTRA = dict(
@@ -82,7 +86,7 @@ def check_hf_fields(hf: dict, required, unsupported: dict, *, file: str = "confi
 def llada_config_from_hf(hf: dict, **overrides) -> LLaDAConfig:
     """LLaDAConfig from a parsed config.json; unsupported features and missing fields
     (REQUIRED_FIELDS, unless given in `overrides`) raise ValueError."""
-    check_hf_fields(hf, REQUIRED_FIELDS, _UNSUPPORTED, given=overrides,
+    check_hf_fields(hf, REQUIRED_FIELDS, {**_UNSUPPORTED, **_ABSENT}, given=overrides,
                     note=" (no default is safe: the defaults are LLaDA-8B's)")
     kw = {k: hf[k] for k in _HF_FIELDS if k in hf and hf[k] is not None}
     if hf.get("multi_query_attention"):  # published rule: MQA means one key/value head

@@ -55,11 +55,14 @@ def family_of_hf(hf: dict, file: str = "config.json") -> str:
         fam = get(name)
         known_types.update({t: name for t in fam.HF_MODEL_TYPES})
         known_archs.update({a: name for a in fam.HF_ARCHITECTURES})
-    for arch in archs if isinstance(archs, list) else []:
-        if arch in known_archs:
-            return known_archs[arch]
-    if model_type in known_types:
-        return known_types[model_type]
+    # A model_type none implements is refused even beside a known architecture (read as that
+    # family it would be another model); a known one may differ from the architecture's family.
+    if model_type is None or model_type in known_types:
+        for arch in archs if isinstance(archs, list) else []:
+            if arch in known_archs:
+                return known_archs[arch]
+        if model_type in known_types:
+            return known_types[model_type]
     raise ValueError(f"{file}: model_type={model_type!r}, architectures={archs!r} is no known model family; "
                      f"expected model_type one of {', '.join(sorted(known_types))} "
                      f"(architectures one of {', '.join(sorted(known_archs))})")
