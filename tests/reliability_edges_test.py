@@ -10,6 +10,7 @@ import shutil
 import socket
 import struct
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -136,21 +137,26 @@ def test_a_run_tokenizer_re_made_under_the_same_path_is_refused_wherever_read(im
 
 
 # ---------------------------------------------------------------- LoRA base (Lost)
-def test_a_pinned_base_step_survives_the_base_training_on(tmp_path):
+def test_a_pinned_base_step_survives_the_base_training_on(tmp_path, capsys):
     wd = tmp_path / "base"
     wd.mkdir()
     workdir_lib.write_run_info(str(wd), "train", model={})
-    assert workdir_lib.pin(str(wd), 2, str(tmp_path / "lora")).startswith(str(wd / "pins"))
     ck = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(wd)), every=1, keep=2, async_save=False)
     state = {"params": {"w": jnp.zeros(2)}, "step": jnp.zeros((), jnp.int32), "opt_state": {}, "rng": jnp.zeros(2)}
+    abstract = {"w": jax.ShapeDtypeStruct((2,), jnp.float32)}
     for step in range(1, 7):
         ck.save(step, state, {})
+        if step == 2:  # a LoRA run starts from the base's latest step: it pins it and says so
+            ck.wait()
+            ref, _ = load.lora_base(str(tmp_path / "lora"), str(wd), abstract, resuming=False)
+            assert ref == {"workdir": str(wd), "step": 2} and "pinned: " in capsys.readouterr().out
     ck.wait()
-    assert ck.all_steps() == [2, 5, 6]
+    assert ck.all_steps() == [2, 5, 6]  # keep=2 plus the pinned step
     ck.close()
+    assert workdir_lib.pinned_steps(str(wd)) == {2}
     # a moved or missing base step: the error names the repoint command
     with pytest.raises(ValueError, match=r"no longer holds step 3 .*llada_jax.checkpoint.repoint --workdir=L"):
-        load.load_base(str(wd), {"w": None}, 3, "L")
+        load.load_base(str(wd), abstract, 3, "L")
 
 
 def test_a_lora_run_is_repointed_at_its_moved_base(imported, tmp_path, capsys):

@@ -56,6 +56,7 @@ def validate(config, num_devices: int):
                          "(--config.rl.init_from=SFT_WORKDIR)")
     if not os.path.isdir(r.init_from):
         raise ValueError(f"config.rl.init_from={r.init_from!r}: no such directory (expected an SFT workdir)")
+    checkpoint_load.check_not_lora(r.init_from, "config.rl.init_from")
     if config.train.init_from:
         raise ValueError("config.train.init_from is set: an RL run starts from config.rl.init_from only")
     if r.algorithm == "grpo":
