@@ -216,11 +216,14 @@ def test_a_killed_export_is_cleaned_by_the_next_one(tmp_path, capsys):
     (tmp_path / f".hf.old-{host}-{dead}" / "config.json").write_text("{}")
     live = tmp_path / f".hf.tmp-{host}-{os.getpid()}"  # a running export's: left alone
     live.mkdir()
+    remote = tmp_path / ".hf.tmp-other-host-7"  # another host's: reported, left alone
+    remote.mkdir()
     with pytest.raises(ValueError, match="is not empty"):
         export.check_target(str(out), False)  # the set-aside earlier export was put back
     assert (out / "config.json").exists() and live.exists()
-    assert sorted(os.listdir(tmp_path)) == sorted(["hf", live.name])
-    assert "left by a killed export" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == sorted(["hf", live.name, remote.name])
+    printed = capsys.readouterr().out
+    assert "left by a killed export" in printed and f"{remote} was left by an export on host other-host" in printed
 
 
 def test_export_of_a_read_only_workdir_takes_no_lock_and_bytes_shard_size(imported, tmp_path, monkeypatch):

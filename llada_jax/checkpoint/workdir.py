@@ -48,7 +48,7 @@ class WorkdirError(ValueError):
     """A workdir that this run must not write: owned by another kind, locked, foreign."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -97,7 +97,7 @@ def lock(workdir: str, purpose: str, *, enabled: bool = True, flag: str = "--wor
             if holder is None:
                 continue  # released meanwhile
             same_host = holder.get("host") == me["host"]
-            if holder and same_host and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"]):
+            if holder and same_host and isinstance(holder.get("pid"), int) and not pid_alive(holder["pid"]):
                 os.replace(path, path + f".stale{os.getpid()}")  # atomic: one taker wins
                 os.remove(path + f".stale{os.getpid()}")
                 continue
@@ -120,7 +120,7 @@ def check_unlocked(workdir: str) -> None:
     path = os.path.join(workdir, LOCK)
     holder = _holder(path)
     same_host = (holder or {}).get("host") == socket.gethostname()
-    if holder and isinstance(holder.get("pid"), int) and (not same_host or _pid_alive(holder["pid"])):
+    if holder and isinstance(holder.get("pid"), int) and (not same_host or pid_alive(holder["pid"])):
         raise _held(workdir, path, holder, "--workdir", same_host)
 
 

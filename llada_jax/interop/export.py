@@ -120,17 +120,21 @@ _EXPORT_FILES = re.compile(r"(config\.json|generation_config\.json|model\.safete
 def _clean_partial(path: str) -> None:
     """Remove what a killed export into `path` left beside it (this host's, its process
     gone): `.NAME.tmp-HOST-PID` (half-written) and `.NAME.old-HOST-PID` (the export it was
-    replacing: put back when `path` is missing, else superseded)."""
+    replacing: put back when `path` is missing, else superseded). Another host's are
+    reported, not touched (its process cannot be checked from here)."""
     parent, name = os.path.split(os.path.abspath(path))
-    pattern = re.compile(rf"\.{re.escape(name)}\.(tmp|old)-{re.escape(socket.gethostname())}-(\d+)")
-    from llada_jax.checkpoint.workdir import _pid_alive
+    pattern, here = re.compile(rf"\.{re.escape(name)}\.(tmp|old)-(.+)-(\d+)"), socket.gethostname()
+    from llada_jax.checkpoint.workdir import pid_alive
 
     for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else ():
         m = pattern.fullmatch(entry)
-        if not m or _pid_alive(int(m.group(2))):
-            continue
         left = os.path.join(parent, entry)
-        if m.group(1) == "old" and not os.path.exists(path):
+        if not m or (m.group(2) == here and pid_alive(int(m.group(3)))):
+            continue
+        if m.group(2) != here:
+            print(f"--out={path!r}: {left} was left by an export on host {m.group(2)} (pid {m.group(3)}); "
+                  f"delete it once that export is gone")
+        elif m.group(1) == "old" and not os.path.exists(path):
             os.rename(left, path)
             print(f"--out={path!r}: put back the earlier export that a killed export had set aside ({left})")
         else:
