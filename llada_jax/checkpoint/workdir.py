@@ -187,7 +187,8 @@ def write_run_info(workdir: str, kind: str, **fields):
     workdir is stored relative to it."""
     info = {"kind": kind, **fields}
     if info.get("tokenizer"):
-        info.setdefault("tokenizer_sha256", _sha256(info["tokenizer"]))
+        if "tokenizer_sha256" not in info:  # not setdefault: the file is read only when needed
+            info["tokenizer_sha256"] = _sha256(info["tokenizer"])
         info["tokenizer"] = _relative(workdir, info["tokenizer"])
     tmp = info_path(workdir) + f".tmp{os.getpid()}"
     with open(tmp, "w") as f:
