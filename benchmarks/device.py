@@ -51,7 +51,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from llada_jax.config import load_config_file  # noqa: E402
-from llada_jax.model import LLaDA, flops, from_config  # noqa: E402
+from llada_jax.model import build, flops, from_config  # noqa: E402
 from llada_jax.model.attention import KeyMask, attend  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
 from llada_jax.training import step as train  # noqa: E402
@@ -163,7 +163,7 @@ def _build_step(config):
     validate.train_config(config, 1, 1)
     mesh = sharding.make_mesh(config.mesh, dev)
     mcfg = from_config.model_config(config, None)
-    model = LLaDA(mcfg)
+    model = build(mcfg)
     st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
     frozen = None
     if "frozen" in abstract:
@@ -252,7 +252,7 @@ def sampler(ctx):
     over = dict(TINY, **{"model.max_sequence_length": 64}) if ctx.smoke else {}
     over.update({"model.param_dtype": "bfloat16", "model.dtype": "bfloat16"})
     mcfg = from_config.model_config(config_with("configs/llada_8b.py", over), None)
-    model = LLaDA(mcfg)
+    model = build(mcfg)
     params = jax.jit(lambda key: nn.unbox(model.init(key, jnp.zeros((1, 8), jnp.int32))["params"]))(
         jax.random.key(2))
     prompt_len, gen, block = (8, 16, 8) if ctx.smoke else (64, 128, 32)
