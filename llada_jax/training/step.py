@@ -31,7 +31,7 @@ import optax
 from llada_jax import objectives
 from llada_jax.objectives import diffusion
 from llada_jax.model.adapters import lora
-from llada_jax.model import moe
+from llada_jax.model import alignment, moe
 from llada_jax.parallel import sharding
 from llada_jax.model import abstract_params
 
@@ -221,7 +221,7 @@ def loss_fn(params, batch, noise, valid, st: Static, frozen=None, dropout_rng=No
     rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
     sown = []  # MoE: the router's aux losses of each forward
 
-    def forward(ids_BxL, valid_BxL=None):
+    def forward(ids_BxL, valid_BxL=None, *, next_token=False):
         # `valid` is right padding (a length per row): passed as lengths, which every attention
         # kernel takes; the head is applied inside the loss, chunk by chunk where its logits
         # would be large (`head_chunk`).
@@ -232,7 +232,9 @@ def loss_fn(params, batch, noise, valid, st: Static, frozen=None, dropout_rng=No
             out, mutables = out
             sown.append(moe.collect_losses(mutables))
         hidden, head = out
-        return diffusion.ChunkedLogits(hidden, head, head_chunk(ids_BxL.shape, head.shape[-1]))
+        if next_token:
+            hidden = alignment.next_token_view(hidden, st.model.config.logit_alignment)
+        return diffusion.ChunkedLogits(hidden, head, head_chunk(hidden.shape[:2], head.shape[-1]))
 
     loss, m = objectives.get(st.kind).loss(forward, batch, noise, valid)
     if sown:
