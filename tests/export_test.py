@@ -185,3 +185,21 @@ def test_command_lines_round_trip(fp32_export, model, tmp_path):
     with pytest.raises(SystemExit, match="error: step 7: not among the saved steps \\[0\\]"):
         export.main([f"--workdir={workdir}", "--step=7", f"--out={out}", "--overwrite"])
     assert hf.load_pretrained(out)[0] == CONFIG  # a failed export leaves the earlier one whole
+
+
+def test_exported_generate_gives_llada_jax_tokens(model, fp32_export):
+    """AutoModel(trust_remote_code)'s generate == llada_jax.generate at temperature 0, in one
+    compiled case: left padding, masks inside the prompt (infilling), two blocks, the EOS
+    options. cfg is compared with the official sampler's tokens in torch_model_test: on this
+    random model it makes the mask token itself the argmax, and a block left unfinished that
+    way stays a candidate in the published sampler (and ours in PyTorch), not in llada_jax."""
+    import transformers
+
+    import llada_jax
+
+    net = transformers.AutoModel.from_pretrained(fp32_export[0], trust_remote_code=True)
+    kw = dict(steps=8, gen_length=8, block_length=4, logits_eos_inf=True, confidence_eos_eot_inf=True, eot_id=251)
+    want = np.asarray(llada_jax.generate(LLaDA(CONFIG), model[0], IDS, attention_mask=MASK, **kw))
+    got = net.generate(torch.from_numpy(IDS).long(), torch.from_numpy(MASK), **kw)
+    assert (IDS == CONFIG.mask_token_id).any() and not (want == CONFIG.mask_token_id).any()  # holes filled
+    np.testing.assert_array_equal(got.numpy(), want)
