@@ -25,7 +25,7 @@ import shutil
 import jax
 import numpy as np
 
-from llada_jax.interop import layout, safetensors_io
+from llada_jax.interop import layout, safetensors_io, tokenizer_files
 from llada_jax.model.adapters import lora
 from llada_jax.model import LLaDAConfig, families
 
@@ -174,6 +174,7 @@ def _write_files(config, params, path, np_dtype, max_bytes, tokenizer) -> list[s
         shutil.copyfile(source, os.path.join(path, name))
     if tokenizer is not None:
         save_tokenizer(tokenizer, path)
+        tokenizer_files.write_special_tokens(path, config.max_sequence_length)  # mask, EOS, pad, chat template
     return files
 
 
