@@ -100,7 +100,7 @@ def test_frozen_base_bitwise_and_checkpoint_holds_adapters_only(lora_run, base):
     assert _leaves(again["frozen"]).keys() == want.keys()
 
 
-def test_merged_equals_unmerged_and_exports_round_trip(lora_run, golden_dir, tmp_path):
+def test_merged_equals_unmerged_and_exports_round_trip(lora_run, base, tmp_path, monkeypatch):
     import torch
     from peft import PeftModel
 
@@ -110,26 +110,38 @@ def test_merged_equals_unmerged_and_exports_round_trip(lora_run, golden_dir, tmp
     model, params, _, step = generate.load(workdir)
     assert step == 6 and model.config.lora.rank == 8
     unmerged = np.asarray(model.apply({"params": params}, IDS))
-    base = np.asarray(LLaDA(model.config.replace(lora=lora.LoRAConfig())).apply(
+    base_logits = np.asarray(LLaDA(model.config.replace(lora=lora.LoRAConfig())).apply(
         {"params": lora.split(params)[1]}, IDS))
-    assert np.abs(unmerged - base).max() > 1e-2  # the adapters matter
+    assert np.abs(unmerged - base_logits).max() > 1e-2  # the adapters matter
     mcfg, merged = merge_lora(model.config, params)
     np.testing.assert_allclose(np.asarray(LLaDA(mcfg).apply({"params": merged}, IDS)), unmerged, atol=1e-5, rtol=0)
 
-    merged_dir, peft_dir = str(tmp_path / "merged"), str(tmp_path / "peft")
-    export.main(["--workdir", workdir, "--out", merged_dir, "--dtype", "float32"])
-    export.main(["--workdir", workdir, "--out", peft_dir, "--peft"])
+    monkeypatch.chdir(tmp_path)  # relative folders, as a user types them
+    export.main(["--workdir", workdir, "--out", "merged", "--dtype", "float32"])
+    export.main(["--workdir", base[0], "--out", "base-hf", "--dtype", "float32"])  # the base as trained: float32
+    with pytest.raises(SystemExit, match="error: --peft needs --base_model=HF_DIR.*python -m llada_jax.export "
+                                         f"--workdir={base[0]} --out=HF_DIR --dtype=float32"):
+        export.main(["--workdir", workdir, "--out", "peft", "--peft"])
+    export.main(["--workdir", workdir, "--out", "peft", "--peft", "--base_model", "base-hf"])
+    cfg = json.load(open(os.path.join("peft", "adapter_config.json")))
+    assert cfg["base_model_name_or_path"] == "base-hf"  # the exported folder as given, not the JAX workdir
+    assert (cfg["peft_type"], cfg["r"], cfg["lora_alpha"]) == ("LORA", 8, 16.0)
     ids = torch.from_numpy(IDS).long()
     with torch.no_grad():
-        ours = LLaDATorch.from_pretrained(merged_dir)(ids).numpy()
-        net = PeftModel.from_pretrained(LLaDATorch.from_pretrained(str(golden_dir / "llada-tiny")), peft_dir)
+        ours = LLaDATorch.from_pretrained("merged")(ids).numpy()
+        net = PeftModel.from_pretrained(LLaDATorch.from_pretrained(cfg["base_model_name_or_path"]), "peft")
         peft_logits = net(input_ids=ids).numpy()
     np.testing.assert_allclose(ours, unmerged, atol=1e-5, rtol=0)
     np.testing.assert_allclose(peft_logits, ours, atol=1e-5, rtol=0)
     adapted = [n for n, _ in net.named_modules() if n.endswith(".lora_A")]
     assert len(adapted) == 2 * len(lora.TARGETS)  # the blocks' projections, not the output head
-    cfg = json.load(open(os.path.join(peft_dir, "adapter_config.json")))
-    assert (cfg["peft_type"], cfg["r"], cfg["lora_alpha"]) == ("LORA", 8, 16.0)
+    # a base rounded to bf16 is not what these adapters were trained on (a float32 base): refused
+    export.main(["--workdir", base[0], "--out", "base-bf16", "--dtype", "bfloat16"])
+    with pytest.raises(SystemExit, match=r"error: --base_model='base-bf16': its model.transformer.blocks.0.q_proj.weight "
+                                         r"\(bfloat16\) is not the base the adapters were trained against \(float32; "
+                                         r"max \|diff\| [0-9.e-]+\).*--dtype=float32 --overwrite"):
+        export.main(["--workdir", workdir, "--out", "peft2", "--peft", "--base_model", "base-bf16"])
+    assert not os.path.exists("peft2")
 
 
 @pytest.mark.parametrize("attention", ["chunked", "splash"])  # cudnn needs a GPU

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from llada_jax.checkpoint import manager, workdir as workdir_lib
 from llada_jax.model import LLaDAConfig, abstract_params
@@ -56,11 +57,14 @@ def base_reference(workdir: str):
     return manager.run_info(workdir).get("lora_base") if os.path.isfile(path) else None
 
 
-def merge_lora(config: LLaDAConfig, params):
-    """(config without LoRA, merged params): W + alpha/rank A B in float32 per weight."""
+def merge_lora(config: LLaDAConfig, params, dtype=None):
+    """(config without LoRA, merged params): W + alpha/rank A B in float32 per weight, kept
+    in `dtype` (default: the base's). An export merges in its own dtype: a float32 export
+    of adapters trained on a bfloat16 base is bf16(W) + A B, not that sum rounded to bf16."""
     if not config.lora.rank:
         return config, params
-    return config.replace(lora=lora.LoRAConfig()), jax.jit(lambda p: lora.merge(config.lora, p))(params)
+    merged = jax.jit(lambda p: lora.merge(config.lora, p, None if dtype is None else jnp.dtype(dtype)))(params)
+    return config.replace(lora=lora.LoRAConfig()), merged
 
 
 def load_base(base_workdir: str, abstract_base, step=None):

@@ -25,7 +25,7 @@ import shutil
 import jax
 import numpy as np
 
-from llada_jax.interop import layout, safetensors_io, tokenizer_files
+from llada_jax.interop import layout, peft_base, safetensors_io, tokenizer_files
 from llada_jax.model.adapters import lora
 from llada_jax.model import LLaDAConfig, families
 
@@ -306,6 +306,9 @@ def main(argv=None):
                     help="tokenizer file or directory to include (default: the one in run.json, if any)")
     ap.add_argument("--peft", action="store_true",
                     help="LoRA workdir: write the adapters alone in the PEFT format (default: merged weights)")
+    ap.add_argument("--base_model", default=None,
+                    help="with --peft: the exported base folder the adapters apply to, as adapter_config.json's "
+                         "base_model_name_or_path (as given); it must hold the base the adapters were trained on")
     args = ap.parse_args(argv)
     from llada_jax import cli
     from llada_jax.checkpoint import workdir as workdir_lib
@@ -315,15 +318,19 @@ def main(argv=None):
         check_target(args.out, args.overwrite)  # before any restore
         hf_parse_size(args.max_shard_size)
         info = workdir_lib.read_run_info(args.workdir)
+        base = (info.get("lora_base") or {}).get("workdir")
+        if args.peft and base is not None:  # (not a LoRA run: save_peft says so)
+            peft_base.check_dir(args.base_model, base, (info["model"].get("param_dtype") or "bfloat16"))
         with workdir_lib.lock(args.workdir, "export", enabled=jax.process_index() == 0):
             w = load_workdir(args.workdir, export_mesh(LLaDAConfig(**info["model"])), step=args.step,
                              tokenizer=False)
             config, step, params = w.config, w.step, w.params
             if args.peft:
-                base = (info.get("lora_base") or {}).get("workdir")
-                files = save_peft(config, params, args.out, base_model=base, overwrite=args.overwrite)
+                if base is not None:
+                    peft_base.check_weights(config, params, args.base_model, base, gatherer(np.float32))
+                files = save_peft(config, params, args.out, base_model=args.base_model, overwrite=args.overwrite)
             else:
-                config, params = merge_lora(config, params)
+                config, params = merge_lora(config, params, dtype=args.dtype)  # no rounding below --dtype
                 tok = args.tokenizer or info.get("tokenizer")
                 files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size,
                                         dtype=args.dtype, tokenizer=tok, overwrite=args.overwrite)
