@@ -144,6 +144,52 @@ def test_merged_equals_unmerged_and_exports_round_trip(lora_run, base, tmp_path,
     assert not os.path.exists("peft2")
 
 
+def test_peft_on_the_bf16_base_export_gives_the_merged_logits(golden_model, tmp_path):
+    """Adapters trained on a bf16 base (the default lora.base_dtype): on the base exported
+    in bf16 and loaded in float32 they give the merged float32 export's logits to float32
+    rounding; on a float32 export of the base they are off by the base's bf16 rounding
+    (refused by the export's check). The numbers are the README's (run with -s)."""
+    import torch
+    from peft import PeftModel
+
+    from llada_jax.interop import hf, peft_base
+    from llada_jax.interop.torch_model import LLaDATorch
+
+    model, params = golden_model
+    cfg = model.config.replace(lora=lora.LoRAConfig(rank=4, alpha=8.0), param_dtype="bfloat16")
+    rng = np.random.default_rng(0)
+    shapes = lora.split(jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(3)))[0]
+    adapters = jax.tree_util.tree_map(lambda x: rng.normal(0, 0.03, x.shape).astype(np.float32), shapes)
+    base16 = jax.tree_util.tree_map(lambda x: np.asarray(x).astype(jnp.bfloat16), params)
+    trained = lora.combine(adapters, base16)
+    out = {name: str(tmp_path / name) for name in ("merged", "base-bf16", "base-fp32", "peft")}
+    hf.save_pretrained(*merge_lora(cfg, trained, dtype="float32"), out["merged"], dtype="float32")
+    hf.save_pretrained(model.config.replace(param_dtype="bfloat16"), base16, out["base-bf16"], dtype="bfloat16")
+    hf.save_pretrained(model.config, params, out["base-fp32"], dtype="float32")
+    export.save_peft(cfg, trained, out["peft"], base_model=out["base-bf16"])
+    ids = torch.from_numpy(IDS).long()
+
+    def logits(path, peft=True, dtype=torch.float32):
+        net = LLaDATorch.from_pretrained(out[path], dtype=dtype)
+        with torch.no_grad():
+            return (PeftModel.from_pretrained(net, out["peft"]) if peft else net)(input_ids=ids).float().numpy()
+
+    merged = logits("merged", peft=False)
+    diff = {"peft on base-bf16, float32 compute": np.abs(logits("base-bf16") - merged).max(),
+            "peft on base-bf16, bf16 compute": np.abs(logits("base-bf16", dtype=torch.bfloat16) - merged).max(),
+            "peft on base-fp32": np.abs(logits("base-fp32") - merged).max(),
+            "adapters' effect": np.abs(logits("base-bf16", peft=False) - merged).max()}
+    print(f"max |logits| {np.abs(merged).max():.1f};", {k: f"{v:.2e}" for k, v in diff.items()})
+    assert diff["peft on base-bf16, float32 compute"] < 3e-5  # float32 rounding of logits up to ~10
+    assert diff["adapters' effect"] > 1 and diff["peft on base-fp32"] > 1e-2
+    assert diff["peft on base-bf16, bf16 compute"] < 0.2 * diff["adapters' effect"]
+    gather = export.gatherer(np.float32)
+    peft_base.check_weights(cfg, trained, out["base-bf16"], None, gather)  # the base the adapters saw
+    with pytest.raises(ValueError, match=r"base-fp32'.*\(float32\) is not the base the adapters were trained "
+                                         r"against \(bfloat16; max \|diff\|"):
+        peft_base.check_weights(cfg, trained, out["base-fp32"], None, gather)
+
+
 @pytest.mark.parametrize("attention", ["chunked", "splash"])  # cudnn needs a GPU
 def test_adapters_work_with_every_attention_implementation(lora_run, attention):
     model, params, _, _ = generate.load(lora_run[0])
