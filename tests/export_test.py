@@ -205,7 +205,8 @@ def test_exported_tokenizer_knows_its_special_tokens(model, tmp_path):
     spm = T.train_sentencepiece(documents.stdlib_files("train")[:5], str(tmp_path / "sp"), 400, max_bytes=50_000)
     hf.save_pretrained(CONFIG, model[0], str(tmp_path / "b"), tokenizer=spm)
     tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "b"), trust_remote_code=True)
-    assert (tok.mask_token_id, tok.eos_token_id, tok.pad_token_id, tok.bos_token_id, tok.unk_token_id) == (3, 2, 2, 1, 0)
+    specials = (tok.mask_token_id, tok.eos_token_id, tok.pad_token_id, tok.bos_token_id, tok.unk_token_id)
+    assert specials == (3, 2, 2, 1, 0)
     text = "def f(x):\n    return x + 1  é"
     assert tok.encode(text, add_special_tokens=False) == spm.encode(text)
     assert tok.model_max_length == CONFIG.max_sequence_length

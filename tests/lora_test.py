@@ -137,7 +137,8 @@ def test_merged_equals_unmerged_and_exports_round_trip(lora_run, base, tmp_path,
     assert len(adapted) == 2 * len(lora.TARGETS)  # the blocks' projections, not the output head
     # a base rounded to bf16 is not what these adapters were trained on (a float32 base): refused
     export.main(["--workdir", base[0], "--out", "base-bf16", "--dtype", "bfloat16"])
-    with pytest.raises(SystemExit, match=r"error: --base_model='base-bf16': its model.transformer.blocks.0.q_proj.weight "
+    with pytest.raises(SystemExit, match=r"error: --base_model='base-bf16': its model.transformer.blocks.0.q_proj."
+                                         r"weight "
                                          r"\(bfloat16\) is not the base the adapters were trained against \(float32; "
                                          r"max \|diff\| [0-9.e-]+\).*--dtype=float32 --overwrite"):
         export.main(["--workdir", workdir, "--out", "peft2", "--peft", "--base_model", "base-bf16"])

@@ -126,7 +126,8 @@ def test_generate_noise_is_float64_gumbel_and_seeded(golden_torch):
 
 @pytest.mark.parametrize("kw, message", [
     (dict(gen_length=8, block_length=3), "block_length=3: expected a positive divisor of gen_length=8"),
-    (dict(gen_length=8, block_length=4, steps=3), r"steps=3: expected a positive multiple of the number of blocks \(2\)"),
+    (dict(gen_length=8, block_length=4, steps=3),
+     r"steps=3: expected a positive multiple of the number of blocks \(2\)"),
     (dict(remasking="top"), r"remasking='top': expected one of \('low_confidence', 'random'\)"),
     (dict(temperature=-1.0), "temperature=-1.0: expected >= 0"),
 ])
