@@ -12,8 +12,9 @@ from its own checkpoint and the base from that exact step of BASE and combines t
 training workdir keeps the step while it is among its kept checkpoints). To get a
 self-contained copy, export the merged weights (`merge_lora`):
 `python -m llada_jax.export --workdir=LORA_DIR --out=DIR` writes W + alpha/rank A B as a
-plain Hugging Face directory; with `--peft` it writes the adapters alone in the PEFT format
-for `peft.PeftModel.from_pretrained(base, DIR)` (`llada_jax.interop.export.save_peft`).
+plain Hugging Face directory; with `--peft --base_model=BASE_HF` it writes the adapters alone
+in the PEFT format for `peft.PeftModel.from_pretrained(base, DIR)` on that exported base
+(`llada_jax.interop.export.save_peft`, `llada_jax.interop.peft_base`).
 """
 
 from __future__ import annotations

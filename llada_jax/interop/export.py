@@ -5,9 +5,10 @@ parameter) is cast on its devices, gathered to the host alone, written into the
 current safetensors shard and dropped, so the host never holds the whole model.
 
 Command line: `python -m llada_jax.export --workdir=DIR [--step=N] --out=HF_DIR
-[--tokenizer=PATH] [--dtype=bfloat16] [--overwrite] [--peft]` exports a training checkpoint of
-DIR (the latest step unless --step); see `main` for where the model shape comes from. A LoRA
-workdir is exported merged, or with `--peft` as its adapters alone (`save_peft`).
+[--tokenizer=PATH] [--dtype=bfloat16] [--overwrite] [--peft --base_model=BASE_HF_DIR]` exports a
+training checkpoint of DIR (the latest step unless --step); see `main` for where the model shape
+comes from. A LoRA workdir is exported merged (in --dtype), or with `--peft` as its adapters alone
+(`save_peft`) for the exported base folder --base_model (`llada_jax.interop.peft_base`).
 
 Nothing is ever mixed: the files are written into a fresh temporary directory next to
 the target and moved into place at the end. A non-empty target is refused unless
