@@ -37,6 +37,10 @@ def base_config() -> ml_collections.ConfigDict:
         qkv_bias=False, qk_norm=False, attention_head_dim=0, partial_rotary_factor=1.0,
         logit_alignment="same",  # "shifted": the logit at i predicts token i + 1 (Dream, AR checkpoints)
         causal=False, mlp="swiglu",
+        # RoPE rescaling (llada_jax.model.rope.RopeScaling): "llama3" for Llama 3.1+ checkpoints
+        rope_scaling=ml_collections.ConfigDict(dict(
+            rope_type="default", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+            original_max_position_embeddings=8192)),
     ))
 
     # Device mesh (data, fsdp, tensor); one axis may be -1: the rest of the devices.
