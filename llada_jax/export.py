@@ -1,5 +1,5 @@
-"""`python -m llada_jax.export --workdir=DIR [--step=N] --out=HF_DIR [--peft]`: see
-`llada_jax.interop.export`."""
+"""`python -m llada_jax.export --workdir=DIR [--step=N] --out=HF_DIR [--peft --base_model=BASE_HF_DIR]`:
+see `llada_jax.interop.export`."""
 
 from llada_jax.interop.export import main
 

@@ -173,6 +173,45 @@ def test_tokenizer_files_are_copied(model, tmp_path):
         export.save_tokenizer(str(tmp_path / "nothing"), str(out))
 
 
+def test_exported_tokenizer_knows_its_special_tokens(model, tmp_path):
+    """AutoTokenizer on an export: mask, EOS (= pad), BOS, the chat template; a field of a
+    copied tokenizer_config.json is kept. Both backends: tokenizer.json and sentencepiece."""
+    import tokenizers
+    import transformers
+    from tokenizers import models, pre_tokenizers
+
+    from llada_jax.data import documents, tokenizer as T
+
+    ids = {T.BOS: 249, T.EOS: 250, T.EOT: 251, T.START_HEADER: 252, T.END_HEADER: 253, T.MASK: 255}
+    vocab = {"[UNK]": 0, "hi": 1, "there": 2, "user": 3, "assistant": 4, **ids}
+    hf_tok = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    hf_tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf_tok.add_special_tokens(list(ids))
+    src = tmp_path / "hf_tok"
+    src.mkdir()
+    hf_tok.save(str(src / "tokenizer.json"))
+    (src / "tokenizer_config.json").write_text('{"model_max_length": 7}')
+    hf.save_pretrained(CONFIG, model[0], str(tmp_path / "a"), tokenizer=str(src))
+    tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "a"), trust_remote_code=True)
+    assert (tok.mask_token, tok.eos_token, tok.pad_token, tok.bos_token) == (T.MASK, T.EOS, T.EOS, T.BOS)
+    assert (tok.mask_token_id, tok.eos_token_id, tok.pad_token_id) == (CONFIG.mask_token_id, 250, 250)
+    assert tok.model_max_length == 7  # the copied field wins
+    chat = [{"role": "user", "content": "  hi\n"}, {"role": "assistant", "content": "there"},
+            {"role": "user", "content": "hi"}]
+    ours = T.load_tokenizer(str(src))
+    assert tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == ours.chat_text(chat)
+    assert tok.decode(ours.render_chat(chat), skip_special_tokens=True).split() == ["user", "hi", "assistant", "there",
+                                                                                  "user", "hi", "assistant"]
+    spm = T.train_sentencepiece(documents.stdlib_files("train")[:5], str(tmp_path / "sp"), 400, max_bytes=50_000)
+    hf.save_pretrained(CONFIG, model[0], str(tmp_path / "b"), tokenizer=spm)
+    tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "b"), trust_remote_code=True)
+    specials = (tok.mask_token_id, tok.eos_token_id, tok.pad_token_id, tok.bos_token_id, tok.unk_token_id)
+    assert specials == (3, 2, 2, 1, 0)
+    text = "def f(x):\n    return x + 1  é"
+    assert tok.encode(text, add_special_tokens=False) == spm.encode(text)
+    assert tok.model_max_length == CONFIG.max_sequence_length
+
+
 def test_command_lines_round_trip(fp32_export, model, tmp_path):
     workdir, out = str(tmp_path / "wd"), str(tmp_path / "hf")
     import_hf.main([f"--src={fp32_export[0]}", f"--workdir={workdir}"])
@@ -185,3 +224,21 @@ def test_command_lines_round_trip(fp32_export, model, tmp_path):
     with pytest.raises(SystemExit, match="error: step 7: not among the saved steps \\[0\\]"):
         export.main([f"--workdir={workdir}", "--step=7", f"--out={out}", "--overwrite"])
     assert hf.load_pretrained(out)[0] == CONFIG  # a failed export leaves the earlier one whole
+
+
+def test_exported_generate_gives_llada_jax_tokens(model, fp32_export):
+    """AutoModel(trust_remote_code)'s generate == llada_jax.generate at temperature 0, in one
+    compiled case: left padding, masks inside the prompt (infilling), two blocks, the EOS
+    options. cfg is compared with the official sampler's tokens in torch_model_test: on this
+    random model it makes the mask token itself the argmax, and a block left unfinished that
+    way stays a candidate in the published sampler (and ours in PyTorch), not in llada_jax."""
+    import transformers
+
+    import llada_jax
+
+    net = transformers.AutoModel.from_pretrained(fp32_export[0], trust_remote_code=True)
+    kw = dict(steps=8, gen_length=8, block_length=4, logits_eos_inf=True, confidence_eos_eot_inf=True, eot_id=251)
+    want = np.asarray(llada_jax.generate(LLaDA(CONFIG), model[0], IDS, attention_mask=MASK, **kw))
+    got = net.generate(torch.from_numpy(IDS).long(), torch.from_numpy(MASK), **kw)
+    assert (IDS == CONFIG.mask_token_id).any() and not (want == CONFIG.mask_token_id).any()  # holes filled
+    np.testing.assert_array_equal(got.numpy(), want)

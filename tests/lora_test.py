@@ -100,7 +100,7 @@ def test_frozen_base_bitwise_and_checkpoint_holds_adapters_only(lora_run, base):
     assert _leaves(again["frozen"]).keys() == want.keys()
 
 
-def test_merged_equals_unmerged_and_exports_round_trip(lora_run, golden_dir, tmp_path):
+def test_merged_equals_unmerged_and_exports_round_trip(lora_run, base, tmp_path, monkeypatch):
     import torch
     from peft import PeftModel
 
@@ -110,26 +110,85 @@ def test_merged_equals_unmerged_and_exports_round_trip(lora_run, golden_dir, tmp
     model, params, _, step = generate.load(workdir)
     assert step == 6 and model.config.lora.rank == 8
     unmerged = np.asarray(model.apply({"params": params}, IDS))
-    base = np.asarray(LLaDA(model.config.replace(lora=lora.LoRAConfig())).apply(
+    base_logits = np.asarray(LLaDA(model.config.replace(lora=lora.LoRAConfig())).apply(
         {"params": lora.split(params)[1]}, IDS))
-    assert np.abs(unmerged - base).max() > 1e-2  # the adapters matter
+    assert np.abs(unmerged - base_logits).max() > 1e-2  # the adapters matter
     mcfg, merged = merge_lora(model.config, params)
     np.testing.assert_allclose(np.asarray(LLaDA(mcfg).apply({"params": merged}, IDS)), unmerged, atol=1e-5, rtol=0)
 
-    merged_dir, peft_dir = str(tmp_path / "merged"), str(tmp_path / "peft")
-    export.main(["--workdir", workdir, "--out", merged_dir, "--dtype", "float32"])
-    export.main(["--workdir", workdir, "--out", peft_dir, "--peft"])
+    monkeypatch.chdir(tmp_path)  # relative folders, as a user types them
+    export.main(["--workdir", workdir, "--out", "merged", "--dtype", "float32"])
+    export.main(["--workdir", base[0], "--out", "base-hf", "--dtype", "float32"])  # the base as trained: float32
+    with pytest.raises(SystemExit, match="error: --peft needs --base_model=HF_DIR.*python -m llada_jax.export "
+                                         f"--workdir={base[0]} --out=HF_DIR --dtype=float32"):
+        export.main(["--workdir", workdir, "--out", "peft", "--peft"])
+    export.main(["--workdir", workdir, "--out", "peft", "--peft", "--base_model", "base-hf"])
+    cfg = json.load(open(os.path.join("peft", "adapter_config.json")))
+    assert cfg["base_model_name_or_path"] == "base-hf"  # the exported folder as given, not the JAX workdir
+    assert (cfg["peft_type"], cfg["r"], cfg["lora_alpha"]) == ("LORA", 8, 16.0)
     ids = torch.from_numpy(IDS).long()
     with torch.no_grad():
-        ours = LLaDATorch.from_pretrained(merged_dir)(ids).numpy()
-        net = PeftModel.from_pretrained(LLaDATorch.from_pretrained(str(golden_dir / "llada-tiny")), peft_dir)
+        ours = LLaDATorch.from_pretrained("merged")(ids).numpy()
+        net = PeftModel.from_pretrained(LLaDATorch.from_pretrained(cfg["base_model_name_or_path"]), "peft")
         peft_logits = net(input_ids=ids).numpy()
     np.testing.assert_allclose(ours, unmerged, atol=1e-5, rtol=0)
     np.testing.assert_allclose(peft_logits, ours, atol=1e-5, rtol=0)
     adapted = [n for n, _ in net.named_modules() if n.endswith(".lora_A")]
     assert len(adapted) == 2 * len(lora.TARGETS)  # the blocks' projections, not the output head
-    cfg = json.load(open(os.path.join(peft_dir, "adapter_config.json")))
-    assert (cfg["peft_type"], cfg["r"], cfg["lora_alpha"]) == ("LORA", 8, 16.0)
+    # a base rounded to bf16 is not what these adapters were trained on (a float32 base): refused
+    export.main(["--workdir", base[0], "--out", "base-bf16", "--dtype", "bfloat16"])
+    with pytest.raises(SystemExit, match=r"error: --base_model='base-bf16': its model.transformer.blocks.0.q_proj."
+                                         r"weight "
+                                         r"\(bfloat16\) is not the base the adapters were trained against \(float32; "
+                                         r"max \|diff\| [0-9.e-]+\).*--dtype=float32 --overwrite"):
+        export.main(["--workdir", workdir, "--out", "peft2", "--peft", "--base_model", "base-bf16"])
+    assert not os.path.exists("peft2")
+
+
+def test_peft_on_the_bf16_base_export_gives_the_merged_logits(golden_model, tmp_path):
+    """Adapters trained on a bf16 base (the default lora.base_dtype): on the base exported
+    in bf16 and loaded in float32 they give the merged float32 export's logits to float32
+    rounding; on a float32 export of the base they are off by the base's bf16 rounding
+    (refused by the export's check). The numbers are the README's (run with -s)."""
+    import torch
+    from peft import PeftModel
+
+    from llada_jax.interop import hf, peft_base
+    from llada_jax.interop.torch_model import LLaDATorch
+
+    model, params = golden_model
+    cfg = model.config.replace(lora=lora.LoRAConfig(rank=4, alpha=8.0), param_dtype="bfloat16")
+    rng = np.random.default_rng(0)
+    shapes = lora.split(jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(3)))[0]
+    adapters = jax.tree_util.tree_map(lambda x: rng.normal(0, 0.03, x.shape).astype(np.float32), shapes)
+    base16 = jax.tree_util.tree_map(lambda x: np.asarray(x).astype(jnp.bfloat16), params)
+    trained = lora.combine(adapters, base16)
+    out = {name: str(tmp_path / name) for name in ("merged", "base-bf16", "base-fp32", "peft")}
+    hf.save_pretrained(*merge_lora(cfg, trained, dtype="float32"), out["merged"], dtype="float32")
+    hf.save_pretrained(model.config.replace(param_dtype="bfloat16"), base16, out["base-bf16"], dtype="bfloat16")
+    hf.save_pretrained(model.config, params, out["base-fp32"], dtype="float32")
+    export.save_peft(cfg, trained, out["peft"], base_model=out["base-bf16"])
+    ids = torch.from_numpy(IDS).long()
+
+    def logits(path, peft=True, dtype=torch.float32):
+        net = LLaDATorch.from_pretrained(out[path], dtype=dtype)
+        with torch.no_grad():
+            return (PeftModel.from_pretrained(net, out["peft"]) if peft else net)(input_ids=ids).float().numpy()
+
+    merged = logits("merged", peft=False)
+    diff = {"peft on base-bf16, float32 compute": np.abs(logits("base-bf16") - merged).max(),
+            "peft on base-bf16, bf16 compute": np.abs(logits("base-bf16", dtype=torch.bfloat16) - merged).max(),
+            "peft on base-fp32": np.abs(logits("base-fp32") - merged).max(),
+            "adapters' effect": np.abs(logits("base-bf16", peft=False) - merged).max()}
+    print(f"max |logits| {np.abs(merged).max():.1f};", {k: f"{v:.2e}" for k, v in diff.items()})
+    assert diff["peft on base-bf16, float32 compute"] < 3e-5  # float32 rounding of logits up to ~10
+    assert diff["adapters' effect"] > 1 and diff["peft on base-fp32"] > 1e-2
+    assert diff["peft on base-bf16, bf16 compute"] < 0.2 * diff["adapters' effect"]
+    gather = export.gatherer(np.float32)
+    peft_base.check_weights(cfg, trained, out["base-bf16"], None, gather)  # the base the adapters saw
+    with pytest.raises(ValueError, match=r"base-fp32'.*\(float32\) is not the base the adapters were trained "
+                                         r"against \(bfloat16; max \|diff\|"):
+        peft_base.check_weights(cfg, trained, out["base-fp32"], None, gather)
 
 
 @pytest.mark.parametrize("attention", ["chunked", "splash"])  # cudnn needs a GPU

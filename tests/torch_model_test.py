@@ -88,3 +88,49 @@ def test_bf16_load_keeps_dtype_and_no_jax_needed(golden_dir):
 
     src = open(tm.__file__).read()
     assert "import jax" not in src and "from llada_jax" not in src  # the export copy stands alone
+
+
+def test_generate_matches_the_published_sampler(golden_torch, golden_dir):
+    """The exported file's sampler against the official generate.py's tokens (facts section 6):
+    one block and several, steps not dividing the block, cfg, the EOS/EoT options."""
+    from llada_jax.interop.torch_model import generate
+
+    cases = json.loads((golden_dir / "llada-tiny-generate.json").read_text())
+    assert len(cases) == 5
+    for case in cases:
+        out = generate(golden_torch, torch.tensor(case["prompt"]), **case["options"])
+        assert out.tolist() == case["tokens"], case["options"]
+    # the method takes the mask and EOS ids from config.json (255 and 250 here)
+    case = cases[1]
+    options = {k: v for k, v in case["options"].items() if k not in ("mask_id", "eos_id", "eot_id")}
+    assert golden_torch.generate(torch.tensor(case["prompt"]), **options).tolist() == case["tokens"]
+
+
+def test_generate_noise_is_float64_gumbel_and_seeded(golden_torch):
+    from llada_jax.interop.torch_model import add_gumbel_noise
+
+    logits = torch.randn(2, 3, 256, generator=torch.Generator().manual_seed(0))
+    noisy = add_gumbel_noise(logits, 0.7, torch.Generator().manual_seed(5))
+    assert noisy.dtype == torch.float64 and add_gumbel_noise(logits, 0.0) is logits
+    u = torch.rand(logits.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    gumbel = -torch.log(-torch.log(u))  # exp(l) / (-log u)^T has the argmax of l + T * Gumbel
+    assert torch.equal(noisy.argmax(-1), (logits.double() + 0.7 * gumbel).argmax(-1))
+    prompt = torch.tensor([[3, 17, 42, 9], [5, 6, 8, 200]])
+    kw = dict(steps=4, gen_length=8, block_length=4, temperature=1.0, remasking="random")
+    a = golden_torch.generate(prompt, **kw, generator=torch.Generator().manual_seed(1))
+    b = golden_torch.generate(prompt, **kw, generator=torch.Generator().manual_seed(1))
+    c = golden_torch.generate(prompt, **kw, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[:, :4], prompt) and not (a == 255).any()
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(gen_length=8, block_length=3), "block_length=3: expected a positive divisor of gen_length=8"),
+    (dict(gen_length=8, block_length=4, steps=3),
+     r"steps=3: expected a positive multiple of the number of blocks \(2\)"),
+    (dict(remasking="top"), r"remasking='top': expected one of \('low_confidence', 'random'\)"),
+    (dict(temperature=-1.0), "temperature=-1.0: expected >= 0"),
+])
+def test_generate_errors_name_the_option(golden_torch, kw, message):
+    with pytest.raises(ValueError, match=message):
+        golden_torch.generate(torch.tensor([[1, 2]]), **{"steps": 8, "gen_length": 8, "block_length": 8, **kw})

@@ -14,8 +14,9 @@ moved BASE is repointed with `python -m llada_jax.checkpoint.repoint --workdir=L
 --base=NEW_DIR` (the step's arrays are checked against the run's shape). To get a
 self-contained copy, export the merged weights (`merge_lora`):
 `python -m llada_jax.export --workdir=LORA_DIR --out=DIR` writes W + alpha/rank A B as a
-plain Hugging Face directory; with `--peft` it writes the adapters alone in the PEFT format
-for `peft.PeftModel.from_pretrained(base, DIR)` (`llada_jax.interop.export.save_peft`).
+plain Hugging Face directory; with `--peft --base_model=BASE_HF` it writes the adapters alone
+in the PEFT format for `peft.PeftModel.from_pretrained(base, DIR)` on that exported base
+(`llada_jax.interop.export.save_peft`, `llada_jax.interop.peft_base`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from llada_jax.checkpoint import manager, workdir as workdir_lib
 from llada_jax.model import LLaDAConfig, abstract_params
@@ -58,11 +60,14 @@ def base_reference(workdir: str):
     return manager.run_info(workdir).get("lora_base") if os.path.isfile(path) else None
 
 
-def merge_lora(config: LLaDAConfig, params):
-    """(config without LoRA, merged params): W + alpha/rank A B in float32 per weight."""
+def merge_lora(config: LLaDAConfig, params, dtype=None):
+    """(config without LoRA, merged params): W + alpha/rank A B in float32 per weight, kept
+    in `dtype` (default: the base's). An export merges in its own dtype: a float32 export
+    of adapters trained on a bfloat16 base is bf16(W) + A B, not that sum rounded to bf16."""
     if not config.lora.rank:
         return config, params
-    return config.replace(lora=lora.LoRAConfig()), jax.jit(lambda p: lora.merge(config.lora, p))(params)
+    merged = jax.jit(lambda p: lora.merge(config.lora, p, None if dtype is None else jnp.dtype(dtype)))(params)
+    return config.replace(lora=lora.LoRAConfig()), merged
 
 
 def check_not_lora(path: str, field: str = "config.train.init_from") -> None:

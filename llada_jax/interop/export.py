@@ -5,9 +5,10 @@ parameter) is cast on its devices, gathered to the host alone, written into the
 current safetensors shard and dropped, so the host never holds the whole model.
 
 Command line: `python -m llada_jax.export --workdir=DIR [--step=N] --out=HF_DIR
-[--tokenizer=PATH] [--dtype=bfloat16] [--overwrite] [--peft]` exports a training checkpoint of
-DIR (the latest step unless --step); see `main` for where the model shape comes from. A LoRA
-workdir is exported merged, or with `--peft` as its adapters alone (`save_peft`).
+[--tokenizer=PATH] [--dtype=bfloat16] [--overwrite] [--peft --base_model=BASE_HF_DIR]` exports a
+training checkpoint of DIR (the latest step unless --step); see `main` for where the model shape
+comes from. A LoRA workdir is exported merged (in --dtype), or with `--peft` as its adapters alone
+(`save_peft`) for the exported base folder --base_model (`llada_jax.interop.peft_base`).
 
 Nothing is ever mixed: the files are written into a fresh temporary directory next to
 the target and moved into place at the end. A non-empty target is refused unless
@@ -29,7 +30,7 @@ import socket
 import jax
 import numpy as np
 
-from llada_jax.interop import layout, safetensors_io
+from llada_jax.interop import layout, peft_base, safetensors_io, tokenizer_files
 from llada_jax.model.adapters import lora
 from llada_jax.model import LLaDAConfig, families
 
@@ -236,6 +237,7 @@ def _write_files(config, params, path, np_dtype, max_bytes, tokenizer) -> list[s
         shutil.copyfile(source, os.path.join(path, name))
     if tokenizer is not None:
         save_tokenizer(tokenizer, path)
+        tokenizer_files.write_special_tokens(path, config.max_sequence_length)  # mask, EOS, pad, chat template
     return files
 
 
@@ -369,6 +371,9 @@ def main(argv=None):
                     help="tokenizer file or directory to include (default: the one in run.json, if any)")
     ap.add_argument("--peft", action="store_true",
                     help="LoRA workdir: write the adapters alone in the PEFT format (default: merged weights)")
+    ap.add_argument("--base_model", default=None,
+                    help="with --peft: the exported base folder the adapters apply to, as adapter_config.json's "
+                         "base_model_name_or_path (as given); it must hold the base the adapters were trained on")
     args = ap.parse_args(argv)
     from llada_jax import cli
     from llada_jax.checkpoint import workdir as workdir_lib
@@ -380,15 +385,19 @@ def main(argv=None):
         info = workdir_lib.read_run_info(args.workdir)
         # Reading needs no lock (a read-only workdir exports), only that no run writes it now.
         workdir_lib.check_unlocked(args.workdir)
+        base = (info.get("lora_base") or {}).get("workdir")
+        if args.peft and base is not None:  # (not a LoRA run: save_peft says so)
+            peft_base.check_dir(args.base_model, base, (info["model"].get("param_dtype") or "bfloat16"))
         tok = None if args.peft else args.tokenizer or workdir_lib.tokenizer_path(info, args.workdir)
         w = load_workdir(args.workdir, export_mesh(LLaDAConfig(**info["model"])), step=args.step,
                          tokenizer=False)
         config, step, params = w.config, w.step, w.params
         if args.peft:
-            base = (info.get("lora_base") or {}).get("workdir")
-            files = save_peft(config, params, args.out, base_model=base, overwrite=args.overwrite)
+            if base is not None:
+                peft_base.check_weights(config, params, args.base_model, base, gatherer(np.float32))
+            files = save_peft(config, params, args.out, base_model=args.base_model, overwrite=args.overwrite)
         else:
-            config, params = merge_lora(config, params)
+            config, params = merge_lora(config, params, dtype=args.dtype)  # no rounding below --dtype
             files = save_pretrained(config, params, args.out, max_shard_size=args.max_shard_size,
                                     dtype=args.dtype, tokenizer=tok, overwrite=args.overwrite)
     print(json.dumps({"out": os.path.abspath(args.out), "step": int(step), "files": files}))

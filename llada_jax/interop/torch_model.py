@@ -10,6 +10,8 @@ the published ones) and needs neither transformers nor jax. Every export carries
 copy of this file as modeling_llada.py; its `LLaDAConfig` / `LLaDAModelLM` wrappers
 for `AutoModel.from_pretrained(dir, trust_remote_code=True)` are built on first
 access (module `__getattr__`), so transformers is imported only when they are asked for.
+`generate` (also a method of both models) is LLaDA's reverse process, the published
+sampler's rules, so a PyTorch user samples from an export without this project.
 This is the only module of the project that imports torch.
 """
 
@@ -44,6 +46,8 @@ class Args:
     rms_norm_eps: float = 1e-5
     weight_tying: bool = False
     init_std: float = 0.02
+    mask_token_id: int = 126336
+    eos_token_id: int = 126081
 
     @classmethod
     def from_config(cls, cfg) -> "Args":
@@ -58,7 +62,13 @@ class Args:
                    mlp_hidden_size=get("mlp_hidden_size") or get("mlp_ratio", 4) * get("d_model"),
                    embedding_size=get("embedding_size") or get("vocab_size"),
                    rope_theta=get("rope_theta", 500000.0), rms_norm_eps=get("rms_norm_eps", 1e-5),
-                   weight_tying=bool(get("weight_tying", False)), init_std=get("init_std", 0.02))
+                   weight_tying=bool(get("weight_tying", False)), init_std=get("init_std", 0.02),
+                   mask_token_id=_given(get("mask_token_id"), 126336),
+                   eos_token_id=_given(get("eos_token_id"), 126081))
+
+
+def _given(value, default):
+    return default if value is None else value
 
 
 class RMSNorm(nn.Module):
@@ -163,6 +173,10 @@ class LLaDATorch(nn.Module):
     def forward(self, input_ids, attention_mask=None):
         return self.model(input_ids, attention_mask)
 
+    def generate(self, prompt, attention_mask=None, **options):
+        """LLaDA's reverse process (module `generate`), mask and EOS ids from the config."""
+        return _model_generate(self, prompt, attention_mask, **options)
+
     @classmethod
     def from_pretrained(cls, path: str, dtype: torch.dtype | None = None) -> "LLaDATorch":
         """Load an HF directory (config.json + model.safetensors or an indexed set of shards).
@@ -198,6 +212,128 @@ class LLaDATorch(nn.Module):
             raise ValueError(f"{path}: missing tensor {missing[0]!r} ({len(missing)} missing in all)")
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()
+
+REMASKING = ("low_confidence", "random")
+
+
+def num_transfer_tokens(n_masked, steps: int):
+    """(B, steps) tokens revealed per step: n // s each, one more in the first n % s steps."""
+    extra = torch.arange(steps, device=n_masked.device)[None, :] < (n_masked % steps)[:, None]
+    return n_masked[:, None] // steps + extra.long()
+
+
+def add_gumbel_noise(logits, temperature: float, generator=None):
+    """Gumbel-max in float64, as the published sampler: exp(logits) / (-log u)^T, whose
+    argmax is argmax(logits + T * Gumbel noise). T = 0: the logits unchanged."""
+    if temperature == 0:
+        return logits
+    logits = logits.to(torch.float64)
+    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    return logits.exp() / (-torch.log(u)) ** temperature
+
+
+def _check_options(prompt, attention_mask, steps, gen_length, block_length, temperature, cfg_scale, remasking):
+    def bad(name, value, expected):
+        raise ValueError(f"generate: {name}={value!r}: expected {expected}")
+
+    if prompt.ndim != 2 or prompt.shape[1] == 0:
+        bad("prompt.shape", tuple(prompt.shape), "(batch, prompt_len) with prompt_len >= 1")
+    if attention_mask is not None and tuple(attention_mask.shape) != tuple(prompt.shape):
+        bad("attention_mask.shape", tuple(attention_mask.shape), f"the prompt's shape {tuple(prompt.shape)}")
+    if not isinstance(gen_length, int) or gen_length < 1:
+        bad("gen_length", gen_length, "a positive int")
+    if not isinstance(block_length, int) or block_length < 1 or gen_length % block_length:
+        bad("block_length", block_length, f"a positive divisor of gen_length={gen_length}")
+    if not isinstance(steps, int) or steps < 1 or steps % (gen_length // block_length):
+        bad("steps", steps, f"a positive multiple of the number of blocks ({gen_length // block_length})")
+    if remasking not in REMASKING:
+        bad("remasking", remasking, f"one of {REMASKING}")
+    if not temperature >= 0:
+        bad("temperature", temperature, ">= 0")
+    if not cfg_scale >= 0:
+        bad("cfg_scale", cfg_scale, ">= 0")
+
+
+@torch.no_grad()
+def generate(model, prompt, attention_mask=None, steps=128, gen_length=128, block_length=128, temperature=0.0,
+             cfg_scale=0.0, remasking="low_confidence", mask_id=126336, logits_eos_inf=False,
+             confidence_eos_eot_inf=False, eos_id=126081, eot_id=126348, generator=None):
+    """LLaDA's reverse process, the published sampler's rules (facts section 6): start from
+    [prompt, mask_id * gen_length]; blocks of block_length left to right, steps / blocks
+    steps each; each step predicts x0 = argmax(logits + T * Gumbel) (float64 noise) and
+    reveals the k masked positions of the block with the highest confidence (`low_confidence`:
+    the softmax probability of x0; `random`: uniform), ties to the lower position.
+
+    model(input_ids, attention_mask) -> logits (or an output with .logits). prompt (B, P) ids;
+    left-pad rows of different lengths with EOS and pass attention_mask (B, P), 0 on padding.
+    cfg_scale > 0: classifier-free guidance with a copy whose prompt is all masks. With
+    `confidence_eos_eot_inf` the confidence is computed with the EOS and EoT logits at -inf
+    (at every temperature). Masks inside the prompt are infilled and count into the first
+    block's budget, as `llada_jax.generate` does (the published sampler budgets only the
+    block's masks; without masks in the prompt the two are the same). `generator`: the
+    torch.Generator of the noise and the random remasking. Returns (B, P + gen_length) long:
+    for the same options at temperature 0 the tokens of `llada_jax.generate`.
+    """
+    prompt = torch.as_tensor(prompt).long()
+    _check_options(prompt, attention_mask, steps, gen_length, block_length, temperature, cfg_scale, remasking)
+    b, p = prompt.shape
+    device = next(model.parameters()).device if isinstance(model, nn.Module) else prompt.device
+    x = torch.full((b, p + gen_length), mask_id, dtype=torch.long, device=device)
+    x[:, :p] = prompt.to(device)
+    if attention_mask is not None:
+        attention_mask = torch.cat([torch.as_tensor(attention_mask, device=device),
+                                    torch.ones(b, gen_length, dtype=torch.long, device=device)], dim=1)
+    prompt_index = x != mask_id
+    num_blocks = gen_length // block_length
+    steps_per_block = steps // num_blocks
+    for blk in range(num_blocks):
+        end = p + (blk + 1) * block_length
+        open_masks = (x[:, end - block_length:end] == mask_id).sum(1) + (x[:, :p] == mask_id).sum(1)
+        schedule = num_transfer_tokens(open_masks, steps_per_block)
+        for i in range(steps_per_block):
+            mask_index = x == mask_id
+            logits = _guided_logits(model, x, attention_mask, prompt_index, cfg_scale, mask_id).float()
+            if logits_eos_inf:
+                logits[:, :, eos_id] = -torch.inf
+            x0 = torch.argmax(add_gumbel_noise(logits, temperature, generator), dim=-1)
+            if remasking == "low_confidence":
+                conf_logits = logits
+                if confidence_eos_eot_inf:
+                    conf_logits = logits.clone()
+                    conf_logits[:, :, [eos_id, eot_id]] = -torch.inf
+                picked = torch.gather(conf_logits, -1, x0[..., None])[..., 0]
+                confidence = torch.exp(picked - torch.logsumexp(conf_logits, dim=-1))
+            else:
+                confidence = torch.rand(x0.shape, device=device, generator=generator)
+            confidence[:, end:] = -torch.inf  # right of the current block
+            confidence = torch.where(mask_index, confidence, -torch.inf)
+            rank = torch.argsort(torch.argsort(-confidence, dim=-1, stable=True), dim=-1)
+            select = (rank < schedule[:, i:i + 1]) & (confidence > -torch.inf)
+            x = torch.where(select, x0, x)
+    return x
+
+
+def _guided_logits(model, x, attention_mask, prompt_index, cfg_scale, mask_id):
+    """The model's logits; with cfg_scale > 0 mixed with a copy whose prompt is all masks:
+    uncond + (cfg_scale + 1) * (cond - uncond)."""
+    if cfg_scale > 0:
+        x = torch.cat([x, torch.where(prompt_index, mask_id, x)], dim=0)
+        attention_mask = None if attention_mask is None else torch.cat([attention_mask] * 2, dim=0)
+    out = model(x, attention_mask)
+    logits = getattr(out, "logits", out)
+    if cfg_scale > 0:
+        cond, uncond = torch.chunk(logits, 2, dim=0)
+        logits = uncond + (cfg_scale + 1) * (cond - uncond)
+    return logits
+
+
+def _model_generate(self, prompt, attention_mask=None, **options):
+    """`generate(self, prompt, ...)` with mask_id and eos_id (also the default eot_id) from the config."""
+    a = Args.from_config(self.config) if hasattr(self, "config") else self.args
+    options.setdefault("mask_id", a.mask_token_id)
+    options.setdefault("eos_id", a.eos_token_id)
+    options.setdefault("eot_id", options["eos_id"])
+    return generate(self, prompt, attention_mask, **options)
 
 
 def _init_weights(module, std: float):
@@ -244,6 +380,8 @@ def _hf_classes() -> dict:
 
         def forward(self, input_ids, attention_mask=None, **kwargs):
             return CausalLMOutput(logits=self.model(input_ids, attention_mask))
+
+        generate = _model_generate  # LLaDA's reverse process, not transformers' autoregressive one
 
     _HF_CLASSES.update(LLaDAConfig=LLaDAConfig, LLaDAModelLM=LLaDAModelLM)
     return _HF_CLASSES

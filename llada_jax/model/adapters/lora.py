@@ -141,20 +141,20 @@ def combine(adapters, base):
     return out
 
 
-def merge_weight(w, a, b, scale: float):
-    """W + scale * A B in float32, cast back to W's dtype. W may carry leading (layer)
-    axes that A and B share: lead = a.ndim + b.ndim - 2 - w.ndim."""
+def merge_weight(w, a, b, scale: float, dtype=None):
+    """W + scale * A B in float32, cast to `dtype` (default: W's dtype). W may carry leading
+    (layer) axes that A and B share: lead = a.ndim + b.ndim - 2 - w.ndim."""
     lead = a.ndim + b.ndim - 2 - w.ndim
     n_in = a.ndim - lead - 1
     a2 = a.reshape(a.shape[:lead] + (math.prod(a.shape[lead:lead + n_in]), a.shape[-1]))
     b2 = b.reshape(b.shape[:lead + 1] + (-1,))
     delta = jnp.matmul(a2.astype(jnp.float32), b2.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
-    return (w.astype(jnp.float32) + scale * delta.reshape(w.shape)).astype(w.dtype)
+    return (w.astype(jnp.float32) + scale * delta.reshape(w.shape)).astype(dtype or w.dtype)
 
 
-def merge(cfg: LoRAConfig, params):
-    """Params with every adapted weight replaced by W + scale * A B and no adapter leaves:
-    the tree of the same model without LoRA."""
+def merge(cfg: LoRAConfig, params, dtype=None):
+    """Params with every adapted weight replaced by W + scale * A B (in `dtype`, default
+    W's) and no adapter leaves: the tree of the same model without LoRA."""
     adapters, base = split(params)
 
     def walk(ad, node):
@@ -164,7 +164,7 @@ def merge(cfg: LoRAConfig, params):
                 out[k] = walk(v, node[k])
             elif k.endswith(SUFFIX_A):
                 w = k[:-len(SUFFIX_A)]
-                out[w] = merge_weight(node[w], v, ad[w + SUFFIX_B], cfg.scale)
+                out[w] = merge_weight(node[w], v, ad[w + SUFFIX_B], cfg.scale, dtype)
         return out
 
     return walk(adapters, base)
