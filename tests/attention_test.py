@@ -11,7 +11,7 @@ import pytest
 
 from llada_jax.model import attention
 from llada_jax.objectives import diffusion
-from llada_jax.model.attention import KeyMask, chunked, cudnn, dense, splash
+from llada_jax.model.attention import KeyMask, chunked, cudnn, dense, patterns, splash
 from llada_jax.model import KVCache, LLaDA, LLaDAConfig, init_params
 from llada_jax.sampling import generate
 
@@ -65,6 +65,54 @@ def test_chunked_equals_dense_fp32(name, l, s, kvh, mask, causal):
     _assert_close(_value_and_grads(SMALL_BLOCKS, q, k, v, mask, causal), want, 1e-5)
     if name == "cache":  # default blocks (larger than the sequence: one block, no padding)
         _assert_close(_value_and_grads(chunked.attention, q, k, v, mask, causal), want, 1e-5)
+
+
+# (name, L, S, KV heads, key mask, pattern): every pattern with padding, GQA, odd lengths.
+PATTERN_CASES = [
+    ("block_causal_left_padding_gqa", 11, 11, 1, _left_pad(11, [3, 11]), patterns.block_causal(4)),
+    ("block_causal_cache", 5, 13, 2, KeyMask(lengths_B=jnp.array([10, 13])), patterns.block_causal(4)),
+    ("causal_left_padding", 11, 11, 2, _left_pad(11, [3, 0]), patterns.CAUSAL),
+    ("block_diffusion_odd_half", 18, 18, 2, KeyMask(lengths_B=jnp.array([18, 13])), patterns.block_diffusion(9, 3)),
+    ("block_diffusion_block_1", 14, 14, 4, _left_pad(14, [2, 0]), patterns.block_diffusion(7, 1)),
+]
+
+
+def _pattern_fn(fn, pattern):
+    return lambda q, k, v, mask, causal: fn(q, k, v, mask, pattern=pattern)
+
+
+@pytest.mark.parametrize("name,l,s,kvh,mask,pattern", PATTERN_CASES, ids=[c[0] for c in PATTERN_CASES])
+def test_every_kernel_equals_dense_for_every_pattern(name, l, s, kvh, mask, pattern):
+    q, k, v = _qkv(l, s, kvh)
+    want = _value_and_grads(_pattern_fn(dense.attention, pattern), q, k, v, mask, False)
+    _assert_close(_value_and_grads(_pattern_fn(SMALL_BLOCKS, pattern), q, k, v, mask, False), want, 1e-5)
+    if name == "block_causal_cache":  # cuDNN's explicit fallback (its native forms: test_cudnn_arguments_*)
+        with pytest.warns(UserWarning, match="using attention='chunked'"):
+            _assert_close(_value_and_grads(_pattern_fn(cudnn.attention, pattern), q, k, v, mask, False), want, 1e-5)
+    if name in ("block_causal_left_padding_gqa", "block_diffusion_odd_half"):  # interpret mode is slow
+        _assert_close(_value_and_grads(_pattern_fn(splash.attention, pattern), q, k, v, mask, False), want, 1e-5)
+        # bf16 inputs: about 2 bf16 ulps (see test_chunked_equals_dense_bf16)
+        qb, kb, vb = (x.astype(jnp.bfloat16) for x in (q, k, v))
+        want_b = _value_and_grads(_pattern_fn(dense.attention, pattern), qb, kb, vb, mask, False)
+        for a, b in zip(_value_and_grads(_pattern_fn(SMALL_BLOCKS, pattern), qb, kb, vb, mask, False), want_b):
+            np.testing.assert_allclose(a, b, rtol=3e-2, atol=3e-2)
+
+
+def test_patterns_are_bd3lms_masks_and_chunked_skips_empty_blocks():
+    # block_diff_mask of kuleshov-group/bd3lms models/dit.py, n = 4, block 2 (x_t | x_0)
+    want = np.array([[1, 1, 0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1, 0, 0],
+                     [0, 0, 1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1, 0, 0],
+                     [0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 1, 1]], bool)
+    np.testing.assert_array_equal(patterns.block_diffusion(4, 2).dense(8, 8), want)
+    np.testing.assert_array_equal(patterns.block_causal(2).dense(4, 4), [[1, 1, 0, 0], [1, 1, 0, 0], [1] * 4, [1] * 4])
+    # the 2L training mask at L = 4096, blocks of 512: chunked computes 40 of the 256 block pairs
+    assert chunked.work_fraction(patterns.block_diffusion(4096, 16), 8192, 8192) == pytest.approx(
+        (8 * 9 / 2 + 8 + 8 * 7 / 2 + 8) / 256)
+    assert chunked.work_fraction(patterns.BIDIRECTIONAL, 8192, 8192) == 1.0
+    with pytest.raises(ValueError, match="block_size=5 must divide the sequence length 12"):
+        patterns.block_diffusion(12, 5)
+    with pytest.raises(ValueError, match="'block_diffusion' over 2 x 6 tokens: got L=11, S=11"):
+        attention.attend("dense", *_qkv(11, 11, 2), pattern=patterns.block_diffusion(6, 3))
 
 
 def test_chunked_equals_dense_bf16():

@@ -16,8 +16,9 @@ class Objective:
     where `noise` is any pytree with the batch as leading axis (split with the batch into
     micro-batches, so gradient accumulation gives the result of one big batch), `valid` is
     a (B, L) bool mask of non-padding positions or None, and
-    `forward(ids_BxL, valid_BxL=None) -> diffusion.ChunkedLogits` runs the model (LoRA,
-    dropout and the chunked head are the step's business). `metrics` must hold
+    `forward(ids_BxL, valid_BxL=None, *, positions=None, pattern=None) -> diffusion.ChunkedLogits`
+    runs the model (LoRA, dropout and the chunked head are the step's business; positions
+    and an attention `Pattern` for inputs such as BD3-LM's [x_t, x_0]). `metrics` must hold
     "masked_accuracy" and "num_masked" (the positions the loss scores).
 
     RL objectives (GRPO, VRPO; subclasses of `RLObjective` below) keep the same three methods, driven by
@@ -39,6 +40,7 @@ class Objective:
     random_length: ClassVar[bool] = False  # whether data.random_length_prob applies
     causal: ClassVar[bool] = False  # trains a causal model (config.causal), not a mask predictor
     rl: ClassVar[bool] = False  # an RL objective (see above): has `reference`, run by llada_jax.rl.step
+    blocks: ClassVar[bool] = False  # block diffusion: a `block_size` field the train step sets from the model
 
     def noise(self, batch, rng, valid, *, mask_id: int, eps: float):
         return None
