@@ -75,27 +75,52 @@ PATTERN_CASES = [
     ("block_diffusion_odd_half", 18, 18, 2, KeyMask(lengths_B=jnp.array([18, 13])), patterns.block_diffusion(9, 3)),
     ("block_diffusion_block_1", 14, 14, 4, _left_pad(14, [2, 0]), patterns.block_diffusion(7, 1)),
 ]
+BF16 = ("block_causal_left_padding_gqa", "block_diffusion_odd_half")  # bf16 inputs too
+# kernel -> the cases it runs: splash (interpret mode is slow) on one case per non-native
+# pattern kind, cuDNN's explicit fallback (its native forms: test_cudnn_arguments_*) on one.
+PATTERN_KERNELS = {"chunked": (SMALL_BLOCKS, [c[0] for c in PATTERN_CASES]),
+                   "cudnn_fallback": (cudnn.attention, ["block_causal_cache"]),
+                   "splash": (splash.attention, ["block_causal_left_padding_gqa", "block_diffusion_odd_half"])}
 
 
-def _pattern_fn(fn, pattern):
-    return lambda q, k, v, mask, causal: fn(q, k, v, mask, pattern=pattern)
+def _all_value_and_grads(fn, names, dtypes=("float32",)):
+    """{(name, dtype): [out, dq, dk, dv]} of `fn` on the named PATTERN_CASES: one program."""
+    cases = {(c[0], dt): c for c in PATTERN_CASES if c[0] in names for dt in dtypes if dt == "float32" or c[0] in BF16}
+
+    def run(inputs):
+        out = {}
+        for key, (name, l, s, kvh, mask, pattern) in cases.items():
+            def loss(q, k, v, mask=mask, pattern=pattern):
+                o = fn(q, k, v, mask, pattern=pattern)
+                w = jax.random.normal(jax.random.key(7), o.shape, jnp.float32)
+                return jnp.sum(o.astype(jnp.float32) * w), o
+            (_, o), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(*inputs[key])
+            out[key] = [x.astype(jnp.float32) for x in (o, *grads)]
+        return out
+
+    inputs = {key: tuple(x.astype(key[1]) for x in _qkv(c[1], c[2], c[3])) for key, c in cases.items()}
+    return jax.tree_util.tree_map(np.asarray, jax.jit(run)(inputs))
 
 
-@pytest.mark.parametrize("name,l,s,kvh,mask,pattern", PATTERN_CASES, ids=[c[0] for c in PATTERN_CASES])
-def test_every_kernel_equals_dense_for_every_pattern(name, l, s, kvh, mask, pattern):
-    q, k, v = _qkv(l, s, kvh)
-    want = _value_and_grads(_pattern_fn(dense.attention, pattern), q, k, v, mask, False)
-    _assert_close(_value_and_grads(_pattern_fn(SMALL_BLOCKS, pattern), q, k, v, mask, False), want, 1e-5)
-    if name == "block_causal_cache":  # cuDNN's explicit fallback (its native forms: test_cudnn_arguments_*)
-        with pytest.warns(UserWarning, match="using attention='chunked'"):
-            _assert_close(_value_and_grads(_pattern_fn(cudnn.attention, pattern), q, k, v, mask, False), want, 1e-5)
-    if name in ("block_causal_left_padding_gqa", "block_diffusion_odd_half"):  # interpret mode is slow
-        _assert_close(_value_and_grads(_pattern_fn(splash.attention, pattern), q, k, v, mask, False), want, 1e-5)
+@pytest.fixture(scope="module")
+def dense_patterns():
+    return _all_value_and_grads(dense.attention, [c[0] for c in PATTERN_CASES], ("float32", "bfloat16"))
+
+
+@pytest.mark.parametrize("kernel", PATTERN_KERNELS)
+def test_every_kernel_equals_dense_for_every_pattern(dense_patterns, kernel):
+    fn, names = PATTERN_KERNELS[kernel]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = _all_value_and_grads(fn, names, ("float32", "bfloat16") if kernel == "chunked" else ("float32",))
+    if kernel == "cudnn_fallback":
+        assert any("using attention='chunked'" in str(w.message) for w in caught)
+    assert {n for n, _ in got} == set(names)
+    for key, values in got.items():
         # bf16 inputs: about 2 bf16 ulps (see test_chunked_equals_dense_bf16)
-        qb, kb, vb = (x.astype(jnp.bfloat16) for x in (q, k, v))
-        want_b = _value_and_grads(_pattern_fn(dense.attention, pattern), qb, kb, vb, mask, False)
-        for a, b in zip(_value_and_grads(_pattern_fn(SMALL_BLOCKS, pattern), qb, kb, vb, mask, False), want_b):
-            np.testing.assert_allclose(a, b, rtol=3e-2, atol=3e-2)
+        tol = 1e-5 if key[1] == "float32" else 3e-2
+        for what, a, b in zip(("out", "dq", "dk", "dv"), values, dense_patterns[key]):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"{key[0]} {key[1]} {what}")
 
 
 def test_patterns_are_bd3lms_masks_and_chunked_skips_empty_blocks():

@@ -1,7 +1,9 @@
 """The block-cache sampler of block-causal models: exact (its tokens equal a recompute of
 the whole prefix at every step, for every option, batched with left padding), LLaDA 2.x's
-rules (a line-by-line port of the published loop as the reference), bad input."""
+rules (a line-by-line port of the published loop as the reference), bad input. One
+compiled sampler per option set, shared by the tests (module fixture)."""
 
+import functools
 import json
 
 import jax
@@ -28,42 +30,52 @@ def block_model():
 PROMPTS = np.array([[250, 250, 250, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7]], np.int32)
 PADDING = np.array([[0, 0, 0, 1, 1, 1, 1], [1] * 7])
 
-OPTIONS = [  # every rule: threshold, eos_early_stop, minimal_topk; sampling with top-k / top-p; random order
-    dict(threshold=0.5, eos_early_stop=True, minimal_topk=2, steps=3),
-    dict(temperature=0.8, top_k=20, top_p=0.9, remasking="random", steps=4),
-]
+OPTIONS = {  # every rule: threshold, eos_early_stop, minimal_topk; sampling with top-k / top-p; random order
+    "greedy_threshold_eos": dict(threshold=0.5, eos_early_stop=True, minimal_topk=2, steps=3, eos_id=157),
+    "temperature_topk_topp_random": dict(temperature=0.8, top_k=20, top_p=0.9, remasking="random", steps=4),
+}
+EOS = 157  # a token the peaked model predicts often
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=["greedy_threshold_eos", "temperature_topk_topp_random"])
-def test_block_cache_equals_recompute_of_the_prefix(block_model, options):
+@pytest.fixture(scope="module")
+def samples(block_model):
+    """{option: (cached tokens, stats, reference)}: the greedy reference is the published
+    loop below on each row (a recompute of the prefix), the sampled one `recompute=True`."""
     model, params = block_model
-    kw = dict(attention_mask=PADDING, gen_length=13, block_length=B, rng=jax.random.key(5), **options)
-    eos = options.get("eos_early_stop") and 157  # a token the peaked model predicts often
-    if eos:
-        kw["eos_id"] = eos
-    got, stats = generate(model, params, PROMPTS, return_stats=True, **kw)
-    want = block_cache.generate(model, params, PROMPTS, recompute=True, **kw)
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-    assert got.shape == (2, 7 + 13)
-    np.testing.assert_array_equal(np.asarray(got)[:, :7], PROMPTS)
-    # the grid is aligned to position 0: block 1 (positions 4-7) is the first denoised one
-    assert stats["calls_per_block"][0] == 0 and stats["calls_per_block"][1] > 0
-    if eos:  # everything after a row's first answer EOS is EOS
-        for row in np.asarray(got)[:, 7:]:
-            hits = np.flatnonzero(row == eos)
-            assert len(hits) and (row[hits[0]:] == eos).all()
+    out = {}
+    for name, options in OPTIONS.items():
+        kw = dict(attention_mask=PADDING, gen_length=13, block_length=B, rng=jax.random.key(5), **options)
+        got, stats = generate(model, params, PROMPTS, return_stats=True, **kw)
+        if name.startswith("greedy"):
+            want = [_published_generate(model, params, PROMPTS[i:i + 1], PADDING[i:i + 1], gen_length=13,
+                                        block_length=B, mask_id=255, **{k: options[k] for k in PUBLISHED})
+                    for i in range(len(PROMPTS))]
+        else:
+            want = block_cache.generate(model, params, PROMPTS, recompute=True, **kw)
+        out[name] = np.asarray(got), stats, want
+    return out
 
 
-def _published_generate(model, params, prompt, *, gen_length, block_length, steps, threshold, minimal_topk,
+PUBLISHED = ("steps", "threshold", "minimal_topk", "eos_id", "eos_early_stop")
+
+
+@functools.lru_cache(maxsize=None)
+def _full_forward(model):
+    return jax.jit(lambda p, x, valid: model.apply({"params": p}, x, valid))
+
+
+def _published_generate(model, params, prompt, padding, *, gen_length, block_length, steps, threshold, minimal_topk,
                         eos_id, mask_id, eos_early_stop):
     """LLaDA 2.x's generate (dllm `modeling_llada2_moe.py`, greedy), line by line in numpy,
-    on a recompute of the whole prefix; batch 1, returns the answer up to its first EOS."""
-    forward = jax.jit(lambda x: model.apply({"params": params}, x))
+    on a recompute of the whole prefix (left padding as invalid keys); batch 1, returns the
+    answer up to its first EOS."""
     steps = min(steps, gen_length // minimal_topk)
     p = prompt.shape[1]
     num_blocks = (p + gen_length + block_length - 1) // block_length
     x = np.full((1, num_blocks * block_length), mask_id, np.int64)
     x[:, :p] = prompt
+    valid = np.ones(x.shape, bool)
+    valid[:, :p] = padding
     schedule = np.full(steps, block_length // steps)
     schedule[:block_length % steps] += 1
     for num_block in range(p // block_length, num_blocks):
@@ -72,7 +84,8 @@ def _published_generate(model, params, prompt, *, gen_length, block_length, step
             active = x[0, end - block_length:end] == mask_id
             if active.sum() == 0:
                 break
-            logits = np.asarray(forward(jnp.asarray(x, jnp.int32)), np.float64)[0, end - block_length:end]
+            logits = np.asarray(_full_forward(model)(params, jnp.asarray(x, jnp.int32), valid),
+                                np.float64)[0, end - block_length:end]
             probs = np.exp(logits - logits.max(-1, keepdims=True))
             probs /= probs.sum(-1, keepdims=True)
             x0, x0_p = probs.argmax(-1), probs.max(-1)
@@ -96,16 +109,22 @@ def _published_generate(model, params, prompt, *, gen_length, block_length, step
     return answer[:eos[0] + 1] if len(eos) else answer
 
 
-@pytest.mark.parametrize("eos_id", [195, 249])  # 195: stops in the second block
-def test_llada2_rules_token_for_token(block_model, eos_id):
-    model, params = block_model
-    prompt = np.array([[1, 2, 3, 4, 5, 6]], np.int32)  # ends inside block 1: a partial prompt block
-    kw = dict(gen_length=14, block_length=B, steps=3, threshold=0.6, minimal_topk=1, eos_id=eos_id,
-              mask_id=255, eos_early_stop=True)
-    want = _published_generate(model, params, prompt, **kw)
-    got = np.asarray(generate(model, params, prompt, **kw))[0, 6:]
-    np.testing.assert_array_equal(got[:len(want)], want)
-    assert (got[len(want):] == eos_id).all()
+def test_block_cache_equals_recompute_of_the_prefix(samples):
+    got, stats, want = samples["temperature_topk_topp_random"]
+    np.testing.assert_array_equal(got, np.asarray(want))
+    for got, stats, _ in samples.values():
+        assert got.shape == (2, 7 + 13)
+        np.testing.assert_array_equal(got[:, :7], PROMPTS)
+        # the grid is aligned to position 0: block 1 (positions 4-7) is the first denoised one
+        assert stats["calls_per_block"][0] == 0 and stats["calls_per_block"][1] > 0
+
+
+def test_llada2_rules_token_for_token_with_left_padding(samples):
+    got, _, want = samples["greedy_threshold_eos"]
+    for row, ref in zip(got[:, 7:], want):  # everything after a row's first answer EOS is EOS
+        np.testing.assert_array_equal(row[:len(ref)], ref)
+        assert ref[-1] == EOS and (row[len(ref):] == EOS).all()
+    assert min(len(ref) for ref in want) < 13 - B  # a row stops early, before its last block
 
 
 def test_bad_input_fails_before_compiling(block_model, tmp_path):
@@ -123,5 +142,5 @@ def test_bad_input_fails_before_compiling(block_model, tmp_path):
     full = build(model.config.replace(block_size=0))
     with pytest.raises(ValueError, match="model.config.block_size=0, expected > 0: the block-cache sampler"):
         block_cache.generate(full, params, PROMPTS, gen_length=8, block_length=B)
-    with pytest.raises(ValueError, match=r"\['top_k'\] apply to block-causal models only"):
-        generate(full, params, PROMPTS, gen_length=8, block_length=8, steps=8, top_k=3)
+    with pytest.raises(ValueError, match=r"\[.minimal_topk.\] apply to block-causal models only"):
+        generate(full, params, PROMPTS, gen_length=8, block_length=8, steps=8, minimal_topk=2)

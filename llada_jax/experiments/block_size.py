@@ -74,7 +74,9 @@ def sampler_rows(model, params, block_size, prompts, targets, g):
     runs = []
     if block_size:
         runs.append(("block_cache", None, dict(steps=block_size, block_length=block_size)))
-        runs.append(("block_cache", g.threshold, dict(steps=block_size, block_length=block_size, threshold=g.threshold)))
+        if g.block_cache_threshold:
+            runs.append(("block_cache", g.threshold, dict(steps=block_size, block_length=block_size,
+                                                          threshold=g.threshold)))
     else:
         bl = g.llada_block_length
         runs.append(("llada_exact", None, dict(steps=n, block_length=bl)))

@@ -17,6 +17,7 @@ other positions (`kv_cache`), and return the keys/values it computed (`return_kv
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from typing import Any, NamedTuple
 
@@ -363,8 +364,14 @@ def abstract_params(config: LLaDAConfig, batch: int = 1, seq_len: int = 8) -> An
 
 def init_params(config: LLaDAConfig, rng, seq_len: int = 8) -> Any:
     """Unboxed float parameters of a freshly initialised model (no logical metadata)."""
-    variables = families.build(config).init(rng, jnp.zeros((1, seq_len), jnp.int32))
-    return nn.unbox(variables["params"])
+    return _jitted_init(config, seq_len)(rng)
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_init(config: LLaDAConfig, seq_len: int):
+    # One compiled program per shape: run eagerly, init compiles each of its hundreds of
+    # primitives separately (seconds on CPU for a tiny model).
+    return jax.jit(lambda rng: nn.unbox(families.build(config).init(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]))
 
 
 def param_count(params) -> int:
