@@ -142,5 +142,8 @@ def test_bad_input_fails_before_compiling(block_model, tmp_path):
     full = build(model.config.replace(block_size=0))
     with pytest.raises(ValueError, match="model.config.block_size=0, expected > 0: the block-cache sampler"):
         block_cache.generate(full, params, PROMPTS, gen_length=8, block_length=B)
+    shifted = build(model.config.replace(logit_alignment="shifted"))
+    with pytest.raises(ValueError, match="model.config.logit_alignment='shifted', expected 'same' for the block cache"):
+        generate(shifted, params, PROMPTS, gen_length=8, block_length=B)
     with pytest.raises(ValueError, match=r"\[.minimal_topk.\] apply to block-causal models only"):
         generate(full, params, PROMPTS, gen_length=8, block_length=8, steps=8, minimal_topk=2)

@@ -255,6 +255,9 @@ def _validate(model, prompt, attention_mask, steps, gen_length, block_length, te
         validation.bad(where, "model.config.block_size", getattr(cfg, "block_size", 0),
                        "> 0: the block-cache sampler needs a block-causal model (train or convert one with "
                        "data.kind='block_diffusion'); sample a full-diffusion model with LLaDA's sampler")
+    if getattr(cfg, "logit_alignment", "same") != "same":
+        validation.bad(where, "model.config.logit_alignment", cfg.logit_alignment,
+                       "'same' for the block cache (a shifted logit reads the position before, outside the block)")
     if cache is not None:
         validation.bad(where, "cache", cache, "None for a block-causal model: its exact block KV cache is always "
                        "on; Fast-dLLM's approximate 'prefix'/'dual' caches are for bidirectional models")
