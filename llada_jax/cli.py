@@ -84,11 +84,15 @@ def define_config_flag(argv, default_path: str | None = None, help_text="experim
 
 
 def run_absl(main, argv=None):
-    """absl.app.run(main) with USER_ERRORS as `error: ...` lines."""
+    """absl.app.run(main) with USER_ERRORS as `error: ...` lines, JAX's persistent
+    compilation cache on (`llada_jax.compile_cache`)."""
     from absl import app
+
+    from llada_jax import compile_cache
 
     def wrapped(args):
         with user_errors():
+            compile_cache.enable()
             return main(args)
 
     app.run(wrapped, argv=list(sys.argv if argv is None else argv))

@@ -38,6 +38,10 @@ def base_config() -> ml_collections.ConfigDict:
         logit_alignment="same",  # "shifted": the logit at i predicts token i + 1 (Dream, AR checkpoints)
         causal=False, mlp="swiglu",
         block_size=0,  # > 0: a block-causal model (block diffusion, `data.kind="block_diffusion"`); 0: bidirectional
+        # RoPE rescaling (llada_jax.model.rope.RopeScaling): "llama3" for Llama 3.1+ checkpoints
+        rope_scaling=ml_collections.ConfigDict(dict(
+            rope_type="default", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+            original_max_position_embeddings=8192)),
     ))
 
     # Device mesh (data, fsdp, tensor); one axis may be -1: the rest of the devices.

@@ -142,6 +142,10 @@ def test_bad_input_fails_before_compiling(block_model, tmp_path):
     full = build(model.config.replace(block_size=0))
     with pytest.raises(ValueError, match="model.config.block_size=0, expected > 0: the block-cache sampler"):
         block_cache.generate(full, params, PROMPTS, gen_length=8, block_length=B)
+    from llada_jax.serving.engine import Engine
+
+    with pytest.raises(ValueError, match="engine: model.config.block_size=4, expected 0"):
+        Engine(model, params)
     shifted = build(model.config.replace(logit_alignment="shifted"))
     with pytest.raises(ValueError, match="model.config.logit_alignment='shifted', expected 'same' for the block cache"):
         generate(shifted, params, PROMPTS, gen_length=8, block_length=B)

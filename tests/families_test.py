@@ -15,11 +15,14 @@ import jax.numpy as jnp
 import llada_jax
 from llada_jax.interop import export, hf, import_hf, safetensors_io
 from llada_jax.model import LLaDAConfig, families
+from llada_jax.model.rope import RopeScaling
 from llada_jax.sampling import dream
 
-FAMILIES = ("llama", "qwen2", "qwen3", "dream")
+FAMILIES = ("llama", "qwen2", "qwen3", "dream", "llama3")  # the golden models (tests/data/F-tiny)
+FAMILY = {"llama3": "llama"}  # llama3: Llama with Llama 3.1's RoPE rescaling
 # What each tiny golden model exercises: its family's knobs and the config.json form read.
 KNOBS = {"llama": dict(causal=True, qkv_bias=False, qk_norm=False, weight_tying=False),
+         "llama3": dict(causal=True, rope_scaling=RopeScaling("llama3", 8.0, 1.0, 4.0, 16)),
          "qwen2": dict(causal=True, qkv_bias=True, qk_norm=False, weight_tying=True),
          "qwen3": dict(causal=True, qkv_bias=False, qk_norm=True, attention_head_dim=32),
          "dream": dict(causal=False, qkv_bias=True, qk_norm=False, mask_token_id=95)}
@@ -33,7 +36,7 @@ def loaded(golden_dir):
 
 
 def test_registry_builds_every_family_and_validates_its_config():
-    assert set(FAMILIES) | {"llada"} <= set(families.FAMILIES)
+    assert {FAMILY.get(f, f) for f in FAMILIES} | {"llada"} <= set(families.FAMILIES)
     for name in families.FAMILIES:
         assert families.get(name).SAMPLER in ("llada", "dream")
         assert isinstance(llada_jax.build(LLaDAConfig.tiny(family=name)), llada_jax.LLaDA)
@@ -50,7 +53,7 @@ def test_registry_builds_every_family_and_validates_its_config():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_logits_equal_the_published_code(loaded, golden_dir, family):
     config, params = loaded[family]
-    assert config.family == family and config.logit_alignment == "shifted"
+    assert config.family == FAMILY.get(family, family) and config.logit_alignment == "shifted"
     assert {k: getattr(config, k) for k in KNOBS[family]} == KNOBS[family]
     g = np.load(golden_dir / f"{family}-tiny-logits.npz")
     kw = {"positions": jnp.asarray(g["position_ids"])} if "position_ids" in g else {}
@@ -126,6 +129,10 @@ def _rewrite(tmp_path, src, change):
      r"error: .*config.json: model_type='gpt2', architectures=\['GPT2LMHeadModel'\] is no known model family; "
      r"expected model_type one of Dream, llada, lladamoe, llama, qwen2, qwen3"),
     (lambda c: c.pop("intermediate_size"), r"error: .*config.json is missing intermediate_size: expected"),
+    (lambda c: c.update(rope_scaling={"rope_type": "yarn", "factor": 4.0}),
+     r"error: .*config.json: rope_type='yarn' is not supported \(expected one of \('default', 'llama3'\)\)"),
+    (lambda c: c.update(rope_scaling={"rope_type": "llama3", "factor": 8.0}),
+     r"error: .*config.json: rope_type 'llama3' is missing high_freq_factor"),
     (lambda c: c.update(hidden_act="gelu"), r"error: .*config.json: hidden_act='gelu' is not supported"),
     (lambda c: c.update(num_key_value_heads=4), r"error: .*model.safetensors: tensor "
      r"'model.layers.0.self_attn.k_proj.weight' has shape \(32, 64\), expected \(64, 64\) for the qwen2 family"),
@@ -145,3 +152,16 @@ def test_import_prints_the_family_flags(loaded):
     for flag in ("family=qwen3", "qk_norm=True", "logit_alignment=shifted", "attention_head_dim=32", "causal=True"):
         assert f"--config.model.{flag}" in flags
     assert not [f for f in import_hf.model_flags(LLaDAConfig.tiny()) if "qk_norm" in f or "alignment" in f]
+    # Llama 3.1's RoPE rescaling: printed as flags that the config schema takes back
+    from llada_jax.config import base_config
+    from llada_jax.model import from_config
+
+    config = loaded["llama3"][0]
+    flags = [f for f in import_hf.model_flags(config) if ".rope_scaling." in f]
+    assert "--config.model.rope_scaling.rope_type=llama3" in flags and len(flags) == 5
+    c = base_config()
+    for f in flags:
+        key, value = f.removeprefix("--config.model.rope_scaling.").split("=")
+        c.model.rope_scaling[key] = type(c.model.rope_scaling[key])(value)
+    c.model.vocab_size = c.model.embedding_size = 96
+    assert from_config.model_config(c, None).rope_scaling == config.rope_scaling

@@ -20,8 +20,11 @@ seed, add_bos (prepend BOS to every context, as the published tokenizer does), m
   batches of batch_size, stratified masked counts), batched across requests of the same
   (context, continuation) token lengths; `is_greedy` by greedy one-token-per-step
   unmasking of the continuation (False when is_check_greedy is off).
-- `generate_until`: `llada_jax.sampling.generate`, batched with left padding; the text is
-  cut at the first EOS/EoT and then at the first stop sequence.
+- `generate_until`: the serving engine (`llada_jax.serving.Engine`, batch_size slots,
+  continuous batching: a request leaves at the block holding its EOS/EoT and the next
+  takes its slot; request i samples with seed + i); the text is cut at the first
+  EOS/EoT and then at the first stop sequence. Each answer is the one its prompt gets
+  alone.
 - `loglikelihood_rolling`: not supported (NotImplementedError, see there).
 """
 
@@ -39,6 +42,8 @@ from lm_eval.api.registry import register_model
 
 import flax.linen as nn
 from llada_jax.sampling import sampler as sampling
+from llada_jax.sampling.params import SamplingParams
+from llada_jax.serving.engine import Engine
 from llada_jax.objectives.likelihood import mc_nll
 from llada_jax.model import build
 
@@ -231,28 +236,16 @@ class LLaDAEvalHarness(LM):
             until.append([stops] if isinstance(stops, str) else list(stops))
         room = self.max_length - self.gen_length
         prompts = [p[-room:] for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths together
-        texts = [""] * len(prompts)
-        eos = {self.tokenizer.eos_id, self.tokenizer.eot_id}
-        for s in range(0, len(order), self.batch_size):
-            idx = order[s:s + self.batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            batch = np.full((len(idx), width), self.tokenizer.eos_id, np.int32)
-            mask = np.zeros((len(idx), width), bool)
-            for row, i in enumerate(idx):  # left padding with EOS, masked out
-                batch[row, width - len(prompts[i]):] = prompts[i]
-                mask[row, width - len(prompts[i]):] = True
-            gen = sampling.generate(self.model, self.params, batch, attention_mask=mask, steps=self.steps,
-                                    gen_length=self.gen_length, block_length=self.block_length,
-                                    temperature=self.temperature, cfg_scale=self.cfg, remasking=self.remasking,
-                                    mask_id=self.mask_id, eos_id=self.tokenizer.eos_id,
-                                    eot_id=self.tokenizer.eot_id, rng=jax.random.PRNGKey(self.seed + s))
-            for row, i in enumerate(idx):
-                ids = [int(t) for t in np.asarray(gen)[row, width:]]
-                ends = [j for j, t in enumerate(ids) if t in eos]
-                text = self.tokenizer.decode(ids[:ends[0]] if ends else ids)
-                texts[i] = cut_at_stop(text, until[i])
-        return texts
+        # canvases: powers of two (at least 64) holding prompt + answer, so few programs
+        need = sorted({min(self.max_length, max(64, 1 << (len(p) + self.gen_length - 1).bit_length()))
+                       for p in prompts})
+        engine = Engine(self.model, self.params, slots=self.batch_size, buckets=need, block_width=self.block_length,
+                        guidance=self.cfg > 0, eot_id=self.tokenizer.eot_id,
+                        eos_ids={self.tokenizer.eos_id, self.tokenizer.eot_id})
+        base = SamplingParams(gen_length=self.gen_length, block_length=self.block_length, steps=self.steps,
+                              temperature=self.temperature, cfg_scale=self.cfg, remasking=self.remasking)
+        done = engine.generate(prompts, [base.replace(seed=(self.seed + i) % 2**31) for i in range(len(prompts))])
+        return [cut_at_stop(self.tokenizer.decode(r.tokens), until[i]) for i, r in enumerate(done)]
 
 
 def main(argv=None):

@@ -140,8 +140,11 @@ def model_flags(config: LLaDAConfig) -> list[str]:
               "eos_token_id", "pad_token_id", "weight_tying", "param_dtype")
     knobs = ("qkv_bias", "qk_norm", "attention_head_dim", "partial_rotary_factor", "logit_alignment", "causal")
     default = LLaDAConfig()  # the knobs only where they differ from LLaDA's
+    rope = [] if config.rope_scaling == default.rope_scaling else [
+        f"--config.model.rope_scaling.{f.name}={getattr(config.rope_scaling, f.name)}"
+        for f in dataclasses.fields(config.rope_scaling)]
     return [f"--config.model.{f}={getattr(config, f)}" for f in fields] + \
-        [f"--config.model.{f}={getattr(config, f)}" for f in knobs if getattr(config, f) != getattr(default, f)]
+        [f"--config.model.{f}={getattr(config, f)}" for f in knobs if getattr(config, f) != getattr(default, f)] + rope
 
 
 def import_to_workdir(src: str, workdir: str, *, dtype="float32") -> LLaDAConfig:

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from llada_jax.model import LLaDAConfig, families
+from llada_jax.model import LLaDAConfig, families, rope
 
 PREFIX = "model.transformer."
 # config.json fields that map 1:1 onto LLaDAConfig fields.
@@ -101,6 +101,7 @@ def llada_config_from_hf(hf: dict, **overrides) -> LLaDAConfig:
 
 def llada_config_to_hf(config: LLaDAConfig, torch_dtype: str = "bfloat16") -> dict:
     """config.json content with the official field names and values."""
+    rope.require_default(config.rope_scaling, "llada")
     out = {k: getattr(config, k) for k in _HF_FIELDS}
     out.update(_UNSUPPORTED)
     out.update(_PUBLISHED_EXTRA, torch_dtype=torch_dtype, auto_map=dict(AUTO_MAP))

@@ -34,3 +34,14 @@ def source_positions(positions_BxM, alignment: str):
     if alignment == "shifted":
         return jnp.maximum(positions_BxM - 1, 0)
     raise ValueError(f"logit_alignment={alignment!r}: expected one of {ALIGNMENTS}")
+
+
+def next_token_view(x_BxLx, alignment: str):
+    """The L - 1 outputs of a causal model that predict tokens 1 .. L - 1, [:, i] from the
+    output that saw tokens <= i: the first L - 1 under "same" (the output at i is trained as
+    the prediction of token i + 1), the last L - 1 of the re-indexed ones under "shifted"."""
+    if alignment == "same":
+        return x_BxLx[:, :-1]
+    if alignment == "shifted":
+        return x_BxLx[:, 1:]
+    raise ValueError(f"logit_alignment={alignment!r}: expected one of {ALIGNMENTS}")

@@ -33,6 +33,8 @@ from llada_jax.model.layers import (  # noqa: F401 (the axis names are part of t
     ACT_BATCH, ACT_EMBED, ACT_LENGTH, EMBED, HEAD_DIM, HEADS, KV_HEADS, LAYERS, MLP, NORM, VOCAB, param, project,
     projection)
 from llada_jax.model.moe import MoEConfig
+from llada_jax.model import rope
+from llada_jax.model.rope import RopeScaling
 
 REMAT_POLICIES = {
     "none": None,  # no rematerialisation: keep every activation
@@ -71,6 +73,7 @@ class LLaDAConfig:
     qk_norm: bool = False  # RMSNorm over head_dim on queries and keys before RoPE (Qwen3)
     attention_head_dim: int = 0  # 0: d_model // n_heads (Qwen3 sets its own head_dim)
     partial_rotary_factor: float = 1.0  # RoPE on the first head_dim * factor dims only
+    rope_scaling: RopeScaling = RopeScaling()  # Llama 3's context rescaling (llada_jax.model.rope)
     logit_alignment: str = "same"  # "same" or "shifted" (llada_jax.model.alignment)
     mlp: str = "swiglu"  # a key of MLPS
     # JAX side.
@@ -79,6 +82,7 @@ class LLaDAConfig:
     causal: bool = False  # True: an autoregressive baseline of the same shape
     block_size: int = 0  # > 0: block-causal (block diffusion: blocks of this many tokens from index 0); 0: bidirectional
     scan_layers: bool = True
+    scan_unroll: int = 1  # layers per iteration of the scanned loop (the parameter tree is the same)
     remat_policy: str = "none"  # a key of REMAT_POLICIES
     attention: str = "dense"  # a key of llada_jax.model.attention.IMPLEMENTATIONS
     mlp_chunk: int = 0  # the MLP over sequence chunks of this many tokens (memory); 0: whole
@@ -90,6 +94,8 @@ class LLaDAConfig:
             object.__setattr__(self, "lora", LoRAConfig(**self.lora))
         if isinstance(self.moe, dict):
             object.__setattr__(self, "moe", MoEConfig(**self.moe))
+        if isinstance(self.rope_scaling, dict):
+            object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
 
         def need(ok, field, expected):
             if not ok:
@@ -123,6 +129,9 @@ class LLaDAConfig:
              "block_size", "an integer >= 0 (0: bidirectional), and 0 when causal=True")
         need(isinstance(self.mlp_chunk, int) and self.mlp_chunk >= 0, "mlp_chunk",
              "an integer >= 0 (0: the MLP over the whole sequence at once)")
+        for field, expected in rope.problems(self.rope_scaling)[:1]:
+            raise ValueError(f"LLaDAConfig.rope_scaling.{field}={getattr(self.rope_scaling, field)!r}: "
+                             f"expected {expected}")
         for field, expected in moe_lib.problems(self.moe, self.n_layers)[:1]:
             raise ValueError(f"LLaDAConfig.moe.{field}={getattr(self.moe, field)!r}: expected {expected}")
 
@@ -182,10 +191,9 @@ class RMSNorm(nn.Module):
         return x32.astype(x.dtype) * scale.astype(x.dtype)
 
 
-def rope_tables(positions_BxL, head_dim, theta):
+def rope_tables(positions_BxL, head_dim, theta, scaling: RopeScaling | None = None):
     """cos/sin tables (B, L, head_dim) in float32, NeoX layout (angles repeated twice)."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    angles = positions_BxL.astype(jnp.float32)[..., None] * inv_freq
+    angles = positions_BxL.astype(jnp.float32)[..., None] * rope.inv_freq(head_dim, theta, scaling)
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
 
@@ -305,7 +313,7 @@ class LLaDA(nn.Module):
         embedding = param(self, "wte", (cfg.embedding_size, e := cfg.d_model), (VOCAB, EMBED), cfg.init_std)
         x = jnp.take(embedding, input_ids_BxL, axis=0).astype(dt)
         x = nn.with_logical_constraint(x, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
-        cos, sin = rope_tables(positions, cfg.rotary_dim, cfg.rope_theta)
+        cos, sin = rope_tables(positions, cfg.rotary_dim, cfg.rope_theta, cfg.rope_scaling)
 
         block = Block
         policy = REMAT_POLICIES[cfg.remat_policy]
@@ -322,7 +330,7 @@ class LLaDA(nn.Module):
                 stack = nn.scan(block, variable_axes={"params": 0, moe_lib.MOE_LOSSES: 0},
                                 split_rngs={"params": True, "dropout": True},
                                 in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
-                                length=length, metadata_params={nn.PARTITION_NAME: LAYERS})
+                                length=length, unroll=cfg.scan_unroll, metadata_params={nn.PARTITION_NAME: LAYERS})
                 part = None if cache is None else (cache[0][start:start + length], cache[1][start:start + length])
                 x, kv = stack(cfg, return_kv, dense, pattern, name=name)(x, key_mask, cos, sin, part)
                 kvs.append(kv)

@@ -1,5 +1,7 @@
-"""The autoregressive baseline (a causal model of the same shape, `config.causal=True`):
-mean next-token cross-entropy over ids[:, 1:]; "masked_accuracy" is next-token accuracy."""
+"""The autoregressive objective: mean next-token cross-entropy over ids[:, 1:], for a
+causal model (`config.causal=True`): LLaDA's AR baseline of the same shape, or an
+autoregressive checkpoint (Llama, Qwen) trained on as one. "masked_accuracy" is next-token
+accuracy."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ class Autoregressive(Objective):
 
     def loss(self, forward, batch, noise, valid):
         ids = batch["input_ids"]
-        ce, correct = diffusion.token_stats(forward(ids[:, :-1]), ids[:, 1:])
+        ce, correct = diffusion.token_stats(forward(ids, next_token=True), ids[:, 1:])
         return jnp.mean(ce), {"masked_accuracy": jnp.mean(correct), "num_masked": jnp.int32(ce.size)}
 
 

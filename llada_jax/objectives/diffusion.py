@@ -46,7 +46,8 @@ class ChunkedLogits(NamedTuple):
     """Logits not yet computed: `model.lm_head(hidden_BxLxE, head_ExV)`, what the model
     returns with `return_hidden=True`. The losses then apply the head `chunk` positions
     at a time under `jax.checkpoint`, so neither the (B, L, V) logits nor their gradient
-    ever exist whole (10 GB in float32 for 5 x 4096 tokens over LLaDA's vocabulary)."""
+    ever exist whole (10 GB in float32 for 5 x 4096 tokens over LLaDA's vocabulary).
+    chunk 0: the head over all positions at once, not rematerialised (small logits)."""
 
     hidden_BxLxE: jax.Array
     head_ExV: jax.Array
@@ -59,6 +60,8 @@ def token_stats(logits, targets):
     if not isinstance(logits, ChunkedLogits):
         return token_cross_entropy(logits, targets), jnp.argmax(logits, -1) == targets
     hidden, head, chunk = logits
+    if not chunk:
+        return token_stats(lm_head(hidden, head), targets)
     b, l, e = hidden.shape
     c = min(chunk, l)
     n = math.ceil(l / c)

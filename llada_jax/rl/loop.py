@@ -199,8 +199,8 @@ def _run(config, workdir, devices, hooks):
 
     def rl_update(state, batch):
         if r.algorithm == "vrpo":
-            state, m = update(state, ref_params, jnp.asarray(batch["chosen"]), jnp.asarray(batch["rejected"]))
-            return state, {k: float(v) for k, v in m.items()}
+            # device metrics: the loop reads them at logging steps only (run_steps' host_step)
+            return update(state, ref_params, jnp.asarray(batch["chosen"]), jnp.asarray(batch["rejected"]))
         rew = batch["rewards"]
         adv = grpo.group_advantages(jnp.asarray(rew), r.num_generations, r.scale_rewards)
         state, m = update(state, ref_params, jnp.asarray(batch["seqs"]), adv, jnp.ones(batch["completions"].shape, bool))
@@ -208,15 +208,19 @@ def _run(config, workdir, devices, hooks):
         m.update(reward_mean=float(rew.mean()), reward_std=float(rew.std()), accuracy=batch["accuracy"])
         return state, m
 
-    last, tick = {}, [time.perf_counter()]
+    last, tick = {}, [time.perf_counter(), int(np.asarray(state["step"]))]
+
+    def host_step(step):
+        return step % t.log_every == 0 or step == 1 or bool(t.eval_every and step % t.eval_every == 0)
 
     def log(step, state, m):
         nonlocal last
         if step % t.log_every == 0 or step == t.steps or step == 1:
-            last = {**m, "step_time_s": time.perf_counter() - tick[0]}
+            last = {**{k: float(v) for k, v in m.items()},
+                    "step_time_s": (time.perf_counter() - tick[0]) / max(step - tick[1], 1)}
             writer.scalars(step, last)
             print(f"[rl step {step}] " + " ".join(f"{k} {v:.4g}" for k, v in sorted(last.items())), flush=True)
-        tick[0] = time.perf_counter()
+            tick[:] = time.perf_counter(), step
 
     def evaluate(step, state, m):
         if task is not None and t.eval_every and (step % t.eval_every == 0 or step == t.steps):
@@ -229,7 +233,7 @@ def _run(config, workdir, devices, hooks):
         with jax.set_mesh(mesh), sharding.logical_rules_context():
             state, _, signal_number = loop.run_steps(
                 state, int(np.asarray(state["step"])), t.steps, next_batch=next_batch, update=rl_update,
-                hooks=hooks, report=(log, evaluate), stop=stop,
+                hooks=hooks, report=(log, evaluate), stop=stop, host_step=host_step,
                 checkpoints=loop.Checkpoints(ckpt, it.get_state, workdir, say=lambda s: print(s, flush=True)))
         if signal_number is not None:
             last = {**last, "signal": signal_number}

@@ -26,10 +26,8 @@ from llada_jax import validation
 from llada_jax.sampling import eos_stop
 from llada_jax.validation import special_ids
 from llada_jax.sampling import confidence
-from llada_jax.sampling.guidance import guided_logits
-
-REMASKING = tuple(confidence.RULES)
-CACHES = (None, "prefix", "dual")
+from llada_jax.sampling.guidance import guided_logits_rows
+from llada_jax.sampling.params import CACHES, REMASKING, SamplingParams
 _NEG_INF = -jnp.inf
 
 
@@ -52,6 +50,11 @@ class _Options(NamedTuple):
     infill: bool  # the prompt holds masks: its positions are candidates too
     cache: str | None = None  # None, "prefix" or "dual" (facts section 6b)
     eos_early_stop: str | None = None  # None, "block" or "tail" (llada_jax.sampling.eos_stop)
+    guidance: bool = False  # the batch carries cfg's unconditional copy (a shape: 2B rows)
+    # Which draw rules the program holds: None (no row uses it), "on" (every row may) or
+    # "auto" (skipped at run time when no row uses it: the engine's one program for all).
+    noise: str | None = "auto"  # Gumbel noise (temperature > 0)
+    filter: str | None = "auto"  # top-k / top-p
 
     @property
     def num_blocks(self):
@@ -70,14 +73,110 @@ def num_transfer_tokens(n_masked, steps):
 
 def select_transfer(confidence_BxM, k_B, threshold=None):
     """Which candidates to reveal: the k most confident per row (ties to the lower index),
-    and with `threshold` also every candidate whose confidence exceeds it.
-    Positions with confidence -inf are never candidates."""
+    and with `threshold` (a number, or (B,) per row with +inf for off) also every
+    candidate whose confidence exceeds it. Positions with confidence -inf are never
+    candidates."""
     order = jnp.argsort(-confidence_BxM, axis=-1, stable=True)
     rank = jnp.argsort(order, axis=-1)
     select = rank < k_B[:, None]
     if threshold is not None:
-        select = select | (confidence_BxM > threshold)
+        threshold = jnp.asarray(threshold)
+        select = select | (confidence_BxM > (threshold[:, None] if threshold.ndim else threshold))
     return select & (confidence_BxM > _NEG_INF)
+
+
+class Rows(NamedTuple):
+    """Per-row option values, traced (so no value compiles a new program); `rows_of`
+    builds them from SamplingParams."""
+
+    temperature: jax.Array  # (B,) float32; 0: greedy
+    threshold: jax.Array  # (B,) float32; +inf: off
+    cfg_weight: jax.Array  # (B,) float32: cfg_scale + 1; 1: unguided
+    top_k: jax.Array  # (B,) int32; 0: off
+    top_p: jax.Array  # (B,) float32; 1: off
+    remasking: jax.Array  # (B,) int32 index into REMASKING
+
+
+def rows_of(params_list) -> Rows:
+    """Rows (numpy) of a list of SamplingParams, one per row."""
+    return Rows(np.asarray([p.temperature for p in params_list], np.float32),
+                np.asarray([np.inf if p.threshold is None else p.threshold for p in params_list], np.float32),
+                np.asarray([p.cfg_scale + 1.0 for p in params_list], np.float32),
+                np.asarray([p.top_k for p in params_list], np.int32),
+                np.asarray([p.top_p for p in params_list], np.float32),
+                np.asarray([REMASKING.index(p.remasking) for p in params_list], np.int32))
+
+
+def filter_top(logits_BxMxV, top_k_B, top_p_B, mode="auto"):
+    """Logits outside each row's top-k (0: off) and top-p (1: off) set to -inf (ties with
+    the k-th / the cut are kept). mode: as `_Options.filter`."""
+    def cut(logits):
+        v = logits.shape[-1]
+        desc = -jnp.sort(-logits.astype(jnp.float32), axis=-1)
+        k = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, v), v)
+        kth = jnp.take_along_axis(desc, jnp.broadcast_to((k - 1)[:, None, None], desc.shape[:2] + (1,)), -1)
+        probs = jax.nn.softmax(desc, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each sorted token
+        n_p = jnp.maximum(jnp.sum(before < top_p_B[:, None, None], axis=-1, keepdims=True), 1)
+        pth = jnp.take_along_axis(desc, n_p - 1, -1)
+        keep = (logits >= kth) & ((top_p_B[:, None, None] >= 1) | (logits >= pth))
+        return jnp.where(keep, logits, _NEG_INF)
+
+    if mode is None:
+        return logits_BxMxV
+    if mode == "on":
+        return cut(logits_BxMxV)
+    active = jnp.any((top_k_B > 0) | (top_p_B < 1))
+    return jax.lax.cond(active, cut, lambda logits: logits, logits_BxMxV)
+
+
+def _per_row(rng):
+    # (B,) typed keys: one random stream per row (a raw uint32 (2,) PRNGKey is one key)
+    return jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) and rng.ndim == 1
+
+
+def _split2(rng):
+    if _per_row(rng):
+        k = jax.vmap(jax.random.split)(rng)
+        return k[:, 0], k[:, 1]
+    return tuple(jax.random.split(rng))
+
+
+def predict_rows(logits_BxMxV, rng, options: _Options, rows: Rows, static_rule: bool = True):
+    """`predict` with per-row temperature, top-k/p (and, unless static_rule, remasking).
+    rng: one key (the batch's noise drawn at the batch's shape, as `predict`) or (B,)
+    keys (each row's noise from its own key: a row's draw does not depend on the others)."""
+    if options.logits_eos_inf:
+        logits_BxMxV = logits_BxMxV.at[..., options.eos_id].set(_NEG_INF)
+    logits_BxMxV = filter_top(logits_BxMxV, rows.top_k, rows.top_p, options.filter)
+    noise_rng, rand_rng = _split2(rng)
+    scores = logits_BxMxV.astype(jnp.float32)
+
+    def noisy(scores):  # Gumbel-max in float32: argmax(logits + T * g); T = 0 rows unchanged
+        if _per_row(rng):
+            g = jax.vmap(lambda k: jax.random.gumbel(k, scores.shape[1:], jnp.float32))(noise_rng)
+        else:
+            g = jax.random.gumbel(noise_rng, scores.shape, jnp.float32)
+        return scores + rows.temperature[:, None, None] * g
+
+    if options.noise == "on":
+        scores = noisy(scores)
+    elif options.noise == "auto":
+        scores = jax.lax.cond(jnp.any(rows.temperature > 0), noisy, lambda scores: scores, scores)
+    x0 = first_argmax(scores)
+
+    def rule(name):
+        fn = confidence.RULES[name]
+        if _per_row(rng):
+            return jax.vmap(lambda l, x, k: fn(l[None], x[None], k, options)[0])(logits_BxMxV, x0, rand_rng)
+        return fn(logits_BxMxV, x0, rand_rng, options)
+
+    if static_rule:
+        return x0, rule(options.remasking)
+    conf = rule(REMASKING[0])
+    for i, name in enumerate(REMASKING[1:], 1):
+        conf = jnp.where((rows.remasking == i)[:, None], rule(name), conf)
+    return x0, conf
 
 
 def first_argmax(x):
@@ -114,19 +213,24 @@ class _State(NamedTuple):
     calls: jax.Array  # model calls so far
 
 
-def _transfer(state: _State, logits_BxMxV, pos_BxM, k_B, rng, options: _Options) -> _State:
-    """One reverse step's reveal on the candidate positions (one model call's worth)."""
-    x0, x0_p = predict(logits_BxMxV, rng, options)
+def _transfer(state: _State, logits_BxMxV, pos_BxM, k_B, rng, options: _Options, rows: Rows,
+              candidate_BxM=None, static_rule=True) -> _State:
+    """One reverse step's reveal on the candidate positions (one model call's worth);
+    candidate_BxM (optional) narrows which of the positions may be revealed."""
+    x0, x0_p = predict_rows(logits_BxMxV, rng, options, rows, static_rule)
     x_sub = jnp.take_along_axis(state.x, pos_BxM, axis=1)
-    confidence_BxM = jnp.where(x_sub == options.mask_id, x0_p, _NEG_INF)
-    select = select_transfer(confidence_BxM, k_B, options.threshold)
+    open_BxM = x_sub == options.mask_id
+    if candidate_BxM is not None:
+        open_BxM = open_BxM & candidate_BxM
+    confidence_BxM = jnp.where(open_BxM, x0_p, _NEG_INF)
+    select = select_transfer(confidence_BxM, k_B, rows.threshold)
     rows = jnp.arange(state.x.shape[0])[:, None]
     x = state.x.at[rows, pos_BxM].set(jnp.where(select, x0, x_sub))
     when = state.when.at[rows, pos_BxM].set(jnp.where(select, state.calls, jnp.take_along_axis(state.when, pos_BxM, 1)))
     return _State(x, when, state.calls + 1)
 
 
-def _cached_logits(model, params, x, mask, kv, start, options: _Options):
+def _cached_logits(model, params, x, mask, kv, start, options: _Options, rows: Rows):
     """Logits of the block from a partial forward pass against the cache (facts 6b)."""
     b, l = x.shape
     bl = options.block_length
@@ -144,15 +248,19 @@ def _cached_logits(model, params, x, mask, kv, start, options: _Options):
         out_pos = None
     # The window lies right of the prompt, so its unconditional copy is unchanged; with
     # cfg the cache already holds both copies (2B rows) from the block's full pass.
-    return guided_logits(model, params, window, jnp.zeros_like(window, bool), options.cfg_scale, options.mask_id,
-                         key_mask, kv_cache=kv, positions=positions, output_positions=out_pos)
+    return guided_logits_rows(model, params, window, jnp.zeros_like(window, bool), rows.cfg_weight, options.mask_id,
+                              key_mask, guidance=options.guidance, kv_cache=kv, positions=positions,
+                              output_positions=out_pos)
 
 
-def _run_block(model, params, state: _State, mask, prompt_index, rng, start, blk, options: _Options) -> _State:
-    """All steps of one block."""
+def _run_block(model, params, state: _State, mask, prompt_index, rng, start, blk, options: _Options,
+               rows: Rows) -> _State:
+    """All steps of one block: `steps_per_block` model calls, fewer for a row with a
+    threshold once its block (and any hole) is filled; the loop ends when no row goes on."""
     b = state.x.shape[0]
     s = options.steps_per_block
     pos = _candidate_positions(b, start, options)
+    has_threshold = jnp.isfinite(rows.threshold)
 
     def open_masks(x):  # masks of the block plus any holes left in the prompt
         return jnp.take_along_axis(x, pos, axis=1) == options.mask_id
@@ -162,38 +270,35 @@ def _run_block(model, params, state: _State, mask, prompt_index, rng, start, blk
     kw = dict(return_kv=options.cache is not None)
 
     def full_logits(x):
-        return guided_logits(model, params, x, prompt_index, options.cfg_scale, options.mask_id, mask,
-                             output_positions=pos, **kw)
+        return guided_logits_rows(model, params, x, prompt_index, rows.cfg_weight, options.mask_id, mask,
+                                  guidance=options.guidance, output_positions=pos, **kw)
 
-    def k_at(i):  # threshold: at least the schedule, at least one
-        return schedule[:, i] if options.threshold is None else jnp.maximum(schedule[:, i], 1)
+    def k_at(i):  # threshold rows: at least the schedule, at least one
+        return jnp.where(has_threshold, jnp.maximum(schedule[:, i], 1), schedule[:, i])
 
     # First step: a full pass (it also fills the cache when there is one).
     out = full_logits(state.x)
     logits, kv = out if options.cache else (out, None)
-    state = _transfer(state, logits, pos, k_at(0), rngs[0], options)
+    state = _transfer(state, logits, pos, k_at(0), rngs[0], options, rows)
 
-    def later_step(state, i):
+    def later_step(c):
+        state, i = c
         if options.cache is None:
             logits = full_logits(state.x)
         else:
-            logits = _cached_logits(model, params, state.x, mask, kv, start, options)
-        return _transfer(state, logits, pos, k_at(i), rngs[i], options)
+            logits = _cached_logits(model, params, state.x, mask, kv, start, options, rows)
+        return _transfer(state, logits, pos, k_at(i), rngs[i], options, rows), i + 1
 
-    if options.threshold is None:
-        state, _ = jax.lax.scan(lambda state, i: (later_step(state, i), None), state, jnp.arange(1, s))
-        return state
-
-    def block_open(c):  # stop as soon as the block (and any hole) is filled
+    def going_on(c):  # a threshold row stops as soon as its block (and any hole) is filled
         state, i = c
-        return (i < s) & jnp.any(open_masks(state.x))
+        return (i < s) & jnp.any(~has_threshold | jnp.any(open_masks(state.x), axis=1))
 
-    state, _ = jax.lax.while_loop(block_open, lambda c: (later_step(*c), c[1] + 1), (state, jnp.int32(1)))
+    state, _ = jax.lax.while_loop(going_on, later_step, (state, jnp.int32(1)))
     return state
 
 
 @functools.partial(jax.jit, static_argnames=("model", "options"))
-def _reverse_process(model, params, x, attention_mask, rng, options: _Options) -> _State:
+def _reverse_process(model, params, x, attention_mask, rng, rows: Rows, options: _Options) -> _State:
     b, l = x.shape
     prompt_index = x != options.mask_id
     mask = jnp.ones((b, l), bool) if attention_mask is None else attention_mask
@@ -202,12 +307,12 @@ def _reverse_process(model, params, x, attention_mask, rng, options: _Options) -
     def body(blk, state):
         start = options.prompt_len + blk * options.block_length
         if options.eos_early_stop is None:
-            return _run_block(model, params, state, mask, prompt_index, rng, start, blk, options)
+            return _run_block(model, params, state, mask, prompt_index, rng, start, blk, options, rows)
         # A block in which every row is finished (no mask left) makes no model call.
         block = jax.lax.dynamic_slice_in_dim(state.x, start, options.block_length, axis=1)
         state = jax.lax.cond(jnp.any(block == options.mask_id),
                              lambda state: _run_block(model, params, state, mask, prompt_index, rng, start, blk,
-                                                      options),
+                                                      options, rows),
                              lambda state: state, state)
         block = jax.lax.dynamic_slice_in_dim(state.x, start, options.block_length, axis=1)
         done = eos_stop.finished_rows(block, options.eos_id, options.eos_early_stop)
@@ -282,10 +387,16 @@ def _validate(model, prompt, attention_mask, steps, gen_length, block_length, te
                 threshold=threshold, eos_id=eos_id, eot_id=eot_id, rng=rng)
 
 
+_OPTION_DEFAULTS = dict(steps=128, gen_length=128, block_length=128, temperature=0.0, cfg_scale=0.0,
+                       remasking="low_confidence", logits_eos_inf=False, confidence_eos_eot_inf=False,
+                       threshold=None, cache=None, eos_early_stop=None, top_k=0, top_p=1.0)
+
+
 def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_length=128, block_length=128,
              temperature=0.0, cfg_scale=0.0, remasking="low_confidence", mask_id=None,
              logits_eos_inf=False, confidence_eos_eot_inf=False, eos_id=None, eot_id=None,
-             threshold=None, rng=None, return_stats=False, cache=None, eos_early_stop=None, **block_options):
+             threshold=None, rng=None, return_stats=False, cache=None, eos_early_stop=None,
+             top_k=0, top_p=1.0, sampling: SamplingParams | None = None, **block_options):
     """Sample answers for `prompt` (B, P) int ids; returns int32 (B, P + gen_length).
 
     A block-causal model (`model.config.block_size` > 0) samples with its exact block KV
@@ -314,7 +425,28 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
     mask_id, eos_id, eot_id: default to model.config's mask and eos ids (eot: the eos id;
     pass `tokenizer.eot_id` for chat models); the published LLaDA-8B ids for a model
     without a config. Every id, the prompt and the options are checked (ValueError) first.
+    top_k / top_p: the token draw keeps each position's k most likely tokens (0: off) /
+    its smallest set of probability >= top_p (1: off).
+    sampling: the options as one `SamplingParams` instead of keywords (its seed is not
+    used: `rng` is the batch's random stream). Temperature, threshold, cfg_scale, top-k
+    and top-p are traced values: changing them compiles nothing new; turning noise
+    (temperature > 0), filtering (top-k/p) or cfg (it doubles the batch) on or off picks
+    another program. The serving engine's one program holds them all.
     """
+    if sampling is not None:
+        given = {k: v for k, v in locals().items() if k in _OPTION_DEFAULTS and v != _OPTION_DEFAULTS[k]}
+        if given:
+            raise ValueError(f"generate: pass the options as keywords or as sampling=, not both (got {sorted(given)})")
+        if not isinstance(sampling, SamplingParams):
+            validation.bad("generate", "sampling", sampling, "a SamplingParams")
+        d = sampling.to_dict()
+        steps, gen_length, block_length, temperature, cfg_scale, remasking = (
+            d["steps"], d["gen_length"], d["block_length"], d["temperature"], d["cfg_scale"], d["remasking"])
+        logits_eos_inf, confidence_eos_eot_inf, threshold, cache, eos_early_stop, top_k, top_p = (
+            d["logits_eos_inf"], d["confidence_eos_eot_inf"], d["threshold"], d["cache"], d["eos_early_stop"],
+            d["top_k"], d["top_p"])
+        if steps is None:  # pure infilling: one step per hole
+            steps = int((np.asarray(prompt) == special_ids(model, mask_id)[0]).sum(axis=-1).max())
     if getattr(getattr(model, "config", None), "block_size", 0):
         from llada_jax.sampling import block_cache
 
@@ -322,7 +454,8 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
                                     gen_length=gen_length, block_length=block_length, temperature=temperature,
                                     remasking=remasking, threshold=threshold, mask_id=mask_id, eos_id=eos_id, rng=rng,
                                     return_stats=return_stats, cache=cache, cfg_scale=cfg_scale,
-                                    eos_early_stop=bool(eos_early_stop), **block_options)
+                                    eos_early_stop=bool(eos_early_stop), top_k=top_k or None,
+                                    top_p=None if top_p == 1.0 else top_p, **block_options)
     if block_options:
         raise ValueError(f"generate: {sorted(block_options)} apply to block-causal models only "
                          "(model.config.block_size > 0)")
@@ -334,20 +467,28 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
     temperature, cfg_scale, mask_id, threshold, eos_id, eot_id, rng = (
         a["temperature"], a["cfg_scale"], a["mask_id"], a["threshold"], a["eos_id"], a["eot_id"], a["rng"])
     b, p = prompt.shape
+    top_k = validation.integer("generate", "top_k", top_k, minimum=0)
+    top_p = validation.number("generate", "top_p", top_p)
+    if not 0 < top_p <= 1:
+        validation.bad("generate", "top_p", top_p, "in (0, 1] (1: off)")
+    # Values travel as per-row arrays (traced); only the shapes and rules are static.
     options = _Options(prompt_len=p, gen_length=gen_length, block_length=block_length if gen_length else 0,
                        steps_per_block=steps // max(1, gen_length // max(1, block_length)),
-                       temperature=float(temperature),
-                       cfg_scale=float(cfg_scale), remasking=remasking, mask_id=int(mask_id),
+                       temperature=0.0, cfg_scale=0.0, remasking=remasking, mask_id=int(mask_id),
                        logits_eos_inf=bool(logits_eos_inf), confidence_eos_eot_inf=bool(confidence_eos_eot_inf),
-                       eos_id=int(eos_id), eot_id=int(eot_id),
-                       threshold=None if threshold is None else float(threshold),
-                       infill=bool((prompt == mask_id).any()), cache=cache, eos_early_stop=eos_early_stop)
+                       eos_id=int(eos_id), eot_id=int(eot_id), threshold=None,
+                       infill=bool((prompt == mask_id).any()), cache=cache, eos_early_stop=eos_early_stop,
+                       guidance=cfg_scale > 0, noise="on" if temperature > 0 else None,
+                       filter="on" if top_k or top_p < 1 else None)
+    rows = Rows(np.full(b, temperature, np.float32), np.full(b, np.inf if threshold is None else threshold, np.float32),
+                np.full(b, cfg_scale + 1.0, np.float32), np.full(b, top_k, np.int32), np.full(b, top_p, np.float32),
+                np.full(b, REMASKING.index(remasking), np.int32))
     x = np.full((b, p + gen_length), mask_id, np.int32)
     x[:, :p] = prompt
     mask = None
     if attention_mask is not None:
         mask = np.concatenate([attention_mask.astype(bool), np.ones((b, gen_length), bool)], axis=1)
-    state = _reverse_process(model, params, jnp.asarray(x), mask, rng, options)
+    state = _reverse_process(model, params, jnp.asarray(x), mask, rng, rows, options)
     if return_stats:
         return state.x, {"model_calls": int(state.calls), "reveal_step": np.asarray(state.when)}
     return state.x

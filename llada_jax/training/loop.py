@@ -53,8 +53,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _host(tree):
-    """Host copies of replicated (possibly multi-process) arrays."""
-    return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), tree)
+    """Host copies of replicated (possibly multi-process) arrays; other leaves as they are."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)
 
 
 def _save_run_info(workdir, config, mcfg, tokenizer, lora_base=None):
@@ -226,13 +226,14 @@ def _train(config, workdir, devices, hooks, saved_info):
             window["tick"] = time.perf_counter() if window["tick"] is not None else None
         bar.update(1)
 
-    def update(state, batch):
-        state, m = step_fn(state, batch)
-        return state, _host(m)
+    first = step + 1
+
+    def host_step(step):  # the steps whose metrics are read: the first (it compiles), logging, eval
+        return step == first or step % t.log_every == 0 or bool(t.eval_every and step % t.eval_every == 0)
 
     try:
         state, _, signal_number = run_steps(
-            state, step, t.steps, update=update,
+            state, step, t.steps, update=step_fn, host_step=host_step,
             next_batch=lambda step, state: sharding.global_batch(next(train_it), mesh, d.batch_size),
             hooks=hooks, report=(log, eval_and_sample), stop=stop,
             checkpoints=Checkpoints(ckpt, train_it.get_state, workdir, say=bar.write))
@@ -274,30 +275,46 @@ class Checkpoints(NamedTuple):
 
 
 def run_steps(state, step: int, steps: int, *, next_batch, update, hooks=(), report=(), stop=None,
-              checkpoints: Checkpoints | None = None):
+              checkpoints: Checkpoints | None = None, host_step: Callable[[int], bool] | None = None):
     """The one loop core of every training loop (`train_and_evaluate`, the RL loop of
     `llada_jax.rl`, `llada_jax.experiments.train_model` and the RL miniature): run steps
     `step`+1 .. `steps`, each: batch = next_batch(step, state) (step: the steps done so far)
-    -> state, m = update(state, batch) -> with `checkpoints`: stop on a non-finite loss,
-    gradient or state before it is saved (`check_finite`) -> hooks(step, state, m) (the
-    caller's) -> checkpoint save when due -> report(step, state, m) (the loop's logging and
-    evaluation) -> with `stop` (from `catch_stop_signals`) set by SIGTERM/SIGINT: a forced
-    checkpoint, one line, and the end. A run that finishes saves its last step (forced).
+    -> state, m = update(state, batch) (m: device arrays or numbers). The metrics reach the
+    host only at a sync step: every step when `host_step` is None or `hooks` are given,
+    else where host_step(step) is true, a checkpoint is due, a stop signal came and at the
+    last step; in between JAX dispatches the next step while the current one runs. At a
+    sync step, for each step since the last one, in order: with `checkpoints`, stop on a
+    non-finite loss, gradient or state (`check_finite`; no later state has been saved) ->
+    hooks(step, state, m) (the caller's); then a checkpoint save when due; then for each
+    report(step, state, m) (the loop's logging and evaluation; `state` is the latest,
+    which is that step's at the sync step itself) -> with `stop`
+    (from `catch_stop_signals`) set by SIGTERM/SIGINT: a forced checkpoint, one line, and
+    the end. A run that finishes saves its last step (forced).
 
     What differs between the loops is passed in: batch production (the data pipeline,
-    rollouts, preference pairs, in-memory rows), the jitted update, logging, and
-    checkpointing on or off. Returns (state, step, the signal number or None)."""
+    rollouts, preference pairs, in-memory rows), the jitted update, logging, which steps
+    sync, and checkpointing on or off. Returns (state, step, the signal number or None)."""
+    every = checkpoints.ckpt.every if checkpoints is not None else 0
+    pending = []
     while step < steps:
         state, m = update(state, next_batch(step, state))
         step += 1
-        if checkpoints is not None:
-            check_finite(m, step, checkpoints.ckpt, checkpoints.workdir)
-        for h in hooks:
-            h(step, state, m)
+        pending.append((step, m))
+        if not (host_step is None or hooks or (stop is not None and stop["signal"] is not None)
+                or step == steps or host_step(step) or (every and step % every == 0)):
+            continue
+        done = list(zip([s for s, _ in pending], _host([m for _, m in pending])))
+        pending = []
+        for s, m in done:
+            if checkpoints is not None:
+                check_finite(m, s, checkpoints.ckpt, checkpoints.workdir)
+            for h in hooks:
+                h(s, state, m)
         if checkpoints is not None:
             checkpoints.ckpt.save(step, state, checkpoints.data_state())
-        for h in report:
-            h(step, state, m)
+        for s, m in done:
+            for h in report:
+                h(s, state, m)
         if stop is not None and stop["signal"] is not None:
             if checkpoints is not None:
                 checkpoints.ckpt.save(step, state, checkpoints.data_state(), force=True)

@@ -32,7 +32,7 @@ import optax
 from llada_jax import objectives
 from llada_jax.objectives import diffusion
 from llada_jax.model.adapters import lora
-from llada_jax.model import moe
+from llada_jax.model import alignment, moe
 from llada_jax.parallel import sharding
 from llada_jax.model import abstract_params
 
@@ -247,6 +247,19 @@ def _length_mask(rng, batch_shape, prob):
     return jnp.broadcast_to(jnp.arange(l) < length, (b, l)), length
 
 
+# Float32 (B, L, V) logits up to this size are computed whole: chunking them under
+# jax.checkpoint recomputes the head's forward in the backward pass (benchmarks/train.py's
+# shapes, CPU: 4 head matmuls instead of 3, ~5% of the step), and the whole logits with
+# their softmax and gradient then take at most 3 x this.
+WHOLE_LOGITS_BYTES = 64 << 20
+
+
+def head_chunk(shape_BxL, vocab: int) -> int:
+    """`diffusion.ChunkedLogits.chunk` for a batch of this shape: 0 (whole) when the
+    float32 logits fit WHOLE_LOGITS_BYTES, else 128 positions at a time."""
+    return 0 if shape_BxL[0] * shape_BxL[1] * vocab * 4 <= WHOLE_LOGITS_BYTES else 128
+
+
 def loss_fn(params, batch, noise, valid, st: Static, frozen=None, dropout_rng=None):
     """(loss, metrics) of one (micro-)batch given its noise; `valid`: (B, L) or None.
     LoRA: `params` are the adapters, `frozen` the base; `dropout_rng` turns on their dropout."""
@@ -254,9 +267,10 @@ def loss_fn(params, batch, noise, valid, st: Static, frozen=None, dropout_rng=No
     rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
     sown = []  # MoE: the router's aux losses of each forward
 
-    def forward(ids_BxL, valid_BxL=None, *, positions=None, pattern=None):
+    def forward(ids_BxL, valid_BxL=None, *, next_token=False, positions=None, pattern=None):
         # `valid` is right padding (a length per row): passed as lengths, which every attention
-        # kernel takes; the head is applied chunk by chunk inside the loss.
+        # kernel takes; the head is applied inside the loss, chunk by chunk where its logits
+        # would be large (`head_chunk`).
         lengths = None if valid_BxL is None else jnp.sum(valid_BxL, axis=1, dtype=jnp.int32)
         kw = {"mutable": [moe.MOE_LOSSES]} if st.model.config.moe.enabled else {}
         out = st.model.apply(variables, ids_BxL, kv_lengths=lengths, positions=positions,
@@ -264,7 +278,10 @@ def loss_fn(params, batch, noise, valid, st: Static, frozen=None, dropout_rng=No
         if kw:
             out, mutables = out
             sown.append(moe.collect_losses(mutables))
-        return diffusion.ChunkedLogits(*out)
+        hidden, head = out
+        if next_token:
+            hidden = alignment.next_token_view(hidden, st.model.config.logit_alignment)
+        return diffusion.ChunkedLogits(hidden, head, head_chunk(hidden.shape[:2], head.shape[-1]))
 
     loss, m = objective_of(st).loss(forward, batch, noise, valid)
     if sown:

@@ -1,6 +1,6 @@
 """Make the golden files of the Dream, Llama, Qwen2 and Qwen3 families (run once, on CPU, fp32).
 
-    python tests/data/make_families_golden.py --dream_src=DIR
+    python tests/data/make_families_golden.py --dream_src=DIR [--only=NAME]
 
 Llama, Qwen2, Qwen3: transformers 5.23.0's own `LlamaForCausalLM`, `Qwen2ForCausalLM` and
 `Qwen3ForCausalLM`. Dream: the published modeling code of ZHZisZZ/dllm at commit
@@ -9,7 +9,8 @@ configuration_dream.py, generation_utils.py), copied into DIR/dream_pkg/ (with a
 __init__.py). Under transformers 5 that code needs one shim: the "default" RoPE initialiser,
 which transformers 5 dropped from ROPE_INIT_FUNCTIONS, is put back with transformers 4's formula.
 
-Writes, for each family F, tests/data/F-tiny/ (config.json, model.safetensors: a tiny random
+`--only=NAME` writes one of them (llama, qwen2, qwen3, llama3: Llama with Llama 3.1's RoPE
+rescaling, dream). Writes, for each family F, tests/data/F-tiny/ (config.json, model.safetensors: a tiny random
 model with GQA, weights spread so logits are peaked, biases and norm scales random) and
 F-tiny-logits.npz (input_ids, attention_mask with left padding in row 0, position_ids, the
 published fp32 logits); for Dream also dream-tiny-generate.json (diffusion_generate's tokens).
@@ -65,6 +66,11 @@ def causal_families():
         "qwen2": transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common, rope_theta=1e6,
                                                                          tie_word_embeddings=True)),
         "qwen3": transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**common, rope_theta=1e6, head_dim=32)),
+        # Llama 3.1's RoPE rescaling, its original context shorter than the 12 test positions'
+        # wavelengths so that all three bands (kept, interpolated, divided) occur.
+        "llama3": transformers.LlamaForCausalLM(transformers.LlamaConfig(**common, rope_parameters=dict(
+            rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+            original_max_position_embeddings=16))),
     }
 
 
@@ -144,11 +150,17 @@ def write_dream(src):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dream_src", required=True, help="directory holding dream_pkg/ (the published files)")
+    ap.add_argument("--dream_src", help="directory holding dream_pkg/ (the published files)")
+    ap.add_argument("--only", choices=["llama", "qwen2", "qwen3", "llama3", "dream"])
     args = ap.parse_args()
+    if args.only in (None, "dream") and not args.dream_src:
+        ap.error("--dream_src is required for the dream files")
     torch.manual_seed(0)
     for i, (name, model) in enumerate(causal_families().items()):
-        write_causal(name, spread(model, seed=i))
+        if args.only in (None, name):
+            write_causal(name, spread(model, seed=i))
+    if args.only not in (None, "dream"):
+        return
     write_dream(args.dream_src)
 
 

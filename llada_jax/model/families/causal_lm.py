@@ -6,15 +6,17 @@ and `lm_head` (absent when tied). Not a family itself: the family files build on
 
 from __future__ import annotations
 
+import dataclasses
+
 from llada_jax.interop import layout
+from llada_jax.model import rope
 from llada_jax.model.transformer import LLaDAConfig
 
 # config.json fields without a safe default (transformers' defaults are 7B shapes).
 REQUIRED_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                    "vocab_size", "rms_norm_eps")
 # Published features we do not implement, with the only value we accept (absent is fine).
-UNSUPPORTED = {"hidden_act": "silu", "mlp_bias": False, "attention_bias": False, "use_sliding_window": False,
-               "rope_scaling": None}
+UNSUPPORTED = {"hidden_act": "silu", "mlp_bias": False, "attention_bias": False, "use_sliding_window": False}
 _OUR_NAMES = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ff_norm",
               "self_attn.q_proj": "q_proj", "self_attn.k_proj": "k_proj", "self_attn.v_proj": "v_proj",
               "self_attn.o_proj": "attn_out", "mlp.gate_proj": "ff_proj", "mlp.up_proj": "up_proj",
@@ -22,15 +24,29 @@ _OUR_NAMES = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ff_no
 
 
 def _rope(hf: dict, file: str):
-    """(rope_theta, partial_rotary_factor) from the transformers 4 or 5 form of config.json."""
-    params = hf.get("rope_parameters") or {}
-    kind = params.get("rope_type", "default")
-    if kind != "default":
-        raise ValueError(f"{file}: rope_parameters.rope_type={kind!r} is not supported (expected 'default')")
+    """(rope_theta, partial_rotary_factor, RopeScaling) from the transformers 4 form of
+    config.json (`rope_theta`, `rope_scaling`) or the transformers 5 one (`rope_parameters`)."""
+    params = dict(hf.get("rope_parameters") or {})
+    scaling = dict(hf.get("rope_scaling") or {})
+    if scaling and params.get("rope_type", "default") != "default":
+        raise ValueError(f"{file}: holds both rope_scaling and rope_parameters; expected one of them")
+    spec = scaling or params
+    kind = spec.get("rope_type", spec.get("type", "default"))
+    if kind not in rope.ROPE_TYPES:
+        raise ValueError(f"{file}: rope_type={kind!r} is not supported (expected one of {rope.ROPE_TYPES})")
     theta = hf.get("rope_theta", params.get("rope_theta"))
     if theta is None:
         raise ValueError(f"{file} is missing rope_theta: expected it at the top level or in rope_parameters")
-    return float(theta), float(hf.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0)))
+    fields = {f.name for f in dataclasses.fields(rope.RopeScaling)} - {"rope_type"}
+    if kind == "llama3":
+        missing = sorted(fields - set(spec))
+        if missing:
+            raise ValueError(f"{file}: rope_type 'llama3' is missing {missing[0]}")
+    unknown = sorted(set(spec) - fields - {"rope_type", "type", "rope_theta", "partial_rotary_factor"})
+    if unknown:
+        raise ValueError(f"{file}: the RoPE field {unknown[0]!r} is not supported")
+    scaling = rope.RopeScaling(rope_type=kind, **{k: spec[k] for k in fields if k in spec})
+    return float(theta), float(hf.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0))), scaling
 
 
 def config_from_hf(hf: dict, *, family: str, qkv_bias: bool, qk_norm: bool, causal: bool,
@@ -42,7 +58,7 @@ def config_from_hf(hf: dict, *, family: str, qkv_bias: bool, qk_norm: bool, caus
     layers = [t for t in hf.get("layer_types") or [] if t != "full_attention"]
     if layers:
         raise ValueError(f"{file}: layer_types holds {layers[0]!r}; expected only 'full_attention'")
-    theta, partial = _rope(hf, file)
+    theta, partial, scaling = _rope(hf, file)
     v = hf["vocab_size"]
     eos = hf.get("eos_token_id")
     eos = (eos[0] if isinstance(eos, list) and eos else eos)
@@ -52,7 +68,7 @@ def config_from_hf(hf: dict, *, family: str, qkv_bias: bool, qk_norm: bool, caus
               n_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
               n_layers=hf["num_hidden_layers"], mlp_hidden_size=hf["intermediate_size"], vocab_size=v,
               embedding_size=v, max_sequence_length=hf.get("max_position_embeddings", 4096),
-              rope_theta=theta, partial_rotary_factor=partial, rms_norm_eps=float(hf["rms_norm_eps"]),
+              rope_theta=theta, partial_rotary_factor=partial, rope_scaling=scaling, rms_norm_eps=float(hf["rms_norm_eps"]),
               mask_token_id=hf.get("mask_token_id", v - 1), eos_token_id=eos,
               pad_token_id=eos if pad is None else pad, weight_tying=bool(hf.get("tie_word_embeddings", False)),
               init_std=hf.get("initializer_range", 0.02), qkv_bias=qkv_bias, qk_norm=qk_norm,
@@ -77,6 +93,8 @@ def config_to_hf(config: LLaDAConfig, *, model_type: str, architectures: list, t
         attention_dropout=0.0, use_cache=False, torch_dtype=torch_dtype)
     if config.partial_rotary_factor != 1.0:
         out["partial_rotary_factor"] = config.partial_rotary_factor
+    if config.rope_scaling.rope_type != "default":
+        out["rope_scaling"] = dataclasses.asdict(config.rope_scaling)
     out.update(extra or {})
     return out
 

@@ -33,4 +33,6 @@ def config_to_hf(config, torch_dtype="bfloat16"):
     return causal_lm.config_to_hf(config, model_type="Dream", architectures=list(HF_ARCHITECTURES),
                                   torch_dtype=torch_dtype,
                                   extra=dict(auto_map=dict(AUTO_MAP), mask_token_id=config.mask_token_id,
-                                             use_sliding_window=False, sliding_window=None, rope_scaling=None))
+                                             use_sliding_window=False, sliding_window=None,
+                                             **({} if config.rope_scaling.rope_type != "default"
+                                                else {"rope_scaling": None})))

@@ -25,6 +25,7 @@ ours to ship). The published hub config.json says model_type "llada": its archit
 from __future__ import annotations
 
 from llada_jax.interop import layout
+from llada_jax.model import rope
 from llada_jax.model.moe import MoEConfig
 from llada_jax.model.transformer import LLaDA, LLaDAConfig
 
@@ -87,6 +88,7 @@ def config_from_hf(hf: dict, file: str = "config.json", **overrides) -> LLaDACon
 
 
 def config_to_hf(config: LLaDAConfig, torch_dtype: str = "bfloat16") -> dict:
+    rope.require_default(config.rope_scaling, "lladamoe")
     m = config.moe
     return dict(
         model_type=HF_MODEL_TYPES[0], architectures=list(HF_ARCHITECTURES), auto_map=dict(AUTO_MAP),

@@ -1,0 +1,60 @@
+"""benchmarks/device.py --smoke: every part runs at tiny shapes on the CPU and reports what it should."""
+
+import contextlib
+import io
+import json
+import math
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import device  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("device")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        device.main(["--smoke", f"--out={out}"])
+    return out, [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
+def _numbers(row):
+    return [v for v in row.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def test_every_part_prints_its_figures(smoke):
+    _, rows = smoke
+    assert [r for r in rows if "error" in r or "skipped" in r] == []
+    by = {}
+    for r in rows:
+        assert {"figure", "device"} <= set(r), r
+        assert all(math.isfinite(x) for x in _numbers(r)), r
+        by.setdefault(r["figure"], []).append(r)
+    assert set(by) == {"environment", "attention_parity", "lora_memory", "matmul_peak", "train_step", "sampler"}
+    parity = by["attention_parity"]
+    assert {(r["impl"], r["dtype"], r["case"]) for r in parity} == {
+        ("chunked", "float32", "kv_cache"), ("chunked", "bfloat16", "kv_cache")}
+    assert all(r["ok"] and max(r[f"err_{n}"] for n in ("out", "dq", "dk", "dv")) <= 1 for r in parity)
+    (lora,) = by["lora_memory"]
+    assert lora["plan_total_bytes"] > 0 and lora["measured_peak_bytes"] is None  # XLA:CPU has no memory_stats
+    assert "llada_jax.plan" in lora["plan_command"] and "--config.lora.rank=16" in lora["plan_command"]
+    (step,) = by["train_step"]
+    assert step["attention"] == "chunked" and 0 < step["mfu"] and step["tokens_per_s"] > 0
+    assert {r["method"] for r in by["sampler"]} == {"exact", "threshold_0.9+dual_cache"}
+    assert all(r["model_calls"] >= 1 and r["tokens_per_s"] > 0 for r in by["sampler"])
+
+
+def test_it_writes_the_figures_and_a_table_and_keeps_them(smoke):
+    out, rows = smoke
+    with open(out / "figures.jsonl") as f:
+        assert [json.loads(line)["figure"] for line in f] == [r["figure"] for r in rows]
+    table = (out / "README.md").read_text()
+    assert "## attention_parity" in table and "## sampler" in table and "| figure |" in table
+    with pytest.raises(SystemExit, match="already holds figures.jsonl: pass --overwrite"):
+        device.main(["--smoke", f"--out={out}"])
