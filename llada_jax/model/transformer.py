@@ -372,7 +372,11 @@ def abstract_params(config: LLaDAConfig, batch: int = 1, seq_len: int = 8) -> An
 
 def init_params(config: LLaDAConfig, rng, seq_len: int = 8) -> Any:
     """Unboxed float parameters of a freshly initialised model (no logical metadata)."""
-    return _jitted_init(config, seq_len)(rng)
+    try:
+        init = _jitted_init(config, seq_len)
+    except TypeError:  # a config with an unhashable field: compiled for this call only
+        init = _jitted_init.__wrapped__(config, seq_len)
+    return init(rng)
 
 
 @functools.lru_cache(maxsize=64)
