@@ -3,11 +3,20 @@
     python -m llada_jax.generate --workdir=DIR --prompt="def fib(n):" [--gen_length=64 --steps=64 ...]
     python -m llada_jax.generate --workdir=DIR --prompt="x = <mask:6> + 1"      # infill 6 tokens
     python -m llada_jax.generate --workdir=DIR --prompt_ids=5,9,-1,-1,7 --gen_length=0
+    python -m llada_jax.generate --workdir=DIR --prompts_jsonl=IN.jsonl --out=OUT.jsonl [--batch_size=8]
 
 The model shape and tokenizer come from DIR/run.json (written by the training run).
 `<mask:N>` in --prompt (or -1 in --prompt_ids) stands for N (one) mask tokens, which the
 sampler fills in; with --gen_length=0 only those are filled. --chat wraps the prompt in
 the chat template of the instruct models.
+
+Batched mode: each line of --prompts_jsonl is {"prompt": TEXT or [ids], optional
+SamplingParams fields (gen_length, steps, block_length, temperature, seed, ...)}; the flags
+give the defaults (a line's seed defaults to --seed + its index). Every line is checked
+first (a bad one is one `error:` line naming its number and field); then all run through
+the serving engine (`llada_jax.serving.Engine`, --batch_size slots, continuous batching)
+and --out (never overwritten) gets one JSON line per prompt, in order: {"line", "text",
+"tokens", "finish_reason"}. Each answer is the one its prompt gets alone.
 
 Calling the module, `llada_jax.generate(model, params, prompt, ...)`, calls the sampler
 `llada_jax.sampling.generate`: the public API's `generate` and this command share the
@@ -16,6 +25,7 @@ name, and a module attribute cannot be both, so the module forwards the call.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import types
@@ -95,6 +105,85 @@ def sample(model, params, prompt_ids, *, tokenizer=None, gen_length=64, steps=No
     return ids, text
 
 
+def read_jsonl(path: str, defaults: dict) -> list[tuple[int, object, dict]]:
+    """(line number, prompt, SamplingParams fields) of each non-blank line; ValueError
+    naming the line and the field otherwise."""
+    import json
+
+    from llada_jax.sampling.params import FIELDS
+
+    out = []
+    with open(path) as f:
+        for n, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            where = f"--prompts_jsonl={path!r} line {n}"
+            try:
+                d = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not JSON ({e.msg})") from None
+            if not isinstance(d, dict):
+                raise ValueError(f"{where}: expected an object {{\"prompt\": ...}}, got {type(d).__name__}")
+            prompt = d.pop("prompt", None)
+            ok = isinstance(prompt, str) and prompt or (isinstance(prompt, list) and prompt and all(
+                isinstance(t, int) and not isinstance(t, bool) for t in prompt))
+            if not ok:
+                raise ValueError(f"{where}: field 'prompt'={prompt!r}: expected a non-empty string or list of token ids")
+            unknown = sorted(set(d) - set(FIELDS))
+            if unknown:
+                raise ValueError(f"{where}: unknown field {unknown[0]!r}: expected 'prompt' or one of {FIELDS}")
+            out.append((n, prompt, {**defaults, "seed": (defaults.get("seed", 0) + len(out)) % 2**31, **d}))
+    if not out:
+        raise ValueError(f"--prompts_jsonl={path!r}: no prompts")
+    return out
+
+
+def generate_jsonl(model, params, tokenizer, path: str, out_path: str, defaults: dict, *, slots: int = 8) -> int:
+    """The batched mode (module docstring): returns the number of answers written."""
+    import json
+    import os
+
+    from llada_jax.sampling.params import SamplingParams
+    from llada_jax.serving.engine import Engine, canvas_length
+
+    if os.path.exists(out_path):
+        raise ValueError(f"--out={out_path!r} exists; give a new path (it is never overwritten)")
+    cfg = model.config
+    lines = read_jsonl(path, defaults)
+    reqs = []
+    for n, prompt, fields in lines:
+        where = f"--prompts_jsonl={path!r} line {n}"
+        if isinstance(prompt, str):
+            if tokenizer is None:
+                raise ValueError(f"{where}: field 'prompt' is text but this run has no tokenizer: give token ids")
+            prompt = tokenizer.encode(prompt)
+        try:
+            reqs.append((prompt, SamplingParams.from_dict(fields)))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    for (n, _, _), (ids, p) in zip(lines, reqs):
+        if len(ids) + p.gen_length > cfg.max_sequence_length:
+            raise ValueError(f"--prompts_jsonl={path!r} line {n}: field 'prompt': {len(ids)} tokens + gen_length "
+                             f"{p.gen_length}, expected <= max_sequence_length={cfg.max_sequence_length}")
+    width = max(p.block_length for _, p in reqs)  # the engine's window: the widest block
+    need = [min(cfg.max_sequence_length, len(ids) + p.gen_length + width - p.block_length) for ids, p in reqs]
+    eot = tokenizer.eot_id if tokenizer is not None else cfg.eos_token_id
+    engine = Engine(model, params, slots=slots, block_width=width, eot_id=eot,
+                    buckets=sorted({max(width + 1, canvas_length(k, cfg.max_sequence_length)) for k in need}),
+                    guidance=any(p.cfg_scale > 0 for _, p in reqs), cache=reqs[0][1].cache)
+    for (n, _, _), (ids, p) in zip(lines, reqs):  # every line checked before any work
+        try:
+            engine.check(ids, p)
+        except ValueError as e:
+            raise ValueError(f"--prompts_jsonl={path!r} line {n}: {e}") from None
+    done = engine.generate([ids for ids, _ in reqs], [p for _, p in reqs])
+    with open(out_path, "x") as f:
+        for (n, _, _), r in zip(lines, done):
+            text = " ".join(map(str, r.tokens)) if tokenizer is None else tokenizer.decode(r.tokens)
+            f.write(json.dumps(dict(line=n, text=text, tokens=r.tokens, finish_reason=r.finish_reason)) + "\n")
+    return len(done)
+
+
 def main(argv=None):
     from absl import flags
 
@@ -118,6 +207,9 @@ def main(argv=None):
     flags.DEFINE_bool("confidence_eos_eot_inf", False, "give EOS/EoT zero confidence")
     flags.DEFINE_integer("seed", 0, "sampling seed")
     flags.DEFINE_bool("show_ids", False, "also print the token ids")
+    flags.DEFINE_string("prompts_jsonl", None, "batched mode: a JSONL file of {\"prompt\": ..., options}")
+    flags.DEFINE_string("out", None, "batched mode: the JSONL file of answers (must not exist)")
+    flags.DEFINE_integer("batch_size", 8, "batched mode: engine slots (requests run together)")
     flags.mark_flag_as_required("workdir")
     F = flags.FLAGS
 
@@ -125,6 +217,22 @@ def main(argv=None):
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.WARNING)
+        if (F.prompts_jsonl is None) != (F.out is None):
+            raise ValueError("--prompts_jsonl and --out go together (the batched mode)")
+        if F.prompts_jsonl is not None:
+            if F.prompt is not None or F.prompt_ids is not None or F.chat:
+                raise ValueError("--prompts_jsonl: the prompts come from the file (no --prompt/--prompt_ids/--chat)")
+            if os.path.exists(F.out):  # before loading the model
+                raise ValueError(f"--out={F.out!r} exists; give a new path (it is never overwritten)")
+            defaults = dict(gen_length=F.gen_length, steps=F.steps, block_length=F.block_length,
+                            temperature=F.temperature, cfg_scale=F.cfg_scale, remasking=F.remasking,
+                            threshold=F.threshold, seed=F.seed, logits_eos_inf=F.logits_eos_inf,
+                            confidence_eos_eot_inf=F.confidence_eos_eot_inf)
+            read_jsonl(F.prompts_jsonl, defaults)  # a bad file fails before the model loads
+            model, params, tok, step = load(F.workdir, F.block_size)
+            n = generate_jsonl(model, params, tok, F.prompts_jsonl, F.out, defaults, slots=F.batch_size)
+            print(f"# checkpoint step {step}: {n} answers in {F.out}")
+            return
         model, params, tok, step = load(F.workdir, F.block_size)
         ids = encode_prompt(F.prompt, F.prompt_ids, tok, model.config.mask_token_id, F.chat)
         holes = sum(i == model.config.mask_token_id for i in ids)

@@ -43,7 +43,7 @@ from lm_eval.api.registry import register_model
 import flax.linen as nn
 from llada_jax.sampling import sampler as sampling
 from llada_jax.sampling.params import SamplingParams
-from llada_jax.serving.engine import Engine
+from llada_jax.serving.engine import Engine, canvas_length
 from llada_jax.objectives.likelihood import mc_nll
 from llada_jax.model import build
 
@@ -236,16 +236,20 @@ class LLaDAEvalHarness(LM):
             until.append([stops] if isinstance(stops, str) else list(stops))
         room = self.max_length - self.gen_length
         prompts = [p[-room:] for p in prompts]
-        # canvases: powers of two (at least 64) holding prompt + answer, so few programs
-        need = sorted({min(self.max_length, max(64, 1 << (len(p) + self.gen_length - 1).bit_length()))
-                       for p in prompts})
+        need = sorted({canvas_length(len(p) + self.gen_length, self.max_length) for p in prompts})
         engine = Engine(self.model, self.params, slots=self.batch_size, buckets=need, block_width=self.block_length,
                         guidance=self.cfg > 0, eot_id=self.tokenizer.eot_id,
                         eos_ids={self.tokenizer.eos_id, self.tokenizer.eot_id})
         base = SamplingParams(gen_length=self.gen_length, block_length=self.block_length, steps=self.steps,
                               temperature=self.temperature, cfg_scale=self.cfg, remasking=self.remasking)
-        done = engine.generate(prompts, [base.replace(seed=(self.seed + i) % 2**31) for i in range(len(prompts))])
-        return [cut_at_stop(self.tokenizer.decode(r.tokens), until[i]) for i, r in enumerate(done)]
+        # Longest first: a bucket's requests run together, so each lane fills before the next.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        done = engine.generate([prompts[i] for i in order],
+                               [base.replace(seed=(self.seed + i) % 2**31) for i in order])
+        texts = [""] * len(prompts)
+        for i, r in zip(order, done):
+            texts[i] = cut_at_stop(self.tokenizer.decode(r.tokens), until[i])
+        return texts
 
 
 def main(argv=None):
