@@ -11,6 +11,14 @@ on a shared machine hits both alike; the medians are reported. At the compile-on
 lengths the step is compiled but not run: the memory dense would need, without
 allocating it. At the chunked-only lengths, chunked runs (one timed step) where dense
 would need more memory than this shared machine gives one process.
+
+    python benchmarks/attention.py --seqs= --compile_only_seqs= --chunked_only_seqs= --block_diffusion_seqs=1024,2048
+
+At the block-diffusion lengths L: attention alone (forward + backward, 8 heads of 64,
+batch 1) over BD3-LM's 2L training sequence, block 16: dense, chunked with the
+bidirectional pattern (every block pair) and chunked with the block-diffusion pattern
+(only its non-empty block pairs): the counted attention FLOPs and the median time, and the
+time ratios of the skipping kernel over the bidirectional one and over dense.
 """
 
 import argparse
@@ -29,6 +37,7 @@ from llada_jax.config import base_config  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
 from llada_jax.training import step as train  # noqa: E402
 from llada_jax.model import LLaDAConfig, build  # noqa: E402
+from llada_jax.model.attention import KeyMask, chunked, dense, patterns  # noqa: E402
 
 GIB = 1024 ** 3
 IMPLS = ("dense", "chunked")
@@ -61,6 +70,7 @@ def main():
     ap.add_argument("--seqs", default="512,1024,2048")
     ap.add_argument("--compile_only_seqs", default="8192,16384")
     ap.add_argument("--chunked_only_seqs", default="8192")
+    ap.add_argument("--block_diffusion_seqs", default="1024")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1)
     a = ap.parse_args()
@@ -105,6 +115,43 @@ def main():
             figures = make_step(impl, seq, a.batch)[3]
             print(json.dumps({"figure": "attention_train_step_memory", "attention": impl, "seq_len": seq,
                               "batch": a.batch, "d_model": 512, "compiled_only": True, **figures}), flush=True)
+    for seq in [int(s) for s in a.block_diffusion_seqs.split(",") if s]:
+        block_diffusion_attention(seq, a.reps)
+
+
+def block_diffusion_attention(seq: int, reps: int, heads: int = 8, head_dim: int = 64, block: int = 16):
+    """Attention over BD3-LM's [x_t, x_0] (2 x seq tokens): time and FLOPs per kernel."""
+    import jax.numpy as jnp
+
+    n = 2 * seq
+    ks = jax.random.split(jax.random.key(0), 3)
+    q, k, v = (jax.random.normal(kk, (1, n, heads, head_dim), jnp.float32) for kk in ks)
+    bd3 = patterns.block_diffusion(seq, block)
+    dense_flops = 3 * 4 * n * n * heads * head_dim  # forward: 2 matmuls x 2 FLOPs; + backward = 3 x forward
+    cases = [("dense", dense.attention, bd3, 1.0),
+             ("chunked_bidirectional", chunked.attention, patterns.BIDIRECTIONAL, 1.0),
+             ("chunked_block_diffusion", chunked.attention, bd3, chunked.work_fraction(bd3, n, n))]
+    fns = {}
+    for name, fn, pattern, _ in cases:
+        def loss(q, k, v, fn=fn, pattern=pattern):
+            return jnp.sum(fn(q, k, v, KeyMask(), pattern=pattern))
+        fns[name] = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+        jax.block_until_ready(fns[name](q, k, v))
+    times = {name: [] for name, *_ in cases}
+    for _ in range(reps):  # paired, alternating
+        for name, *_ in cases:
+            t = time.perf_counter()
+            jax.block_until_ready(fns[name](q, k, v))
+            times[name].append(time.perf_counter() - t)
+    for name, _, pattern, frac in cases:
+        print(json.dumps({"figure": "block_diffusion_attention", "kernel": name, "seq_len": seq, "keys": n,
+                          "block_size": block, "work_fraction": round(frac, 4),
+                          "attention_gflops": round(dense_flops * frac / 1e9, 3),
+                          "fwd_bwd_s_median": round(statistics.median(times[name]), 4)}), flush=True)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    print(json.dumps({"figure": "block_diffusion_skip_time_ratio", "seq_len": seq,
+                      "ratio": round(med["chunked_block_diffusion"] / med["chunked_bidirectional"], 3),
+                      "chunked_over_dense": round(med["chunked_block_diffusion"] / med["dense"], 3)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
         qkv_bias=False, qk_norm=False, attention_head_dim=0, partial_rotary_factor=1.0,
         logit_alignment="same",  # "shifted": the logit at i predicts token i + 1 (Dream, AR checkpoints)
         causal=False, mlp="swiglu",
+        block_size=0,  # > 0: a block-causal model (block diffusion, `data.kind="block_diffusion"`); 0: bidirectional
         # RoPE rescaling (llada_jax.model.rope.RopeScaling): "llama3" for Llama 3.1+ checkpoints
         rope_scaling=ml_collections.ConfigDict(dict(
             rope_type="default", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
@@ -61,7 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
     ))
 
     c.data = ml_collections.ConfigDict(dict(
-        kind="pretrain",  # "pretrain" or "sft"
+        kind="pretrain",  # an objective of llada_jax.objectives.training_kinds(): "pretrain", "sft", "block_diffusion", "block_sft"
         source="stdlib",  # "stdlib" (embedded corpus), "files", "jsonl" (SFT), "prepared" or "synthetic"
         task="arith",  # synthetic source: a task of llada_jax.data.tasks ("arith" or "sort")
         task_items=8, task_values=64,  # the sort task's list length; values per token
@@ -82,6 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
         num_samples=2, sample_prompt_len=16, sample_gen_length=32, sample_steps=32,
         peak_flops=0.0,  # per-device peak FLOP/s for MFU; 0: measure a matmul at start-up
         init_from="",  # a workdir or checkpoint directory to take the params from (SFT)
+        block_warmup="",  # block kinds: "SIZE:UNTIL_STEP,..." smaller blocks first (conversion from init_from)
     ))
 
     # LoRA fine-tuning (llada_jax.model.adapters.lora): rank 0 is off. With rank > 0 the base model comes

@@ -37,12 +37,23 @@ import numpy as np
 _MASK = re.compile(r"<mask:(\d+)>")
 
 
-def load(workdir: str):
+def load(workdir: str, block_size: int | None = None):
     """(LLaDA module, params, tokenizer or None, step) from a workdir's latest checkpoint
-    (`llada_jax.load_workdir`, on the default device)."""
+    (`llada_jax.load_workdir`, on the default device). block_size: sample it as a
+    block-causal model with blocks of this size, which it must have been trained (or
+    converted) with: ValueError before any checkpoint is read otherwise."""
+    from llada_jax.checkpoint import workdir as workdir_lib
     from llada_jax.checkpoint.load import load_workdir
     from llada_jax.model import build
 
+    if block_size is not None:
+        trained = workdir_lib.read_run_info(workdir)["model"].get("block_size", 0)
+        if trained != block_size:
+            how = ("full diffusion (bidirectional); convert it first: python -m llada_jax.train "
+                   f"--config.data.kind=block_diffusion --config.model.block_size={block_size} "
+                   f"--config.train.init_from={workdir}") if not trained else "another block size"
+            raise ValueError(f"--block_size={block_size}: {workdir} was trained with model.block_size={trained}, "
+                             f"{how}")
     w = load_workdir(workdir)
     return build(w.config), w.params, w.tokenizer, w.step
 
@@ -81,9 +92,10 @@ def sample(model, params, prompt_ids, *, tokenizer=None, gen_length=64, steps=No
     cfg = model.config
     steps = max(1, gen_length) if steps is None else steps  # 0 is an error (the sampler's), not "default"
     eot = tokenizer.eot_id if tokenizer is not None else cfg.eos_token_id
+    if block_length is None:  # 0 is an error (the sampler's), as for steps
+        block_length = cfg.block_size or gen_length
     out = sampling.generate(model, params, np.asarray([prompt_ids], np.int32), steps=steps, gen_length=gen_length,
-                            block_length=gen_length if block_length is None else block_length,
-                            temperature=temperature,
+                            block_length=block_length, temperature=temperature,
                             cfg_scale=cfg_scale, remasking=remasking, mask_id=cfg.mask_token_id,
                             logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf,
                             eos_id=cfg.eos_token_id, eot_id=eot, threshold=threshold,
@@ -185,7 +197,9 @@ def main(argv=None):
     flags.DEFINE_bool("chat", False, "wrap the prompt in the chat template")
     flags.DEFINE_integer("gen_length", 64, "tokens to generate after the prompt (0: only infill)")
     flags.DEFINE_integer("steps", None, "sampling steps (default: gen_length, or the number of masks)")
-    flags.DEFINE_integer("block_length", None, "semi-autoregressive block length (default: gen_length)")
+    flags.DEFINE_integer("block_length", None, "semi-autoregressive block length (default: gen_length; "
+                         "a block-causal model: its block size)")
+    flags.DEFINE_integer("block_size", None, "expect a block-causal model with this block size (error otherwise)")
     flags.DEFINE_float("temperature", 0.0, "Gumbel noise temperature (0: greedy)")
     flags.DEFINE_float("cfg_scale", 0.0, "classifier-free guidance scale")
     flags.DEFINE_enum("remasking", "low_confidence", list(confidence.RULES), "remasking (confidence) rule")
@@ -216,11 +230,11 @@ def main(argv=None):
                             threshold=F.threshold, seed=F.seed, logits_eos_inf=F.logits_eos_inf,
                             confidence_eos_eot_inf=F.confidence_eos_eot_inf)
             read_jsonl(F.prompts_jsonl, defaults)  # a bad file fails before the model loads
-            model, params, tok, step = load(F.workdir)
+            model, params, tok, step = load(F.workdir, F.block_size)
             n = generate_jsonl(model, params, tok, F.prompts_jsonl, F.out, defaults, slots=F.batch_size)
             print(f"# checkpoint step {step}: {n} answers in {F.out}")
             return
-        model, params, tok, step = load(F.workdir)
+        model, params, tok, step = load(F.workdir, F.block_size)
         ids = encode_prompt(F.prompt, F.prompt_ids, tok, model.config.mask_token_id, F.chat)
         holes = sum(i == model.config.mask_token_id for i in ids)
         all_ids, text = sample(model, params, ids, tokenizer=tok, gen_length=F.gen_length,

@@ -11,7 +11,7 @@ import pytest
 
 from llada_jax.model import attention
 from llada_jax.objectives import diffusion
-from llada_jax.model.attention import KeyMask, chunked, cudnn, dense, splash
+from llada_jax.model.attention import KeyMask, chunked, cudnn, dense, patterns, splash
 from llada_jax.model import KVCache, LLaDA, LLaDAConfig, init_params
 from llada_jax.sampling import generate
 
@@ -65,6 +65,79 @@ def test_chunked_equals_dense_fp32(name, l, s, kvh, mask, causal):
     _assert_close(_value_and_grads(SMALL_BLOCKS, q, k, v, mask, causal), want, 1e-5)
     if name == "cache":  # default blocks (larger than the sequence: one block, no padding)
         _assert_close(_value_and_grads(chunked.attention, q, k, v, mask, causal), want, 1e-5)
+
+
+# (name, L, S, KV heads, key mask, pattern): every pattern with padding, GQA, odd lengths.
+PATTERN_CASES = [
+    ("block_causal_left_padding_gqa", 11, 11, 1, _left_pad(11, [3, 11]), patterns.block_causal(4)),
+    ("block_causal_cache", 5, 13, 2, KeyMask(lengths_B=jnp.array([10, 13])), patterns.block_causal(4)),
+    ("causal_left_padding", 11, 11, 2, _left_pad(11, [3, 0]), patterns.CAUSAL),
+    ("block_diffusion_odd_half", 18, 18, 2, KeyMask(lengths_B=jnp.array([18, 13])), patterns.block_diffusion(9, 3)),
+    ("block_diffusion_block_1", 14, 14, 4, _left_pad(14, [2, 0]), patterns.block_diffusion(7, 1)),
+]
+BF16 = ("block_diffusion_odd_half",)  # bf16 inputs too (GQA, right padding, odd half)
+# kernel -> the cases it runs: splash (interpret mode is slow) on one case per non-native
+# pattern kind, cuDNN's explicit fallback (its native forms: test_cudnn_arguments_*) on one.
+PATTERN_KERNELS = {"chunked": (SMALL_BLOCKS, [c[0] for c in PATTERN_CASES]),
+                   "cudnn_fallback": (cudnn.attention, ["block_causal_cache"]),
+                   "splash": (splash.attention, ["block_causal_left_padding_gqa", "block_diffusion_odd_half"])}
+
+
+def _all_value_and_grads(fn, names, dtypes=("float32",)):
+    """{(name, dtype): [out, dq, dk, dv]} of `fn` on the named PATTERN_CASES: one program."""
+    cases = {(c[0], dt): c for c in PATTERN_CASES if c[0] in names for dt in dtypes if dt == "float32" or c[0] in BF16}
+
+    def run(inputs):
+        out = {}
+        for key, (name, l, s, kvh, mask, pattern) in cases.items():
+            def loss(q, k, v, mask=mask, pattern=pattern):
+                o = fn(q, k, v, mask, pattern=pattern)
+                w = jax.random.normal(jax.random.key(7), o.shape, jnp.float32)
+                return jnp.sum(o.astype(jnp.float32) * w), o
+            (_, o), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(*inputs[key])
+            out[key] = [x.astype(jnp.float32) for x in (o, *grads)]
+        return out
+
+    inputs = {key: tuple(x.astype(key[1]) for x in _qkv(c[1], c[2], c[3])) for key, c in cases.items()}
+    return jax.tree_util.tree_map(np.asarray, jax.jit(run)(inputs))
+
+
+@pytest.fixture(scope="module")
+def dense_patterns():
+    return _all_value_and_grads(dense.attention, [c[0] for c in PATTERN_CASES], ("float32", "bfloat16"))
+
+
+@pytest.mark.parametrize("kernel", PATTERN_KERNELS)
+def test_every_kernel_equals_dense_for_every_pattern(dense_patterns, kernel):
+    fn, names = PATTERN_KERNELS[kernel]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = _all_value_and_grads(fn, names, ("float32", "bfloat16") if kernel == "chunked" else ("float32",))
+    if kernel == "cudnn_fallback":
+        assert any("using attention='chunked'" in str(w.message) for w in caught)
+    assert {n for n, _ in got} == set(names)
+    for key, values in got.items():
+        # bf16 inputs: about 2 bf16 ulps (see test_chunked_equals_dense_bf16)
+        tol = 1e-5 if key[1] == "float32" else 3e-2
+        for what, a, b in zip(("out", "dq", "dk", "dv"), values, dense_patterns[key]):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"{key[0]} {key[1]} {what}")
+
+
+def test_patterns_are_bd3lms_masks_and_chunked_skips_empty_blocks():
+    # block_diff_mask of kuleshov-group/bd3lms models/dit.py, n = 4, block 2 (x_t | x_0)
+    want = np.array([[1, 1, 0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1, 0, 0],
+                     [0, 0, 1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1, 0, 0],
+                     [0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 1, 1]], bool)
+    np.testing.assert_array_equal(patterns.block_diffusion(4, 2).dense(8, 8), want)
+    np.testing.assert_array_equal(patterns.block_causal(2).dense(4, 4), [[1, 1, 0, 0], [1, 1, 0, 0], [1] * 4, [1] * 4])
+    # the 2L training mask at L = 4096, blocks of 512: chunked computes 40 of the 256 block pairs
+    assert chunked.work_fraction(patterns.block_diffusion(4096, 16), 8192, 8192) == pytest.approx(
+        (8 * 9 / 2 + 8 + 8 * 7 / 2 + 8) / 256)
+    assert chunked.work_fraction(patterns.BIDIRECTIONAL, 8192, 8192) == 1.0
+    with pytest.raises(ValueError, match="block_size=5 must divide the sequence length 12"):
+        patterns.block_diffusion(12, 5)
+    with pytest.raises(ValueError, match="'block_diffusion' over 2 x 6 tokens: got L=11, S=11"):
+        attention.attend("dense", *_qkv(11, 11, 2), pattern=patterns.block_diffusion(6, 3))
 
 
 def test_chunked_equals_dense_bf16():

@@ -43,6 +43,16 @@ def train_flops_per_token(cfg: LLaDAConfig, seq_len: int) -> float:
     return 3.0 * (2.0 * matmul_params(cfg) + attn)
 
 
+def forward_flops(cfg: LLaDAConfig, queries: int, keys: int, outputs: int | None = None) -> float:
+    """Model FLOPs of one forward pass of one row: `queries` tokens through the blocks,
+    attending to `keys` keys each, and the output head on `outputs` of them (default all):
+    what the samplers count per model call."""
+    outputs = queries if outputs is None else outputs
+    head = cfg.d_model * cfg.embedding_size
+    attn = 4 * keys * cfg.n_heads * cfg.head_dim * cfg.n_layers
+    return 2.0 * (matmul_params(cfg) - head) * queries + 2.0 * head * outputs + attn * queries
+
+
 def measure_peak_flops(n: int = 1024, repeats: int = 5, dtype=jnp.float32) -> float:
     """Per-device matmul FLOP/s measured on the first device (best of `repeats`)."""
     x = jax.device_put(jnp.ones((n, n), dtype), jax.devices()[0])

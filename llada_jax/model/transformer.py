@@ -17,6 +17,7 @@ other positions (`kv_cache`), and return the keys/values it computed (`return_kv
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from typing import Any, NamedTuple
 
@@ -79,6 +80,7 @@ class LLaDAConfig:
     dtype: str = "float32"  # compute dtype of activations and matmuls
     param_dtype: str = "float32"  # storage dtype of the parameters (master weights)
     causal: bool = False  # True: an autoregressive baseline of the same shape
+    block_size: int = 0  # > 0: block-causal (block diffusion: blocks of this many tokens from index 0); 0: bidirectional
     scan_layers: bool = True
     scan_unroll: int = 1  # layers per iteration of the scanned loop (the parameter tree is the same)
     remat_policy: str = "none"  # a key of REMAT_POLICIES
@@ -123,6 +125,8 @@ class LLaDAConfig:
         need(self.remat_policy in REMAT_POLICIES, "remat_policy", f"one of {sorted(REMAT_POLICIES)}")
         need(self.attention in attention_lib.IMPLEMENTATIONS, "attention",
              f"one of {sorted(attention_lib.IMPLEMENTATIONS)}")
+        need(isinstance(self.block_size, int) and self.block_size >= 0 and not (self.block_size and self.causal),
+             "block_size", "an integer >= 0 (0: bidirectional), and 0 when causal=True")
         need(isinstance(self.mlp_chunk, int) and self.mlp_chunk >= 0, "mlp_chunk",
              "an integer >= 0 (0: the MLP over the whole sequence at once)")
         for field, expected in rope.problems(self.rope_scaling)[:1]:
@@ -138,6 +142,13 @@ class LLaDAConfig:
     @property
     def rotary_dim(self) -> int:
         return int(self.head_dim * self.partial_rotary_factor)
+
+    @property
+    def attention_pattern(self) -> attention_lib.Pattern:
+        """The pattern of a plain forward pass: causal, block-causal or bidirectional."""
+        if self.causal:
+            return attention_lib.CAUSAL
+        return attention_lib.block_causal(self.block_size) if self.block_size else attention_lib.BIDIRECTIONAL
 
     def replace(self, **changes) -> "LLaDAConfig":
         return dataclasses.replace(self, **changes)
@@ -208,6 +219,7 @@ class Block(nn.Module):
     config: LLaDAConfig
     return_kv: bool = False
     dense_mlp: bool = False  # with config.moe: one of the first_k_dense layers
+    pattern: attention_lib.Pattern = attention_lib.BIDIRECTIONAL
 
     @nn.compact
     def __call__(self, x_BxLxE, key_mask, cos_BxLxD, sin_BxLxD, cache_kv):
@@ -226,7 +238,7 @@ class Block(nn.Module):
         if cache_kv is not None:  # cached keys/values of other positions come first
             k = jnp.concatenate([cache_kv[0].astype(dt), k], axis=1)
             v = jnp.concatenate([cache_kv[1].astype(dt), v], axis=1)
-        attn = attention_lib.attend(cfg.attention, q, k, v, key_mask, causal=cfg.causal)
+        attn = attention_lib.attend(cfg.attention, q, k, v, key_mask, pattern=self.pattern)
         attn_out = project(self, "attn_out", attn, "blhd,hde->ble", (h, d, e), (HEADS, HEAD_DIM, EMBED), n_in=2)
         h_BxLxE = x_BxLxE + attn_out
         h_BxLxE = nn.with_logical_constraint(h_BxLxE, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
@@ -259,7 +271,8 @@ class LLaDA(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids_BxL, attention_mask=None, *, positions=None, kv_cache=None,
-                 output_positions=None, return_kv=False, kv_lengths=None, return_hidden=False):
+                 output_positions=None, return_kv=False, kv_lengths=None, return_hidden=False,
+                 attention_pattern=None):
         """Logits for `input_ids_BxL` (B, L).
 
         attention_mask: (B, S) with 1 for keys that may be attended to and 0 for padding,
@@ -275,6 +288,9 @@ class LLaDA(nn.Module):
         return_hidden: return (final normed hidden states (B, L or M, d_model), output
           head (d_model, embedding_size)) instead of the logits, `lm_head` of the two:
           the loss then applies the head chunk by chunk (`diffusion.ChunkedLogits`).
+        attention_pattern: an `attention.Pattern` (static) instead of the config's
+          (`config.attention_pattern`): BD3-LM's block-diffusion training pattern, or the
+          block-cache sampler's bidirectional pass of one block over committed keys.
         Returns float32 logits (B, L or M, embedding_size), plus the KVCache if asked.
         Concrete (not traced) ids outside [0, embedding_size) raise ValueError.
         """
@@ -286,7 +302,8 @@ class LLaDA(nn.Module):
             positions = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
         if attention_mask is not None and kv_lengths is not None:
             raise ValueError("LLaDA: pass attention_mask or kv_lengths, not both")
-        if (cfg.causal or cfg.logit_alignment != "same") and kv_cache is not None:
+        pattern = cfg.attention_pattern if attention_pattern is None else attention_pattern
+        if (pattern.kind == "causal" or cfg.logit_alignment != "same") and kv_cache is not None:
             raise ValueError("LLaDA: kv_cache needs causal=False and logit_alignment='same' (a shifted "
                              "prediction reads the hidden state of the position before, which a cache lacks)")
         # Which keys the queries may attend to (the same for every query of a row);
@@ -315,7 +332,7 @@ class LLaDA(nn.Module):
                                 in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
                                 length=length, unroll=cfg.scan_unroll, metadata_params={nn.PARTITION_NAME: LAYERS})
                 part = None if cache is None else (cache[0][start:start + length], cache[1][start:start + length])
-                x, kv = stack(cfg, return_kv, dense, name=name)(x, key_mask, cos, sin, part)
+                x, kv = stack(cfg, return_kv, dense, pattern, name=name)(x, key_mask, cos, sin, part)
                 kvs.append(kv)
                 start += length
             new_kv = kvs[0] if len(kvs) == 1 or not return_kv else jax.tree_util.tree_map(
@@ -325,7 +342,7 @@ class LLaDA(nn.Module):
             for i in range(cfg.n_layers):
                 layer_cache = None if cache is None else (cache[0][i], cache[1][i])
                 dense = cfg.moe.enabled and i < cfg.moe.first_k_dense
-                x, kv = block(cfg, return_kv, dense, name=f"blocks_{i}")(x, key_mask, cos, sin, layer_cache)
+                x, kv = block(cfg, return_kv, dense, pattern, name=f"blocks_{i}")(x, key_mask, cos, sin, layer_cache)
                 per_layer.append(kv)
             new_kv = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *per_layer) if return_kv else None
 
@@ -355,8 +372,18 @@ def abstract_params(config: LLaDAConfig, batch: int = 1, seq_len: int = 8) -> An
 
 def init_params(config: LLaDAConfig, rng, seq_len: int = 8) -> Any:
     """Unboxed float parameters of a freshly initialised model (no logical metadata)."""
-    variables = families.build(config).init(rng, jnp.zeros((1, seq_len), jnp.int32))
-    return nn.unbox(variables["params"])
+    try:
+        init = _jitted_init(config, seq_len)
+    except TypeError:  # a config with an unhashable field: compiled for this call only
+        init = _jitted_init.__wrapped__(config, seq_len)
+    return init(rng)
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_init(config: LLaDAConfig, seq_len: int):
+    # One compiled program per shape: run eagerly, init compiles each of its hundreds of
+    # primitives separately (seconds on CPU for a tiny model).
+    return jax.jit(lambda rng: nn.unbox(families.build(config).init(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]))
 
 
 def param_count(params) -> int:

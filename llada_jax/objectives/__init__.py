@@ -3,8 +3,9 @@
 objectives behind one interface (`base.Objective`).
 
 A new objective is one file here defining `OBJECTIVE` (an `Objective` instance) plus one
-line in OBJECTIVES; `config.data.kind` (and `llada_jax.experiments`) select it by name,
-`config.rl.algorithm` an RL one (`Objective.rl`).
+line in OBJECTIVES; `config.data.kind` (and `llada_jax.experiments`) select it by name
+(any of `training_kinds()`: the objectives of a mask predictor), `config.rl.algorithm` an
+RL one (`Objective.rl`).
 Modules are imported on first use, so the registry costs nothing at import time.
 """
 
@@ -16,6 +17,8 @@ OBJECTIVES = {
     "pretrain": "llada_jax.objectives.pretrain",
     "sft": "llada_jax.objectives.sft",
     "autoregressive": "llada_jax.objectives.autoregressive",
+    "block_diffusion": "llada_jax.objectives.block_diffusion",  # BD3-LM; block-causal models (model.block_size)
+    "block_sft": "llada_jax.objectives.block_sft",
     "grpo": "llada_jax.objectives.grpo",  # RL objectives (base.Objective.rl): run by llada_jax.rl.step
     "vrpo": "llada_jax.objectives.vrpo",
 }
@@ -26,3 +29,14 @@ def get(name: str):
     if name not in OBJECTIVES:
         raise ValueError(f"objective {name!r}: expected one of {tuple(OBJECTIVES)}")
     return importlib.import_module(OBJECTIVES[name]).OBJECTIVE
+
+
+def training_kinds() -> tuple[str, ...]:
+    """The `config.data.kind` values `python -m llada_jax.train` takes: every registered
+    objective that trains a mask predictor (not RL, not the causal baseline)."""
+    return tuple(n for n in OBJECTIVES if not get(n).rl and not get(n).causal)
+
+
+def data_kind(name: str) -> str:
+    """The data a training kind reads: "sft" (rows with a prompt mask) or "pretrain"."""
+    return "sft" if "prompt_mask" in get(name).fields else "pretrain"

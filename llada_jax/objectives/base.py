@@ -16,10 +16,12 @@ class Objective:
     where `noise` is any pytree with the batch as leading axis (split with the batch into
     micro-batches, so gradient accumulation gives the result of one big batch), `valid` is
     a (B, L) bool mask of non-padding positions or None, and
-    `forward(ids_BxL, valid_BxL=None, *, next_token=False) -> diffusion.ChunkedLogits` runs
-    the model (LoRA, dropout and the chunked head are the step's business): position i scores
-    token i, or with next_token=True (a causal model) the L - 1 positions of which i scores
-    token i + 1, from the outputs that saw tokens <= i, whatever the family's logit alignment. `metrics` must hold
+    `forward(ids_BxL, valid_BxL=None, *, next_token=False, positions=None, pattern=None) ->
+    diffusion.ChunkedLogits` runs the model (LoRA, dropout and the chunked head are the step's
+    business): position i scores token i, or with next_token=True (a causal model) the L - 1
+    positions of which i scores token i + 1, from the outputs that saw tokens <= i, whatever
+    the family's logit alignment; positions and an attention `Pattern` are for inputs such as
+    BD3-LM's [x_t, x_0]. `metrics` must hold
     "masked_accuracy" and "num_masked" (the positions the loss scores).
 
     RL objectives (GRPO, VRPO; subclasses of `RLObjective` below) keep the same three methods, driven by
@@ -41,6 +43,7 @@ class Objective:
     random_length: ClassVar[bool] = False  # whether data.random_length_prob applies
     causal: ClassVar[bool] = False  # trains a causal model (config.causal), not a mask predictor
     rl: ClassVar[bool] = False  # an RL objective (see above): has `reference`, run by llada_jax.rl.step
+    blocks: ClassVar[bool] = False  # block diffusion: a `block_size` field the train step sets from the model
 
     def noise(self, batch, rng, valid, *, mask_id: int, eps: float):
         return None

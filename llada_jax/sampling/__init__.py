@@ -5,7 +5,9 @@ Dream's sampler (`dream`).
 `generate(model, params, prompt, ...)` is the public entry: it runs Dream's rule when
 one of Dream's options (alg, alg_temp, eps, top_p, top_k) is given, LLaDA's when one of
 LLaDA's (block_length, remasking, cfg_scale, ...) is, and otherwise the model family's
-own (SAMPLER of `llada_jax.model.families`: "dream" for Dream, "llada" for the rest)."""
+own (SAMPLER of `llada_jax.model.families`: "dream" for Dream, "llada" for the rest).
+A block-causal model (`config.block_size` > 0) always takes LLaDA's entry, which runs its
+exact block cache (`block_cache`; top_k / top_p are its options there, not Dream's)."""
 
 from llada_jax.sampling import dream
 from llada_jax.sampling import sampler as llada
@@ -22,11 +24,13 @@ def generate(model, params, prompt, **options):
     (`llada_jax.sampling.sampler.generate`), chosen as the module docstring says."""
     from llada_jax.model import families
 
+    config = getattr(model, "config", None)
+    if getattr(config, "block_size", 0):
+        return llada.generate(model, params, prompt, **options)
     dream_opts = set(options) & set(dream.OPTIONS)
     llada_opts = set(options) - set(dream.OPTIONS) - _SHARED
     if dream_opts and llada_opts:
         raise ValueError(f"generate: {', '.join(sorted(dream_opts))} (Dream's sampler) cannot be combined with "
                          f"{', '.join(sorted(llada_opts))} (LLaDA's sampler)")
-    config = getattr(model, "config", None)
     rule = "dream" if dream_opts else "llada" if llada_opts or config is None else families.get(config.family).SAMPLER
     return SAMPLERS[rule](model, params, prompt, **options)

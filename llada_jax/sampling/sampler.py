@@ -396,8 +396,12 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
              temperature=0.0, cfg_scale=0.0, remasking="low_confidence", mask_id=None,
              logits_eos_inf=False, confidence_eos_eot_inf=False, eos_id=None, eot_id=None,
              threshold=None, rng=None, return_stats=False, cache=None, eos_early_stop=None,
-             top_k=0, top_p=1.0, sampling: SamplingParams | None = None):
+             top_k=0, top_p=1.0, sampling: SamplingParams | None = None, **block_options):
     """Sample answers for `prompt` (B, P) int ids; returns int32 (B, P + gen_length).
+
+    A block-causal model (`model.config.block_size` > 0) samples with its exact block KV
+    cache instead (`llada_jax.sampling.block_cache.generate`: LLaDA 2.x's rules, `steps`
+    per block, `block_length` the model's block size, also `top_k`, `top_p`, `minimal_topk`).
 
     Semantics are those of the reference `generate` (facts section 6). Left-pad prompts of
     different lengths with EOS and pass `attention_mask` (B, P) with 0 on padding.
@@ -443,6 +447,18 @@ def generate(model, params, prompt, *, attention_mask=None, steps=128, gen_lengt
             d["top_k"], d["top_p"])
         if steps is None:  # pure infilling: one step per hole
             steps = int((np.asarray(prompt) == special_ids(model, mask_id)[0]).sum(axis=-1).max())
+    if getattr(getattr(model, "config", None), "block_size", 0):
+        from llada_jax.sampling import block_cache
+
+        return block_cache.generate(model, params, prompt, attention_mask=attention_mask, steps=steps,
+                                    gen_length=gen_length, block_length=block_length, temperature=temperature,
+                                    remasking=remasking, threshold=threshold, mask_id=mask_id, eos_id=eos_id, rng=rng,
+                                    return_stats=return_stats, cache=cache, cfg_scale=cfg_scale,
+                                    eos_early_stop=bool(eos_early_stop), top_k=top_k or None,
+                                    top_p=None if top_p == 1.0 else top_p, **block_options)
+    if block_options:
+        raise ValueError(f"generate: {sorted(block_options)} apply to block-causal models only "
+                         "(model.config.block_size > 0)")
     mask_id, eos_id, eot_id = special_ids(model, mask_id, eos_id, eot_id)
     a = _validate(model, prompt, attention_mask, steps, gen_length, block_length, temperature, remasking,
                   mask_id, threshold, cfg_scale, cache, eos_id, eot_id, rng, eos_early_stop)

@@ -112,6 +112,9 @@ class Engine:
                  max_queue: int = 1024, guidance: bool = False, cache=None, eos_ids=None, eot_id=None,
                  logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False):
         cfg = model.config
+        if getattr(cfg, "block_size", 0):  # its exact block cache is llada_jax.sampling.block_cache
+            raise ValueError(f"engine: model.config.block_size={cfg.block_size}, expected 0: the engine serves "
+                             "bidirectional models; sample a block-causal one with llada_jax.generate")
         self.model, self.params = model, params
         self.slots, self.width, self.max_queue = int(slots), int(block_width), int(max_queue)
         if self.slots < 1 or self.width < 1:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 
+from llada_jax import objectives
 from llada_jax.data import documents, tasks
 
 log = logging.getLogger(__name__)
@@ -125,13 +126,13 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
         kw.pop("seq_len")
 
         def make(seed):
-            return tasks.TaskIterator(task, seed=seed, sft=d.kind == "sft", **kw)
+            return tasks.TaskIterator(task, seed=seed, sft=objectives.data_kind(d.kind) == "sft", **kw)
         return (None if eval_only else make(config.train.seed)), (lambda: make(config.train.seed + 1_000_003))
     evaluating = _evaluating(config)
     if d.source == "prepared":
         from llada_jax.data import prepared
 
-        pkw = dict(kw, kind=d.kind)
+        pkw = dict(kw, kind=objectives.data_kind(d.kind))
         if evaluating or eval_only:  # the held-out iterator is made at the first evaluation: check it now
             prepared.check_tokenizer(d.eval_path, prepared.read_index(d.eval_path, "config.data.eval_path"),
                                      tokenizer, "config.data.eval_path")

@@ -20,6 +20,7 @@ The loop, evaluation and the command line are in `llada_jax.training.loop`, whic
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -36,7 +37,7 @@ from llada_jax.parallel import sharding
 from llada_jax.model import abstract_params
 
 SCHEDULES = ("wsd", "cosine", "constant")
-KINDS = ("pretrain", "sft")  # the objectives a training run (a mask predictor) takes
+KINDS = objectives.training_kinds()  # the objectives a training run (a mask predictor) takes
 
 
 def make_schedule(optim, total_steps: int):
@@ -111,6 +112,49 @@ class Static(NamedTuple):
     grad_accum: int
     schedule: object = None  # step -> learning rate, reported in the metrics
     rules: tuple | None = None  # logical-axis rules (sharding.rules_of(config.mesh)); None: the default
+    block_size: int = 0  # block-diffusion kinds: the block size (the model's config.block_size)
+    block_warmup: tuple = ()  # ((block_size, until_step), ...): smaller blocks first (conversion)
+
+
+def block_settings(config) -> tuple[int, tuple]:
+    """(block size, warm-up stages) of a run: block-diffusion kinds train the model's
+    `model.block_size`, after `train.block_warmup` ("4:100,16:300": block 4 for steps
+    0-99, 16 until step 299, then the model's; LLaDA 2.x / Fast-dLLM v2 conversion of
+    a `train.init_from` checkpoint). ValueError for a size that does not divide the
+    sequence length, a block kind without a block-causal model, or a warm-up without one."""
+    d, bs = config.data, config.model.get("block_size", 0)
+    blocks = objectives.get(d.kind).blocks
+    if blocks and bs < 1:
+        raise ValueError(f"config.data.kind={d.kind!r} trains a block-causal model: expected "
+                         f"config.model.block_size >= 1, got {bs}")
+    if bs and not blocks:
+        raise ValueError(f"config.model.block_size={bs}: a block-causal model trains with data.kind "
+                         f"'block_diffusion' or 'block_sft', not {d.kind!r}")
+    text = config.train.get("block_warmup", "")
+    stages = []
+    for part in [p for p in text.split(",") if p.strip()]:
+        try:
+            size, until = (int(x) for x in part.split(":"))
+        except ValueError:
+            raise ValueError(f"config.train.block_warmup={text!r}: expected 'SIZE:UNTIL_STEP,...'") from None
+        if stages and until <= stages[-1][1] or until < 1 or size < 1:
+            raise ValueError(f"config.train.block_warmup={text!r}: expected sizes >= 1 and increasing steps")
+        stages.append((size, until))
+    if stages and not blocks:
+        raise ValueError(f"config.train.block_warmup={text!r}: only for block-diffusion kinds, not {d.kind!r}")
+    for size in [bs] + [s for s, _ in stages] if blocks else []:
+        if d.seq_len % size:
+            raise ValueError(f"block size {size} (config.model.block_size / train.block_warmup) must divide "
+                             f"config.data.seq_len={d.seq_len}")
+    return bs, tuple(stages)
+
+
+def objective_of(st: Static, block_size: int | None = None):
+    """The registered objective of `st.kind`; a block-diffusion one with its block size."""
+    objective = objectives.get(st.kind)
+    if objective.blocks:
+        objective = dataclasses.replace(objective, block_size=block_size or st.block_size)
+    return objective
 
 
 def _opt_shardings(abstract_opt, param_shardings, mesh):
@@ -158,8 +202,10 @@ def setup(config, model: nn.Module, mesh):
     objective = objectives.get(d.kind)
     tx, schedule = make_optimizer(config.optim, config.train.steps)
     rules = sharding.rules_of(config.mesh)
+    block_size, warmup = block_settings(config)
     st = Static(model, tx, d.kind, model.config.mask_token_id, d.eps,
-                d.random_length_prob if objective.random_length else 0.0, config.optim.grad_accum, schedule, rules)
+                d.random_length_prob if objective.random_length else 0.0, config.optim.grad_accum, schedule, rules,
+                block_size, warmup)
     abstract, shardings = state_shardings(model, tx, mesh, rules=rules)
     return st, abstract, shardings, {field: 2 for field in objective.fields}
 
@@ -221,13 +267,14 @@ def loss_fn(params, batch, noise, valid, st: Static, frozen=None, dropout_rng=No
     rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
     sown = []  # MoE: the router's aux losses of each forward
 
-    def forward(ids_BxL, valid_BxL=None, *, next_token=False):
+    def forward(ids_BxL, valid_BxL=None, *, next_token=False, positions=None, pattern=None):
         # `valid` is right padding (a length per row): passed as lengths, which every attention
         # kernel takes; the head is applied inside the loss, chunk by chunk where its logits
         # would be large (`head_chunk`).
         lengths = None if valid_BxL is None else jnp.sum(valid_BxL, axis=1, dtype=jnp.int32)
         kw = {"mutable": [moe.MOE_LOSSES]} if st.model.config.moe.enabled else {}
-        out = st.model.apply(variables, ids_BxL, kv_lengths=lengths, return_hidden=True, rngs=rngs, **kw)
+        out = st.model.apply(variables, ids_BxL, kv_lengths=lengths, positions=positions,
+                             attention_pattern=pattern, return_hidden=True, rngs=rngs, **kw)
         if kw:
             out, mutables = out
             sown.append(moe.collect_losses(mutables))
@@ -236,7 +283,7 @@ def loss_fn(params, batch, noise, valid, st: Static, frozen=None, dropout_rng=No
             hidden = alignment.next_token_view(hidden, st.model.config.logit_alignment)
         return diffusion.ChunkedLogits(hidden, head, head_chunk(hidden.shape[:2], head.shape[-1]))
 
-    loss, m = objectives.get(st.kind).loss(forward, batch, noise, valid)
+    loss, m = objective_of(st).loss(forward, batch, noise, valid)
     if sown:
         loss, m = moe.add_losses(loss, m, sown, st.model.config.moe)
     m["correct"] = m["masked_accuracy"] * m["num_masked"]
@@ -245,12 +292,19 @@ def loss_fn(params, batch, noise, valid, st: Static, frozen=None, dropout_rng=No
 
 def train_step(state, batch, st: Static):
     """One optimizer step. The noise is drawn for the whole batch, then the gradient is
-    averaged over `grad_accum` micro-batches (the same result as one big batch)."""
+    averaged over `grad_accum` micro-batches (the same result as one big batch). With a
+    block warm-up, one branch per block size (`lax.switch` on the step): one program."""
+    if st.block_warmup:
+        sizes = [size for size, _ in st.block_warmup] + [st.block_size]
+        stage = jnp.sum(state["step"] >= jnp.asarray([until for _, until in st.block_warmup]))
+        branches = [functools.partial(train_step, st=st._replace(block_size=size, block_warmup=()))
+                    for size in sizes]
+        return jax.lax.switch(stage, branches, state, batch)
     rng, step_rng = jax.random.split(state["rng"])
     len_rng, noise_rng = jax.random.split(step_rng)
     ids = batch["input_ids"]
     valid, length = None, jnp.int32(ids.shape[1])
-    objective = objectives.get(st.kind)
+    objective = objective_of(st)
     if objective.random_length and st.random_length_prob > 0:
         valid, length = _length_mask(len_rng, ids.shape, st.random_length_prob)
     noise = objective.noise(batch, noise_rng, valid, mask_id=st.mask_id, eps=st.eps)
@@ -312,7 +366,7 @@ def all_finite(tree):
 
 def eval_loss(params, batch, rng, st: Static):
     """Loss of one held-out batch at a fixed rng (no random lengths)."""
-    noise = objectives.get(st.kind).noise(batch, rng, None, mask_id=st.mask_id, eps=st.eps)
+    noise = objective_of(st).noise(batch, rng, None, mask_id=st.mask_id, eps=st.eps)
     return loss_fn(params, batch, noise, None, st)[0]
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+from llada_jax import objectives
 from llada_jax.checkpoint import load
 from llada_jax.config import base_config
 from llada_jax.model import DTYPES
@@ -44,8 +45,10 @@ def train_config(config, num_devices: int, process_count: int = 1) -> tuple[int,
     sharding.rules_of(config.mesh)  # ValueError for a bad override
     dp = math.prod(s for a, s in zip(sharding.mesh_axes(config.mesh), dp_mesh) if a in sharding.BATCH_AXES)
     d, o, t = config.data, config.optim, config.train
-    if d.kind not in train.KINDS:
-        raise ValueError(f"config.data.kind={d.kind!r}: expected one of {train.KINDS}")
+    kinds = objectives.training_kinds()
+    if d.kind not in kinds:
+        raise ValueError(f"config.data.kind={d.kind!r}: expected one of {kinds}")
+    train.block_settings(config)  # ValueError for a block size or warm-up that cannot run
     _data_source(d)
     if o.grad_accum < 1:
         raise ValueError(f"config.optim.grad_accum={o.grad_accum}: expected >= 1")
@@ -118,7 +121,7 @@ def _known_fields(config) -> None:
 def _data_source(d) -> None:
     if d.source not in inputs.SOURCES:
         raise ValueError(f"config.data.source={d.source!r}: expected one of {inputs.SOURCES}")
-    if d.kind == "sft" and d.source not in ("jsonl", "prepared", "synthetic"):
+    if objectives.data_kind(d.kind) == "sft" and d.source not in ("jsonl", "prepared", "synthetic"):
         raise ValueError(f"config.data.source={d.source!r}: SFT expects 'jsonl' or 'prepared' (or 'synthetic')")
     if d.max_bytes < 0:
         raise ValueError(f"config.data.max_bytes={d.max_bytes}: expected >= 0 (0: all of the text)")

@@ -1,13 +1,21 @@
 """Attention implementations behind one signature, chosen by `LLaDAConfig.attention`.
 
 Every implementation computes softmax(q k^T / sqrt(D)) v with grouped KV heads (query
-head h uses KV head h // (H / K)) and the same key mask for every query of a row:
+head h uses KV head h // (H / K)) under one attention mask, two parts:
 
-    fn(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask: KeyMask, *, causal: bool) -> out_BxLxHxD
+    fn(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask: KeyMask, *, pattern: Pattern) -> out_BxLxHxD
+
+- `KeyMask` (data): which keys of each row are valid (padding, the sampler's cache);
+- `Pattern` (static, `patterns.py`): which keys each query may see by position:
+  bidirectional, causal, block-causal with a block size, or BD3-LM's training pattern
+  over the concatenated noisy + clean 2L sequence.
+A key outside the pattern has weight exactly 0; a valid-masked key inside it scores
+MASK_VALUE, so a query whose pattern keys are all invalid gets the uniform average of
+their values, as the dense reference does (finite, never NaN). `causal=True` is the
+older spelling of `pattern=CAUSAL` and still accepted.
 
 S = L for a plain forward pass; S = cache length + L on the sampler's KV-cache path
-(cache keys first). A row whose keys are all masked gets a uniform average of its
-values, as the dense reference does (finite, never NaN).
+(cache keys first: query i sits at key index i + S - L).
 
 - "dense": the reference; materialises the (B, H, L, S) float32 scores.
 - "chunked": flash attention in plain JAX (online softmax over key blocks, recomputing
@@ -25,6 +33,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from llada_jax.model.attention.patterns import BIDIRECTIONAL, CAUSAL, Pattern, block_causal, block_diffusion, resolve
 
 # name -> module defining `attention`; imported on first use (splash pulls in Pallas).
 IMPLEMENTATIONS = {
@@ -66,19 +76,20 @@ def get(name: str):
     return importlib.import_module(IMPLEMENTATIONS[name]).attention
 
 
-def attend(name: str, q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask: KeyMask = KeyMask(), *, causal: bool = False):
-    """Checks the shapes (at trace time), then runs implementation `name`."""
+def attend(name: str, q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask: KeyMask = KeyMask(), *,
+           pattern: Pattern | None = None, causal: bool = False):
+    """Checks the shapes and the pattern (at trace time), then runs implementation `name`."""
     b, l, h, d = q_BxLxHxD.shape
     _, s, kvh, _ = k_BxSxKxD.shape
     if k_BxSxKxD.shape != (b, s, kvh, d) or v_BxSxKxD.shape != k_BxSxKxD.shape or h % kvh:
         raise ValueError(f"attention: q {q_BxLxHxD.shape}, k {k_BxSxKxD.shape}, v {v_BxSxKxD.shape}; expected "
                          "(B, L, H, D) and (B, S, K, D) with H a multiple of K")
-    if causal and s != l:
-        raise ValueError(f"attention: causal=True needs as many keys as queries, got L={l}, S={s}")
+    pattern = resolve(pattern, causal)
+    pattern.check(l, s)
     if mask.valid_BxS is not None and mask.lengths_B is not None:
         raise ValueError("attention: KeyMask takes valid_BxS or lengths_B, not both")
     if mask.valid_BxS is not None and mask.valid_BxS.shape != (b, s):
         raise ValueError(f"attention: key mask shape {mask.valid_BxS.shape}, expected (B, S) = {(b, s)}")
     if mask.lengths_B is not None and mask.lengths_B.shape != (b,):
         raise ValueError(f"attention: key lengths shape {mask.lengths_B.shape}, expected (B,) = {(b,)}")
-    return get(name)(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask, causal=causal)
+    return get(name)(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask, pattern=pattern)

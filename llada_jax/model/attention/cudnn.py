@@ -16,7 +16,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-from llada_jax.model.attention import KeyMask, chunked
+from llada_jax.model.attention import KeyMask, Pattern, chunked, resolve
 
 DTYPES = ("bfloat16", "float16")
 
@@ -29,12 +29,19 @@ def cudnn_arguments(mask: KeyMask, causal: bool) -> dict:
     return kw
 
 
-def attention(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask: KeyMask, *, causal: bool = False):
+def attention(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask: KeyMask, *, pattern: Pattern | None = None,
+              causal: bool = False):
+    pattern = resolve(pattern, causal)
     if mask.valid_BxS is not None:
         warnings.warn("attention='cudnn': a boolean key mask (left padding or the sampler's KV cache) "
                       "cannot be expressed as cuDNN key lengths; using attention='chunked' for this call",
                       stacklevel=2)
-        return chunked.attention(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask, causal=causal)
+        return chunked.attention(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask, pattern=pattern)
+    if pattern.kind not in ("bidirectional", "causal"):
+        warnings.warn(f"attention='cudnn': the {pattern.kind!r} pattern has no cuDNN form; "
+                      "using attention='chunked' for this call", stacklevel=2)
+        return chunked.attention(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask, pattern=pattern)
+    causal = pattern.kind == "causal"
     backend = jax.default_backend()
     if backend != "gpu":
         raise ValueError(f"attention='cudnn' needs a GPU, the backend is {backend!r}; "
