@@ -24,7 +24,10 @@ H100/H200 or TPU host; a part that runs over skips its remaining rows, one that 
   1 and 16: tokens/s over the best timed call, compile excluded. Random weights reach no 0.9
   confidence, so the threshold rows show the rule's cost at the fixed schedule and the cache's
   speed-up, not the trained model's fewer calls.
-A later row (block diffusion, the serving engine, MoE) is one function `fn(ctx) -> rows` plus
+- block_decode: block diffusion at the LLaDA-8B shape made block-causal (block_size 32) with
+  random bf16 weights and its exact block KV cache (llada_jax.sampling.block_cache), the fixed
+  schedule and threshold 0.9: tokens/s at batch 1 and 16.
+A later row (the serving engine, MoE) is one function `fn(ctx) -> rows` plus
 one `PARTS` entry. The figures go to DIR/figures.jsonl and a table to DIR/README.md (default
 docs/results/device/<device kind>/; an existing figures.jsonl is kept unless --overwrite).
 --smoke: every part at tiny shapes with fewer rows (CPU: the kv_cache parity case, chunked
@@ -243,27 +246,32 @@ SAMPLERS = ("exact", "threshold_0.9", "threshold_0.9+dual_cache")
 
 
 # ---- sampler ------------------------------------------------------------------------------------
-def sampler(ctx):
-    from fast_sampling import METHODS
+def _random_8b(ctx, **model_over):
+    """(model, params): the LLaDA-8B shape (tiny under --smoke) with random bf16 weights."""
     from flax import linen as nn
 
-    from llada_jax.sampling import generate
-
     over = dict(TINY, **{"model.max_sequence_length": 64}) if ctx.smoke else {}
-    over.update({"model.param_dtype": "bfloat16", "model.dtype": "bfloat16"})
-    mcfg = from_config.model_config(config_with("configs/llada_8b.py", over), None)
-    model = build(mcfg)
+    over.update({"model.param_dtype": "bfloat16", "model.dtype": "bfloat16"}, **model_over)
+    model = build(from_config.model_config(config_with("configs/llada_8b.py", over), None))
     params = jax.jit(lambda key: nn.unbox(model.init(key, jnp.zeros((1, 8), jnp.int32))["params"]))(
         jax.random.key(2))
-    prompt_len, gen, block = (8, 16, 8) if ctx.smoke else (64, 128, 32)
+    return model, params
+
+
+def _sampler_rows(ctx, figure, model, params, methods: dict, block: int):
+    """tokens/s of `generate` for each method at batch 1 and 16 (smoke: 2), best timed call."""
+    from llada_jax.sampling import generate
+
+    mcfg = model.config
+    prompt_len, gen = (8, 16) if ctx.smoke else (64, 128)
     rows = []
     for batch in (2,) if ctx.smoke else (1, 16):
         prompt = np.random.default_rng(batch).integers(0, mcfg.vocab_size - 2, (batch, prompt_len), dtype=np.int32)
-        for method in ("exact", "threshold_0.9+dual_cache") if ctx.smoke else SAMPLERS:
+        for method, options in methods.items():
             if ctx.over():
-                rows.append(dict(figure="sampler", method=method, batch=batch, skipped="budget"))
+                rows.append(dict(figure=figure, method=method, batch=batch, skipped="budget"))
                 continue
-            kw = dict(steps=gen, gen_length=gen, block_length=block, return_stats=True, **METHODS[method])
+            kw = dict(steps=gen, gen_length=gen, block_length=block, return_stats=True, **options)
             jax.block_until_ready(generate(model, params, prompt, **kw)[0])  # compile
             best = math.inf
             for _ in range(1 if ctx.smoke else 2):
@@ -271,16 +279,33 @@ def sampler(ctx):
                 out, stats = generate(model, params, prompt, **kw)
                 jax.block_until_ready(out)
                 best = min(best, time.perf_counter() - t)
-            rows.append(dict(figure="sampler", method=method, batch=batch, prompt_len=prompt_len, gen_length=gen,
+            rows.append(dict(figure=figure, method=method, batch=batch, prompt_len=prompt_len, gen_length=gen,
                              block_length=block, d_model=mcfg.d_model, n_layers=mcfg.n_layers,
                              attention=mcfg.attention, model_calls=int(stats["model_calls"]),
                              seconds=round(best, 4), tokens_per_s=round(batch * gen / best, 1)))
     return rows
 
 
+def sampler(ctx):
+    from fast_sampling import METHODS
+
+    model, params = _random_8b(ctx)
+    methods = ("exact", "threshold_0.9+dual_cache") if ctx.smoke else SAMPLERS
+    return _sampler_rows(ctx, "sampler", model, params, {m: METHODS[m] for m in methods}, 8 if ctx.smoke else 32)
+
+
+def block_decode(ctx):
+    """Block diffusion (the LLaDA-8B shape made block-causal, blocks of 32; smoke 8) with its
+    exact block KV cache: a fixed schedule of one token per call, and threshold 0.9."""
+    block = 8 if ctx.smoke else 32
+    model, params = _random_8b(ctx, **{"model.block_size": block})
+    methods = {"block_cache": {}} if ctx.smoke else {"block_cache": {}, "block_cache+threshold_0.9": {"threshold": 0.9}}
+    return _sampler_rows(ctx, "block_decode", model, params, methods, block)
+
+
 # name, function, seconds on the device (8 minutes in all, compiles included)
 PARTS = [("attention_parity", attention_parity, 45), ("lora_memory", lora_memory, 120),
-         ("train_step", train_step, 150), ("sampler", sampler, 150)]
+         ("train_step", train_step, 130), ("sampler", sampler, 120), ("block_decode", block_decode, 60)]
 
 
 def write_results(out_dir, rows, env):

@@ -36,7 +36,8 @@ def test_every_part_prints_its_figures(smoke):
         assert {"figure", "device"} <= set(r), r
         assert all(math.isfinite(x) for x in _numbers(r)), r
         by.setdefault(r["figure"], []).append(r)
-    assert set(by) == {"environment", "attention_parity", "lora_memory", "matmul_peak", "train_step", "sampler"}
+    assert set(by) == {"environment", "attention_parity", "lora_memory", "matmul_peak", "train_step", "sampler",
+                       "block_decode"}
     parity = by["attention_parity"]
     assert {(r["impl"], r["dtype"], r["case"]) for r in parity} == {
         ("chunked", "float32", "kv_cache"), ("chunked", "bfloat16", "kv_cache")}
@@ -47,7 +48,9 @@ def test_every_part_prints_its_figures(smoke):
     (step,) = by["train_step"]
     assert step["attention"] == "chunked" and 0 < step["mfu"] and step["tokens_per_s"] > 0
     assert {r["method"] for r in by["sampler"]} == {"exact", "threshold_0.9+dual_cache"}
-    assert all(r["model_calls"] >= 1 and r["tokens_per_s"] > 0 for r in by["sampler"])
+    assert all(r["model_calls"] >= 1 and r["tokens_per_s"] > 0 for r in by["sampler"] + by["block_decode"])
+    (block,) = by["block_decode"]  # 16 denoising calls (one token each), the prompt's prefill, 2 block commits
+    assert block["method"] == "block_cache" and block["block_length"] == 8 and block["model_calls"] == 19
 
 
 def test_it_writes_the_figures_and_a_table_and_keeps_them(smoke):

@@ -114,7 +114,8 @@ def test_merged_equals_unmerged_and_exports_round_trip(lora_run, base, tmp_path,
         {"params": lora.split(params)[1]}, IDS))
     assert np.abs(unmerged - base_logits).max() > 1e-2  # the adapters matter
     mcfg, merged = merge_lora(model.config, params)
-    np.testing.assert_allclose(np.asarray(LLaDA(mcfg).apply({"params": merged}, IDS)), unmerged, atol=1e-5, rtol=0)
+    # W + AB rounds once where x W + (x A) B rounds twice: fp32 agreement, relative to logits of about 10
+    np.testing.assert_allclose(np.asarray(LLaDA(mcfg).apply({"params": merged}, IDS)), unmerged, atol=1e-5, rtol=1e-5)
 
     monkeypatch.chdir(tmp_path)  # relative folders, as a user types them
     export.main(["--workdir", workdir, "--out", "merged", "--dtype", "float32"])
