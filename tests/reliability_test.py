@@ -369,7 +369,11 @@ def _cli(*args, cwd=ROOT):
 
 
 def test_command_lines_print_one_error_line(imported, tmp_path):
+    foreign = tmp_path / "other_tool"  # another tool's run folder: refused, and left as it was
+    (foreign / "checkpoints" / "100").mkdir(parents=True)
+    (foreign / "metrics.jsonl").write_text('{"step": 100}\n')
     cases = [
+        (("llada_jax.train", "--config=configs/tiny.py", f"--workdir={foreign}"), "not a llada_jax workdir"),
         (("llada_jax.train", "--config=nope.py", f"--workdir={tmp_path / 'a'}"), "--config='nope.py': no such file"),
         (("llada_jax.train", "--config=configs/tiny.py", f"--workdir={imported}"), "init_from="),
         (("llada_jax.generate", f"--workdir={tmp_path / 'none'}", "--prompt_ids=1,2"), "no run.json"),
@@ -386,3 +390,4 @@ def test_command_lines_print_one_error_line(imported, tmp_path):
         assert "Traceback" not in out.stderr and lines[-1].startswith("error: ") and want in lines[-1], \
             (args, out.stderr[-2000:])
     assert not (tmp_path / "b").exists()  # refused before the workdir, so before any tokenizer
+    assert sorted(p.name for p in foreign.rglob("*")) == ["100", "checkpoints", "metrics.jsonl"]
