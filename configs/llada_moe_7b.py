@@ -18,7 +18,7 @@ from llada_jax.config import base_config, lock
 
 def get_config():
     c = base_config()
-    c.model.update(d_model=2048, n_heads=16, n_kv_heads=16, n_layers=16, mlp_hidden_size=8192,
+    c.model.update(family="lladamoe", qk_norm=True, d_model=2048, n_heads=16, n_kv_heads=16, n_layers=16, mlp_hidden_size=8192,
                    vocab_size=157184, embedding_size=157184, max_sequence_length=8192,
                    rope_theta=50000.0, rms_norm_eps=1e-5,
                    mask_token_id=156895, eos_token_id=156892, pad_token_id=156892,
