@@ -85,6 +85,31 @@ def test_export_writes_the_published_layout_back(loaded, golden_dir, family, tmp
     assert again == config
 
 
+def test_dream_export_ships_its_modeling_file_and_automodel_gives_our_logits(loaded, golden_dir, tmp_path):
+    import torch
+    import transformers
+
+    config, params = loaded["dream"]
+    out = tmp_path / "dream-export"
+    export.save_pretrained(config, jax.device_get(params), str(out), dtype="float32")
+    assert json.loads((out / "config.json").read_text())["auto_map"]["AutoModel"] == "modeling_dream.DreamModel"
+    net = transformers.AutoModel.from_pretrained(str(out), trust_remote_code=True, dtype=torch.float32)
+    assert type(net).__name__ == "DreamModel"
+    g = np.load(golden_dir / "dream-tiny-logits.npz")
+    t = {k: torch.from_numpy(g[k]).long() for k in ("input_ids", "attention_mask", "position_ids") if k in g}
+    with torch.no_grad():
+        theirs = net(**t).logits.numpy()  # Dream's: position i predicts token i + 1, as published
+    np.testing.assert_allclose(theirs[g["attention_mask"].astype(bool)],
+                               g["logits"][g["attention_mask"].astype(bool)], atol=1e-4, rtol=0)
+    kw = {"positions": jnp.asarray(g["position_ids"])} if "position_ids" in g else {}
+    ours = np.asarray(llada_jax.build(config).apply({"params": params}, jnp.asarray(g["input_ids"]),
+                                                    jnp.asarray(g["attention_mask"]), **kw))
+    real = g["attention_mask"].astype(bool)
+    diff = np.abs(np.concatenate([theirs[:, :1], theirs[:, :-1]], 1) - ours)[real].max()
+    print("dream AutoModel vs JAX, max |diff|:", diff)
+    assert diff <= 1e-4
+
+
 def test_dream_sampler_matches_diffusion_generate_token_for_token(loaded, golden_dir):
     config, params = loaded["dream"]
     model = llada_jax.build(config)

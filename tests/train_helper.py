@@ -63,7 +63,8 @@ def finetune(cfg_model, base_params, *, rank, lr, steps, kind="sft", task="sort"
     _, shardings = train.state_shardings(model, tx, mesh)
     base_params = jax.tree_util.tree_map(jnp.copy, base_params)  # the step donates its state
     if rank:
-        state = train.init_state(model, tx, mesh, 0, shardings, frozen=base_params)
+        # in the step's shardings, as the loop restores it: else the second step recompiles
+        state = train.init_state(model, tx, mesh, 0, shardings, frozen=jax.device_put(base_params, shardings["frozen"]))
     else:
         state = train.init_state(model, tx, mesh, 0, shardings, params=base_params)
     st = train.Static(model, tx, kind, cfg_model.mask_token_id, 1e-3, 0.0, 1)
