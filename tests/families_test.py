@@ -110,6 +110,42 @@ def test_dream_export_ships_its_modeling_file_and_automodel_gives_our_logits(loa
     assert diff <= 1e-4
 
 
+def test_dream_peft_adapters_follow_qwen2_names_and_give_the_merged_logits(loaded, tmp_path):
+    import torch
+    import transformers
+    from peft import PeftModel
+
+    from llada_jax.checkpoint.load import merge_lora
+    from llada_jax.model import init_params
+    from llada_jax.model.adapters import lora
+
+    config, params = loaded["dream"]
+    cfg = config.replace(lora=lora.LoRAConfig(rank=4, alpha=8.0))
+    rng = np.random.default_rng(0)
+    shapes = lora.split(jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(0)))[0]
+    adapters = jax.tree_util.tree_map(lambda x: rng.normal(0, 0.05, x.shape).astype(np.float32), shapes)
+    trained = lora.combine(adapters, jax.device_get(params))
+    out = {n: str(tmp_path / f"dream-{n}") for n in ("base", "merged", "peft")}
+    export.save_pretrained(config, jax.device_get(params), out["base"], dtype="float32")
+    export.save_pretrained(*merge_lora(cfg, trained, dtype="float32"), out["merged"], dtype="float32")
+    export.save_peft(cfg, trained, out["peft"], base_model=out["base"])
+    ids = torch.tensor([[3, 17, 95, 42, 9, 94, 7, 95], [5, 6, 95, 8, 20, 2, 95, 11]])
+
+    def logits(path, peft=False):
+        net = transformers.AutoModel.from_pretrained(path, trust_remote_code=True, dtype=torch.float32)
+        net = PeftModel.from_pretrained(net, out["peft"]) if peft else net
+        with torch.no_grad():
+            return net(input_ids=ids).logits.numpy(), net
+
+    merged, _ = logits(out["merged"])
+    with_peft, net = logits(out["base"], peft=True)
+    adapted = [n for n, _ in net.named_modules() if n.endswith(".lora_A")]
+    assert len(adapted) == config.n_layers * len(lora.TARGETS)
+    assert "base_model.model.model.layers.0.self_attn.o_proj.lora_A" in adapted
+    assert np.abs(logits(out["base"])[0] - merged).max() > 1e-1  # the adapters matter
+    np.testing.assert_allclose(with_peft, merged, atol=1e-5, rtol=0)
+
+
 def test_dream_sampler_matches_diffusion_generate_token_for_token(loaded, golden_dir):
     config, params = loaded["dream"]
     model = llada_jax.build(config)
