@@ -144,6 +144,7 @@ def test_dream_peft_adapters_follow_qwen2_names_and_give_the_merged_logits(loade
     assert "base_model.model.model.layers.0.self_attn.o_proj.lora_A" in adapted
     assert np.abs(logits(out["base"])[0] - merged).max() > 1e-1  # the adapters matter
     np.testing.assert_allclose(with_peft, merged, atol=1e-5, rtol=0)
+    print("dream PEFT vs merged export, max |diff|:", np.abs(with_peft - merged).max())
 
 
 def test_dream_sampler_matches_diffusion_generate_token_for_token(loaded, golden_dir):
