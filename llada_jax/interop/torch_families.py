@@ -221,6 +221,15 @@ class _LM(transformers.PreTrainedModel):
         return MaskedLMOutput(logits=F.linear(x, head).float())
 
 
+def _config_kwargs(kwargs: dict) -> None:
+    """Untied head unless config.json says otherwise; `rope_scaling` passed as `rope_parameters`
+    (transformers 5's name: the old one warns), so a scaled RoPE is still seen and refused."""
+    kwargs.setdefault("tie_word_embeddings", False)
+    scaling = kwargs.pop("rope_scaling", None)
+    if scaling is not None:
+        kwargs["rope_parameters"] = scaling
+
+
 class DreamConfig(transformers.PretrainedConfig):
     """Dream-v0-7B's config.json fields (defaults: Dream-v0-Base-7B, the Qwen2.5-7B shape)."""
 
@@ -234,7 +243,7 @@ class DreamConfig(transformers.PretrainedConfig):
         self.num_key_value_heads, self.max_position_embeddings = num_key_value_heads, max_position_embeddings
         self.rms_norm_eps, self.rope_theta, self.initializer_range = rms_norm_eps, rope_theta, initializer_range
         self.mask_token_id = mask_token_id
-        kwargs.setdefault("tie_word_embeddings", False)
+        _config_kwargs(kwargs)
         super().__init__(**kwargs)
 
 
@@ -270,7 +279,7 @@ class LLaDAMoEConfig(transformers.PretrainedConfig):
         self.moe_layer_freq = [1] * num_hidden_layers if moe_layer_freq is None else list(moe_layer_freq)
         self.moe_router_enable_expert_bias, self.qk_layernorm = moe_router_enable_expert_bias, qk_layernorm
         self.initializer_range, self.mask_token_id = initializer_range, mask_token_id
-        kwargs.setdefault("tie_word_embeddings", False)
+        _config_kwargs(kwargs)
         super().__init__(**kwargs)
 
 
