@@ -8,9 +8,9 @@ SwiGLU 18944 wide, RoPE theta 1e6, RMSNorm eps 1e-6, untied head over 152064 row
 token i + 1): 7.62B parameters. `python -m llada_jax.import_hf --src=DIR --workdir=W` then
 `--config.train.init_from=W`.
 
-    python -m llada_jax.plan --config=configs/dream_7b.py --devices=8                   # fsdp 8
+    python -m llada_jax.plan --config=configs/dream_7b.py --devices=8                   # fsdp 8: 19.7 GiB
     python -m llada_jax.plan --config=configs/dream_7b.py --devices=1 --config.lora.rank=16 \\
-        --config.mesh.fsdp=1 --config.data.batch_size=1
+        --config.mesh.fsdp=1 --config.data.batch_size=1                                # 17.5 GiB
 """
 
 from llada_jax.config import base_config, lock
