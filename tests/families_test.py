@@ -85,7 +85,7 @@ def test_export_writes_the_published_layout_back(loaded, golden_dir, family, tmp
     assert again == config
 
 
-def test_dream_export_ships_its_modeling_file_and_automodel_gives_our_logits(loaded, golden_dir, tmp_path):
+def test_dream_export_ships_its_modeling_file_and_automodel_gives_our_logits_and_tokens(loaded, golden_dir, tmp_path):
     import torch
     import transformers
 
@@ -108,6 +108,20 @@ def test_dream_export_ships_its_modeling_file_and_automodel_gives_our_logits(loa
     diff = np.abs(np.concatenate([theirs[:, :1], theirs[:, :-1]], 1) - ours)[real].max()
     print("dream AutoModel vs JAX, max |diff|:", diff)
     assert diff <= 1e-4
+    # its diffusion_generate: the published sampler's tokens (the JAX sampler's golden cases)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 96 calls of a tiny model: 10x faster than 2 threads on the shared CI cores
+    try:
+        for case in json.loads((golden_dir / "dream-tiny-generate.json").read_text()):
+            o = dict(case["options"])
+            o["max_new_tokens"] = o.pop("gen_length")
+            out = net.diffusion_generate(torch.tensor(case["prompt"]),
+                                         attention_mask=torch.tensor(case["attention_mask"]), **o)
+            np.testing.assert_array_equal(out.numpy(), np.asarray(case["tokens"]), err_msg=str(o))
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match=r"diffusion_generate: alg='greedy', expected one of \('maskgit_plus'"):
+        net.diffusion_generate(torch.tensor([[3, 4]]), max_new_tokens=2, alg="greedy")
 
 
 def test_dream_peft_adapters_follow_qwen2_names_and_give_the_merged_logits(loaded, tmp_path):

@@ -6,7 +6,8 @@ The same math as `llada_jax.model` for these families: pre-norm LLaMA blocks wit
 mask, RMSNorm and RoPE ("rotate half", on the first rotary_dim channels) in float32, grouped-query
 attention, SwiGLU, and
 - Dream (`DreamConfig`, `DreamModel`): the Qwen2 block (biases on q/k/v); its logits are the
-  published model's, shifted: the logit at i predicts token i + 1.
+  published model's, shifted: the logit at i predicts token i + 1. `diffusion_generate` is
+  Dream's sampler (`dream_generate`).
 - LLaDA-MoE (`LLaDAMoEConfig`, `LLaDAMoEModelLM`): q/k RMSNorms over head_dim, and per layer
   either a dense MLP (`moe_layer_freq` 0) or the sparse MoE block: softmax router (`mlp.gate`),
   plus `mlp.expert_bias` when moe_router_enable_expert_bias (added to the scores that choose and
@@ -247,8 +248,82 @@ class DreamConfig(transformers.PretrainedConfig):
         super().__init__(**kwargs)
 
 
+DREAM_ALGS = ("maskgit_plus", "topk_margin", "entropy", "origin")
+
+
+def dream_sample_tokens(logits, temperature, top_p, top_k, alg, generator=None):
+    """(confidence, x0) per position, Dream's rule: logits / temperature, the top-p then the top-k
+    filter (removed entries at the float32 minimum), x0 the argmax (temperature 0) or a draw;
+    confidence its probability, top-1 minus top-2 (topk_margin) or the negative entropy."""
+    low = torch.finfo(torch.float32).min
+    logits = logits.float() / (temperature if temperature > 0 else 1.0)
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+        over = sorted_logits.softmax(-1).cumsum(-1) > top_p
+        over = torch.cat([torch.zeros_like(over[..., :1]), over[..., :-1]], -1)  # keep the first past top_p
+        logits = logits.masked_fill(torch.zeros_like(over).scatter(-1, order, over), low)
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, low)
+    probs = logits.softmax(-1)
+    if temperature > 0:
+        x0 = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(probs.shape[:-1])
+    else:
+        x0 = probs.argmax(-1)
+    if alg == "topk_margin":
+        top2 = probs.topk(2, dim=-1).values
+        return top2[..., 0] - top2[..., 1], x0
+    if alg == "entropy":
+        return (probs * torch.log(probs + 1e-10)).sum(-1), x0
+    return probs.gather(-1, x0[..., None])[..., 0], x0
+
+
+@torch.no_grad()
+def dream_generate(model, input_ids, attention_mask=None, max_new_tokens=None, steps=512, eps=1e-3, alg="origin",
+                   alg_temp=None, temperature=0.0, top_p=None, top_k=None, mask_token_id=None, generator=None):
+    """Dream's reverse process (`diffusion_generate`'s rules, as `llada_jax.sampling.dream`):
+    [prompt, mask * max_new_tokens], `steps` calls; with t, s = linspace(1, eps, steps + 1)[i, i + 1]
+    step i reveals int(n * (1 - s / t)) of the n masked positions (mean over the batch; all at the
+    last step) chosen by `alg`'s confidence (sampled with alg_temp), or each with probability
+    1 - s / t ("origin"). attention_mask (B, P): 0 on left padding. Returns (B, P + max_new_tokens)."""
+    if alg not in DREAM_ALGS:
+        raise ValueError(f"diffusion_generate: alg={alg!r}, expected one of {DREAM_ALGS}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"diffusion_generate: max_new_tokens={max_new_tokens!r}, expected an integer >= 1")
+    mask_id = model.config.mask_token_id if mask_token_id is None else mask_token_id
+    b = input_ids.shape[0]
+    x = F.pad(input_ids.long(), (0, max_new_tokens), value=mask_id)
+    mask = positions = None
+    if attention_mask is not None and bool((attention_mask == 0).any()):  # Dream's left-padding positions
+        mask = F.pad(attention_mask.long(), (0, max_new_tokens), value=1)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    ts = torch.linspace(1, eps, steps + 1)
+    for i in range(steps):
+        masked, last = x == mask_id, i == steps - 1
+        logits = model(x, attention_mask=mask, position_ids=positions).logits
+        logits = torch.cat([logits[:, :1], logits[:, :-1]], 1)  # [:, i] predicts token i
+        confidence, x0 = dream_sample_tokens(logits, temperature, top_p, top_k, alg, generator)
+        if alg == "origin":
+            chance = 1.0 if last else 1 - ts[i + 1] / ts[i]
+            x = torch.where(masked & (torch.rand(x.shape, generator=generator) < chance), x0, x)
+            continue
+        n = masked.sum() / b
+        k = int(n) if last else int(n * (1 - ts[i + 1] / ts[i]))
+        if k == 0:
+            continue
+        full = torch.where(masked, confidence, torch.full_like(confidence, -torch.inf))
+        if alg_temp:
+            chosen = torch.multinomial((full / alg_temp).softmax(-1), k, generator=generator)
+        else:
+            chosen = full.topk(k, dim=-1).indices
+        x = x.scatter(1, chosen, torch.where(masked, x0, mask_id).gather(1, chosen))
+    return x
+
+
 class DreamModel(_LM):
-    """Dream: Qwen2 blocks without the causal mask; the logit at i predicts token i + 1."""
+    """Dream: Qwen2 blocks without the causal mask; the logit at i predicts token i + 1.
+    `diffusion_generate(input_ids, attention_mask=None, max_new_tokens=..., steps=..., ...)`:
+    `dream_generate`."""
 
     config_class = DreamConfig
     _no_split_modules = ["DecoderLayer"]
@@ -256,6 +331,9 @@ class DreamModel(_LM):
     def __init__(self, config):
         super().__init__(config, [DecoderLayer(config, MLP(config.hidden_size, config.intermediate_size), True, False)
                                   for _ in range(config.num_hidden_layers)])
+
+    def diffusion_generate(self, inputs, **options):
+        return dream_generate(self, inputs, **options)
 
 
 class LLaDAMoEConfig(transformers.PretrainedConfig):
