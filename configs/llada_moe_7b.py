@@ -8,9 +8,14 @@ expert, no expert bias), vocabulary 157184: 7.36B parameters, 1.41B active per t
 which 1.08B outside the embeddings. `python -m llada_jax.import_hf --src=DIR --workdir=W` then
 `--config.train.init_from=W`.
 
-    python -m llada_jax.plan --config=configs/llada_moe_7b.py --devices=8                  # fsdp 4 x expert 2
+    python -m llada_jax.plan --config=configs/llada_moe_7b.py --devices=8 \\
+        --config.model.moe.dispatch=dense                                   # fsdp 4 x expert 2: 25.5 GiB
     python -m llada_jax.plan --config=configs/llada_moe_7b.py --devices=1 --config.lora.rank=16 \\
-        --config.mesh.fsdp=1 --config.mesh.expert=1 --config.data.batch_size=1
+        --config.mesh.fsdp=1 --config.mesh.expert=1 --config.data.batch_size=1 \\
+        --config.model.moe.dispatch=dense                                   # 17.7 GiB
+
+The plan runs the dense dispatch: XLA:CPU compiles the ragged one (the config's, for GPU/TPU) as a
+masked dense dot over all experts, whose CPU temporaries are not what an accelerator needs.
 """
 
 from llada_jax.config import base_config, lock
@@ -18,7 +23,8 @@ from llada_jax.config import base_config, lock
 
 def get_config():
     c = base_config()
-    c.model.update(d_model=2048, n_heads=16, n_kv_heads=16, n_layers=16, mlp_hidden_size=8192,
+    c.model.update(family="lladamoe", qk_norm=True,
+                   d_model=2048, n_heads=16, n_kv_heads=16, n_layers=16, mlp_hidden_size=8192,
                    vocab_size=157184, embedding_size=157184, max_sequence_length=8192,
                    rope_theta=50000.0, rms_norm_eps=1e-5,
                    mask_token_id=156895, eos_token_id=156892, pad_token_id=156892,

@@ -39,8 +39,11 @@ def n_params(config):
 
 
 def test_every_config_loads_and_has_its_size():
-    sizes = {name: n_params(load(name)) for name in ("tiny", "small", "llada_1b", "llada_8b", "sft")}
+    sizes = {name: n_params(load(name)) for name in ("tiny", "small", "llada_1b", "llada_8b", "sft", "dream_7b",
+                                                      "llada_moe_7b")}
     assert sizes["llada_8b"] == 8_015_581_184  # the published count
+    assert sizes["dream_7b"] == 7_615_616_512  # Qwen2.5-7B's
+    assert sizes["llada_moe_7b"] == 7_356_880_896  # 7B total (A1B: 1.4B active)
     assert 40e6 < sizes["small"] < 60e6
     assert 0.9e9 < sizes["llada_1b"] - 2 * 126464 * 2048 < 1.3e9  # 1B without embedding and head
     assert sizes["tiny"] < 1e6 and sizes["sft"] == sizes["tiny"]

@@ -85,6 +85,82 @@ def test_export_writes_the_published_layout_back(loaded, golden_dir, family, tmp
     assert again == config
 
 
+def test_dream_export_ships_its_modeling_file_and_automodel_gives_our_logits_and_tokens(loaded, golden_dir, tmp_path):
+    import torch
+    import transformers
+
+    config, params = loaded["dream"]
+    out = tmp_path / "dream-export"
+    export.save_pretrained(config, jax.device_get(params), str(out), dtype="float32")
+    assert json.loads((out / "config.json").read_text())["auto_map"]["AutoModel"] == "modeling_dream.DreamModel"
+    net = transformers.AutoModel.from_pretrained(str(out), trust_remote_code=True, dtype=torch.float32)
+    assert type(net).__name__ == "DreamModel"
+    g = np.load(golden_dir / "dream-tiny-logits.npz")
+    t = {k: torch.from_numpy(g[k]).long() for k in ("input_ids", "attention_mask", "position_ids") if k in g}
+    with torch.no_grad():
+        theirs = net(**t).logits.numpy()  # Dream's: position i predicts token i + 1, as published
+    np.testing.assert_allclose(theirs[g["attention_mask"].astype(bool)],
+                               g["logits"][g["attention_mask"].astype(bool)], atol=1e-4, rtol=0)
+    kw = {"positions": jnp.asarray(g["position_ids"])} if "position_ids" in g else {}
+    ours = np.asarray(llada_jax.build(config).apply({"params": params}, jnp.asarray(g["input_ids"]),
+                                                    jnp.asarray(g["attention_mask"]), **kw))
+    real = g["attention_mask"].astype(bool)
+    diff = np.abs(np.concatenate([theirs[:, :1], theirs[:, :-1]], 1) - ours)[real].max()
+    print("dream AutoModel vs JAX, max |diff|:", diff)
+    assert diff <= 1e-4
+    # its diffusion_generate: the published sampler's tokens (the JAX sampler's golden cases)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 96 calls of a tiny model: 10x faster than 2 threads on the shared CI cores
+    try:
+        for case in json.loads((golden_dir / "dream-tiny-generate.json").read_text()):
+            o = dict(case["options"])
+            o["max_new_tokens"] = o.pop("gen_length")
+            out = net.diffusion_generate(torch.tensor(case["prompt"]),
+                                         attention_mask=torch.tensor(case["attention_mask"]), **o)
+            np.testing.assert_array_equal(out.numpy(), np.asarray(case["tokens"]), err_msg=str(o))
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match=r"diffusion_generate: alg='greedy', expected one of \('maskgit_plus'"):
+        net.diffusion_generate(torch.tensor([[3, 4]]), max_new_tokens=2, alg="greedy")
+
+
+def test_dream_peft_adapters_follow_qwen2_names_and_give_the_merged_logits(loaded, tmp_path):
+    import torch
+    import transformers
+    from peft import PeftModel
+
+    from llada_jax.checkpoint.load import merge_lora
+    from llada_jax.model import init_params
+    from llada_jax.model.adapters import lora
+
+    config, params = loaded["dream"]
+    cfg = config.replace(lora=lora.LoRAConfig(rank=4, alpha=8.0))
+    rng = np.random.default_rng(0)
+    shapes = lora.split(jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(0)))[0]
+    adapters = jax.tree_util.tree_map(lambda x: rng.normal(0, 0.05, x.shape).astype(np.float32), shapes)
+    trained = lora.combine(adapters, jax.device_get(params))
+    out = {n: str(tmp_path / f"dream-{n}") for n in ("base", "merged", "peft")}
+    export.save_pretrained(config, jax.device_get(params), out["base"], dtype="float32")
+    export.save_pretrained(*merge_lora(cfg, trained, dtype="float32"), out["merged"], dtype="float32")
+    export.save_peft(cfg, trained, out["peft"], base_model=out["base"])
+    ids = torch.tensor([[3, 17, 95, 42, 9, 94, 7, 95], [5, 6, 95, 8, 20, 2, 95, 11]])
+
+    def logits(path, peft=False):
+        net = transformers.AutoModel.from_pretrained(path, trust_remote_code=True, dtype=torch.float32)
+        net = PeftModel.from_pretrained(net, out["peft"]) if peft else net
+        with torch.no_grad():
+            return net(input_ids=ids).logits.numpy(), net
+
+    merged, _ = logits(out["merged"])
+    with_peft, net = logits(out["base"], peft=True)
+    adapted = [n for n, _ in net.named_modules() if n.endswith(".lora_A")]
+    assert len(adapted) == config.n_layers * len(lora.TARGETS)
+    assert "base_model.model.model.layers.0.self_attn.o_proj.lora_A" in adapted
+    assert np.abs(logits(out["base"])[0] - merged).max() > 1e-1  # the adapters matter
+    np.testing.assert_allclose(with_peft, merged, atol=1e-5, rtol=0)
+    print("dream PEFT vs merged export, max |diff|:", np.abs(with_peft - merged).max())
+
+
 def test_dream_sampler_matches_diffusion_generate_token_for_token(loaded, golden_dir):
     config, params = loaded["dream"]
     model = llada_jax.build(config)

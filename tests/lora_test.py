@@ -15,7 +15,6 @@ import pytest  # noqa: E402
 
 from llada_jax import generate  # noqa: E402
 from llada_jax.checkpoint.load import merge_lora  # noqa: E402
-from llada_jax.data import tasks  # noqa: E402
 from llada_jax.interop import export, import_hf  # noqa: E402
 from llada_jax.model.adapters import lora  # noqa: E402
 from llada_jax.objectives import likelihood  # noqa: E402
@@ -25,7 +24,7 @@ from llada_jax.training import loop, step as train  # noqa: E402
 from llada_jax.model import LLaDA, init_params  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from train_helper import tiny_config  # noqa: E402
+from train_helper import finetune, tiny_config  # noqa: E402
 
 IDS = np.array([[3, 17, 255, 42, 9, 250, 7, 255, 1, 99, 255, 255], [5, 6, 255, 8, 200, 2, 255, 255, 11, 12, 13, 14]],
                np.int32)
@@ -213,44 +212,12 @@ def test_sampling_and_likelihood_without_merging(lora_run):
     assert abs(ll[0] - ll[1]) < 1e-4 * abs(ll[1]), ll
 
 
-def _finetune(cfg_model, base_params, *, rank, lr, steps, kind="sft", task="sort"):
-    """(held-out loss before, after, final params) of `steps` steps on a synthetic task
-    (fresh batches each step): full training (rank 0) or LoRA on every projection."""
-    model = LLaDA(cfg_model.replace(lora=lora.LoRAConfig(rank=rank, alpha=2.0 * rank) if rank else lora.LoRAConfig()))
-    optim = tiny_config(**{"optim.lr": lr, "optim.schedule": "constant", "optim.warmup_steps": 0,
-                           "optim.weight_decay": 0.0}).optim
-    tx, _ = train.make_optimizer(optim, steps)
-    mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
-    _, shardings = train.state_shardings(model, tx, mesh)
-    base_params = jax.tree_util.tree_map(jnp.copy, base_params)  # the step donates its state
-    if rank:
-        state = train.init_state(model, tx, mesh, 0, shardings, frozen=base_params)
-    else:
-        state = train.init_state(model, tx, mesh, 0, shardings, params=base_params)
-    st = train.Static(model, tx, kind, cfg_model.mask_token_id, 1e-3, 0.0, 1)
-    t = tasks.make_task(task, n_items=6, n_values=64, vocab_size=cfg_model.vocab_size, seq_len=16)
-    batches = tasks.TaskIterator(t, batch_size=16, seed=0, sft=kind == "sft")
-    held_out = next(tasks.TaskIterator(t, batch_size=64, seed=1, sft=kind == "sft"))
-    step = train.compile_step(st, mesh, shardings, dict.fromkeys(held_out, 2))
-
-    eval_loss = jax.jit(lambda p, k: train.eval_loss(p, held_out, k, st))
-
-    def loss(state):
-        full = train.full_params(state)
-        return float(np.mean([eval_loss(full, jax.random.PRNGKey(k)) for k in range(4)]))
-
-    before = loss(state)
-    for _ in range(steps):
-        state, _ = step(state, next(batches))
-    return before, loss(state), train.full_params(state)
-
-
 @pytest.fixture(scope="module")
 def pretrained(golden_model):
     """The tiny model pre-trained briefly (full) on the arithmetic task: a base whose head
     and norms have grown, as a real pre-trained model's have (LoRA leaves them frozen)."""
     model, params = golden_model
-    return model.config, _finetune(model.config, params, rank=0, lr=3e-3, steps=60, kind="pretrain",
+    return model.config, finetune(model.config, params, rank=0, lr=3e-3, steps=60, kind="pretrain",
                                    task="arith")[2]
 
 
@@ -258,8 +225,8 @@ def test_lora_sft_reaches_full_finetuning_loss(pretrained):
     """SFT on the sort task, same data and steps: LoRA rank 16 (alpha 32) on all
     seven projections against full fine-tuning, both at lr 3e-3."""
     cfg, params = pretrained
-    start, full, _ = _finetune(cfg, params, rank=0, lr=3e-3, steps=60)
-    _, low_rank, _ = _finetune(cfg, params, rank=16, lr=3e-3, steps=60)
+    start, full, _ = finetune(cfg, params, rank=0, lr=3e-3, steps=60)
+    _, low_rank, _ = finetune(cfg, params, rank=16, lr=3e-3, steps=60)
     assert full < 0.7 * start, (full, start)  # the task was learned
     assert low_rank <= 1.1 * full, (low_rank, full)
 

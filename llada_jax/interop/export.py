@@ -304,8 +304,9 @@ def peft_target_regex(config: LLaDAConfig) -> str:
 def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None = None,
               dtype="float32", overwrite: bool = False) -> list[str]:
     """Write the adapters of `params` in the PEFT format into `path`: adapter_config.json
-    and adapter_model.safetensors with `base_model.model.model.transformer.blocks.{i}.{name}
-    .lora_{A,B}.weight` as PyTorch Linear weights (A: [r, in], B: [out, r]), loadable with
+    and adapter_model.safetensors with `base_model.model.{module}.lora_{A,B}.weight` of every adapted
+    weight ({module}: the family's `peft_module`, e.g. `model.layers.{i}.self_attn.q_proj`) as
+    PyTorch Linear weights (A: [r, in], B: [out, r]), loadable with
     `peft.PeftModel.from_pretrained(our exported base model, path)`. Returns the file names.
     A non-empty `path` is refused unless `overwrite` (then replaced whole), as for the HF export."""
     cfg = config.lora
@@ -316,7 +317,7 @@ def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None 
     gather = gatherer(np_dtype)
     entries, tensors = [], []
     for i in range(config.n_layers):
-        for name in cfg.targets:
+        for name in (t for t in cfg.targets if layout.block_path(config, i, t)):  # an MoE layer: no dense MLP
             p, idx = layout.block_path(config, i, name)
             a_path, b_path = p[:-1] + (name + lora.SUFFIX_A,), p[:-1] + (name + lora.SUFFIX_B,)
             key = PEFT_PREFIX + families.get(config.family).peft_module(config, i, name)

@@ -45,6 +45,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja")
 # Our PyTorch module, copied into every export so AutoModel(trust_remote_code=True) works.
 MODELING_FILE = "modeling_llada.py"
+# Dream's and LLaDA-MoE's modeling file: our PyTorch code for those families (the published
+# files are not ours to ship), under the file name the family's auto_map uses.
+FAMILIES_MODELING_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_families.py")
 AUTO_MAP = {"AutoConfig": "modeling_llada.LLaDAConfig", "AutoModel": "modeling_llada.LLaDAModelLM",
             "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM"}
 
@@ -174,7 +177,12 @@ def leaf(params, path):
 
 
 def block_path(config, i, name):
-    """(path to the leaf, index along the stacked layer axis or None)."""
+    """(path to the leaf, index along the stacked layer axis or None) of block i's weight `name`;
+    None when block i has no such weight (a family with its own `block_path`: LLaDA-MoE's MoE
+    layers have no dense MLP)."""
+    family = families.get(config.family)
+    if hasattr(family, "block_path"):
+        return family.block_path(config, i, name)
     leaf = (name, "scale") if name.endswith("norm") else (name,)
     if config.scan_layers:
         return ("blocks",) + leaf, i

@@ -39,8 +39,11 @@ def check_weights(config, params, base_model: str, base_workdir: str | None, gat
     """ValueError when the base folder's first adapted tensor of layer 0 is not, bit for bit,
     the frozen base the adapters were trained against (a float32 export of a base they saw
     as bfloat16, another model, another step). gather(leaf, idx): export.gatherer(float32)."""
-    target = config.lora.targets[0]
-    path, idx = layout.block_path(config, 0, target)
+    found = next((p for t in config.lora.targets if (p := layout.block_path(config, 0, t)) is not None), None)
+    if found is None:
+        raise ValueError(f"config.lora.targets={','.join(config.lora.targets)!r}: block 0 has none of these weights, "
+                         f"so the adapters cannot be checked against --base_model={base_model!r}")
+    path, idx = found
     name, to_t = next((n, t) for n, p, i, t, _ in layout.tensor_map(config) if p == path and i == idx)
     leaf = layout.leaf(params, path)
     want = np.asarray(to_t(gather(leaf, idx)), np.float32)

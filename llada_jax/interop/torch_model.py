@@ -12,7 +12,7 @@ for `AutoModel.from_pretrained(dir, trust_remote_code=True)` are built on first
 access (module `__getattr__`), so transformers is imported only when they are asked for.
 `generate` (also a method of both models) is LLaDA's reverse process, the published
 sampler's rules, so a PyTorch user samples from an export without this project.
-This is the only module of the project that imports torch.
+This and `torch_families` (Dream, LLaDA-MoE) are the only modules of the project that import torch.
 """
 
 from __future__ import annotations

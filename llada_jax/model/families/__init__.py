@@ -12,6 +12,8 @@ A family module defines, for configs whose `family` is its name:
     tensor_map(config)                       (hf name, our path, layer or None, to_torch, from_torch)
     MODELING_FILES                           {file name in an export: source file} (custom code)
     peft_module(config, i, name)             PEFT name of block i's projection `name`
+    block_path(config, i, name)              (optional) our (path, index) of block i's `name`, None
+                                             where block i lacks it; default `layout.block_path`'s
 
 To add a family: write `llada_jax/model/families/NAME.py` with those names and add its line
 below. Family modules are imported on first use (`get`), so this module imports nothing of

@@ -3,18 +3,21 @@ grouped-query attention, RoPE theta from its config) without the causal mask, an
 logits (the output at i predicts token i + 1, as the Qwen2.5 it starts from). Its
 sampler is Dream's `diffusion_generate` (`llada_jax.sampling.dream`). Layout: transformers'
 Qwen2 names (`model.layers.*`, `lm_head`), config.json `model_type` "Dream" with the
-`mask_token_id`; the published config's auto_map names Dream's own modeling files."""
+`mask_token_id`. An export ships our PyTorch code as `modeling_dream.py`
+(`llada_jax.interop.torch_families`: `DreamConfig`, `DreamModel`, the published class names), so
+`AutoModel.from_pretrained(export, trust_remote_code=True)` loads it."""
 
 from __future__ import annotations
 
+from llada_jax.interop import layout
 from llada_jax.model.families import causal_lm
 from llada_jax.model.transformer import LLaDA
 
 SAMPLER = "dream"
 HF_MODEL_TYPES = ("Dream",)
 HF_ARCHITECTURES = ("DreamModel",)
-MODELING_FILES = {}  # the auto_map names Dream's configuration_dream.py / modeling_dream.py
-AUTO_MAP = {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"}
+MODELING_FILES = {"modeling_dream.py": layout.FAMILIES_MODELING_SOURCE}
+AUTO_MAP = {"AutoConfig": "modeling_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"}
 expected_shapes, tensor_map, peft_module = causal_lm.expected_shapes, causal_lm.tensor_map, causal_lm.peft_module
 
 

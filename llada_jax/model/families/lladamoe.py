@@ -15,11 +15,11 @@ sampler and likelihood), as the published modeling file (`modeling_lladamoe.py`,
   layer i; we take the form [0] * k + [1] * (n - k) (`MoEConfig.first_k_dense` = k).
 
 The layout is transformers' (`model.embed_tokens`, `model.layers.{i}.self_attn.*`,
-`model.norm`, `lm_head`). An export's config.json has model_type "lladamoe" and dllm's
-auto_map (`configuration_lladamoe.LLaDAMoEConfig`, `modeling_lladamoe.LLaDAMoEModelLM`):
-`import dllm` registers the class, or copy the published two files next to it (they are not
-ours to ship). The published hub config.json says model_type "llada": its architectures
-(`LLaDAMoEModelLM`) name this family.
+`model.norm`, `lm_head`). An export's config.json has model_type "lladamoe" and ships our
+PyTorch code as `modeling_lladamoe.py` (`llada_jax.interop.torch_families`: `LLaDAMoEConfig`,
+`LLaDAMoEModelLM`, the published class names), so `AutoModel.from_pretrained(export,
+trust_remote_code=True)` loads it. The published hub config.json says model_type "llada": its
+architectures (`LLaDAMoEModelLM`) name this family.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from llada_jax.model.transformer import LLaDA, LLaDAConfig
 SAMPLER = "llada"
 HF_MODEL_TYPES = ("lladamoe",)
 HF_ARCHITECTURES = ("LLaDAMoEModelLM",)
-MODELING_FILES = {}  # the published files are dllm's / inclusionAI's (see the docstring)
-AUTO_MAP = {"AutoConfig": "configuration_lladamoe.LLaDAMoEConfig", "AutoModel": "modeling_lladamoe.LLaDAMoEModelLM",
+MODELING_FILES = {"modeling_lladamoe.py": layout.FAMILIES_MODELING_SOURCE}
+AUTO_MAP = {"AutoConfig": "modeling_lladamoe.LLaDAMoEConfig", "AutoModel": "modeling_lladamoe.LLaDAMoEModelLM",
             "AutoModelForCausalLM": "modeling_lladamoe.LLaDAMoEModelLM"}
 REQUIRED_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "num_experts",
                    "num_experts_per_tok", "expert_intermediate_size", "moe_layer_freq", "rope_theta", "rms_norm_eps")
@@ -120,6 +120,14 @@ def check(config: LLaDAConfig):
                          "'weights', no qkv_bias and logit_alignment 'same'")
 
 
+def block_path(config, i, name):
+    """(our path, stacked index or None) of block i's weight `name` (`layout.block_path`); None
+    for the dense MLP's names in an MoE layer (they exist in the first_k_dense layers only)."""
+    if name in _DENSE.values() and i >= config.moe.first_k_dense:
+        return None
+    return _layer(config, i, name)
+
+
 def _layer(config, i, name, extra=()):
     """(our path, stacked index or None) of `name` (under the MoE module: extra=("moe",))."""
     k = config.moe.first_k_dense
@@ -179,5 +187,7 @@ def tensor_map(config: LLaDAConfig):
 
 
 def peft_module(config, i, name):
+    """PEFT name of block i's `name`: the published module (`model.layers.{i}.self_attn.q_proj`,
+    `model.layers.{i}.mlp.gate_proj` of a dense layer)."""
     inverse = {ours: hf for hf, ours in {**_ATTN, **_DENSE}.items()}
     return f"model.layers.{i}.{inverse[name]}"
