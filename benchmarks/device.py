@@ -233,8 +233,8 @@ def block_decode(ctx):
 
 # name, function, seconds on the device (8 minutes in all, compiles included)
 PARTS = [("attention_parity", attention_parity, 35), ("lora_memory", lora_memory, 90),
-         ("train_step", train_step, 90), ("sampler", sampler, 85), ("block_decode", block_decode, 40),
-         ("serving", serving.serving, 70), ("moe", models.moe, 70)]
+         ("train_step", train_step, 90), ("sampler", sampler, 80), ("block_decode", block_decode, 40),
+         ("serving", serving.serving, 65), ("moe", models.moe, 80)]
 
 
 def write_results(out_dir, rows, env):

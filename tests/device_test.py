@@ -58,13 +58,14 @@ def test_every_part_prints_its_figures(smoke):
 def test_serving_rows_batch_the_requests(smoke):
     _, rows = smoke
     by = {(r["mode"], r["concurrency"]): r for r in rows if r["figure"] == "serving"}
-    assert set(by) == {("sequential_generate", 1), ("engine", 1), ("engine", 2)}
+    assert list(by) == [("engine", 2), ("engine", 1), ("sequential_generate", 1)]
     for r in by.values():  # 2 requests of 16 tokens: EOS is never sampled, every answer is whole
         assert r["requests"] == 2 and r["output_tokens"] == 2 * 16 and r["tokens_per_s"] > 0
         assert 0 < r["latency_p50_s"] <= r["latency_p99_s"]
     # 2 blocks of 4 steps per request: one slot runs them in turn, two slots side by side
     assert by[("engine", 1)]["model_calls"] == 16 and by[("engine", 2)]["model_calls"] == 8
-    assert by[("sequential_generate", 1)]["speedup_vs_sequential"] == 1.0
+    seq_s = by[("sequential_generate", 1)]["seconds"]
+    assert all(r["speedup_vs_sequential"] == round(seq_s / r["seconds"], 3) for r in by.values())
 
 
 def test_moe_and_dream_rows_train_and_run_forward(smoke):

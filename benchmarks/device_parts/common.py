@@ -109,6 +109,15 @@ def random_8b(ctx, **model_over):
     return model, params
 
 
+def attempt(row_fn, **fields) -> dict:
+    """`row_fn()`, or an "error" row with `fields` when it raises: the part's other rows still run
+    (an out-of-memory model, a kernel the device lacks)."""
+    try:
+        return row_fn()
+    except Exception as e:  # noqa: BLE001 - a failing row is a figure
+        return dict(fields, error=f"{type(e).__name__}: {e}"[:2000])
+
+
 def timed(fn, state, n: int):
     """(state, last output, seconds per call) of `n` calls of `fn(state) -> (state, out)` after
     the calls made before (compiles excluded), synchronised on the last output."""

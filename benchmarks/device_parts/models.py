@@ -20,7 +20,7 @@ import time
 
 import jax
 
-from device_parts.common import TINY, build_step, config_with, timed
+from device_parts.common import TINY, attempt, build_step, config_with, timed
 from llada_jax.model import build, flops
 
 SEQ_LEN = 2048
@@ -51,7 +51,7 @@ def _overrides(ctx, over: dict, tiny: dict) -> dict:
     return out
 
 
-def _rows(ctx, figure, path, published_layers, overrides, peak):
+def _row(ctx, figure, path, published_layers, overrides, peak):
     """Compile and time the train step, then the forward pass (logits of the whole batch)
     with the trained params: one row."""
     config = config_with(path, overrides)
@@ -89,12 +89,14 @@ def _rows(ctx, figure, path, published_layers, overrides, peak):
 
 
 def moe(ctx):
-    """The LLaDA-MoE and Dream rows (module docstring); the second skipped past the budget."""
+    """The LLaDA-MoE and Dream rows (module docstring): one past the budget is skipped, one that
+    fails is an error row."""
     peak, peak_row = ctx.peak_flops()
     rows = [peak_row] if peak_row else []
     for figure, (path, published, over), tiny in (("moe", MOE, TINY_MOE), ("dream", DREAM, TINY_DREAM)):
         if ctx.over():
             rows.append(dict(figure=figure, config=path, skipped="budget"))
             continue
-        rows.append(_rows(ctx, figure, path, published, _overrides(ctx, over, tiny), peak))
+        overrides = _overrides(ctx, over, tiny)
+        rows.append(attempt(lambda: _row(ctx, figure, path, published, overrides, peak), figure=figure, config=path))
     return rows
