@@ -3,12 +3,12 @@ LLaDA-8B shape with random bf16 weights against one `generate` call per request.
 
 Rows (figure "serving"): the engine with as many slots as requests (32; smoke 2), then with 1
 slot, every request submitted at once (`Engine.generate`), then `sequential_generate` (one
-batch-1 `generate` call per request, in turn); `speedup_vs_sequential` is its seconds over
-each row's. Warm: each program is compiled first
-(`compile_s`: the engine's `warm_up`, the sampler's first call) and not timed. Output
-tokens/s counts the answer tokens returned; latency runs from submission to the request's end,
-so behind one slot it includes the wait in the queue. EOS is never sampled (`logits_eos_inf`):
-random weights would end requests at random, and every request returns gen_length tokens.
+batch-1 `generate` call per request, in turn); `speedup_vs_sequential` is the sequential
+seconds over each row's. Warm: each program is compiled first (`compile_s`: the engine's
+`warm_up`, the sampler's first call) and not timed. Output tokens/s counts the answer tokens
+returned; latency runs from submission to the request's end, so behind one slot it includes the
+wait in the queue. EOS is never sampled (`logits_eos_inf`): random weights would end requests
+at random, and every request returns gen_length tokens.
 """
 
 from __future__ import annotations
