@@ -27,11 +27,21 @@ H100/H200 or TPU host; a part that runs over skips its remaining rows, one that 
 - block_decode: block diffusion at the LLaDA-8B shape made block-causal (block_size 32) with
   random bf16 weights and its exact block KV cache (llada_jax.sampling.block_cache), the fixed
   schedule and threshold 0.9: tokens/s at batch 1 and 16.
-A later row (the serving engine, MoE) is one function `fn(ctx) -> rows` plus
-one `PARTS` entry. The figures go to DIR/figures.jsonl and a table to DIR/README.md (default
-docs/results/device/<device kind>/; an existing figures.jsonl is kept unless --overwrite).
+- serving: the continuous-batching engine (llada_jax.serving.engine) at the LLaDA-8B shape with
+  random bf16 weights: 32 requests (prompt 64, answer 64 in blocks of 32, 2 tokens a call)
+  submitted at once to an engine of 32 slots and of 1 slot (concurrency 32 and 1), and the same
+  requests as 32 sequential batch-1 `generate` calls: output tokens/s and p50/p99 latency,
+  compiles excluded (benchmarks/device_parts/serving.py).
+- moe: the forward pass and train step of the LLaDA-MoE-7B-A1B shape (4 of its 16 layers) and
+  of Dream-v0-7B's (6 of 28) in bf16 at sequence 2048: tokens/s and MFU against the same peak,
+  the MoE's over its active parameters (benchmarks/device_parts/models.py).
+Every row names its `part`; a further part is one function `fn(ctx) -> rows` plus one `PARTS`
+entry (its helpers in benchmarks/device_parts/). The figures go to DIR/figures.jsonl and a table
+to DIR/README.md (default docs/results/device/<device kind>/; an existing figures.jsonl is kept
+unless --overwrite). The budgets are estimates until a device run replaces them.
 --smoke: every part at tiny shapes with fewer rows (CPU: the kv_cache parity case, chunked
-training, batch 2 with two samplers), so this script is tested by `make test`.
+training, batch 2 with two samplers, 2 requests, the 2-layer MoE and Dream, one timed call),
+so this script is tested by `make test`.
 """
 
 from __future__ import annotations
@@ -53,49 +63,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from llada_jax.config import load_config_file  # noqa: E402
-from llada_jax.model import build, flops, from_config  # noqa: E402
+from device_parts import models, serving  # noqa: E402
+from device_parts.common import TINY, Ctx, build_step, config_with, random_8b, timed  # noqa: E402
+from llada_jax.model import flops  # noqa: E402
 from llada_jax.model.attention import KeyMask, attend  # noqa: E402
-from llada_jax.parallel import sharding  # noqa: E402
-from llada_jax.training import step as train  # noqa: E402
-from llada_jax.training import validate  # noqa: E402
 
 TOL = {"float32": 1e-5, "bfloat16": 3e-2}  # tests/attention_test.py
 LORA = {"lora.rank": 16, "data.kind": "sft", "data.source": "jsonl", "data.seq_len": 2048, "data.batch_size": 1}
-TINY = {"model.d_model": 64, "model.n_heads": 4, "model.n_kv_heads": 4, "model.n_layers": 2,
-        "model.mlp_hidden_size": 128, "model.vocab_size": 256, "model.embedding_size": 256,
-        "model.max_sequence_length": 64, "model.mask_token_id": 255, "model.eos_token_id": 254,
-        "model.pad_token_id": 254, "model.mlp_chunk": 0}
-
-
-class Ctx:
-    """The run: device, mode, the per-part deadline, and the emitted rows."""
-
-    def __init__(self, smoke: bool, train_batch: int):
-        self.smoke, self.train_batch = smoke, train_batch
-        self.backend = jax.default_backend()
-        self.device = jax.devices()[0].device_kind
-        self.deadline = math.inf
-        self.plan_proc = None
-
-    def over(self) -> bool:
-        return time.perf_counter() > self.deadline
-
-    def impls(self, *, training: bool = False):
-        """The attention implementations this backend runs natively (dense first: the reference)."""
-        extra = {"gpu": ["cudnn"], "tpu": ["splash"]}.get(self.backend, [])
-        if self.smoke:  # one compile per row kept: the test's CPU time
-            return ["chunked"] if training else ["dense", "chunked"]
-        return ["dense", "chunked"] + extra
-
-
-def config_with(path: str, overrides: dict):
-    c = load_config_file(os.path.join(ROOT, path))
-    with c.unlocked():
-        for key, value in overrides.items():
-            section, name = key.split(".")
-            c[section][name] = value
-    return c
 
 
 def plan_argv(path: str, overrides: dict) -> list:
@@ -159,38 +133,9 @@ def start_plan(ctx):
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _build_step(config):
-    """(step, state, batch, model config): the run's own train step for `config` on one device,
-    a random base for LoRA (the training loop's init_from base, random instead of restored)."""
-    dev = jax.devices()[:1]
-    validate.train_config(config, 1, 1)
-    mesh = sharding.make_mesh(config.mesh, dev)
-    mcfg = from_config.model_config(config, None)
-    model = build(mcfg)
-    st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
-    frozen = None
-    if "frozen" in abstract:
-        from flax import linen as nn
-        from llada_jax.model.adapters import lora
-
-        def base(key):
-            return lora.split(nn.unbox(model.init(key, jnp.zeros((1, 8), jnp.int32))["params"]))[1]
-        with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
-            frozen = jax.jit(base, out_shardings=shardings["frozen"])(jax.random.key(1))
-    state = train.init_state(model, train.make_optimizer(config.optim, config.train.steps)[0], mesh, 0, shardings,
-                             frozen=frozen, rules=st.rules)
-    d = config.data
-    rng = np.random.default_rng(0)
-    local = {"input_ids": rng.integers(0, mcfg.vocab_size - 2, (d.batch_size, d.seq_len), dtype=np.int32)}
-    if "prompt_mask" in batch_spec:
-        local["prompt_mask"] = np.arange(d.seq_len)[None, :].repeat(d.batch_size, 0) < d.seq_len // 8
-    step = train.compile_step(st, mesh, shardings, batch_spec)
-    return step, state, sharding.global_batch(local, mesh, d.batch_size), mcfg
-
-
 def lora_memory(ctx):
     overrides = lora_overrides(ctx)
-    step, state, batch, _ = _build_step(config_with("configs/llada_8b.py", overrides))
+    step, state, batch, _ = build_step(config_with("configs/llada_8b.py", overrides))
     for _ in range(2):
         state, m = step(state, batch)
     jax.block_until_ready(m)
@@ -211,9 +156,8 @@ def lora_memory(ctx):
 
 # ---- train step ---------------------------------------------------------------------------------
 def train_step(ctx):
-    n, dtype = (256, jnp.float32) if ctx.smoke else (8192, jnp.bfloat16)
-    peak = flops.measure_peak_flops(n=n, dtype=dtype)
-    rows = [dict(figure="matmul_peak", dtype=jnp.dtype(dtype).name, n=n, tflops_per_s=round(peak / 1e12, 3))]
+    peak, peak_row = ctx.peak_flops()
+    rows = [peak_row] if peak_row else []
     base = dict(TINY, **{"data.seq_len": 64}) if ctx.smoke else {"data.seq_len": 4096}
     base.update({"data.batch_size": ctx.train_batch, "data.random_length_prob": 0.0})
     for impl in ctx.impls(training=True):
@@ -221,16 +165,12 @@ def train_step(ctx):
             rows.append(dict(figure="train_step", attention=impl, skipped="budget"))
             continue
         t = time.perf_counter()
-        step, state, batch, mcfg = _build_step(config_with("configs/llada_1b.py", dict(base, **{
+        step, state, batch, mcfg = build_step(config_with("configs/llada_1b.py", dict(base, **{
             "model.attention": impl})))
         state, m = step(state, batch)
         jax.block_until_ready(m)
-        compile_s, steps = time.perf_counter() - t, 2 if ctx.smoke else 5
-        t = time.perf_counter()
-        for _ in range(steps):
-            state, m = step(state, batch)
-        jax.block_until_ready(m)
-        step_s = (time.perf_counter() - t) / steps
+        compile_s = time.perf_counter() - t
+        state, m, step_s = timed(lambda s: step(s, batch), state, 2 if ctx.smoke else 5)
         seq = base["data.seq_len"]
         step_flops = flops.train_flops_per_token(mcfg, seq) * ctx.train_batch * seq
         rows.append(dict(figure="train_step", attention=impl, dtype=mcfg.dtype, seq_len=seq, batch=ctx.train_batch,
@@ -246,18 +186,6 @@ SAMPLERS = ("exact", "threshold_0.9", "threshold_0.9+dual_cache")
 
 
 # ---- sampler ------------------------------------------------------------------------------------
-def _random_8b(ctx, **model_over):
-    """(model, params): the LLaDA-8B shape (tiny under --smoke) with random bf16 weights."""
-    from flax import linen as nn
-
-    over = dict(TINY, **{"model.max_sequence_length": 64}) if ctx.smoke else {}
-    over.update({"model.param_dtype": "bfloat16", "model.dtype": "bfloat16"}, **model_over)
-    model = build(from_config.model_config(config_with("configs/llada_8b.py", over), None))
-    params = jax.jit(lambda key: nn.unbox(model.init(key, jnp.zeros((1, 8), jnp.int32))["params"]))(
-        jax.random.key(2))
-    return model, params
-
-
 def _sampler_rows(ctx, figure, model, params, methods: dict, block: int):
     """tokens/s of `generate` for each method at batch 1 and 16 (smoke: 2), best timed call."""
     from llada_jax.sampling import generate
@@ -289,7 +217,7 @@ def _sampler_rows(ctx, figure, model, params, methods: dict, block: int):
 def sampler(ctx):
     from fast_sampling import METHODS
 
-    model, params = _random_8b(ctx)
+    model, params = random_8b(ctx)
     methods = ("exact", "threshold_0.9+dual_cache") if ctx.smoke else SAMPLERS
     return _sampler_rows(ctx, "sampler", model, params, {m: METHODS[m] for m in methods}, 8 if ctx.smoke else 32)
 
@@ -298,14 +226,15 @@ def block_decode(ctx):
     """Block diffusion (the LLaDA-8B shape made block-causal, blocks of 32; smoke 8) with its
     exact block KV cache: a fixed schedule of one token per call, and threshold 0.9."""
     block = 8 if ctx.smoke else 32
-    model, params = _random_8b(ctx, **{"model.block_size": block})
+    model, params = random_8b(ctx, **{"model.block_size": block})
     methods = {"block_cache": {}} if ctx.smoke else {"block_cache": {}, "block_cache+threshold_0.9": {"threshold": 0.9}}
     return _sampler_rows(ctx, "block_decode", model, params, methods, block)
 
 
 # name, function, seconds on the device (8 minutes in all, compiles included)
-PARTS = [("attention_parity", attention_parity, 45), ("lora_memory", lora_memory, 120),
-         ("train_step", train_step, 130), ("sampler", sampler, 120), ("block_decode", block_decode, 60)]
+PARTS = [("attention_parity", attention_parity, 35), ("lora_memory", lora_memory, 90),
+         ("train_step", train_step, 90), ("sampler", sampler, 80), ("block_decode", block_decode, 40),
+         ("serving", serving.serving, 65), ("moe", models.moe, 80)]
 
 
 def write_results(out_dir, rows, env):
@@ -314,10 +243,10 @@ def write_results(out_dir, rows, env):
     lines = [f"# {env['device']}: benchmarks/device.py{' --smoke' if env['smoke'] else ''}", "",
              f"Commit {env['commit']}, jax {env['jax']}, backend {env['backend']}. Every figure: figures.jsonl.", ""]
     for part, *_ in PARTS:
-        part_rows = [r for r in rows if r["figure"] in (part, "matmul_peak" if part == "train_step" else part)]
+        part_rows = [r for r in rows if r.get("part") == part]
         if not part_rows:
             continue
-        keys = [k for k in dict.fromkeys(k for r in part_rows for k in r) if k not in ("figure", "device")]
+        keys = [k for k in dict.fromkeys(k for r in part_rows for k in r) if k not in ("figure", "device", "part")]
         lines += [f"## {part}", "", "| " + " | ".join(["figure"] + keys) + " |", "|---" * (len(keys) + 1) + "|"]
         lines += ["| " + " | ".join([r["figure"]] + [str(r.get(k, "")) for k in keys]) + " |" for r in part_rows]
         lines.append("")
@@ -356,7 +285,8 @@ def main(argv=None):
             except Exception as e:  # noqa: BLE001 - a failing part is a figure; the next part runs
                 part_rows = [dict(figure=part, error=f"{type(e).__name__}: {e}"[:2000])]
             for r in part_rows:
-                r.update(device=ctx.device, part_s=round(time.perf_counter() - t, 1), cpu_s=round(time.process_time() - c, 1))
+                r.update(device=ctx.device, part=part, part_s=round(time.perf_counter() - t, 1),
+                         cpu_s=round(time.process_time() - c, 1))
                 print(json.dumps(r), flush=True)
             rows += part_rows
     finally:

@@ -37,7 +37,9 @@ def test_every_part_prints_its_figures(smoke):
         assert all(math.isfinite(x) for x in _numbers(r)), r
         by.setdefault(r["figure"], []).append(r)
     assert set(by) == {"environment", "attention_parity", "lora_memory", "matmul_peak", "train_step", "sampler",
-                       "block_decode"}
+                       "block_decode", "serving", "moe", "dream"}
+    parts = [part for part, *_ in device.PARTS]  # every row names its part, in the parts' order
+    assert [r["part"] for r in rows[1:]] == sorted((r["part"] for r in rows[1:]), key=parts.index)
     parity = by["attention_parity"]
     assert {(r["impl"], r["dtype"], r["case"]) for r in parity} == {
         ("chunked", "float32", "kv_cache"), ("chunked", "bfloat16", "kv_cache")}
@@ -53,11 +55,40 @@ def test_every_part_prints_its_figures(smoke):
     assert block["method"] == "block_cache" and block["block_length"] == 8 and block["model_calls"] == 19
 
 
+def test_serving_rows_batch_the_requests(smoke):
+    _, rows = smoke
+    by = {(r["mode"], r["concurrency"]): r for r in rows if r["figure"] == "serving"}
+    assert list(by) == [("engine", 2), ("engine", 1), ("sequential_generate", 1)]
+    for r in by.values():  # 2 requests of 16 tokens: EOS is never sampled, every answer is whole
+        assert r["requests"] == 2 and r["output_tokens"] == 2 * 16 and r["tokens_per_s"] > 0
+        assert 0 < r["latency_p50_s"] <= r["latency_p99_s"]
+    # 2 blocks of 4 steps per request: one slot runs them in turn, two slots side by side
+    assert by[("engine", 1)]["model_calls"] == 16 and by[("engine", 2)]["model_calls"] == 8
+    seq_s = by[("sequential_generate", 1)]["seconds"]
+    assert all(r["speedup_vs_sequential"] == round(seq_s / r["seconds"], 3) for r in by.values())
+
+
+def test_moe_and_dream_rows_train_and_run_forward(smoke):
+    _, rows = smoke
+    (moe,) = [r for r in rows if r["figure"] == "moe"]
+    (dream,) = [r for r in rows if r["figure"] == "dream"]
+    assert (moe["family"], moe["num_experts"], moe["num_experts_per_tok"], moe["n_layers_published"]) == (
+        "lladamoe", 4, 2, 16)
+    assert moe["active_matmul_params"] < moe["params"]  # 2 of 4 experts per token
+    assert (dream["family"], dream["n_layers_published"]) == ("dream", 28)
+    for r in (moe, dream):
+        assert r["dtype"] == "bfloat16" and r["n_layers"] == 2 and r["seq_len"] == 64
+        assert 0 < r["loss"] < 2 * math.log(256) and r["params_adam_gib"] == round(r["params"] * 12 / 2**30, 2)
+        assert all(r[k] > 0 for k in ("train_tokens_per_s", "train_mfu", "forward_tokens_per_s", "forward_mfu"))
+
+
 def test_it_writes_the_figures_and_a_table_and_keeps_them(smoke):
     out, rows = smoke
     with open(out / "figures.jsonl") as f:
         assert [json.loads(line)["figure"] for line in f] == [r["figure"] for r in rows]
     table = (out / "README.md").read_text()
-    assert "## attention_parity" in table and "## sampler" in table and "| figure |" in table
+    sections = {s.split("\n")[0]: s for s in table.split("\n## ")[1:]}
+    assert list(sections) == [part for part, *_ in device.PARTS] and "| figure |" in sections["sampler"]
+    assert "| matmul_peak |" in sections["train_step"] and "| dream |" in sections["moe"]
     with pytest.raises(SystemExit, match="already holds figures.jsonl: pass --overwrite"):
         device.main(["--smoke", f"--out={out}"])
