@@ -6,7 +6,7 @@ layers of d_model 3584, 28 query and 4 key/value heads (head_dim 128) with q/k/v
 SwiGLU 18944 wide, RoPE theta 1e6, RMSNorm eps 1e-6, untied head over 152064 rows, mask id
 151666, pad/EOS 151643; bidirectional attention and shifted logits (the output at i predicts
 token i + 1): 7.62B parameters. `python -m llada_jax.import_hf --src=DIR --workdir=W` then
-`--config.train.init_from=W`.
+`--config.train.init_from=W`. Qwen2.5-7B (family qwen2) has this shape: its A2D start plans the same.
 
     python -m llada_jax.plan --config=configs/dream_7b.py --devices=8                   # fsdp 8: 19.7 GiB
     python -m llada_jax.plan --config=configs/dream_7b.py --devices=1 --config.lora.rank=16 \\

@@ -40,13 +40,29 @@ def n_params(config):
 
 def test_every_config_loads_and_has_its_size():
     sizes = {name: n_params(load(name)) for name in ("tiny", "small", "llada_1b", "llada_8b", "sft", "dream_7b",
-                                                      "llada_moe_7b")}
+                                                      "llada_moe_7b", "llama3_8b", "qwen3_8b")}
     assert sizes["llada_8b"] == 8_015_581_184  # the published count
     assert sizes["dream_7b"] == 7_615_616_512  # Qwen2.5-7B's
     assert sizes["llada_moe_7b"] == 7_356_880_896  # 7B total (A1B: 1.4B active)
+    assert sizes["llama3_8b"] == 8_030_261_248  # Llama-3.1-8B's (untied head)
+    assert sizes["qwen3_8b"] == 8_190_735_360  # Qwen3-8B's (untied head, q/k norms)
     assert 40e6 < sizes["small"] < 60e6
     assert 0.9e9 < sizes["llada_1b"] - 2 * 126464 * 2048 < 1.3e9  # 1B without embedding and head
     assert sizes["tiny"] < 1e6 and sizes["sft"] == sizes["tiny"]
+
+
+def test_a2d_8b_configs_are_the_ar_shapes_made_bidirectional():
+    for name in ("llama3_8b", "qwen3_8b"):
+        m = from_config.model_config(load(name), None)
+        assert (m.causal, m.logit_alignment, m.weight_tying, m.head_dim) == (False, "shifted", False, 128)
+        assert m.mask_token_id == m.vocab_size - 1  # an AR vocabulary's last row, as import_hf takes it
+    llama = from_config.model_config(load("llama3_8b"), None)
+    assert (llama.family, llama.rope_theta, llama.rms_norm_eps) == ("llama", 500000.0, 1e-5)
+    assert (llama.rope_scaling.rope_type, llama.rope_scaling.factor, llama.rope_scaling.high_freq_factor,
+            llama.rope_scaling.original_max_position_embeddings) == ("llama3", 8.0, 4.0, 8192)
+    qwen = from_config.model_config(load("qwen3_8b"), None)
+    assert (qwen.family, qwen.qk_norm, qwen.rope_theta, qwen.rms_norm_eps) == ("qwen3", True, 1e6, 1e-6)
+    assert qwen.rope_scaling.rope_type == "default"
 
 
 def test_8b_recipe():

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from llada_jax.interop import layout, peft_base, safetensors_io, tokenizer_files
+from llada_jax.interop.safetensors_io import hf_parse_size
 from llada_jax.model.adapters import lora
 from llada_jax.model import LLaDAConfig, families
 
@@ -239,26 +240,6 @@ def _write_files(config, params, path, np_dtype, max_bytes, tokenizer) -> list[s
         save_tokenizer(tokenizer, path)
         tokenizer_files.write_special_tokens(path, config.max_sequence_length)  # mask, EOS, pad, chat template
     return files
-
-
-def hf_parse_size(size) -> int:
-    """"5GB" -> 5 * 10**9 bytes (decimal units as transformers uses; GiB/MiB are binary)."""
-    if isinstance(size, (int, np.integer)) and size > 0:
-        return int(size)
-    s = str(size).strip().upper()
-    if s.isdigit() and int(s) > 0:  # "300000": bytes, as an int is
-        return int(s)
-    for unit, mult in (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6),
-                       ("KB", 10**3), ("B", 1)):
-        if s.endswith(unit):
-            try:
-                value = int(float(s[:-len(unit)]) * mult)
-            except ValueError:
-                break
-            if value > 0:
-                return value
-            break
-    raise ValueError(f"max_shard_size={size!r}: expected a positive byte count or a string like '5GB'")
 
 
 def save_tokenizer(tokenizer, path: str) -> list[str]:

@@ -175,3 +175,23 @@ class ShardWriter:
         if self.expect:
             raise ValueError(f"ShardWriter: closed before tensor {self.expect[0][0]!r} was written")
         self.f.close()
+
+
+def hf_parse_size(size) -> int:
+    """"5GB" -> 5 * 10**9 bytes (decimal units as transformers uses; GiB/MiB are binary)."""
+    if isinstance(size, (int, np.integer)) and size > 0:
+        return int(size)
+    s = str(size).strip().upper()
+    if s.isdigit() and int(s) > 0:  # "300000": bytes, as an int is
+        return int(s)
+    for unit, mult in (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6),
+                       ("KB", 10**3), ("B", 1)):
+        if s.endswith(unit):
+            try:
+                value = int(float(s[:-len(unit)]) * mult)
+            except ValueError:
+                break
+            if value > 0:
+                return value
+            break
+    raise ValueError(f"max_shard_size={size!r}: expected a positive byte count or a string like '5GB'")
