@@ -1,4 +1,4 @@
-"""Llama (transformers' LlamaForCausalLM: Llama 2/3 shapes with the default RoPE).
+"""Llama (transformers' LlamaForCausalLM: Llama 2/3 shapes, default RoPE or Llama 3.1's rope_scaling).
 
 An autoregressive checkpoint: imported with causal attention and shifted logits (the output
 at i predicts token i + 1), it computes transformers' logits; with `causal=False` it is the
