@@ -65,3 +65,16 @@ def test_a_request_gets_the_same_tokens_alone_or_among_others_and_nothing_compil
     assert engine.generate([PROMPTS[1]], hot.replace(seed=8))[0].tokens != alone[1]
     with pytest.raises(ValueError, match="block_length=2: expected the model's block size 4"):
         engine.submit(PROMPTS[0], SamplingParams(gen_length=8, block_length=2))
+
+
+def test_the_server_answers_with_the_engine_tokens(engine):
+    from fastapi.testclient import TestClient
+
+    from llada_jax.serving.server import create_app
+
+    # max_tokens 3 < the block size: the request still takes the model's block (gen_length 4)
+    want = engine.generate([PROMPTS[1]], SamplingParams(gen_length=4, block_length=B, steps=4), max_tokens=3)[0].tokens
+    with TestClient(create_app(engine, None, max_tokens=16)) as http:  # starts and stops the engine's thread
+        r = http.post("/v1/completions", json={"model": "m", "prompt": PROMPTS[1], "max_tokens": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] == " ".join(map(str, want)) and len(want) == 3

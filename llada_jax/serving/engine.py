@@ -236,11 +236,7 @@ class Engine:
             lane.warm_up(self.model, self.params) if self.block_causal else self._run(lane)
 
     def _need(self, prompt_len: int, params: SamplingParams) -> int:
-        """Canvas positions a request needs: its block grid (block-causal), else prompt +
-        answer + the window's overhang of its last block."""
-        if self.block_causal:
-            return causal.grid_end(prompt_len, params.gen_length, params.block_length)
-        return prompt_len + params.gen_length + self.width - params.block_length
+        return positions_needed(prompt_len, params, self.width, self.block_causal)
 
     def _bucket(self, req: Request) -> int:
         need = self._need(len(req.prompt), req.params)
@@ -342,6 +338,14 @@ class Engine:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+def positions_needed(prompt_len: int, params: SamplingParams, width: int, block_causal: bool = False) -> int:
+    """Canvas positions a request needs: its block grid (a block-causal model), else prompt +
+    answer + the window's overhang of its last block (`width` - block_length)."""
+    if block_causal:
+        return causal.grid_end(prompt_len, params.gen_length, params.block_length)
+    return prompt_len + params.gen_length + width - params.block_length
 
 
 CANVAS_STEP = 16
