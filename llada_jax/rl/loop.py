@@ -111,7 +111,8 @@ class PairIterator:
 def exact_match(model, params, task, prompts, answer_len, *, slots=None, block_width=None) -> float:
     """Greedy exact match of `prompts` (one token per step, low-confidence remasking), through
     the engine (`rollout.rollout`; slots / block_width: as there, to share the rollouts' program)."""
-    greedy = SamplingParams(gen_length=answer_len, block_length=answer_len, steps=answer_len)
+    block = model.config.block_size or answer_len  # a block-causal model denoises its own blocks
+    greedy = SamplingParams(gen_length=answer_len, block_length=block, steps=answer_len)
     out = rollout_lib.rollout(model, params, prompts, num_generations=1, rng=jax.random.key(0), sampling=greedy,
                               slots=slots, block_width=block_width)
     want = expected_answer(task, prompts, answer_len)
@@ -178,7 +179,7 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
         names = rewards_lib.parse(r.rewards)
         sampling = rollout_lib.sampling_params(r)
         # the rollouts and the eval share one engine program: slots and window of the rollouts
-        engine_shape = dict(slots=d.batch_size * r.num_generations, block_width=r.gen_length)
+        engine_shape = dict(slots=d.batch_size * r.num_generations, block_width=mcfg.block_size or r.gen_length)
     else:
         pp, cw, cl = pairs_lib.read(r.pairs, eos_id=mcfg.eos_token_id, vocab_size=mcfg.vocab_size,
                                      mask_id=mcfg.mask_token_id)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from llada_jax.sampling.params import SamplingParams
-from llada_jax.serving.engine import Engine, canvas_length, seeds_from
+from llada_jax.serving.engine import Engine, canvas_length, positions_needed, seeds_from
 
 
 def sampling_params(rl_cfg) -> SamplingParams:
@@ -31,7 +31,7 @@ def engine(model, params, *, slots: int, prompt_len: int, sampling: SamplingPara
     """An engine for prompts of `prompt_len` tokens and `sampling`'s answers in a window of
     `block_width`: one canvas bucket, so one compiled program per (slots, bucket, width)
     however often it is built (the program cache is the process's)."""
-    need = prompt_len + sampling.gen_length + block_width - sampling.block_length
+    need = positions_needed(prompt_len, sampling, block_width, bool(model.config.block_size))
     bucket = max(block_width + 1, canvas_length(need, model.config.max_sequence_length))
     return Engine(model, params, slots=slots, buckets=(bucket,), block_width=block_width, cache=sampling.cache)
 
