@@ -22,7 +22,9 @@ output is (B, P + gen_length) with every position after a row's first answer EOS
 EOS (LLaDA 2.x returns the answer up to that EOS).
 
 Batches: left-pad prompts and pass `attention_mask`; the grid is the same for every row
-(index positions, padding excluded as keys), as in LLaDA's sampler.
+(index positions, padding excluded as keys), as in LLaDA's sampler. Each row draws from its
+own key (split from `rng`). The block step on per-row state (`denoise_block`: each row at
+its own block, with its own options) is also the serving engine's (`llada_jax.serving.causal`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 from llada_jax import validation
 from llada_jax.model import attention, flops
 from llada_jax.model.transformer import KVCache
+from llada_jax.sampling.sampler import first_argmax
 
 REMASKING = ("low_confidence", "random")
 _NEG_INF = -jnp.inf
@@ -74,10 +77,9 @@ class BlockOptions(NamedTuple):
                            bool(self.top_k) or self.top_p < 1.0, self.recompute)
 
     def rows(self, b: int) -> "Rows":
-        return Rows(jnp.full((b,), self.temperature, jnp.float32), jnp.full((b,), self.top_k, jnp.int32),
-                    jnp.full((b,), self.top_p, jnp.float32),
-                    jnp.full((b,), jnp.inf if self.threshold is None else self.threshold, jnp.float32),
-                    jnp.full((b,), self.remasking == "random"))
+        threshold = jnp.inf if self.threshold is None else self.threshold
+        return Rows(*(jnp.full((b,), v, t) for v, t in ((self.temperature, jnp.float32), (self.top_k, jnp.int32),
+                      (self.top_p, jnp.float32), (threshold, jnp.float32), (self.remasking == "random", bool))))
 
 
 class StepOptions(NamedTuple):
@@ -132,8 +134,6 @@ def _filter(logits_BxKxV, rows: Rows):
 def sample_tokens(logits_BxKxV, keys_B, rows: Rows, so: StepOptions):
     """(x0, its probability) as LLaDA 2.x samples, row by row: greedy at temperature 0,
     else the tempered, top-k then top-p filtered distribution, drawn with the row's key."""
-    from llada_jax.sampling.sampler import first_argmax
-
     logits = logits_BxKxV.astype(jnp.float32)
     x0 = first_argmax(logits)
     if so.noise:

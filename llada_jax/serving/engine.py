@@ -11,7 +11,8 @@ leaves (its block holds EOS/EoT, it reached max_tokens or its last block, it was
 cancelled or timed out) and a queued request takes its slot, so a long request never
 holds the others. A request's row depends only on itself (its own canvas layout, option
 values and random stream from its seed), so its tokens are the same whether it runs
-alone or among any others.
+alone or among any others. A block-causal model (block diffusion) gets lanes of
+`llada_jax.serving.causal`: each slot on its own block grid with its own exact KV cache.
 
 Drive it from one thread: `generate` (blocking, for lm-eval, RL and the CLI), or `start()`
 a background thread and `submit` from any thread (the server). Callbacks run on the
@@ -233,7 +234,10 @@ class Engine:
     def warm_up(self):
         """Compile every bucket's programs (one empty-slot call each)."""
         for lane in self.lanes.values():
-            lane.warm_up(self.model, self.params) if self.block_causal else self._run(lane)
+            if self.block_causal:
+                lane.warm_up(self.model, self.params)
+            else:
+                self._run(lane)
 
     def _need(self, prompt_len: int, params: SamplingParams) -> int:
         return positions_needed(prompt_len, params, self.width, self.block_causal)
