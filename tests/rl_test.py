@@ -172,6 +172,7 @@ def test_a_rollout_batch_is_reproducible_from_its_seed():
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     np.testing.assert_array_equal(a[:3, :4], np.repeat(prompts[:1], 3, 0))  # rows b*G..b*G+G-1: prompt b
+    assert len({tuple(row) for row in a[:3, 4:]}) > 1  # each rollout its own seed: a group's samples differ
 
 
 def test_pairs_jsonl_round_trip_and_errors(tmp_path):
