@@ -145,7 +145,7 @@ def generate_jsonl(model, params, tokenizer, path: str, out_path: str, defaults:
     import os
 
     from llada_jax.sampling.params import SamplingParams
-    from llada_jax.serving.engine import Engine, canvas_length
+    from llada_jax.serving.engine import Engine, canvas_length, positions_needed
 
     if os.path.exists(out_path):
         raise ValueError(f"--out={out_path!r} exists; give a new path (it is never overwritten)")
@@ -158,6 +158,8 @@ def generate_jsonl(model, params, tokenizer, path: str, out_path: str, defaults:
             if tokenizer is None:
                 raise ValueError(f"{where}: field 'prompt' is text but this run has no tokenizer: give token ids")
             prompt = tokenizer.encode(prompt)
+        if cfg.block_size and fields.get("block_length") is None:  # a block-causal model: its block size
+            fields = {**fields, "block_length": cfg.block_size}
         try:
             reqs.append((prompt, SamplingParams.from_dict(fields)))
         except ValueError as e:
@@ -167,7 +169,7 @@ def generate_jsonl(model, params, tokenizer, path: str, out_path: str, defaults:
             raise ValueError(f"--prompts_jsonl={path!r} line {n}: field 'prompt': {len(ids)} tokens + gen_length "
                              f"{p.gen_length}, expected <= max_sequence_length={cfg.max_sequence_length}")
     width = max(p.block_length for _, p in reqs)  # the engine's window: the widest block
-    need = [min(cfg.max_sequence_length, len(ids) + p.gen_length + width - p.block_length) for ids, p in reqs]
+    need = [min(cfg.max_sequence_length, positions_needed(len(ids), p, width, bool(cfg.block_size))) for ids, p in reqs]
     eot = tokenizer.eot_id if tokenizer is not None else cfg.eos_token_id
     engine = Engine(model, params, slots=slots, block_width=width, eot_id=eot,
                     buckets=sorted({max(width + 1, canvas_length(k, cfg.max_sequence_length)) for k in need}),

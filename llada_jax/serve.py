@@ -71,7 +71,8 @@ def main(argv=None):
 
         model, params, tok, name = load(F.workdir, F.hf)
         buckets = [int(b) for b in F.buckets] if F.buckets else None
-        engine = Engine(model, params, slots=F.slots, buckets=buckets, block_width=F.block_width,
+        width = model.config.block_size or F.block_width  # a block-causal model: its block size
+        engine = Engine(model, params, slots=F.slots, buckets=buckets, block_width=width,
                         max_queue=F.max_queue, guidance=F.cfg, cache=F.cache,
                         eot_id=None if tok is None else tok.eot_id)
         if not 1 <= F.default_max_tokens <= F.max_tokens:

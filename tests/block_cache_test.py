@@ -144,8 +144,10 @@ def test_bad_input_fails_before_compiling(block_model, tmp_path):
         block_cache.generate(full, params, PROMPTS, gen_length=8, block_length=B)
     from llada_jax.serving.engine import Engine
 
-    with pytest.raises(ValueError, match="engine: model.config.block_size=4, expected 0"):
-        Engine(model, params)
+    with pytest.raises(ValueError, match="engine: block_width=8: expected the model's block size 4"):
+        Engine(model, params, block_width=8)
+    with pytest.raises(ValueError, match="engine: guidance=False, cache='dual': expected False and None"):
+        Engine(model, params, cache="dual")
     shifted = build(model.config.replace(logit_alignment="shifted"))
     with pytest.raises(ValueError, match="model.config.logit_alignment='shifted', expected 'same' for the block cache"):
         generate(shifted, params, PROMPTS, gen_length=8, block_length=B)

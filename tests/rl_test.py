@@ -17,6 +17,7 @@ from llada_jax.objectives import grpo, vrpo
 from llada_jax.rl import pairs, rewards, rollout
 from llada_jax.rl import step as rl_step
 from llada_jax.rl.loop import train_rl
+from llada_jax.sampling.params import SamplingParams
 from llada_jax.data.tasks import ArithmeticTask, CummaxTask, SortTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,8 +164,7 @@ def test_exact_match_and_format_rewards():
 def test_a_rollout_batch_is_reproducible_from_its_seed():
     model, params = _tiny_model()
     prompts = np.random.default_rng(0).integers(0, 10, (2, 4))
-    kw = dict(num_generations=3, sampler=dict(steps=4, gen_length=4, block_length=4, temperature=1.0),
-              mask_id=15, eos_id=14)
+    kw = dict(num_generations=3, sampling=SamplingParams(gen_length=4, block_length=4, steps=4, temperature=1.0))
     a = rollout.rollout(model, params, prompts, rng=jax.random.key(5), **kw)
     b = rollout.rollout(model, params, prompts, rng=jax.random.key(5), **kw)
     c = rollout.rollout(model, params, prompts, rng=jax.random.key(6), **kw)
@@ -172,6 +172,7 @@ def test_a_rollout_batch_is_reproducible_from_its_seed():
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     np.testing.assert_array_equal(a[:3, :4], np.repeat(prompts[:1], 3, 0))  # rows b*G..b*G+G-1: prompt b
+    assert len({tuple(row) for row in a[:3, 4:]}) > 1  # each rollout its own seed: a group's samples differ
 
 
 def test_pairs_jsonl_round_trip_and_errors(tmp_path):

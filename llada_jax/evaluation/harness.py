@@ -43,7 +43,7 @@ from lm_eval.api.registry import register_model
 import flax.linen as nn
 from llada_jax.sampling import sampler as sampling
 from llada_jax.sampling.params import SamplingParams
-from llada_jax.serving.engine import Engine, canvas_length
+from llada_jax.serving.engine import Engine, canvas_length, positions_needed
 from llada_jax.objectives.likelihood import mc_nll
 from llada_jax.model import build
 
@@ -250,14 +250,17 @@ class LLaDAEvalHarness(LM):
             kw = r.args[1] if len(r.args) > 1 and isinstance(r.args[1], dict) else {}
             stops = kw.get("until") or []
             until.append([stops] if isinstance(stops, str) else list(stops))
-        room = self.max_length - self.gen_length
+        block_size = getattr(self.model.config, "block_size", 0)  # block-causal: its grid and block size
+        block = block_size or self.block_length
+        room = self.max_length - self.gen_length - max(block_size - 1, 0)
         prompts = [p[-room:] for p in prompts]
-        need = sorted({canvas_length(len(p) + self.gen_length, self.max_length) for p in prompts})
-        engine = Engine(self.model, self.params, slots=self.batch_size, buckets=need, block_width=self.block_length,
+        base = SamplingParams(gen_length=self.gen_length, block_length=block, steps=self.steps,
+                              temperature=self.temperature, cfg_scale=self.cfg, remasking=self.remasking)
+        need = sorted({canvas_length(positions_needed(len(p), base, block, bool(block_size)), self.max_length)
+                       for p in prompts})
+        engine = Engine(self.model, self.params, slots=self.batch_size, buckets=need, block_width=block,
                         guidance=self.cfg > 0, eot_id=self.tokenizer.eot_id,
                         eos_ids={self.tokenizer.eos_id, self.tokenizer.eot_id})
-        base = SamplingParams(gen_length=self.gen_length, block_length=self.block_length, steps=self.steps,
-                              temperature=self.temperature, cfg_scale=self.cfg, remasking=self.remasking)
         # Longest first: a bucket's requests run together, so each lane fills before the next.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         done = engine.generate([prompts[i] for i in order],

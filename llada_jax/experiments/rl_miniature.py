@@ -40,6 +40,7 @@ from llada_jax.rl import pairs as pairs_lib
 from llada_jax.rl import rewards, rollout
 from llada_jax.rl import step as rl_step
 from llada_jax.data.tasks import SortTask
+from llada_jax.sampling.params import SamplingParams
 
 FULL = dict(n_items=6, n_values=20, answer_len=8, d_model=64, n_layers=2, mlp=256,
             sft_examples=200, sft_steps=400, sft_batch=64, sft_lr=3e-3, sft_continue_lr=3e-4,
@@ -60,8 +61,9 @@ def model_config(h) -> LLaDAConfig:
 
 
 def exact_match(model, params, task, prompts, h) -> float:
-    """Greedy exact match (one token per step, low-confidence remasking): the RL loop's eval."""
-    return rl_loop.exact_match(model, params, task, prompts, h["answer_len"], model.config)
+    """Greedy exact match (one token per step, low-confidence remasking): the RL loop's eval,
+    on the rollouts' engine program (`prompts * generations` slots)."""
+    return rl_loop.exact_match(model, params, task, prompts, h["answer_len"], slots=h["prompts"] * h["generations"])
 
 
 def sft_step(st):
@@ -90,7 +92,7 @@ def preference_pairs(model, params, task, h, sampler, seed, out):
     g, n = h["pair_generations"], h["answer_len"]
     prompts = task.rows(np.random.default_rng([seed, 4]), h["pair_prompts"])[0][:, :task.prompt_len]
     samples = rollout.rollout(model, params, prompts, num_generations=g, rng=jax.random.key(seed + 7),
-                              sampler=sampler, mask_id=task.mask, eos_id=task.eos)[:, task.prompt_len:]
+                              sampling=sampler, slots=h["prompts"] * h["generations"])[:, task.prompt_len:]
     r = rewards.total_reward(("sort_exact",), np.repeat(prompts, g, 0), samples, task)
     path = os.path.join(out, f"pairs_seed{seed}.jsonl")
     pairs_lib.write(path, *pairs_lib.from_rewards(prompts, samples.reshape(len(prompts), g, n), r.reshape(-1, g)))
@@ -135,15 +137,14 @@ def run(seed: int, mode: str, out: str) -> dict:
                         p_mask_prompt=h["p_mask_prompt"], epsilon=h["epsilon"], beta=h["beta"])
     grpo_update = rl_step.jitted("grpo", st)
     rl_state = fresh_state(start, st.tx, seed)
-    sampler = dict(steps=n, gen_length=n, block_length=n, temperature=h["temperature"])
+    sampler = SamplingParams(gen_length=n, block_length=n, steps=n, temperature=h["temperature"])
     prompt_rng = np.random.default_rng([seed, 3])
     reward_trace = []
 
     def rollouts(i, rl_state):  # step i's prompts, G rollouts each from the current policy, rewards
         prompts = task.rows(prompt_rng, h["prompts"])[0][:, :task.prompt_len]
         seqs = rollout.rollout(model, rl_state["params"], prompts, num_generations=g,
-                               rng=jax.random.fold_in(jax.random.key(seed), i), sampler=sampler,
-                               mask_id=task.mask, eos_id=task.eos)
+                               rng=jax.random.fold_in(jax.random.key(seed), i), sampling=sampler)
         r = rewards.total_reward(("sort_exact",), np.repeat(prompts, g, 0), seqs[:, task.prompt_len:], task)
         reward_trace.append(float(r.mean()))
         return seqs, r

@@ -40,6 +40,7 @@ from llada_jax.rl import rewards as rewards_lib
 from llada_jax.rl import rollout as rollout_lib
 from llada_jax.rl import step as rl_step
 from llada_jax.rl.rewards import expected_answer
+from llada_jax.sampling.params import SamplingParams
 
 ALGORITHMS = ("grpo", "vrpo")
 
@@ -71,6 +72,10 @@ def validate(config, num_devices: int):
                              f"{r.p_mask_prompt} (in [0, 1)), epsilon={r.epsilon} (> 0), beta={r.beta} (>= 0)")
         if r.sampler_steps < 1 or r.gen_length < 1:
             raise ValueError(f"config.rl.sampler_steps={r.sampler_steps}, gen_length={r.gen_length}: expected >= 1")
+        if r.sampler_steps > r.gen_length or r.cache not in ("", "dual"):  # the engine's limits
+            raise ValueError(f"config.rl.sampler_steps={r.sampler_steps} (<= gen_length={r.gen_length}), "
+                             f"cache={r.cache!r} ('' or 'dual'): the rollouts run on the serving engine")
+        rollout_lib.sampling_params(r)  # ValueError naming the SamplingParams field
     else:
         if not r.pairs or not os.path.isfile(r.pairs):
             raise ValueError(f"config.rl.pairs={r.pairs!r}: expected a preference-pair JSONL file for VRPO")
@@ -103,11 +108,13 @@ class PairIterator:
         self.batch = int(state["batch"])
 
 
-def exact_match(model, params, task, prompts, answer_len, mcfg) -> float:
-    """Greedy exact match of `prompts` (one token per step, low-confidence remasking)."""
-    out = rollout_lib.rollout(model, params, prompts, num_generations=1, rng=jax.random.key(0),
-                              sampler=dict(steps=answer_len, gen_length=answer_len, block_length=answer_len),
-                              mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id)
+def exact_match(model, params, task, prompts, answer_len, *, slots=None, block_width=None) -> float:
+    """Greedy exact match of `prompts` (one token per step, low-confidence remasking), through
+    the engine (`rollout.rollout`; slots / block_width: as there, to share the rollouts' program)."""
+    block = model.config.block_size or answer_len  # a block-causal model denoises its own blocks
+    greedy = SamplingParams(gen_length=answer_len, block_length=block, steps=answer_len)
+    out = rollout_lib.rollout(model, params, prompts, num_generations=1, rng=jax.random.key(0), sampling=greedy,
+                              slots=slots, block_width=block_width)
     want = expected_answer(task, prompts, answer_len)
     return float(np.mean(np.all(out[:, prompts.shape[1]:] == want, axis=1)))
 
@@ -170,7 +177,9 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
         prompt_len = task.prompt_len
         eval_prompts = task.rows(np.random.default_rng([t.seed, 2]), r.eval_prompts)[0][:, :prompt_len]
         names = rewards_lib.parse(r.rewards)
-        sampler = rollout_lib.sampler_options(r)
+        sampling = rollout_lib.sampling_params(r)
+        # the rollouts and the eval share one engine program: slots and window of the rollouts
+        engine_shape = dict(slots=d.batch_size * r.num_generations, block_width=mcfg.block_size or r.gen_length)
     else:
         pp, cw, cl = pairs_lib.read(r.pairs, eos_id=mcfg.eos_token_id, vocab_size=mcfg.vocab_size,
                                      mask_id=mcfg.mask_token_id)
@@ -192,8 +201,8 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
             return batch
         prompts = batch["input_ids"][:, :prompt_len]  # GRPO: the rollouts of this step's prompts, scored
         seqs = rollout_lib.rollout(model, train.full_params(state), prompts, num_generations=r.num_generations,
-                                   rng=jax.random.fold_in(jax.random.key(t.seed), step), sampler=sampler,
-                                   mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id)
+                                   rng=jax.random.fold_in(jax.random.key(t.seed), step), sampling=sampling,
+                                   **engine_shape)
         completions = seqs[:, prompt_len:]
         rew = rewards_lib.total_reward(names, np.repeat(prompts, r.num_generations, 0), completions, task)
         want = expected_answer(task, np.repeat(prompts, r.num_generations, 0), completions.shape[1])
@@ -227,7 +236,7 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
 
     def evaluate(step, state, m):
         if task is not None and t.eval_every and (step % t.eval_every == 0 or step == t.steps):
-            acc = exact_match(model, train.full_params(state), task, eval_prompts, r.gen_length, mcfg)
+            acc = exact_match(model, train.full_params(state), task, eval_prompts, r.gen_length, **engine_shape)
             writer.scalars(step, {"accuracy": acc}, prefix="eval")
             print(f"[rl step {step}] eval exact match {acc:.4f} on {len(eval_prompts)} prompts", flush=True)
 

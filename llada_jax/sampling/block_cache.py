@@ -22,7 +22,9 @@ output is (B, P + gen_length) with every position after a row's first answer EOS
 EOS (LLaDA 2.x returns the answer up to that EOS).
 
 Batches: left-pad prompts and pass `attention_mask`; the grid is the same for every row
-(index positions, padding excluded as keys), as in LLaDA's sampler.
+(index positions, padding excluded as keys), as in LLaDA's sampler. Each row draws from its
+own key (split from `rng`). The block step on per-row state (`denoise_block`: each row at
+its own block, with its own options) is also the serving engine's (`llada_jax.serving.causal`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 from llada_jax import validation
 from llada_jax.model import attention, flops
 from llada_jax.model.transformer import KVCache
+from llada_jax.sampling.sampler import first_argmax
 
 REMASKING = ("low_confidence", "random")
 _NEG_INF = -jnp.inf
@@ -68,53 +71,98 @@ class BlockOptions(NamedTuple):
     def prefill_blocks(self):
         return self.prompt_len // self.block_length
 
+    @property
+    def step(self) -> "StepOptions":
+        return StepOptions(self.block_length, self.mask_id, self.temperature > 0,
+                           bool(self.top_k) or self.top_p < 1.0, self.recompute)
 
-def num_transfer_tokens(block_length: int, steps: int):
+    def rows(self, b: int) -> "Rows":
+        threshold = jnp.inf if self.threshold is None else self.threshold
+        return Rows(*(jnp.full((b,), v, t) for v, t in ((self.temperature, jnp.float32), (self.top_k, jnp.int32),
+                      (self.top_p, jnp.float32), (threshold, jnp.float32), (self.remasking == "random", bool))))
+
+
+class StepOptions(NamedTuple):
+    """Static options of the block step shared by `generate` and the serving engine."""
+
+    block_length: int
+    mask_id: int
+    noise: bool  # some row samples (temperature > 0); False: every row is greedy
+    filter: bool  # some row may filter its draw (top-k / top-p)
+    recompute: bool = False
+
+
+class Rows(NamedTuple):
+    """Per-row option values of LLaDA 2.x's step, traced (B,) arrays."""
+
+    temperature: jax.Array  # float32; 0: greedy
+    top_k: jax.Array  # int32; 0: off
+    top_p: jax.Array  # float32; 1: off
+    threshold: jax.Array  # float32; +inf: off
+    random: jax.Array  # bool: remasking "random" (else "low_confidence")
+
+
+def num_transfer_tokens(block_length: int, steps):
     """LLaDA 2.x's fixed schedule: block_length // steps per step, one more in the first
-    block_length % steps steps. (steps,) int32."""
+    block_length % steps steps. (steps,) int32 (static steps; `_scheduled` is the per-row form)."""
     base = np.full((steps,), block_length // steps, np.int32)
     base[:block_length % steps] += 1
     return jnp.asarray(base)
 
 
-def sample_tokens(logits_BxMxV, rng, o: BlockOptions):
-    """(x0, its probability) as LLaDA 2.x samples: greedy at temperature 0, else the
-    tempered, top-k then top-p filtered distribution."""
-    logits = logits_BxMxV.astype(jnp.float32)
-    if o.temperature == 0:
-        from llada_jax.sampling.sampler import first_argmax
+def _scheduled(block_length: int, steps_B, i):
+    """(B,) the fixed schedule's count at step i of each row's `steps` (0 after them)."""
+    s = jnp.maximum(steps_B, 1)
+    return jnp.where(i < steps_B, block_length // s + (i < block_length % s), 0).astype(jnp.int32)
 
-        x0 = first_argmax(logits)
-    else:
-        logits = logits / o.temperature
-        if o.top_k:
-            kth = jax.lax.top_k(logits, o.top_k)[0][..., -1:]
-            logits = jnp.where(logits < kth, _NEG_INF, logits)
-        if o.top_p < 1.0:  # keep the smallest prefix of the sorted tokens whose mass reaches top_p
-            sorted_l = -jnp.sort(-logits, axis=-1)
-            cum = jnp.cumsum(jax.nn.softmax(sorted_l, axis=-1), axis=-1)
-            drop = jnp.concatenate([jnp.zeros_like(cum[..., :1], bool), cum[..., :-1] > o.top_p], axis=-1)
-            smallest_kept = jnp.min(jnp.where(drop, jnp.inf, sorted_l), axis=-1, keepdims=True)
-            logits = jnp.where(logits < smallest_kept, _NEG_INF, logits)
-        x0 = jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+def _filter(logits_BxKxV, rows: Rows):
+    """Each row's top-k (0: off), then top-p (1: off) of what is left, as LLaDA 2.x filters."""
+    v = logits_BxKxV.shape[-1]
+    desc = -jnp.sort(-logits_BxKxV, axis=-1)
+    k = jnp.clip(rows.top_k, 1, v)[:, None, None]
+    kth = jnp.take_along_axis(desc, jnp.broadcast_to(k - 1, desc.shape[:2] + (1,)), -1)
+    logits = jnp.where((rows.top_k[:, None, None] > 0) & (logits_BxKxV < kth), _NEG_INF, logits_BxKxV)
+    # top-p: the smallest prefix of the sorted tokens whose mass reaches top_p
+    sorted_l = -jnp.sort(-logits, axis=-1)
+    cum = jnp.cumsum(jax.nn.softmax(sorted_l, axis=-1), axis=-1)
+    drop = jnp.concatenate([jnp.zeros_like(cum[..., :1], bool), cum[..., :-1] > rows.top_p[:, None, None]], axis=-1)
+    smallest_kept = jnp.min(jnp.where(drop, jnp.inf, sorted_l), axis=-1, keepdims=True)
+    return jnp.where((rows.top_p[:, None, None] < 1.0) & (logits < smallest_kept), _NEG_INF, logits)
+
+
+def sample_tokens(logits_BxKxV, keys_B, rows: Rows, so: StepOptions):
+    """(x0, its probability) as LLaDA 2.x samples, row by row: greedy at temperature 0,
+    else the tempered, top-k then top-p filtered distribution, drawn with the row's key."""
+    logits = logits_BxKxV.astype(jnp.float32)
+    x0 = first_argmax(logits)
+    if so.noise:
+        hot = rows.temperature > 0
+        scaled = logits / jnp.where(hot, rows.temperature, 1.0)[:, None, None]
+        if so.filter:  # sorting the vocabulary only when some row filters
+            on = jnp.any(hot & ((rows.top_k > 0) | (rows.top_p < 1.0)))
+            scaled = jax.lax.cond(on, _filter, lambda l, r: l, scaled, rows)
+        logits = jnp.where(hot[:, None, None], scaled, logits)
+        drawn = jax.vmap(lambda k, l: jax.random.categorical(k, l, axis=-1))(keys_B, logits).astype(jnp.int32)
+        x0 = jnp.where(hot[:, None], drawn, x0)
     picked = jnp.take_along_axis(logits, x0[..., None], axis=-1)[..., 0]
     return x0, jnp.exp(picked - jax.nn.logsumexp(logits, axis=-1))
 
 
-def transfer(window_BxK, logits_BxKxV, rng, k_step, live_B, o: BlockOptions):
-    """One step's reveal in the block: (new window, revealed positions)."""
-    active = (window_BxK == o.mask_id) & live_B[:, None]
-    x_rng, r_rng = jax.random.split(rng)
-    x0, p = sample_tokens(logits_BxKxV, x_rng, o)
-    conf = p if o.remasking == "low_confidence" else jax.random.uniform(r_rng, p.shape)
+def transfer(window_BxK, logits_BxKxV, keys_B, k_B, live_B, rows: Rows, so: StepOptions):
+    """One step's reveal in each row's block: (new window, revealed positions)."""
+    active = (window_BxK == so.mask_id) & live_B[:, None]
+    split = jax.vmap(jax.random.split)(keys_B)
+    x0, p = sample_tokens(logits_BxKxV, split[:, 0], rows, so)
+    uniform = jax.vmap(lambda k: jax.random.uniform(k, p.shape[1:]))(split[:, 1])
+    conf = jnp.where(rows.random[:, None], uniform, p)
     conf = jnp.where(active, conf, _NEG_INF)
-    k = jnp.minimum(k_step, jnp.sum(active, axis=1))
+    k = jnp.minimum(k_B, jnp.sum(active, axis=1))
     rank = jnp.argsort(jnp.argsort(-conf, axis=-1, stable=True), axis=-1)
     select = rank < k[:, None]
-    if o.threshold is not None:
-        high = conf > o.threshold
-        select = jnp.where((jnp.sum(high, axis=1) >= k)[:, None], high, select)
-    select = select & active
+    high = conf > rows.threshold[:, None]
+    use_high = jnp.isfinite(rows.threshold) & (jnp.sum(high, axis=1) >= k)
+    select = jnp.where(use_high[:, None], high, select) & active
     return jnp.where(select, x0, window_BxK), select
 
 
@@ -128,80 +176,121 @@ def answer_done(x_BxT, o: BlockOptions):
     return (first < t) & ~masked_before
 
 
-class _State(NamedTuple):
-    x: jax.Array  # (B, T) tokens
-    kv: KVCache  # (layers, B, T, K, D) committed keys/values (zeros elsewhere)
-    committed: jax.Array  # (B, T) bool: valid keys of committed blocks
-    done: jax.Array  # (B,) finished rows
-    calls: jax.Array  # (num_blocks,) denoising model calls per block
+# ---- the block step on per-row state, shared with the serving engine (llada_jax.serving.causal)
+
+
+class Cache(NamedTuple):
+    """Per-row state of the block-causal reverse process over a canvas of T positions."""
+
+    x: jax.Array  # (B, T) tokens (masks where not yet revealed)
+    valid: jax.Array  # (B, T) bool: the row's own tokens (False on padding)
+    kv: KVCache  # (layers, B, T, K, D) keys/values, read only where `committed`
+    committed: jax.Array  # (B, T) bool: keys of committed blocks
+
+
+def empty_kv(cfg, b: int, t: int) -> KVCache:
+    shape = (cfg.n_layers, b, t, cfg.n_kv_heads, cfg.head_dim)
+    return KVCache(jnp.zeros(shape, jnp.dtype(cfg.dtype)), jnp.zeros(shape, jnp.dtype(cfg.dtype)))
+
+
+def prefill(apply, x_BxN, valid_BxN) -> KVCache:
+    """Keys/values of N positions in one block-causal pass (whole prompt blocks: final)."""
+    b = x_BxN.shape[0]
+    return apply(x_BxN, valid_BxN, return_kv=True, output_positions=jnp.zeros((b, 1), jnp.int32))[1]
+
+
+def _window(a_BxT, start_B, n: int):
+    return jnp.take_along_axis(a_BxT, start_B[:, None] + jnp.arange(n, dtype=jnp.int32)[None, :], axis=1)
+
+
+def _put(a_BxT, w_BxK, start_B, axis=0):
+    return jax.vmap(lambda a, w, s: jax.lax.dynamic_update_slice_in_dim(a, w.astype(a.dtype), s, axis),
+                    in_axes=(axis, axis, 0), out_axes=axis)(a_BxT, w_BxK, start_B)
+
+
+def block_pass(apply, c: Cache, window_BxK, start_B, **kw):
+    """The block's queries against the committed cache (bidirectional over both)."""
+    bl = window_BxK.shape[1]
+    key_mask = jnp.concatenate([c.committed, _window(c.valid, start_B, bl)], axis=1)
+    positions = start_B[:, None] + jnp.arange(bl, dtype=jnp.int32)[None, :]
+    return apply(window_BxK, key_mask, kv_cache=c.kv, positions=positions, attention_pattern=attention.BIDIRECTIONAL,
+                 **kw)
+
+
+def denoise_block(apply, c: Cache, start_B, block_B, steps_B, done_B, rows: Rows, keys_B, so: StepOptions,
+                  early_stop=None):
+    """Denoise each row's block at `start_B` (block index `block_B` on the grid) for up to
+    `steps_B` steps (0: the row is left as it is) until it has no mask, then commit it into
+    the cache in one pass. Row r's step i draws with fold_in(fold_in(keys_B[r], block), i).
+    early_stop(x, done) -> done: finish rows inside a step. Returns (cache, done,
+    reveal_step (B, block_length) int32 (-1: not revealed), model calls)."""
+    bl = so.block_length
+    b = c.x.shape[0]
+    block_keys = jax.vmap(jax.random.fold_in)(keys_B, block_B)
+
+    def logits_of(window):
+        if so.recompute:  # the reference: every earlier block again (later ones are unseen)
+            x_now = _put(c.x, window, start_B)
+            return apply(x_now, c.valid, output_positions=start_B[:, None] + jnp.arange(bl)[None, :])
+        return block_pass(apply, c, window, start_B)
+
+    def step_open(carry):
+        window, _, i, done = carry
+        return jnp.any((i < steps_B) & ~done & jnp.any(window == so.mask_id, axis=1))
+
+    def step(carry):
+        window, when, i, done = carry
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(block_keys)
+        live = ~done & (i < steps_B)
+        window, select = transfer(window, logits_of(window), keys, _scheduled(bl, steps_B, i), live, rows, so)
+        if early_stop is not None:
+            done = early_stop(_put(c.x, window, start_B), done)
+        return window, jnp.where(select, i, when), i + 1, done
+
+    window0 = _window(c.x, start_B, bl)
+    init = (window0, jnp.full((b, bl), -1, jnp.int32), jnp.int32(0), done_B)
+    window, when, n, done = jax.lax.while_loop(step_open, step, init)
+    c = c._replace(x=_put(c.x, window, start_B))
+    if not so.recompute:  # commit: the final block's keys/values, one pass
+        fresh = block_pass(apply, c, window, start_B, return_kv=True, output_positions=jnp.zeros((b, 1), jnp.int32))[1]
+        c = c._replace(kv=KVCache(*(_put(k, f, start_B, axis=1) for k, f in zip(c.kv, fresh))),
+                       committed=_put(c.committed, _window(c.valid, start_B, bl), start_B))
+    return c, done, when, n
 
 
 @functools.partial(jax.jit, static_argnames=("model", "o"))
-def _sample(model, params, x, valid, rng, o: BlockOptions) -> _State:
+def _sample(model, params, x, valid, rng, o: BlockOptions):
     b, t = x.shape
-    bl, cfg = o.block_length, model.config
+    bl = o.block_length
     apply = functools.partial(model.apply, {"params": params})
     n_pre = o.prefill_blocks * bl
-    shape = (cfg.n_layers, b, t, cfg.n_kv_heads, cfg.head_dim)
-    kv = KVCache(jnp.zeros(shape, jnp.dtype(cfg.dtype)), jnp.zeros(shape, jnp.dtype(cfg.dtype)))
-    committed = jnp.zeros((b, t), bool)
+    c = Cache(x, valid, empty_kv(model.config, b, t), jnp.zeros((b, t), bool))
     if n_pre and not o.recompute:  # prefill: the prompt's whole blocks, once (block-causal)
-        _, pre = apply(x[:, :n_pre], valid[:, :n_pre], return_kv=True, output_positions=jnp.zeros((b, 1), jnp.int32))
-        kv = KVCache(kv.k.at[:, :, :n_pre].set(pre.k.astype(kv.k.dtype)), kv.v.at[:, :, :n_pre].set(pre.v.astype(kv.v.dtype)))
-        committed = committed.at[:, :n_pre].set(valid[:, :n_pre])
-    schedule = num_transfer_tokens(bl, o.steps)
-    state = _State(x, kv, committed, jnp.zeros((b,), bool), jnp.zeros((o.num_blocks,), jnp.int32))
+        pre = prefill(apply, x[:, :n_pre], valid[:, :n_pre])
+        c = c._replace(kv=KVCache(*(k.at[:, :, :n_pre].set(p.astype(k.dtype)) for k, p in zip(c.kv, pre))),
+                       committed=c.committed.at[:, :n_pre].set(valid[:, :n_pre]))
+    rows, keys = o.rows(b), jax.random.split(rng, b)
+    steps = jnp.full((b,), o.steps, jnp.int32)
+    early_stop = (lambda x, done: done | answer_done(x, o)) if o.eos_early_stop else None
 
-    def block_pass(state, start, window, **kw):
-        """The block's B queries against the committed cache (bidirectional over both)."""
-        key_mask = jnp.concatenate([state.committed, jax.lax.dynamic_slice_in_dim(valid, start, bl, 1)], axis=1)
-        positions = jnp.broadcast_to(start + jnp.arange(bl, dtype=jnp.int32), (b, bl))
-        return apply(window, key_mask, kv_cache=state.kv, positions=positions,
-                     attention_pattern=attention.BIDIRECTIONAL, **kw)
+    def run_block(blk, carry):
+        c, done, calls = carry
+        start = jnp.full((b,), blk * bl, jnp.int32)
+        c, done, _, n = denoise_block(apply, c, start, jnp.full((b,), blk, jnp.int32), steps, done, rows, keys,
+                                      o.step, early_stop)
+        answer = (jnp.arange(t) >= o.prompt_len) & (jnp.arange(t) < (blk + 1) * bl)
+        done = done | jnp.any((c.x == o.eos_id) & answer, axis=1)  # LLaDA 2.x: stop after a block with EOS
+        return c, done, calls.at[blk].set(n)
 
-    def logits_of(state, start, window):
-        if o.recompute:  # the reference: every earlier block again (later ones are unseen)
-            x_now = jax.lax.dynamic_update_slice_in_dim(state.x, window, start, 1)
-            return apply(x_now, valid, output_positions=jnp.broadcast_to(start + jnp.arange(bl), (b, bl)))
-        return block_pass(state, start, window)
+    def body(blk, carry):
+        return jax.lax.cond(jnp.all(carry[1]), lambda s: s, functools.partial(run_block, blk), carry)
 
-    def run_block(blk, state):
-        start = blk * bl
-        rngs = jax.random.split(jax.random.fold_in(rng, blk), o.steps)
-
-        def step_open(c):
-            window, i, done = c
-            return (i < o.steps) & jnp.any((window == o.mask_id) & ~done[:, None])
-
-        def step(c):
-            window, i, done = c
-            window, _ = transfer(window, logits_of(state, start, window), rngs[i], schedule[i], ~done, o)
-            if o.eos_early_stop:
-                done = done | answer_done(jax.lax.dynamic_update_slice_in_dim(state.x, window, start, 1), o)
-            return window, i + 1, done
-
-        window0 = jax.lax.dynamic_slice_in_dim(state.x, start, bl, 1)
-        window, n, done = jax.lax.while_loop(step_open, step, (window0, jnp.int32(0), state.done))
-        x = jax.lax.dynamic_update_slice_in_dim(state.x, window, start, 1)
-        kv, committed = state.kv, state.committed
-        if not o.recompute:  # commit: the final block's keys/values, one pass
-            _, fresh = block_pass(state, start, window, return_kv=True, output_positions=jnp.zeros((b, 1), jnp.int32))
-            kv = KVCache(*(jax.lax.dynamic_update_slice_in_dim(c, f.astype(c.dtype), start, 2)
-                           for c, f in zip(state.kv, fresh)))
-            committed = jax.lax.dynamic_update_slice_in_dim(committed, jax.lax.dynamic_slice_in_dim(valid, start, bl, 1),
-                                                            start, 1)
-        answer = (jnp.arange(t) >= o.prompt_len) & (jnp.arange(t) < start + bl)
-        done = done | jnp.any((x == o.eos_id) & answer, axis=1)  # LLaDA 2.x: stop after a block with EOS
-        return _State(x, kv, committed, done, state.calls.at[blk].set(n))
-
-    def body(blk, state):
-        return jax.lax.cond(jnp.all(state.done), lambda s: s, functools.partial(run_block, blk), state)
-
-    state = jax.lax.fori_loop(o.prefill_blocks, o.num_blocks, body, state)
+    carry = (c, jnp.zeros((b,), bool), jnp.zeros((o.num_blocks,), jnp.int32))
+    c, _, calls = jax.lax.fori_loop(o.prefill_blocks, o.num_blocks, body, carry)
     # after a row's first answer EOS: EOS (LLaDA 2.x returns the answer up to it)
-    eos = (state.x == o.eos_id) & (jnp.arange(t) >= o.prompt_len)
+    eos = (c.x == o.eos_id) & (jnp.arange(t) >= o.prompt_len)
     after = jnp.cumsum(eos, axis=1) - eos > 0
-    return state._replace(x=jnp.where(after, o.eos_id, state.x))
+    return jnp.where(after, o.eos_id, c.x), calls
 
 
 def sampler_flops(cfg, o: BlockOptions, calls_per_block) -> float:
@@ -237,11 +326,11 @@ def generate(model, params, prompt, *, attention_mask=None, steps=32, gen_length
     o, x, valid, rng = _validate(model, prompt, attention_mask, steps, gen_length, block_length, temperature, top_k,
                                  top_p, remasking, threshold, minimal_topk, eos_early_stop, mask_id, eos_id, rng,
                                  recompute, cache, cfg_scale)
-    state = _sample(model, params, jnp.asarray(x), jnp.asarray(valid), rng, o)
-    out = state.x[:, :o.prompt_len + o.gen_length]
+    x, calls = _sample(model, params, jnp.asarray(x), jnp.asarray(valid), rng, o)
+    out = x[:, :o.prompt_len + o.gen_length]
     if not return_stats:
         return out
-    calls = np.asarray(state.calls)
+    calls = np.asarray(calls)
     extra = int(o.prefill_blocks > 0 and not recompute) + (0 if recompute else int(np.sum(calls > 0)))
     return out, {"model_calls": int(calls.sum()) + extra, "calls_per_block": calls,
                  "flops": sampler_flops(model.config, o, calls)}

@@ -11,7 +11,8 @@ leaves (its block holds EOS/EoT, it reached max_tokens or its last block, it was
 cancelled or timed out) and a queued request takes its slot, so a long request never
 holds the others. A request's row depends only on itself (its own canvas layout, option
 values and random stream from its seed), so its tokens are the same whether it runs
-alone or among any others.
+alone or among any others. A block-causal model (block diffusion) gets lanes of
+`llada_jax.serving.causal`: each slot on its own block grid with its own exact KV cache.
 
 Drive it from one thread: `generate` (blocking, for lm-eval, RL and the CLI), or `start()`
 a background thread and `submit` from any thread (the server). Callbacks run on the
@@ -33,6 +34,7 @@ import numpy as np
 from llada_jax.sampling import sampler
 from llada_jax.sampling.params import SamplingParams
 from llada_jax.serving import block as block_lib
+from llada_jax.serving import causal
 
 
 class QueueFull(Exception):
@@ -81,6 +83,11 @@ class _Lane:
         self.x[i], self.key_mask[i], self.is_prompt[i] = self.eos_id, True, False
         self.positions[i] = np.arange(self.length)
 
+    def advance(self, i) -> bool:
+        """Move row i past its block; whether that was its last."""
+        self.block[i] += 1
+        return self.block[i] >= self.requests[i].params.num_blocks
+
     def place(self, i, req: Request, mask_id: int, width: int):
         p, g, bl = len(req.prompt), req.params.gen_length, req.params.block_length
         end = self.length - (width - bl)  # the last block's window ends at the canvas end
@@ -103,18 +110,21 @@ class Engine:
 
     buckets: canvas lengths (default: one, the model's max_sequence_length); a request
     goes to the shortest that holds prompt + answer + (block_width - block_length).
-    block_width: the widest block a request may use (the static window).
+    block_width: the widest block a request may use (the static window; default 32, and
+    for a block-causal model its block size, the only one it takes).
     guidance: carry cfg's unconditional copy (doubles the batch) so requests may set
     cfg_scale; cache: None or "dual" (Fast-dLLM's approximate dual cache).
     """
 
-    def __init__(self, model, params, *, slots: int = 8, buckets=None, block_width: int = 32,
+    def __init__(self, model, params, *, slots: int = 8, buckets=None, block_width: int | None = None,
                  max_queue: int = 1024, guidance: bool = False, cache=None, eos_ids=None, eot_id=None,
                  logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False):
         cfg = model.config
-        if getattr(cfg, "block_size", 0):  # its exact block cache is llada_jax.sampling.block_cache
-            raise ValueError(f"engine: model.config.block_size={cfg.block_size}, expected 0: the engine serves "
-                             "bidirectional models; sample a block-causal one with llada_jax.generate")
+        self.block_causal = bool(getattr(cfg, "block_size", 0))  # llada_jax.serving.causal's lanes
+        if block_width is None:
+            block_width = cfg.block_size if self.block_causal else 32
+        if self.block_causal:
+            causal.check_engine(cfg, block_width, guidance, cache)
         self.model, self.params = model, params
         self.slots, self.width, self.max_queue = int(slots), int(block_width), int(max_queue)
         if self.slots < 1 or self.width < 1:
@@ -130,7 +140,9 @@ class Engine:
         self.options = block_lib.window_options(self.width, self.mask_id, self.eos_id, self.eot_id, cache=cache,
                                                 guidance=guidance, logits_eos_inf=logits_eos_inf,
                                                 confidence_eos_eot_inf=confidence_eos_eot_inf)
-        self.lanes = {b: _Lane(self.slots, b, self.eos_id) for b in self.buckets}
+        lane = (lambda b: causal.CausalLane(model, self.slots, b)) if self.block_causal else (
+            lambda b: _Lane(self.slots, b, self.eos_id))
+        self.lanes = {b: lane(b) for b in self.buckets}
         self.queue: collections.deque[Request] = collections.deque()
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
@@ -163,9 +175,11 @@ class Engine:
             raise ValueError(f"cache={params.cache!r}: this engine runs with cache={self.cache!r}")
         if params.eos_early_stop is not None:
             raise ValueError("eos_early_stop: the engine always ends a request at the block holding its EOS")
-        if len(prompt) + g + self.width - bl > self.buckets[-1]:
-            raise ValueError(f"prompt: {len(prompt)} tokens + gen_length {g} exceed the longest canvas "
-                             f"{self.buckets[-1] - self.width + bl}")
+        if self.block_causal:
+            causal.check_request(params, self.width)
+        if self._need(len(prompt), params) > self.buckets[-1]:
+            raise ValueError(f"prompt: {len(prompt)} tokens + gen_length {g} need {self._need(len(prompt), params)} "
+                             f"positions, more than the longest canvas {self.buckets[-1]}")
         max_tokens = g if max_tokens is None else int(max_tokens)
         if not 1 <= max_tokens <= g:
             raise ValueError(f"max_tokens={max_tokens}: expected in [1, gen_length={g}]")
@@ -215,15 +229,21 @@ class Engine:
     @staticmethod
     def compilations() -> int:
         """Programs compiled so far for the block step (any engine in this process)."""
-        return block_lib.run_block._cache_size()
+        return block_lib.run_block._cache_size() + causal.compilations()
 
     def warm_up(self):
-        """Compile every bucket's program (one empty-slot call each)."""
+        """Compile every bucket's programs (one empty-slot call each)."""
         for lane in self.lanes.values():
-            self._run(lane)
+            if self.block_causal:
+                lane.warm_up(self.model, self.params)
+            else:
+                self._run(lane)
+
+    def _need(self, prompt_len: int, params: SamplingParams) -> int:
+        return positions_needed(prompt_len, params, self.width, self.block_causal)
 
     def _bucket(self, req: Request) -> int:
-        need = len(req.prompt) + req.params.gen_length + self.width - req.params.block_length
+        need = self._need(len(req.prompt), req.params)
         return next(b for b in self.buckets if b >= need)
 
     def _finish(self, req: Request, reason: str):
@@ -259,7 +279,8 @@ class Engine:
             np.where(active, [p.steps_per_block for p in plist], 0).astype(np.int32),
             lane.block.copy(), np.asarray([p.seed for p in plist], np.uint32))
         x, when, calls = block_lib.run_block(self.model, self.params, inp, sampler.rows_of(plist), self.options)
-        return np.asarray(x), np.asarray(when), int(calls), start
+        lane.x = np.array(x)
+        return lane.x, np.asarray(when), int(calls), start, start + np.asarray([p.block_length for p in plist])
 
     def step(self) -> bool:
         """One block for every occupied slot; returns whether any work was done."""
@@ -275,26 +296,24 @@ class Engine:
                 continue
             worked = True
             t = time.perf_counter()
-            x, when, calls, start = self._run(lane)
+            x, when, calls, lo, hi = lane.run(self.model, self.params) if self.block_causal else self._run(lane)
             self.model_calls += calls
             new_tokens = 0
-            lane.x = np.array(x)
             for i, req in enumerate(lane.requests):
                 if req is None:
                     continue
-                bl = req.params.block_length
-                s = int(start[i])
-                ids = [int(v) for v in x[i, s:s + bl]]
-                reveals = [[int(j) for j in np.flatnonzero(when[i, s:s + bl] == c)] for c in range(calls)]
+                s, e = int(lo[i]), int(hi[i])
+                ids = [int(v) for v in x[i, s:e]]
+                reveals = [[int(j) for j in np.flatnonzero(when[i, s:e] == c)] for c in range(calls)]
                 room = req.max_tokens - len(req.tokens)
                 cut = next((j for j, v in enumerate(ids) if v in self.stop_ids), None)
                 kept = ids[:min(room, len(ids) if cut is None else cut)]
                 req.tokens.extend(kept)
                 new_tokens += len(kept)
-                lane.block[i] += 1
+                last = lane.advance(i)
                 if req.on_event is not None:
                     req.on_event(req, "block", (kept, [[j for j in r if j < len(kept)] for r in reveals if r]))
-                if cut is not None or len(req.tokens) >= req.max_tokens or lane.block[i] >= req.params.num_blocks:
+                if cut is not None or len(req.tokens) >= req.max_tokens or last:
                     lane.free(i)
                     self._finish(req, "stop" if cut is not None and cut < room else "length")
             self.output_tokens += new_tokens
@@ -323,6 +342,14 @@ class Engine:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+def positions_needed(prompt_len: int, params: SamplingParams, width: int, block_causal: bool = False) -> int:
+    """Canvas positions a request needs: its block grid (a block-causal model), else prompt +
+    answer + the window's overhang of its last block (`width` - block_length)."""
+    if block_causal:
+        return causal.grid_end(prompt_len, params.gen_length, params.block_length)
+    return prompt_len + params.gen_length + width - params.block_length
 
 
 CANVAS_STEP = 16

@@ -99,8 +99,10 @@ class Parsed:
 
 
 def parse(body, schema: dict, required: str, *, max_tokens_limit: int, default_max_tokens: int, width: int,
-          timeout_limit: float, cfg_allowed: bool) -> Parsed:
-    """Check the body against `schema`; the SamplingParams it asks for."""
+          timeout_limit: float, cfg_allowed: bool, block_causal: bool = False) -> Parsed:
+    """Check the body against `schema`; the SamplingParams it asks for (block_length: by
+    default the width, or max_tokens when shorter, but always the width for a block-causal
+    model, whose grid the answer need not fill)."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     for k in body:
@@ -118,7 +120,7 @@ def parse(body, schema: dict, required: str, *, max_tokens_limit: int, default_m
     if not 1 <= max_tokens <= max_tokens_limit:
         raise ApiError(400, f"{key}={max_tokens}: expected in [1, {max_tokens_limit}]", param="max_tokens",
                        code="invalid_value")
-    block = body.get("block_length") or min(width, max_tokens)
+    block = body.get("block_length") or (width if block_causal else min(width, max_tokens))
     if block > width:
         raise ApiError(400, f"block_length={block}: expected <= the server's block width {width}",
                        param="block_length", code="invalid_value")

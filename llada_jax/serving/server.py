@@ -95,7 +95,8 @@ def create_app(engine: Engine, tokenizer, *, model_name: str = "llada", max_toke
         schema, field = (protocol.CHAT, "messages") if chat else (protocol.COMPLETIONS, "prompt")
         body = await body_of(request)
         p = protocol.parse(body, schema, field, max_tokens_limit=max_tokens, default_max_tokens=default_max_tokens,
-                           width=engine.width, timeout_limit=request_timeout, cfg_allowed=engine.guidance)
+                           width=engine.width, timeout_limit=request_timeout, cfg_allowed=engine.guidance,
+                           block_causal=engine.block_causal)
         if chat:
             if tokenizer is None:
                 raise ApiError(400, "messages: this model has no tokenizer (chat template)", param="messages")
