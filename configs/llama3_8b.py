@@ -16,22 +16,21 @@ token), EOS and pad <|end_of_text|> (128001), what import_hf takes from config.j
         --config.mesh.fsdp=1 --config.data.batch_size=1                                # 18.3 GiB
 """
 
-from llada_jax.config import base_config, lock
+import importlib.util
+import os
 
 
 def get_config():
-    c = base_config()
+    # dream_7b.py's run (SFT at 2048 tokens, mesh, optimizer, LoRA base dtype), loaded by path so
+    # that this file works from any directory; only the model's shape and special ids differ.
+    spec = importlib.util.spec_from_file_location("_dream_7b", os.path.join(os.path.dirname(__file__), "dream_7b.py"))
+    dream = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dream)
+    c = dream.get_config()
     c.model.update(family="llama", d_model=4096, n_heads=32, n_kv_heads=8, n_layers=32, mlp_hidden_size=14336,
                    vocab_size=128256, embedding_size=128256, max_sequence_length=131072,
                    rope_theta=500000.0, rms_norm_eps=1e-5, causal=False, logit_alignment="shifted",
-                   mask_token_id=128255, eos_token_id=128001, pad_token_id=128001,
-                   dtype="bfloat16", param_dtype="float32", remat_policy="full", attention="chunked",
-                   mlp_chunk=1024)
+                   mask_token_id=128255, eos_token_id=128001, pad_token_id=128001, qkv_bias=False)
     c.model.rope_scaling.update(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                                 original_max_position_embeddings=8192)
-    c.mesh.update(data=1, fsdp=8, tensor=1)
-    c.data.update(kind="sft", source="jsonl", seq_len=2048, batch_size=8, random_length_prob=0.0)
-    c.optim.update(lr=1e-5, weight_decay=0.1, schedule="cosine", warmup_steps=50, clip_norm=1.0)
-    c.train.update(steps=3000, log_every=10, eval_every=500, peak_flops=989e12)
-    c.lora.update(base_dtype="bfloat16")
-    return lock(c)
+    return c

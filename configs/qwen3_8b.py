@@ -18,20 +18,19 @@ from config.json. `python -m llada_jax.import_hf --src=DIR --workdir=W` then
         --config.mesh.fsdp=1 --config.data.batch_size=1                                # 19.1 GiB
 """
 
-from llada_jax.config import base_config, lock
+import importlib.util
+import os
 
 
 def get_config():
-    c = base_config()
+    # dream_7b.py's run (SFT at 2048 tokens, mesh, optimizer, LoRA base dtype), loaded by path so
+    # that this file works from any directory; only the model's shape and special ids differ.
+    spec = importlib.util.spec_from_file_location("_dream_7b", os.path.join(os.path.dirname(__file__), "dream_7b.py"))
+    dream = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dream)
+    c = dream.get_config()
     c.model.update(family="qwen3", d_model=4096, n_heads=32, n_kv_heads=8, n_layers=36, mlp_hidden_size=12288,
                    vocab_size=151936, embedding_size=151936, max_sequence_length=40960, attention_head_dim=128,
                    rope_theta=1e6, rms_norm_eps=1e-6, qk_norm=True, causal=False, logit_alignment="shifted",
-                   mask_token_id=151935, eos_token_id=151645, pad_token_id=151645,
-                   dtype="bfloat16", param_dtype="float32", remat_policy="full", attention="chunked",
-                   mlp_chunk=1024)
-    c.mesh.update(data=1, fsdp=8, tensor=1)
-    c.data.update(kind="sft", source="jsonl", seq_len=2048, batch_size=8, random_length_prob=0.0)
-    c.optim.update(lr=1e-5, weight_decay=0.1, schedule="cosine", warmup_steps=50, clip_norm=1.0)
-    c.train.update(steps=3000, log_every=10, eval_every=500, peak_flops=989e12)
-    c.lora.update(base_dtype="bfloat16")
-    return lock(c)
+                   mask_token_id=151935, eos_token_id=151645, pad_token_id=151645, qkv_bias=False)
+    return c
