@@ -254,9 +254,11 @@ def test_grpo_resume_after_sigterm_is_bitwise(sft_wd, tmp_path):
 def test_vrpo_run_and_lora_grpo(sft_wd, tmp_path):
     path = tmp_path / "pairs.jsonl"
     pairs.write(str(path), [[1, 2, 3, 10]] * 8, [[1, 2, 3, 14]] * 8, [[3, 2, 1, 14]] * 8)
-    state, _ = train_rl(_rl_config(sft_wd, algorithm="vrpo", pairs=str(path), beta=0.1, vrpo_n=2),
-                        str(tmp_path / "vrpo"))
+    c = _rl_config(sft_wd, algorithm="vrpo", pairs=str(path), beta=0.1, vrpo_n=2)
+    c.mesh.update(data=4, fsdp=2, rules=(("embed", None),))  # the run applies config.mesh.rules
+    state, _ = train_rl(c, str(tmp_path / "vrpo"))
     assert int(state["step"]) == 4
+    assert state["params"]["wte"].sharding.spec == jax.sharding.PartitionSpec()  # default: P(None, "fsdp")
     c = _rl_config(sft_wd)
     c.lora.update(rank=2, base_dtype="float32")
     c.train.steps = 1

@@ -142,7 +142,8 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
     mcfg = from_config.model_config(config, tokenizer)
     model = build(mcfg)
     tx, _ = train.make_optimizer(config.optim, t.steps)
-    abstract, shardings = train.state_shardings(model, tx, mesh)
+    rules = sharding.rules_of(config.mesh)  # config.mesh.rules, as the training run applies them
+    abstract, shardings = train.state_shardings(model, tx, mesh, rules=rules)
     ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,
                                    keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
     # The reference: LoRA's frozen base, or (no LoRA) the params of init_from, restored once more.
@@ -163,7 +164,7 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
     else:
         data_state = None
         params = None if ref_params is None else jax.tree_util.tree_map(jnp.copy, ref_params)
-        state = train.init_state(model, tx, mesh, t.seed, shardings, params=params, frozen=frozen)
+        state = train.init_state(model, tx, mesh, t.seed, shardings, params=params, frozen=frozen, rules=rules)
     try:
         loop.save_run_info(workdir, saved_info, loop.run_info(config, mcfg, None, lora_base, rl=r.algorithm),
                            None if restored is None else restored[0], allow_changes)
@@ -242,7 +243,7 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
 
     stop, restore_handlers = loop.catch_stop_signals()
     try:
-        with jax.set_mesh(mesh), sharding.logical_rules_context():
+        with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
             state, _, signal_number = loop.run_steps(
                 state, int(np.asarray(state["step"])), t.steps, next_batch=next_batch, update=rl_update,
                 hooks=hooks, report=(log, evaluate), stop=stop, host_step=host_step,
