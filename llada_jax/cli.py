@@ -56,18 +56,26 @@ def check_overrides(config, argv):
             node = node[name]
 
 
+HELP = {"--help", "-h", "--helpshort", "--helpfull", "-?"}
+
+
 def define_config_flag(argv, default_path: str | None = None, help_text="experiment config file (configs/*.py)",
                        flag_values=None):
     """Load --config=PATH (or `default_path`) once, check the overrides, and define the
     absl flag `config` holding it (overridable as `--config.x.y=v`). Returns argv
     without --config=PATH, for app.run. ValueError / FileNotFoundError for a bad file."""
+    import ml_collections
     from ml_collections import config_flags
 
     from llada_jax.config import load_config_file
 
+    kw = {} if flag_values is None else {"flag_values": flag_values}
     path, i, span = _config_path(argv)
     if path is None:
         path = default_path
+    if not path and HELP.intersection(argv):  # the flags are listed without a config file
+        config_flags.DEFINE_config_dict("config", ml_collections.ConfigDict(), f"{help_text}, required", **kw)
+        return argv
     if not path:
         raise ValueError("--config: expected an experiment config file, e.g. --config=configs/tiny.py")
     if not os.path.isfile(path):
@@ -77,7 +85,6 @@ def define_config_flag(argv, default_path: str | None = None, help_text="experim
     except (SyntaxError, ImportError, AttributeError, TypeError, NameError, ValueError) as e:
         raise ValueError(f"--config={path!r}: {type(e).__name__}: {e}") from None
     check_overrides(config, argv)
-    kw = {} if flag_values is None else {"flag_values": flag_values}
     argv = argv if i is None else argv[:i] + argv[i + span:]
     config_flags.DEFINE_config_dict("config", config, help_text, lock_config=True, sys_argv=argv, **kw)
     return argv
@@ -95,4 +102,17 @@ def run_absl(main, argv=None):
             compile_cache.enable()
             return main(args)
 
-    app.run(wrapped, argv=list(sys.argv if argv is None else argv))
+    argv = list(sys.argv if argv is None else argv)
+    _help_lists_the_commands_flags(argv[0])
+    app.run(wrapped, argv=argv)
+
+
+def _help_lists_the_commands_flags(script: str):
+    """absl's --help lists the key flags of the running script; a command's flags are defined
+    by the library function that parses them, so they are made the script's key flags."""
+    from absl import flags
+
+    for module, defined in flags.FLAGS.flags_by_module_dict().items():
+        if module != script and module.split(".")[0] in ("llada_jax", "ml_collections"):
+            for flag in defined:
+                flags.FLAGS.register_key_flag_for_module(script, flag)

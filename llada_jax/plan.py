@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import sys
 
+from llada_jax import cli  # no jax import: --devices sets XLA_FLAGS before jax loads
+
 GIB = 1024 ** 3
 
 
@@ -104,6 +106,8 @@ def report(p: dict) -> str:
 def main(argv=None):
     argv = list(sys.argv if argv is None else argv)
     devices = next((a.split("=", 1)[1] for a in argv if a.startswith("--devices=")), None)
+    if devices is None and cli.HELP.intersection(argv):
+        devices = "1"  # --help: the flags are listed, nothing is planned
     if devices is None or not devices.isdigit() or int(devices) < 1:
         raise SystemExit(f"error: --devices={devices}: expected a positive integer "
                          f"(usage: python -m llada_jax.plan --config=CONFIG --devices=N [--config.x=...])")
@@ -120,8 +124,6 @@ def main(argv=None):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + xla_flags).strip()
     os.environ["JAX_PLATFORMS"] = "cpu"
     from absl import flags
-
-    from llada_jax import cli
 
     with cli.user_errors():
         argv = cli.define_config_flag(argv)

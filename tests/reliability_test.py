@@ -368,6 +368,13 @@ def _cli(*args, cwd=ROOT):
                           env=env)
 
 
+def test_help_lists_the_flags_without_a_config():
+    for command, wanted in (("llada_jax.train", ("--config:", "--workdir:", "--allow_change:")),
+                            ("llada_jax.plan", ("--config:", "--devices:"))):
+        out = _cli(command, "--help")
+        assert "error" not in out.stderr and all(w in out.stdout for w in wanted), (command, out.stdout, out.stderr)
+
+
 def test_command_lines_print_one_error_line(imported, tmp_path):
     foreign = tmp_path / "other_tool"  # another tool's run folder: refused, and left as it was
     (foreign / "checkpoints" / "100").mkdir(parents=True)
