@@ -16,17 +16,15 @@ token), EOS and pad <|end_of_text|> (128001), what import_hf takes from config.j
         --config.mesh.fsdp=1 --config.data.batch_size=1                                # 18.3 GiB
 """
 
-import importlib.util
 import os
+
+from llada_jax.config import load_config_file
 
 
 def get_config():
     # dream_7b.py's run (SFT at 2048 tokens, mesh, optimizer, LoRA base dtype), loaded by path so
     # that this file works from any directory; only the model's shape and special ids differ.
-    spec = importlib.util.spec_from_file_location("_dream_7b", os.path.join(os.path.dirname(__file__), "dream_7b.py"))
-    dream = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dream)
-    c = dream.get_config()
+    c = load_config_file(os.path.join(os.path.dirname(__file__), "dream_7b.py"))
     c.model.update(family="llama", d_model=4096, n_heads=32, n_kv_heads=8, n_layers=32, mlp_hidden_size=14336,
                    vocab_size=128256, embedding_size=128256, max_sequence_length=131072,
                    rope_theta=500000.0, rms_norm_eps=1e-5, causal=False, logit_alignment="shifted",

@@ -18,17 +18,15 @@ from config.json. `python -m llada_jax.import_hf --src=DIR --workdir=W` then
         --config.mesh.fsdp=1 --config.data.batch_size=1                                # 19.1 GiB
 """
 
-import importlib.util
 import os
+
+from llada_jax.config import load_config_file
 
 
 def get_config():
     # dream_7b.py's run (SFT at 2048 tokens, mesh, optimizer, LoRA base dtype), loaded by path so
     # that this file works from any directory; only the model's shape and special ids differ.
-    spec = importlib.util.spec_from_file_location("_dream_7b", os.path.join(os.path.dirname(__file__), "dream_7b.py"))
-    dream = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dream)
-    c = dream.get_config()
+    c = load_config_file(os.path.join(os.path.dirname(__file__), "dream_7b.py"))
     c.model.update(family="qwen3", d_model=4096, n_heads=32, n_kv_heads=8, n_layers=36, mlp_hidden_size=12288,
                    vocab_size=151936, embedding_size=151936, max_sequence_length=40960, attention_head_dim=128,
                    rope_theta=1e6, rms_norm_eps=1e-6, qk_norm=True, causal=False, logit_alignment="shifted",

@@ -6,17 +6,14 @@ task fields: the reference is that SFT model).
         --config.rl.init_from=workdirs/sort
 """
 
-import importlib.util
 import os
 
-from llada_jax.config import lock
+from llada_jax.config import load_config_file, lock
 
 
 def get_config():
-    spec = importlib.util.spec_from_file_location("_sort", os.path.join(os.path.dirname(__file__), "sort.py"))
-    sort = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sort)
-    c = sort.get_config().copy_and_resolve_references()  # unlocked copy of the SFT config
+    sort = load_config_file(os.path.join(os.path.dirname(__file__), "sort.py"))
+    c = sort.copy_and_resolve_references()  # unlocked copy of the SFT config
     c.data.update(batch_size=16)  # prompts per rollout batch
     c.optim.update(lr=1e-4, schedule="constant", warmup_steps=0, weight_decay=0.0)
     c.train.update(steps=100, log_every=10, eval_every=50, num_samples=0)

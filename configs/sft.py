@@ -1,17 +1,19 @@
-"""SFT on chat JSONL (facts section 4), initialised from a pre-training checkpoint.
+"""SFT on chat JSONL (the prompt is never masked, the answer is), initialised from a
+pre-training checkpoint.
 
 Use: `--config=configs/sft.py --config.data.train_jsonl=chat.jsonl
 --config.data.tokenizer=DIR/tokenizer.model --config.train.init_from=PRETRAIN_WORKDIR`.
 The model shape must match the checkpoint's (override `--config.model.*` as needed).
 """
 
-from llada_jax.config import base_config, lock
-from configs.tiny import get_config as tiny_config  # noqa: E402
+import os
+
+from llada_jax.config import base_config, load_config_file, lock
 
 
 def get_config():
     c = base_config()
-    c.model.update(tiny_config().model.to_dict())
+    c.model.update(load_config_file(os.path.join(os.path.dirname(__file__), "tiny.py")).model.to_dict())
     c.data.update(kind="sft", source="jsonl", seq_len=128, batch_size=16, random_length_prob=0.0)
     c.optim.update(lr=1e-3,  # tiny model; the 8B Instruct run used 2.5e-5
                    schedule="wsd", warmup_steps=20, decay_steps=100, final_lr_ratio=0.1,

@@ -1,6 +1,7 @@
 """The experiment configs: they load with overrides, have the published shapes and
 recipe, and bad ones fail before anything compiles with a message naming the field."""
 
+import os
 import pathlib
 import re
 import sys
@@ -49,6 +50,17 @@ def test_every_config_loads_and_has_its_size():
     assert 40e6 < sizes["small"] < 60e6
     assert 0.9e9 < sizes["llada_1b"] - 2 * 126464 * 2048 < 1.3e9  # 1B without embedding and head
     assert sizes["tiny"] < 1e6 and sizes["sft"] == sizes["tiny"]
+
+
+def test_every_config_file_loads_from_any_directory(tmp_path):
+    """Config files that build on another load it by path: no `configs` package is needed."""
+    import subprocess
+
+    code = ("import glob, os; from llada_jax.config import load_config_file; "
+            f"[load_config_file(p) for p in sorted(glob.glob(os.path.join({str(CONFIGS)!r}, '*.py')))]")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_a2d_8b_configs_are_the_ar_shapes_made_bidirectional():
