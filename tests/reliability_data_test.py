@@ -130,6 +130,9 @@ def test_lm_eval_model_args_unknown_key_is_an_error_and_batch_size_works(tok):
     ({"train.steps": -5}, 1, r"config.train.steps=-5: expected an integer >= 1"),
     ({"train.steps": 0}, 1, r"config.train.steps=0"),
     ({"optim.lr": float("nan")}, 1, r"config.optim.lr=nan: expected a finite number"),
+    ({"optim.lr": 0.0}, 1, r"^config.optim.lr=0.0: expected > 0$"),
+    # a shorter run names the one field that no longer fits
+    ({"train.steps": 1, "optim.decay_steps": 2}, 1, r"^config.optim.decay_steps=2: expected 0..config.train.steps=1"),
     ({"mesh.tensor": 3, "mesh.data": 1}, 3, r"config.mesh.tensor=3: expected a divisor of config.model.n_heads=4"),
 ])
 def test_config_errors_name_the_field_before_anything_runs(over, devices, match):

@@ -71,11 +71,16 @@ def train_config(config, num_devices: int, process_count: int = 1) -> tuple[int,
     _tensor_divides(config)
     if o.schedule not in train.SCHEDULES:
         raise ValueError(f"config.optim.schedule={o.schedule!r}: expected one of {train.SCHEDULES}")
-    if o.lr <= 0 or o.warmup_steps < 0 or not 0 <= o.decay_steps <= t.steps:
-        raise ValueError(f"config.optim: lr={o.lr} (> 0), warmup_steps={o.warmup_steps} (>= 0), "
-                         f"decay_steps={o.decay_steps} (0..train.steps={t.steps}) out of range")
-    if t.steps < 1 or t.log_every < 1:
-        raise ValueError(f"config.train.steps={t.steps}, log_every={t.log_every}: expected >= 1")
+    for name, value in (("steps", t.steps), ("log_every", t.log_every)):
+        if value < 1:
+            raise ValueError(f"config.train.{name}={value}: expected >= 1")
+    if o.lr <= 0:
+        raise ValueError(f"config.optim.lr={o.lr}: expected > 0")
+    if o.warmup_steps < 0:
+        raise ValueError(f"config.optim.warmup_steps={o.warmup_steps}: expected >= 0")
+    if not 0 <= o.decay_steps <= t.steps:
+        raise ValueError(f"config.optim.decay_steps={o.decay_steps}: expected 0..config.train.steps={t.steps} "
+                         f"(a shorter run: set --config.optim.decay_steps too)")
     if t.num_samples and not 1 <= t.sample_steps <= t.sample_gen_length:
         raise ValueError(f"config.train.sample_steps={t.sample_steps}: expected 1..sample_gen_length="
                          f"{t.sample_gen_length}")
