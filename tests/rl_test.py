@@ -267,6 +267,20 @@ def test_vrpo_run_and_lora_grpo(sft_wd, tmp_path):
     assert "frozen" in state and seen["kl"] >= 0  # the reference is the base (rank-0 model on "frozen")
 
 
+def test_grpo_from_a_block_diffusion_policy(tmp_path):
+    """A block-causal policy (block SFT, blocks of 4): its rollouts run on the engine's
+    block-causal lanes, its log-probabilities are its block-causal pass, and GRPO trains it."""
+    sft = _rl_config("")
+    sft.data.kind, sft.model.block_size, sft.train.steps = "block_sft", 4, 2
+    loop.train_and_evaluate(sft, str(tmp_path / "sft"))
+    c = _rl_config(tmp_path / "sft")
+    c.data.kind, c.model.block_size, c.train.steps = "block_sft", 4, 2
+    seen = []
+    state, last = train_rl(c, str(tmp_path / "grpo"), hooks=(lambda s, st, m: seen.append(m),))
+    assert int(state["step"]) == 2 and np.isfinite(last["loss"]) and len(seen) == 2
+    assert json.loads((tmp_path / "grpo" / "run.json").read_text())["model"]["block_size"] == 4
+
+
 def test_config_errors_and_the_cli_error_line(sft_wd, tmp_path):
     with pytest.raises(ValueError, match="config.rl.init_from is empty"):
         train_rl(_rl_config(""), str(tmp_path / "a"))
