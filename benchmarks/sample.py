@@ -64,7 +64,7 @@ def run(args):
             prompt = np.random.default_rng(0).integers(0, 1000, (batch, args.prompt_len)).astype(np.int32)
             for threshold in (None, 0.9):
                 kw = dict(steps=args.steps, gen_length=args.gen_length, block_length=args.block_length,
-                          mask_id=cfg.mask_token_id, threshold=threshold, return_stats=True)
+                          threshold=threshold, return_stats=True)
                 t = time.perf_counter()
                 out, stats = generate(model, params, prompt, **kw)
                 out.block_until_ready()

@@ -112,7 +112,7 @@ def run_demo(config, workdir, *, n_eval=256, repeats=3, say=print):
                            seq_len=d.seq_len)
     p, g = task.prompt_len, d.seq_len - task.prompt_len
     ids, _ = task.rows(np.random.default_rng(2026), n_eval)  # fresh lists (training draws seed [0, k])
-    gen = dict(gen_length=g, block_length=g, mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id)
+    gen = dict(gen_length=g, block_length=g)  # the model's mask and EOS ids
 
     # Both samplers on the whole batch first (one compile each); row 0 is shown step by step.
     fig, runs = {}, {}
@@ -137,8 +137,7 @@ def run_demo(config, workdir, *, n_eval=256, repeats=3, say=print):
     span = slice(p + g // 2 - 2, p + g // 2 + 1)
     holes = ids[1:2].copy()
     holes[:, span] = mcfg.mask_token_id
-    filled = np.asarray(sampling.generate(model, params, holes, steps=span.stop - span.start, gen_length=0,
-                                          mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id))
+    filled = np.asarray(sampling.generate(model, params, holes, steps=span.stop - span.start, gen_length=0))
     say(f"  masked  {render(holes[0], task)}")
     say(f"  filled  {render(filled[0], task, set(range(span.start, span.stop)))}"
         f"   {'correct' if (filled == ids[1:2]).all() else 'wrong'}")

@@ -31,7 +31,6 @@ import sys
 import types
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 _MASK = re.compile(r"<mask:(\d+)>")
@@ -96,9 +95,9 @@ def sample(model, params, prompt_ids, *, tokenizer=None, gen_length=64, steps=No
         block_length = cfg.block_size or gen_length
     out = sampling.generate(model, params, np.asarray([prompt_ids], np.int32), steps=steps, gen_length=gen_length,
                             block_length=block_length, temperature=temperature,
-                            cfg_scale=cfg_scale, remasking=remasking, mask_id=cfg.mask_token_id,
+                            cfg_scale=cfg_scale, remasking=remasking,
                             logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf,
-                            eos_id=cfg.eos_token_id, eot_id=eot, threshold=threshold,
+                            eot_id=eot, threshold=threshold,
                             rng=jax.random.PRNGKey(seed))
     ids = [int(i) for i in np.asarray(out)[0]]
     shown = ids if gen_length == 0 else ids[len(prompt_ids):]

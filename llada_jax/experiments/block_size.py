@@ -70,7 +70,7 @@ def bits_per_token(params, st, rows, draws, batch_size):
 def sampler_rows(model, params, block_size, prompts, targets, g):
     """One row per sampler for this model: FLOPs per generated token, tokens/s, accuracy."""
     cfg, p, n = model.config, prompts.shape[1], g.gen_length
-    common = dict(gen_length=n, temperature=0.0, mask_id=cfg.mask_token_id, eos_id=cfg.eos_token_id)
+    common = dict(gen_length=n, temperature=0.0)  # the model's mask and EOS ids
     runs = []
     if block_size:
         runs.append(("block_cache", None, dict(steps=block_size, block_length=block_size)))

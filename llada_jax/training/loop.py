@@ -111,7 +111,7 @@ def samples(model, params, batch, tokenizer, config, mcfg):
         kw = {} if tokenizer is None else dict(eot_id=tokenizer.eot_id)
         gen = sampling.generate(model, params, np.asarray(prompt)[None], steps=t.sample_steps,
                                 gen_length=t.sample_gen_length, block_length=mcfg.block_size or t.sample_gen_length,
-                                mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id, **kw)
+                                **kw)
         gen = np.asarray(_host(gen))[0, len(prompt):]
         out[f"sample_{i}"] = f"{_decode(tokenizer, prompt)} ⟶ {_decode(tokenizer, gen)}"
     return out
