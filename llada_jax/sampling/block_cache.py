@@ -40,7 +40,7 @@ import numpy as np
 from llada_jax import validation
 from llada_jax.model import attention, flops
 from llada_jax.model.transformer import KVCache
-from llada_jax.sampling.sampler import first_argmax
+from llada_jax.sampling.confidence import first_argmax
 
 REMASKING = ("low_confidence", "random")
 _NEG_INF = -jnp.inf

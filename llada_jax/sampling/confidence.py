@@ -14,6 +14,14 @@ import jax.numpy as jnp
 _NEG_INF = -jnp.inf
 
 
+def first_argmax(x):
+    """argmax over the last axis (first index of the max). XLA:CPU's argmax, a variadic
+    value+index reduce, is about 4x slower than this max + min-index pair on a vocabulary."""
+    m = jnp.max(x, axis=-1, keepdims=True)
+    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    return jnp.min(jnp.where(x == m, iota, x.shape[-1]), axis=-1)
+
+
 def low_confidence(logits_BxMxV, x0_BxM, rng, options):
     """The softmax probability of x0 (without materialising the whole softmax); with
     `confidence_eos_eot_inf`, EOS/EoT get zero probability and the rest are renormalised."""

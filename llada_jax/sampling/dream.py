@@ -30,6 +30,7 @@ import numpy as np
 
 from llada_jax import validation
 from llada_jax.validation import special_ids
+from llada_jax.sampling.confidence import first_argmax
 
 ALGS = ("maskgit_plus", "topk_margin", "entropy", "origin")
 OPTIONS = ("alg", "alg_temp", "eps", "top_p", "top_k")  # what makes `llada_jax.generate` use this rule
@@ -69,12 +70,6 @@ def _filtered(logits, top_p, top_k):
     return jnp.where(logits < kth, low, logits)
 
 
-def _first_argmax(x):
-    m = jnp.max(x, -1, keepdims=True)
-    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
-    return jnp.min(jnp.where(x == m, iota, x.shape[-1]), -1)
-
-
 def sample_tokens(logits_BxLxV, rng, top_p, top_k, o: _Options):
     """(confidence, x0) per position, as Dream's `sample_tokens` for `o.alg`."""
     logits = logits_BxLxV.astype(jnp.float32)
@@ -84,7 +79,7 @@ def sample_tokens(logits_BxLxV, rng, top_p, top_k, o: _Options):
     if o.temperature > 0:
         x0 = jax.random.categorical(rng, jnp.log(probs), -1)
     else:
-        x0 = _first_argmax(probs)
+        x0 = first_argmax(probs)
     confidence = jnp.take_along_axis(probs, x0[..., None], -1)[..., 0]
     if o.alg == "topk_margin":
         top2 = jax.lax.top_k(probs, 2)[0]
