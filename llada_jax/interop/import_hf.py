@@ -141,9 +141,10 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
     np_dtype = safetensors_io.np_dtype(config.param_dtype)
     builder = TreeBuilder(config, shardings)
     for name, path_, idx, _, from_t in layout.tensor_map(config):
-        host = np.ascontiguousarray(from_t(reader.read(name)).astype(np_dtype, copy=False))
-        builder.put(path_, idx, host)
-        del host  # one host tensor alive at a time
+        for leaf_path, host in layout.split(path_, from_t(reader.read(name))):  # fused: several leaves
+            host = np.ascontiguousarray(host.astype(np_dtype, copy=False))
+            builder.put(leaf_path, idx, host)
+            del host  # one host tensor alive at a time
     return config, builder.tree
 
 
