@@ -366,7 +366,10 @@ def _validate(model, prompt, attention_mask, steps, gen_length, block_length, te
         validation.bad(where, "block_length", block_length, f"the model's block size {cfg.block_size}")
     gen_length = validation.integer(where, "gen_length", gen_length, minimum=1)
     minimal_topk = validation.integer(where, "minimal_topk", minimal_topk, minimum=1)
-    steps = min(validation.integer(where, "steps", steps, minimum=1), max(1, gen_length // minimal_topk))
+    if gen_length // minimal_topk < 1:  # LLaDA 2.x's cap would leave 0 steps: an answer of masks
+        validation.bad(where, "minimal_topk", minimal_topk, f"<= gen_length={gen_length} (steps are capped at "
+                       f"gen_length // minimal_topk, as LLaDA 2.x's generate does; 0 steps reveal nothing)")
+    steps = min(validation.integer(where, "steps", steps, minimum=1), gen_length // minimal_topk)
     top_k = 0 if top_k is None else validation.integer(where, "top_k", top_k, minimum=1)
     top_p = 1.0 if top_p is None else validation.number(where, "top_p", top_p)
     if not 0 < top_p <= 1:
