@@ -65,6 +65,16 @@ def test_block_cache_sampler_gives_the_published_generate_tokens(loaded, golden_
     assert answer == c["output"]
 
 
+def test_import_prints_the_block_size_and_moe_flags(loaded):
+    from llada_jax.interop import import_hf
+
+    flags = import_hf.model_flags(loaded[0])
+    for flag in ("family=llada2", "block_size=8", "partial_rotary_factor=0.5", "moe.num_experts=8",
+                 "moe.score_function=sigmoid", "moe.expert_bias=selection", "moe.n_group=4", "moe.topk_group=2",
+                 "moe.norm_topk_prob=True", "moe.routed_scaling_factor=2.5", "moe.first_k_dense=1"):
+        assert f"--config.model.{flag}" in flags
+
+
 def test_bad_config_names_file_and_field(golden_dir, tmp_path):
     src = tmp_path / "bad"
     shutil.copytree(golden_dir / "llada2-tiny", src)
