@@ -75,6 +75,16 @@ def test_import_prints_the_block_size_and_moe_flags(loaded):
         assert f"--config.model.{flag}" in flags
 
 
+def test_llada21_model_type_imports_as_the_same_family(golden_dir, tmp_path):
+    src = tmp_path / "llada21"
+    shutil.copytree(golden_dir / "llada2-tiny", src)
+    c = json.load(open(src / "config.json"))
+    c["model_type"] = "llada21_moe"  # LLaDA2.1-mini's config.json: same architecture and tensors
+    json.dump(c, open(src / "config.json", "w"))
+    cfg, _ = hf.load_pretrained(str(src))
+    assert cfg.family == "llada2" and cfg.block_size == 8
+
+
 def test_bad_config_names_file_and_field(golden_dir, tmp_path):
     src = tmp_path / "bad"
     shutil.copytree(golden_dir / "llada2-tiny", src)

@@ -2,7 +2,9 @@
 (block diffusion) MoE with q/k RMS norms and partial RoPE, logits aligned with their
 positions, as the published modeling file (`modeling_llada2_moe.py`, ZHZisZZ/dllm
 `dllm/pipelines/llada2/models/`, shipped with the checkpoints; 2.1's
-`dllm/pipelines/llada21/models/` has the same layout) defines it:
+`dllm/pipelines/llada21/models/`, model_type "llada21_moe", has the same layout and forward:
+it is imported as this family, exported as model_type "llada2_moe"; 2.1's token-editing
+`generate` (editing_threshold, max_post_steps) is not ours) defines it:
 
 - attention: one fused `attention.query_key_value` ([q heads; k heads; v heads] x head_dim
   rows), `attention.query_layernorm` / `key_layernorm` (RMSNorm over head_dim, before RoPE),
@@ -38,7 +40,7 @@ from llada_jax.model.moe import MoEConfig
 from llada_jax.model.transformer import LLaDA, LLaDAConfig
 
 SAMPLER = "llada"  # a block-causal model: LLaDA's entry runs the block cache (llada_jax.sampling)
-HF_MODEL_TYPES = ("llada2_moe",)
+HF_MODEL_TYPES = ("llada2_moe", "llada21_moe")  # 2.1: the same tensors and forward (export writes 2.0's)
 HF_ARCHITECTURES = ("LLaDA2MoeModelLM",)
 MODELING_FILES: dict = {}  # the published modeling file is not shipped (auto_map names it)
 AUTO_MAP = {"AutoConfig": "configuration_llada2_moe.LLaDA2MoeConfig",
