@@ -127,7 +127,8 @@ def config_to_hf(config: LLaDAConfig, torch_dtype: str = "bfloat16") -> dict:
         use_sliding_window=False, sliding_window=4096, max_window_layers=28, rope_scaling=None,
         pad_token_id=config.pad_token_id,
         eos_token_id=config.eos_token_id, num_experts=m.num_experts,
-        num_shared_experts=(m.shared_hidden_size // m.expert_hidden_size) if m.shared_hidden_size else None,
+        num_shared_experts=(m.shared_hidden_size // (m.expert_hidden_size or config.mlp_hidden_size)
+                            if m.shared_hidden_size else None),
         num_experts_per_tok=m.num_experts_per_tok, n_group=m.n_group, topk_group=m.topk_group,
         routed_scaling_factor=m.routed_scaling_factor, first_k_dense_replace=m.first_k_dense,
         output_router_logits=False, partial_rotary_factor=config.partial_rotary_factor, score_function="sigmoid",
