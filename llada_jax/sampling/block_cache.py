@@ -19,7 +19,10 @@ EOS (per row, as LLaDA 2.x): a row whose answer holds an EOS after a block is fi
 (no further block for it; when every row is, none at all); with `eos_early_stop` a row
 is finished inside a step as soon as its first answer EOS has no mask before it. The
 output is (B, P + gen_length) with every position after a row's first answer EOS set to
-EOS (LLaDA 2.x returns the answer up to that EOS).
+EOS (LLaDA 2.x returns the answer up to that EOS). Only answer EOS count: the published
+early stop looks for the first EOS of the whole sequence, so a prompt holding EOS makes it
+return an empty answer as soon as an EOS is revealed (we do not copy that). tests/llada2_test.py
+compares the tokens with the published `generate` on an imported LLaDA 2.x checkpoint.
 
 Batches: left-pad prompts and pass `attention_mask`; the grid is the same for every row
 (index positions, padding excluded as keys), as in LLaDA's sampler. Each row draws from its
