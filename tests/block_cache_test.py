@@ -139,6 +139,8 @@ def test_bad_input_fails_before_compiling(block_model, tmp_path):
         generate(model, params, PROMPTS, gen_length=8, block_length=B, cache="dual")
     with pytest.raises(ValueError, match="block_length=8, expected the model.s block size 4"):
         generate(model, params, PROMPTS, gen_length=8, block_length=8)
+    with pytest.raises(ValueError, match=r"minimal_topk=9, expected <= gen_length=8 \(steps are capped"):
+        generate(model, params, PROMPTS, gen_length=8, block_length=B, minimal_topk=9)
     full = build(model.config.replace(block_size=0))
     with pytest.raises(ValueError, match="model.config.block_size=0, expected > 0: the block-cache sampler"):
         block_cache.generate(full, params, PROMPTS, gen_length=8, block_length=B)

@@ -203,7 +203,7 @@ def _rewrite(tmp_path, src, change):
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.update(model_type="gpt2", architectures=["GPT2LMHeadModel"]),
      r"error: .*config.json: model_type='gpt2', architectures=\['GPT2LMHeadModel'\] is no known model family; "
-     r"expected model_type one of Dream, llada, lladamoe, llama, qwen2, qwen3"),
+     r"expected model_type one of Dream, llada, llada21_moe, llada2_moe, lladamoe, llama, qwen2, qwen3"),
     (lambda c: c.pop("intermediate_size"), r"error: .*config.json is missing intermediate_size: expected"),
     (lambda c: c.update(rope_scaling={"rope_type": "yarn", "factor": 4.0}),
      r"error: .*config.json: rope_type='yarn' is not supported \(expected one of \('default', 'llama3'\)\)"),

@@ -217,7 +217,8 @@ def _write_files(config, params, path, np_dtype, max_bytes, tokenizer) -> list[s
         out = safetensors_io.ShardWriter(os.path.join(path, fname), shard, np_dtype) if writer else None
         for name, _ in shard:
             p, idx, to_t = mapping[name]
-            host = gather(layout.leaf(params, p), idx)
+            host = (tuple(gather(layout.leaf(params, q), idx) for q in p) if layout.is_fused(p)
+                    else gather(layout.leaf(params, p), idx))  # fused: one tensor of several leaves
             if out is not None:
                 out.write(name, to_t(host))
             del host  # one tensor on the host at a time

@@ -141,9 +141,10 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
     np_dtype = safetensors_io.np_dtype(config.param_dtype)
     builder = TreeBuilder(config, shardings)
     for name, path_, idx, _, from_t in layout.tensor_map(config):
-        host = np.ascontiguousarray(from_t(reader.read(name)).astype(np_dtype, copy=False))
-        builder.put(path_, idx, host)
-        del host  # one host tensor alive at a time
+        for leaf_path, host in layout.split(path_, from_t(reader.read(name))):  # fused: several leaves
+            host = np.ascontiguousarray(host.astype(np_dtype, copy=False))
+            builder.put(leaf_path, idx, host)
+            del host  # one host tensor alive at a time
     return config, builder.tree
 
 
@@ -152,13 +153,17 @@ def model_flags(config: LLaDAConfig) -> list[str]:
     fields = ("family", "d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "vocab_size",
               "embedding_size", "max_sequence_length", "rope_theta", "rms_norm_eps", "mask_token_id",
               "eos_token_id", "pad_token_id", "weight_tying", "param_dtype")
-    knobs = ("qkv_bias", "qk_norm", "attention_head_dim", "partial_rotary_factor", "logit_alignment", "causal")
+    knobs = ("qkv_bias", "qk_norm", "attention_head_dim", "partial_rotary_factor", "logit_alignment", "causal",
+             "block_size")
     default = LLaDAConfig()  # the knobs only where they differ from LLaDA's
     rope = [] if config.rope_scaling == default.rope_scaling else [
         f"--config.model.rope_scaling.{f.name}={getattr(config.rope_scaling, f.name)}"
         for f in dataclasses.fields(config.rope_scaling)]
+    moe = [f"--config.model.moe.{f.name}={getattr(config.moe, f.name)}" for f in dataclasses.fields(config.moe)
+           if getattr(config.moe, f.name) != getattr(default.moe, f.name)]  # an MoE family's routing and sizes
     return [f"--config.model.{f}={getattr(config, f)}" for f in fields] + \
-        [f"--config.model.{f}={getattr(config, f)}" for f in knobs if getattr(config, f) != getattr(default, f)] + rope
+        [f"--config.model.{f}={getattr(config, f)}" for f in knobs if getattr(config, f) != getattr(default, f)] + \
+        rope + moe
 
 
 def import_to_workdir(src: str, workdir: str, *, dtype="float32") -> LLaDAConfig:

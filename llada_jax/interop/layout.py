@@ -203,18 +203,37 @@ def llada_tensor_map(config: LLaDAConfig) -> Iterator[tuple[str, tuple, int | No
         yield PREFIX + "ff_out.weight", ("ff_out",), None, _t, _t
 
 
+def is_fused(path) -> bool:
+    """True when a tensor map's `path` names several leaves, a tuple of paths (one Hugging Face
+    tensor holding several of ours, e.g. LLaDA 2.x's fused query_key_value): its from_torch
+    then returns one array per leaf and its to_torch takes them as a tuple, in that order."""
+    return bool(path) and isinstance(path[0], tuple)
+
+
+def leaves(path) -> tuple:
+    """The leaf paths of a tensor map's `path` (one, or those of a fused tensor)."""
+    return tuple(path) if is_fused(path) else (path,)
+
+
+def split(path, host) -> list:
+    """[(leaf path, array)] of from_torch's result `host` for a tensor map's `path`."""
+    return list(zip(path, host)) if is_fused(path) else [(path, host)]
+
+
 def our_shapes(config: LLaDAConfig) -> dict[tuple, tuple]:
     """Our leaf path -> shape: with the stacked axes of its index when stacked (the layer axis
     when scan_layers; MoE experts: (layer, expert), or (expert,) per unscanned layer)."""
     expected = expected_shapes(config)
     out, extent = {}, {}
-    for name, path, idx, _, from_t in tensor_map(config):
-        shape = from_t(np.empty(expected[name], np.int8)).shape  # shapes only: int8 keeps it cheap
-        if idx is not None:
-            idx = (idx,) if isinstance(idx, (int, np.integer)) else tuple(idx)
-            extent[path] = tuple(max(a, i + 1) for a, i in zip(extent.get(path, (0,) * len(idx)), idx))
-            shape = extent[path] + shape
-        out[path] = shape
+    for name, fused, idx, _, from_t in tensor_map(config):
+        parts = from_t(np.empty(expected[name], np.int8))  # shapes only: int8 keeps it cheap
+        for path, part in split(fused, parts):
+            shape = part.shape
+            if idx is not None:
+                ix = (idx,) if isinstance(idx, (int, np.integer)) else tuple(idx)
+                extent[path] = tuple(max(a, i + 1) for a, i in zip(extent.get(path, (0,) * len(ix)), ix))
+                shape = extent[path] + shape
+            out[path] = shape
     return out
 
 

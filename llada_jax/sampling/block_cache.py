@@ -19,7 +19,10 @@ EOS (per row, as LLaDA 2.x): a row whose answer holds an EOS after a block is fi
 (no further block for it; when every row is, none at all); with `eos_early_stop` a row
 is finished inside a step as soon as its first answer EOS has no mask before it. The
 output is (B, P + gen_length) with every position after a row's first answer EOS set to
-EOS (LLaDA 2.x returns the answer up to that EOS).
+EOS (LLaDA 2.x returns the answer up to that EOS). Only answer EOS count: the published
+early stop looks for the first EOS of the whole sequence, so a prompt holding EOS makes it
+return an empty answer as soon as an EOS is revealed (we do not copy that). tests/llada2_test.py
+compares the tokens with the published `generate` on an imported LLaDA 2.x checkpoint.
 
 Batches: left-pad prompts and pass `attention_mask`; the grid is the same for every row
 (index positions, padding excluded as keys), as in LLaDA's sampler. Each row draws from its
@@ -366,7 +369,10 @@ def _validate(model, prompt, attention_mask, steps, gen_length, block_length, te
         validation.bad(where, "block_length", block_length, f"the model's block size {cfg.block_size}")
     gen_length = validation.integer(where, "gen_length", gen_length, minimum=1)
     minimal_topk = validation.integer(where, "minimal_topk", minimal_topk, minimum=1)
-    steps = min(validation.integer(where, "steps", steps, minimum=1), max(1, gen_length // minimal_topk))
+    if gen_length // minimal_topk < 1:  # LLaDA 2.x's cap would leave 0 steps: an answer of masks
+        validation.bad(where, "minimal_topk", minimal_topk, f"<= gen_length={gen_length} (steps are capped at "
+                       f"gen_length // minimal_topk, as LLaDA 2.x's generate does; 0 steps reveal nothing)")
+    steps = min(validation.integer(where, "steps", steps, minimum=1), gen_length // minimal_topk)
     top_k = 0 if top_k is None else validation.integer(where, "top_k", top_k, minimum=1)
     top_p = 1.0 if top_p is None else validation.number(where, "top_p", top_p)
     if not 0 < top_p <= 1:

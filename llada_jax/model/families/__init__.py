@@ -10,6 +10,7 @@ A family module defines, for configs whose `family` is its name:
     config_to_hf(config, torch_dtype)        config.json content of an export
     expected_shapes(config)                  Hugging Face tensor name -> shape ([out, in])
     tensor_map(config)                       (hf name, our path, layer or None, to_torch, from_torch)
+                                             (a tuple of paths: one tensor of several leaves, `layout.is_fused`)
     MODELING_FILES                           {file name in an export: source file} (custom code)
     peft_module(config, i, name)             PEFT name of block i's projection `name`
     block_path(config, i, name)              (optional) our (path, index) of block i's `name`, None
@@ -32,6 +33,7 @@ FAMILIES = {
     "qwen2": "llada_jax.model.families.qwen2",
     "qwen3": "llada_jax.model.families.qwen3",
     "lladamoe": "llada_jax.model.families.lladamoe",
+    "llada2": "llada_jax.model.families.llada2",
 }
 
 
