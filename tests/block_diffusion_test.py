@@ -116,24 +116,29 @@ SMALL = {"model.n_layers": 1, "data.seq_len": 16, "data.batch_size": 4, "checkpo
 
 @pytest.fixture(scope="module")
 def block_run(tmp_path_factory):
-    """2 block-diffusion steps: block 4 for step 0, then 8 (the warm-up's lax.switch);
+    """A full-diffusion checkpoint (one LLaDA pre-training step) converted by 2 block-diffusion
+    steps from train.init_from: block 4 for step 0, then 8 (the warm-up's lax.switch);
     fsdp x tensor mesh, full remat, chunked attention."""
+    full = str(tmp_path_factory.mktemp("full"))
+    loop.train_and_evaluate(tiny_config(**SMALL, **{"train.steps": 1}), full, devices=jax.devices()[:1])
     workdir = str(tmp_path_factory.mktemp("block"))
     cfg = tiny_config(**SMALL, **{"data.kind": "block_diffusion", "model.block_size": 8, "train.block_warmup": "4:1",
                                   "train.steps": 2, "model.remat_policy": "full", "model.attention": "chunked",
-                                  "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
+                                  "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2, "train.init_from": full})
     state, last = loop.train_and_evaluate(cfg, workdir)
-    return workdir, state, last
+    return workdir, state, last, full
 
 
-def test_block_diffusion_trains_on_a_mesh_with_warmup(block_run):
-    workdir, state, last = block_run
+def test_block_diffusion_converts_a_full_diffusion_checkpoint_on_a_mesh_with_warmup(block_run):
+    workdir, state, last, full = block_run
     assert int(state["step"]) == 2 and np.isfinite(float(last["loss"]))
-    assert json.loads((pathlib.Path(workdir) / "run.json").read_text())["model"]["block_size"] == 8
+    info = json.loads((pathlib.Path(workdir) / "run.json").read_text())
+    assert info["model"]["block_size"] == 8
+    assert json.loads((pathlib.Path(full) / "run.json").read_text())["model"]["block_size"] == 0
 
 
 def test_block_sft_with_lora_from_init_from(block_run, tmp_path):
-    workdir, _, _ = block_run
+    workdir, _, _, _ = block_run
     cfg = tiny_config(**SMALL, **{"data.kind": "block_sft", "model.block_size": 8, "train.steps": 2,
                                   "train.init_from": workdir, "lora.rank": 4, "lora.base_dtype": "float32"})
     state, last = loop.train_and_evaluate(cfg, str(tmp_path), devices=jax.devices()[:1])
