@@ -372,6 +372,9 @@ def abstract_params(config: LLaDAConfig, batch: int = 1, seq_len: int = 8) -> An
 
 def init_params(config: LLaDAConfig, rng, seq_len: int = 8) -> Any:
     """Unboxed float parameters of a freshly initialised model (no logical metadata)."""
+    # `causal` changes the mask, not a parameter: the causal baseline and the mask predictor of
+    # one shape share one compiled init (the same values, one compile fewer)
+    config = config.replace(causal=False) if getattr(config, "causal", False) else config
     try:
         init = _jitted_init(config, seq_len)
     except TypeError:  # a config with an unhashable field: compiled for this call only
