@@ -117,13 +117,15 @@ def llada_config_to_hf(config: LLaDAConfig, torch_dtype: str = "bfloat16") -> di
 
 def _t(w):
     """Transpose of a 2-D weight, C-contiguous for large numpy arrays: numpy's plain
-    transposed copy of the 8B vocabulary head takes 13 s (cache misses); copying 512x512
-    tiles of the raw bits (uints of the same width: no slow ml_dtypes copy) about 2 s."""
+    transposed copy of the 8B vocabulary head takes 13 s (cache misses); copying square
+    tiles of the raw bits (uints of the same width: no slow ml_dtypes copy) of 128 KiB each,
+    source and destination tile in the L2 cache together, about 1 s (bf16 tiles of 512x512,
+    512 KiB, took 3.1 s on a 2-core Xeon; 256x256 1.05 s)."""
     if not isinstance(w, np.ndarray) or w.size < 2**20 or w.ndim != 2:
         return w.T
     src = w.view(f"u{w.dtype.itemsize}")
     out = np.empty(src.shape[::-1], src.dtype)
-    tile = 512
+    tile = 256 if w.dtype.itemsize <= 2 else 128  # tile * tile * itemsize <= 128 KiB
     for i in range(0, src.shape[0], tile):
         for j in range(0, src.shape[1], tile):
             out[j:j + tile, i:i + tile] = src[i:i + tile, j:j + tile].T

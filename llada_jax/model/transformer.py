@@ -372,9 +372,11 @@ def abstract_params(config: LLaDAConfig, batch: int = 1, seq_len: int = 8) -> An
 
 def init_params(config: LLaDAConfig, rng, seq_len: int = 8) -> Any:
     """Unboxed float parameters of a freshly initialised model (no logical metadata)."""
-    # `causal` changes the mask, not a parameter: the causal baseline and the mask predictor of
-    # one shape share one compiled init (the same values, one compile fewer)
-    config = config.replace(causal=False) if getattr(config, "causal", False) else config
+    # `causal` and `block_size` change the mask, not a parameter: the causal baseline, the
+    # block-causal model and the mask predictor of one shape share one compiled init (the same
+    # values, a compile fewer each)
+    if getattr(config, "causal", False) or getattr(config, "block_size", 0):
+        config = config.replace(causal=False, block_size=0)
     try:
         init = _jitted_init(config, seq_len)
     except TypeError:  # a config with an unhashable field: compiled for this call only
