@@ -212,5 +212,13 @@ def test_training_resumes_bitwise_from_prepared_data(tok, prep, tmp_path):
         inputs.iterators(tiny_config(**over, **{"train.eval_every": 2}), tok, process_index=0, process_count=1)
 
 
+def test_block_diffusion_trains_on_prepared_data(prep, tmp_path):
+    over = {"data.source": "prepared", "data.path": prep, "data.tokenizer": "", "data.kind": "block_diffusion",
+            "model.block_size": 8, "model.vocab_size": 400, "model.embedding_size": 400, "model.mask_token_id": -1,
+            "model.eos_token_id": -1, "model.pad_token_id": -1, "train.steps": 2}
+    state, last = loop.train_and_evaluate(tiny_config(**over), str(tmp_path), devices=jax.devices()[:1])
+    assert int(state["step"]) == 2 and np.isfinite(float(last["loss"]))
+
+
 def jax_leaves(tree):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
