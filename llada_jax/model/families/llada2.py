@@ -35,6 +35,7 @@ import numpy as np
 
 from llada_jax.interop import layout
 from llada_jax.model import rope
+from llada_jax.model.families import lladamoe
 from llada_jax.model.families.lladamoe import _layer
 from llada_jax.model.moe import MoEConfig
 from llada_jax.model.transformer import LLaDA, LLaDAConfig
@@ -57,7 +58,6 @@ _ATTN = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ff_norm", 
 _DENSE = {"mlp.gate_proj": "ff_proj", "mlp.up_proj": "up_proj", "mlp.down_proj": "ff_out"}
 _SHARED = {"mlp.shared_experts.gate_proj": "shared_gate", "mlp.shared_experts.up_proj": "shared_up",
            "mlp.shared_experts.down_proj": "shared_down"}
-_EXPERT = {"gate_proj": "experts_gate", "up_proj": "experts_up", "down_proj": "experts_down"}
 
 
 def build(config):
@@ -176,13 +176,10 @@ def _qkv_maps(c: LLaDAConfig):
 def _entries(c: LLaDAConfig):
     """(hf name, HF shape, our path (a tuple of paths when fused), index, to_torch, from_torch)."""
     ident, t = (lambda w: w), layout._t  # noqa: E731
-    e, m, x = c.d_model, c.moe, c.moe.num_experts
-    hid, s = m.expert_hidden_size or c.mlp_hidden_size, m.shared_hidden_size
+    e = c.d_model
     maps = layout._block_maps(c)
     hd, kd, d = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.head_dim
-    shape = {"attn_norm": (e,), "ff_norm": (e,), "attn_out": (e, hd), "q_norm": (d,), "k_norm": (d,),
-             "ff_proj": (c.mlp_hidden_size, e), "up_proj": (c.mlp_hidden_size, e), "ff_out": (e, c.mlp_hidden_size),
-             "shared_gate": (s, e), "shared_up": (s, e), "shared_down": (e, s)}
+    shape = {"attn_norm": (e,), "ff_norm": (e,), "attn_out": (e, hd), "q_norm": (d,), "k_norm": (d,)}
     qkv_to, qkv_from = _qkv_maps(c)
     yield "model.word_embeddings.weight", (c.embedding_size, e), ("wte",), None, ident, ident
     for i in range(c.n_layers):
@@ -192,20 +189,7 @@ def _entries(c: LLaDAConfig):
         for hf, ours in _ATTN.items():
             if c.qk_norm or ours not in ("q_norm", "k_norm"):
                 yield (p + hf + ".weight", shape[ours], *_layer(c, i, ours), *(maps.get(ours) or (ident, ident)))
-        if i < m.first_k_dense:
-            for hf, ours in _DENSE.items():
-                yield (p + hf + ".weight", shape[ours], *_layer(c, i, ours), t, t)
-            continue
-        yield (p + "mlp.gate.weight", (x, e), *_layer(c, i, "router", ("moe",)), t, t)
-        yield (p + "mlp.gate.expert_bias", (x,), *_layer(c, i, "expert_bias", ("moe",)), ident, ident)
-        for j in range(x):
-            for hf, ours in _EXPERT.items():
-                path, idx = _layer(c, i, ours, ("moe",))
-                idx = (j,) if idx is None else (idx, j)
-                yield (f"{p}mlp.experts.{j}.{hf}.weight", (e, hid) if hf == "down_proj" else (hid, e), path, idx, t, t)
-        if s:
-            for hf, ours in _SHARED.items():
-                yield (p + hf + ".weight", shape[ours], *_layer(c, i, ours, ("moe",)), t, t)
+        yield from lladamoe.mlp_entries(c, i, p, expert_bias="mlp.gate.expert_bias", shared=_SHARED)
     yield "model.norm.weight", (e,), ("ln_f", "scale"), None, ident, ident
     if not c.weight_tying:
         yield "lm_head.weight", (c.embedding_size, e), ("ff_out",), None, t, t

@@ -140,14 +140,11 @@ def _layer(config, i, name, extra=()):
 def _entries(c: LLaDAConfig):
     """(hf name, HF shape, our path, index, to_torch, from_torch) of every tensor."""
     ident, t = (lambda w: w), layout._t  # noqa: E731
-    e, m, x = c.d_model, c.moe, c.moe.num_experts
-    hid, s = m.expert_hidden_size or c.mlp_hidden_size, m.shared_hidden_size
+    e, m = c.d_model, c.moe
     maps = layout._block_maps(c)
     hd, kd, d = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.head_dim
     shape = {"attn_norm": (e,), "ff_norm": (e,), "q_proj": (hd, e), "k_proj": (kd, e), "v_proj": (kd, e),
-             "attn_out": (e, hd), "q_norm": (d,), "k_norm": (d,), "ff_proj": (c.mlp_hidden_size, e),
-             "up_proj": (c.mlp_hidden_size, e), "ff_out": (e, c.mlp_hidden_size), "shared_gate": (s, e),
-             "shared_up": (s, e), "shared_down": (e, s)}
+             "attn_out": (e, hd), "q_norm": (d,), "k_norm": (d,)}
     yield "model.embed_tokens.weight", (c.embedding_size, e), ("wte",), None, ident, ident
     for i in range(c.n_layers):
         p = f"model.layers.{i}."
@@ -155,24 +152,38 @@ def _entries(c: LLaDAConfig):
             if c.qk_norm or ours not in ("q_norm", "k_norm"):
                 yield (p + hf + ".weight", shape[ours], *_layer(c, i, ours),
                        *(maps.get(ours) or (ident, ident)))
-        if i < m.first_k_dense:
-            for hf, ours in _DENSE.items():
-                yield (p + hf + ".weight", shape[ours], *_layer(c, i, ours), t, t)
-            continue
-        yield (p + "mlp.gate.weight", (x, e), *_layer(c, i, "router", ("moe",)), t, t)
-        if m.expert_bias != "none":
-            yield (p + "mlp.expert_bias", (x,), *_layer(c, i, "expert_bias", ("moe",)), ident, ident)
-        for j in range(x):
-            for hf, ours in _EXPERT.items():
-                path, idx = _layer(c, i, ours, ("moe",))
-                idx = (j,) if idx is None else (idx, j)
-                yield (f"{p}mlp.experts.{j}.{hf}.weight", (e, hid) if hf == "down_proj" else (hid, e), path, idx, t, t)
-        if s:
-            for hf, ours in _SHARED.items():
-                yield (p + hf + ".weight", shape[ours], *_layer(c, i, ours, ("moe",)), t, t)
+        yield from mlp_entries(c, i, p, expert_bias="mlp.expert_bias" if m.expert_bias != "none" else None,
+                               shared=_SHARED)
     yield "model.norm.weight", (e,), ("ln_f", "scale"), None, ident, ident
     if not c.weight_tying:
         yield "lm_head.weight", (c.embedding_size, e), ("ff_out",), None, t, t
+
+
+def mlp_entries(c: LLaDAConfig, i: int, prefix: str, *, expert_bias: str | None, shared: dict):
+    """Block i's MLP tensors, as `_entries` gives them: the dense SwiGLU of a first_k_dense
+    layer, else the router (`mlp.gate`), the expert bias (HF name `expert_bias`; None: none),
+    every expert (`mlp.experts.{j}.*`) and the shared expert (HF names `shared`). LLaDA-MoE's
+    and LLaDA 2.x's layouts differ only in those two names."""
+    ident, t = (lambda w: w), layout._t  # noqa: E731
+    e, f, m = c.d_model, c.mlp_hidden_size, c.moe
+    x, hid, s = m.num_experts, m.expert_hidden_size or f, m.shared_hidden_size
+    if i < m.first_k_dense:
+        dense = {"ff_proj": (f, e), "up_proj": (f, e), "ff_out": (e, f)}
+        for hf, ours in _DENSE.items():
+            yield prefix + hf + ".weight", dense[ours], *_layer(c, i, ours), t, t
+        return
+    yield prefix + "mlp.gate.weight", (x, e), *_layer(c, i, "router", ("moe",)), t, t
+    if expert_bias:
+        yield prefix + expert_bias, (x,), *_layer(c, i, "expert_bias", ("moe",)), ident, ident
+    for j in range(x):
+        for hf, ours in _EXPERT.items():
+            path, idx = _layer(c, i, ours, ("moe",))
+            idx = (j,) if idx is None else (idx, j)
+            yield f"{prefix}mlp.experts.{j}.{hf}.weight", (e, hid) if hf == "down_proj" else (hid, e), path, idx, t, t
+    if s:
+        sizes = {"shared_gate": (s, e), "shared_up": (s, e), "shared_down": (e, s)}
+        for hf, ours in shared.items():
+            yield prefix + hf + ".weight", sizes[ours], *_layer(c, i, ours, ("moe",)), t, t
 
 
 def expected_shapes(config: LLaDAConfig) -> dict[str, tuple]:
