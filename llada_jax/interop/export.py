@@ -299,8 +299,11 @@ def save_peft(config: LLaDAConfig, params, path: str, *, base_model: str | None 
     gather = gatherer(np_dtype)
     entries, tensors = [], []
     for i in range(config.n_layers):
-        for name in (t for t in cfg.targets if layout.block_path(config, i, t)):  # an MoE layer: no dense MLP
-            p, idx = layout.block_path(config, i, name)
+        for name in cfg.targets:
+            found = layout.block_path(config, i, name)
+            if found is None:  # an MoE layer: no dense MLP
+                continue
+            p, idx = found
             a_path, b_path = p[:-1] + (name + lora.SUFFIX_A,), p[:-1] + (name + lora.SUFFIX_B,)
             key = PEFT_PREFIX + families.get(config.family).peft_module(config, i, name)
             a = gather(layout.leaf(params, a_path), idx)

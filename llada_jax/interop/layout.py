@@ -212,11 +212,6 @@ def is_fused(path) -> bool:
     return bool(path) and isinstance(path[0], tuple)
 
 
-def leaves(path) -> tuple:
-    """The leaf paths of a tensor map's `path` (one, or those of a fused tensor)."""
-    return tuple(path) if is_fused(path) else (path,)
-
-
 def split(path, host) -> list:
     """[(leaf path, array)] of from_torch's result `host` for a tensor map's `path`."""
     return list(zip(path, host)) if is_fused(path) else [(path, host)]

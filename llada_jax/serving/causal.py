@@ -20,10 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from llada_jax.model.transformer import KVCache
-from llada_jax.sampling import block_cache
+from llada_jax.sampling import block_cache, sampler
 from llada_jax.sampling.params import SamplingParams
 
 REMASKING = block_cache.REMASKING
+RANDOM = sampler.REMASKING.index("random")  # sampler.Rows.remasking is an index into sampler.REMASKING
 BLANK = SamplingParams(gen_length=1)  # a free slot's values (its steps are 0)
 
 
@@ -33,13 +34,10 @@ def step_options(mask_id: int, block_length: int) -> block_cache.StepOptions:
 
 
 def rows_of(params_list) -> block_cache.Rows:
-    """block_cache.Rows (numpy) of a list of SamplingParams, one per row."""
-    return block_cache.Rows(np.asarray([p.temperature for p in params_list], np.float32),
-                            np.asarray([p.top_k for p in params_list], np.int32),
-                            np.asarray([p.top_p for p in params_list], np.float32),
-                            np.asarray([np.inf if p.threshold is None else p.threshold for p in params_list],
-                                       np.float32),
-                            np.asarray([p.remasking == "random" for p in params_list]))
+    """block_cache.Rows (numpy) of a list of SamplingParams, one per row: the bidirectional
+    engine's per-row values (`sampler.rows_of`) in block_cache's fields."""
+    r = sampler.rows_of(params_list)
+    return block_cache.Rows(r.temperature, r.top_k, r.top_p, r.threshold, r.remasking == RANDOM)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
