@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llada_jax.config import load_config_file
-from llada_jax.model import build, flops, from_config
+from llada_jax.model import build, flops, from_config, init_params
 from llada_jax.parallel import sharding
 from llada_jax.training import step as train
 from llada_jax.training import validate
@@ -98,15 +98,12 @@ def build_step(config):
 
 
 def random_8b(ctx, **model_over):
-    """(model, params): the LLaDA-8B shape (tiny under --smoke) with random bf16 weights."""
-    from flax import linen as nn
-
+    """(model, params): the LLaDA-8B shape (tiny under --smoke) with random bf16 weights (one
+    compiled init for the bidirectional and the block-causal model: `init_params`)."""
     over = dict(TINY, **{"model.max_sequence_length": 64}) if ctx.smoke else {}
     over.update({"model.param_dtype": "bfloat16", "model.dtype": "bfloat16"}, **model_over)
     model = build(from_config.model_config(config_with("configs/llada_8b.py", over), None))
-    params = jax.jit(lambda key: nn.unbox(model.init(key, jnp.zeros((1, 8), jnp.int32))["params"]))(
-        jax.random.key(2))
-    return model, params
+    return model, init_params(model.config, jax.random.key(2))
 
 
 def attempt(row_fn, **fields) -> dict:

@@ -9,9 +9,9 @@ once (prefill) into a KV cache. Each later block is denoised for up to `steps` s
 runs the model on the block's B tokens only, against the cache of the committed blocks,
 samples x0 and its probability at the masked positions (temperature, top-k, top-p), and
 reveals every position whose confidence exceeds `threshold` when there are at least the
-fixed schedule's count of them (`num_transfer_tokens(B, steps)`), else that count by
-confidence; the block ends when it has no mask left. The finished block is then
-committed into the cache in one pass. A block-causal model's committed blocks never see
+fixed schedule's count of them (`_scheduled`: B // steps, one more in the first B % steps
+steps), else that count by confidence; the block ends when it has no mask left. The
+finished block is then committed into the cache in one pass. A block-causal model's committed blocks never see
 later ones, so their keys and values are final: the tokens equal a recompute of the
 whole prefix at every step (`recompute=True` runs that reference).
 
@@ -105,16 +105,9 @@ class Rows(NamedTuple):
     random: jax.Array  # bool: remasking "random" (else "low_confidence")
 
 
-def num_transfer_tokens(block_length: int, steps):
-    """LLaDA 2.x's fixed schedule: block_length // steps per step, one more in the first
-    block_length % steps steps. (steps,) int32 (static steps; `_scheduled` is the per-row form)."""
-    base = np.full((steps,), block_length // steps, np.int32)
-    base[:block_length % steps] += 1
-    return jnp.asarray(base)
-
-
 def _scheduled(block_length: int, steps_B, i):
-    """(B,) the fixed schedule's count at step i of each row's `steps` (0 after them)."""
+    """(B,) LLaDA 2.x's fixed schedule at step i of each row's `steps`: block_length // steps,
+    one more in the first block_length % steps steps (0 after them)."""
     s = jnp.maximum(steps_B, 1)
     return jnp.where(i < steps_B, block_length // s + (i < block_length % s), 0).astype(jnp.int32)
 
