@@ -4,7 +4,7 @@ import pytest
 
 from llada_jax.data import documents, tokenizer as T
 
-# The published LLaDA-8B-Instruct special ids (facts section 7).
+# The published LLaDA-8B-Instruct special ids.
 PUBLISHED = {T.BOS: 126080, T.EOS: 126081, T.MASK: 126336,
              T.START_HEADER: 126346, T.END_HEADER: 126347, T.EOT: 126348}
 

@@ -16,7 +16,7 @@ tasks); steps, gen_length, block_length, remasking (generation tasks). Also: tem
 seed, add_bos (prepend BOS to every context, as the published tokenizer does), max_rows
 (rows per forward pass when requests are batched).
 
-- `loglikelihood`: the Monte Carlo estimate of facts section 5 (mc_num samples in
+- `loglikelihood`: the LLaDA paper's Monte Carlo likelihood estimate (mc_num samples in
   batches of batch_size, stratified masked counts), batched across requests of the same
   (context, continuation) token lengths; `is_greedy` by greedy one-token-per-step
   unmasking of the continuation (False when is_check_greedy is off).
@@ -239,7 +239,7 @@ class LLaDAEvalHarness(LM):
         raise NotImplementedError(
             "llada_jax: loglikelihood_rolling (perplexity tasks such as wikitext) is not supported for "
             "masked diffusion models: they have no left-to-right factorisation of a text's likelihood, "
-            "only the ELBO bound of facts section 3; use multiple-choice or generation tasks")
+            "only an ELBO bound of the likelihood; use multiple-choice or generation tasks")
 
     # --- generation -------------------------------------------------------------------
 

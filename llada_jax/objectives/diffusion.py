@@ -1,4 +1,4 @@
-"""The masked-diffusion forward process and its weighted losses (facts sections 3 and 4):
+"""The masked-diffusion forward process and its weighted losses (the LLaDA paper's losses):
 pre-training and SFT. Pure, jit-friendly functions; the objectives of the registry
 (`pretrain`, `sft`) and the Monte Carlo likelihood (`likelihood`) build on them."""
 
@@ -98,7 +98,7 @@ def pretrain_loss(logits, input_ids, masked, p_mask, valid_mask=None):
 
 
 def sft_loss(logits, input_ids, masked, p_mask, prompt_mask):
-    """sum over masked tokens of CE / p / answer_length(row), divided by B (facts section 4).
+    """sum over masked tokens of CE / p / answer_length(row), divided by B (the LLaDA paper's SFT loss).
     logits: (B, L, V) or `ChunkedLogits`."""
     ce, correct = token_stats(logits, input_ids)
     answer_len = jnp.sum(~prompt_mask.astype(bool), axis=1, keepdims=True)

@@ -5,7 +5,7 @@
 token ids (int) of the prompt and of the two answers. Every prompt of a file has the same
 length (the likelihood's prompt length is static); answers shorter than the longest are
 padded with `eos_id` (LLaDA's SFT pads answers with EOS, so the padding is part of the
-answer, facts section 4). A bad line is a ValueError naming the file and the line.
+answer, as in SFT). A bad line is a ValueError naming the file and the line.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The end-of-answer rule of the sampler (`generate(eos_early_stop=...)`).
 
-An instruct model pads its answer with EOS to the end of the generation (facts section
-4), so once a row's answer has ended, every later block would be revealed as EOS at the
+An instruct model pads its answer with EOS to the end of the generation (SFT
+trains on that padding), so once a row's answer has ended, every later block would be revealed as EOS at the
 cost of a full block of model calls. With the rule, a row is *finished* at the end of a
 block when
 - "block": the whole block was revealed as EOS, or
