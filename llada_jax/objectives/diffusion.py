@@ -66,15 +66,15 @@ def token_stats(logits, targets):
     c = min(chunk, l)
     n = math.ceil(l / c)
     pad = n * c - l
-    h_NxBxCxE = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, n, c, e).swapaxes(0, 1)
-    t_NxBxC = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, n, c).swapaxes(0, 1)
+    h_UxBxCxE = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, n, c, e).swapaxes(0, 1)
+    t_UxBxC = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, n, c).swapaxes(0, 1)
 
     @jax.checkpoint  # the backward recomputes each chunk's logits instead of storing them
     def one(h_BxCxE, t_BxC):
         logits_BxCxV = lm_head(h_BxCxE, head)
         return token_cross_entropy(logits_BxCxV, t_BxC), jnp.argmax(logits_BxCxV, -1) == t_BxC
 
-    ce, correct = jax.lax.map(lambda xs: one(*xs), (h_NxBxCxE, t_NxBxC))
+    ce, correct = jax.lax.map(lambda xs: one(*xs), (h_UxBxCxE, t_UxBxC))
     return ce.swapaxes(0, 1).reshape(b, n * c)[:, :l], correct.swapaxes(0, 1).reshape(b, n * c)[:, :l]
 
 

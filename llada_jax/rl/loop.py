@@ -244,6 +244,8 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
     stop, restore_handlers = loop.catch_stop_signals()
     try:
         with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
+            if int(np.asarray(state["step"])) == 0:
+                evaluate(0, state, {})  # the start's accuracy, which the run's gain is measured against
             state, _, signal_number = loop.run_steps(
                 state, int(np.asarray(state["step"])), t.steps, next_batch=next_batch, update=rl_update,
                 hooks=hooks, report=(log, evaluate), stop=stop, host_step=host_step,

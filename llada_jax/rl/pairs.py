@@ -17,12 +17,12 @@ import numpy as np
 FIELDS = ("prompt", "chosen", "rejected")
 
 
-def from_rewards(prompts_BxP, completions_BxGxC, rewards_BxG):
+def from_rewards(prompts_BxP, completions_BxGxA, rewards_BxG):
     """On-policy pairs from G scored samples per prompt: the best-rewarded sample over the
     worst (the first of each on ties), for the prompts whose samples differ in reward;
     with an exact-match reward, a correct answer of the model over an incorrect one.
     Returns (prompts (N, P), chosen (N, C), rejected (N, C)), N <= B."""
-    completions = np.asarray(completions_BxGxC)
+    completions = np.asarray(completions_BxGxA)
     r = np.asarray(rewards_BxG, np.float32)
     if completions.ndim != 3 or r.shape != completions.shape[:2] or len(prompts_BxP) != len(r):
         raise ValueError(f"from_rewards: completions {completions.shape} and rewards {r.shape} for "
