@@ -148,6 +148,33 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
     return config, builder.tree
 
 
+def is_hf_dir(path: str) -> bool:
+    """A Hugging Face model folder (config.json, no run.json): our export, or a published
+    model's folder, which a run's `train.init_from` (or a LoRA base) may name directly."""
+    return os.path.isfile(os.path.join(path, "config.json")) and not os.path.isfile(os.path.join(path, "run.json"))
+
+
+def restore_like(path: str, abstract):
+    """The params of Hugging Face folder `path` as the ShapeDtypeStructs `abstract` (our
+    parameter tree, with shardings) place and type them: read tensor by tensor
+    (`load_pretrained`), each leaf cast to its abstract dtype. ValueError naming the first
+    leaf whose shape differs from the abstract one."""
+    leaves = jax.tree_util.tree_leaves(abstract)
+    dtypes = {jnp.dtype(a.dtype).name for a in leaves}
+    stacked = any(p and getattr(p[0], "key", None) == "blocks"
+                  for p, _ in jax.tree_util.tree_flatten_with_path(abstract)[0])
+    _, params = load_pretrained(path, dtype=dtypes.pop() if len(dtypes) == 1 else "float32", scan_layers=stacked,
+                                shardings=jax.tree_util.tree_map(lambda a: a.sharding, abstract))
+    got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    for key, want in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+        have = got.get(key)
+        if have is None or have.shape != want.shape:
+            name = jax.tree_util.keystr(key)
+            raise ValueError(f"{path}: parameter {name} has shape {None if have is None else have.shape}, "
+                             f"expected {want.shape} (this run's model)")
+    return jax.tree_util.tree_map(lambda a, x: x if x.dtype == a.dtype else x.astype(a.dtype), abstract, params)
+
+
 def model_flags(config: LLaDAConfig) -> list[str]:
     """`--config.model.*` flags that give configs/*.py this model's shape."""
     fields = ("family", "d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "vocab_size",
