@@ -6,8 +6,9 @@ its devices, so host memory peaks at about one tensor, not the model.
 Command line: `python -m llada_jax.import_hf --src=HF_DIR --workdir=DIR` writes the
 parameters as a step-0 checkpoint of DIR (the orbax layout of `llada_jax.checkpoint`),
 which `--config.train.init_from=DIR` of configs/sft.py fine-tunes and
-`python -m llada_jax.generate` samples; it prints the `--config.model.*` flags that give
-those the imported shape. DIR also gets run.json (model config, tokenizer path, as a
+`python -m llada_jax.generate` samples; a run from DIR inherits its model and tokenizer
+(`llada_jax.training.inherit`); the printed `--config.model.*` flags spell the shape out
+for a config used without DIR. DIR also gets run.json (model config, tokenizer path, as a
 training run writes it), the tokenizer files, and the config.json as hf_config.json.
 DIR must be new or empty (llada_jax.checkpoint.workdir): an import never replaces a training run
 or an earlier import; train from it with `--config.train.init_from=DIR`.

@@ -85,8 +85,8 @@ def _mismatch_error(e, workdir, saved_info, config, source):
              if changed else "")
     if source == "init_from":
         return checkpoint.CheckpointMismatchError(e.step, e.directory, e.details + [
-            f"config.train.init_from={config.train.init_from!r} holds another model shape; set "
-            f"--config.model.* to its shape (run.json of that directory)"])
+            f"config.train.init_from={config.train.init_from!r} holds another model shape than its run.json "
+            f"(which this run inherited); restore that directory's run.json or checkpoints"])
     return ValueError(
         f"{since}{e}. Nothing was written. To resume, rerun with the old values; to start a fresh "
         f"run, use a new --workdir (with --config.train.init_from={workdir} to start from these params "
