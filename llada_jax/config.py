@@ -9,40 +9,106 @@ from __future__ import annotations
 
 import importlib.util
 
+import copy
+
 import ml_collections
+from ml_collections import config_dict
+
+# The model fields a run inherits: left unset (None) in a config, they come from the base of
+# train.init_from (its run.json, or a Hugging Face folder's config.json), vocab_size from the
+# run's tokenizer, or else these values (a 64-wide, 2-layer LLaDA). A field a config file, a
+# command-line flag or Python code sets is the user's: it overrides the base where it may
+# (training.inherit.SHAPE fields must equal the base's). Why None and not a comparison with
+# these defaults: a value the user sets that equals the default (`--config.model.causal=False`
+# on a causal base) must count as set, which only a separate "unset" value can tell.
+MODEL_DEFAULTS = dict(
+    family="llada",  # llada_jax.model.families: what llada_jax.build makes of this config
+    d_model=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=256,
+    vocab_size=512, max_sequence_length=512, rope_theta=10000.0, rms_norm_eps=1e-5, weight_tying=False,
+    # Architecture knobs of the other families (LLaDA's values here).
+    qkv_bias=False, qk_norm=False, attention_head_dim=0, partial_rotary_factor=1.0,
+    logit_alignment="same",  # "shifted": the logit at i predicts token i + 1 (Dream, AR checkpoints)
+    causal=False, mlp="swiglu",
+    block_size=0,  # > 0: a block-causal model (block diffusion, `data.kind="block_diffusion"`); 0: bidirectional
+    moe=dict(num_experts=0, num_experts_per_tok=2, expert_hidden_size=0, shared_hidden_size=0,
+             score_function="softmax", expert_bias="none", n_group=1, topk_group=1, norm_topk_prob=False,
+             routed_scaling_factor=1.0, first_k_dense=0),
+    # RoPE rescaling (llada_jax.model.rope.RopeScaling): "llama3" for Llama 3.1+ checkpoints
+    rope_scaling=dict(rope_type="default", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                      original_max_position_embeddings=8192),
+)
+
+
+def _unset(defaults: dict) -> dict:
+    """Placeholders (None, typed like the default, so `--config.model.x=v` parses) for `defaults`."""
+    return {k: ml_collections.ConfigDict(_unset(v)) if isinstance(v, dict) else config_dict.placeholder(type(v))
+            for k, v in defaults.items()}
+
+
+def unset_fields(model) -> list[str]:
+    """The dotted names ("d_model", "moe.num_experts") of config.model's INHERITED fields that
+    are unset, embedding_size included."""
+    out = [] if model.get("embedding_size") is not None else ["embedding_size"]
+    for k, v in MODEL_DEFAULTS.items():
+        if isinstance(v, dict):
+            out += [f"{k}.{f}" for f in v if model[k][f] is None]
+        elif model[k] is None:
+            out.append(k)
+    return out
+
+
+def set_model_field(model, name: str, value) -> None:
+    """config.model.`name` (dotted) = value, converted to the default's type (JSON gives 1e4 as
+    an int where the field is a float)."""
+    *parent, leaf = name.split(".")
+    node, default = model, MODEL_DEFAULTS
+    for p in parent:
+        node, default = node[p], default[p]
+    kind = type(default.get(leaf, 0))
+    node[leaf] = value if value is None or kind is bool or kind is str else kind(value)
+
+
+def model_field(model, name: str):
+    node = model
+    for p in name.split("."):
+        node = node[p]
+    return node
+
+
+def with_model_defaults(config):
+    """A copy of `config` whose unset model fields hold MODEL_DEFAULTS (embedding_size: the
+    vocab_size); `config` itself when none is unset. What validation, planning and model
+    building read when nothing is inherited (training.inherit.resolve inherits first)."""
+    missing = unset_fields(config.model)
+    if not missing:
+        return config
+    config = copy.deepcopy(config)
+    for name in missing:
+        if name != "embedding_size":
+            set_model_field(config.model, name, model_field(MODEL_DEFAULTS, name))
+    if config.model.embedding_size is None:
+        config.model.embedding_size = config.model.vocab_size
+    return config
 
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
-    # Model shape (llada_jax.model.LLaDAConfig fields; Hugging Face names).
+    # Model shape (llada_jax.model.LLaDAConfig fields; Hugging Face names). The INHERITED fields
+    # start unset (None): a run fills them from train.init_from, the tokenizer, or MODEL_DEFAULTS.
     c.model = ml_collections.ConfigDict(dict(
-        family="llada",  # llada_jax.model.families: what llada_jax.build makes of this config
-        d_model=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=256,
-        vocab_size=512, embedding_size=512, max_sequence_length=512,
-        rope_theta=10000.0, rms_norm_eps=1e-5,
-        # -1: taken from the tokenizer (mask, end-of-text); set for synthetic data.
+        _unset(MODEL_DEFAULTS),
+        embedding_size=config_dict.placeholder(int),  # unset: vocab_size
+        # -1: the base's (train.init_from), else taken from the tokenizer (mask, end-of-text); set for synthetic data.
         mask_token_id=-1, eos_token_id=-1, pad_token_id=-1,
-        weight_tying=False, init_std=0.02,
+        init_std=0.02,
         dtype="float32", param_dtype="float32", scan_layers=True, remat_policy="none",
         attention="dense",  # "dense", "chunked" (any backend), "cudnn" (GPU) or "splash" (TPU)
         mlp_chunk=0,  # the MLP over sequence chunks of this many tokens (less memory); 0: whole
-        # sparse MoE MLP (llada_jax.model.moe.MoEConfig; its docstring has each field); 0 experts: dense
-        moe=ml_collections.ConfigDict(dict(
-            num_experts=0, num_experts_per_tok=2, expert_hidden_size=0, shared_hidden_size=0,
-            score_function="softmax", expert_bias="none", n_group=1, topk_group=1, norm_topk_prob=False,
-            routed_scaling_factor=1.0, first_k_dense=0, load_balance_weight=0.01, z_loss_weight=0.001,
-            dispatch="ragged")),
-        # Architecture knobs of the other families (import_hf prints them; LLaDA's defaults here).
-        qkv_bias=False, qk_norm=False, attention_head_dim=0, partial_rotary_factor=1.0,
-        logit_alignment="same",  # "shifted": the logit at i predicts token i + 1 (Dream, AR checkpoints)
-        causal=False, mlp="swiglu",
-        block_size=0,  # > 0: a block-causal model (block diffusion, `data.kind="block_diffusion"`); 0: bidirectional
-        # RoPE rescaling (llada_jax.model.rope.RopeScaling): "llama3" for Llama 3.1+ checkpoints
-        rope_scaling=ml_collections.ConfigDict(dict(
-            rope_type="default", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-            original_max_position_embeddings=8192)),
     ))
+    # sparse MoE MLP (llada_jax.model.moe.MoEConfig; its docstring has each field); 0 experts: dense.
+    # Its loss weights and dispatch are this run's choices, not the base's.
+    c.model.moe.update(load_balance_weight=0.01, z_loss_weight=0.001, dispatch="ragged")
 
     # Device mesh (data, fsdp, tensor); one axis may be -1: the rest of the devices.
     # rules: (logical axis, mesh axes) pairs replacing those entries of the default table

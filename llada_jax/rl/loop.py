@@ -124,6 +124,9 @@ def train_rl(config, workdir: str, *, devices=None, hooks=(), allow_changes=()):
     hold "signal" when SIGTERM/SIGINT ended the run after saving a checkpoint. A resume
     with another reference, group size or model is refused unless `allow_changes` names it."""
     devices = list(jax.devices() if devices is None else devices)
+    from llada_jax.config import with_model_defaults
+
+    config = with_model_defaults(config)  # the model fields it leaves unset (no inheritance here)
     validate(config, len(devices))
     saved_info = workdir_lib.claim(workdir, "train")
     if saved_info is not None and "rl" not in saved_info:
