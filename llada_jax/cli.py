@@ -101,9 +101,9 @@ def print_config(config, argv):
 
     from llada_jax.config import describe
 
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_dict("config", config, flag_values=fv, lock_config=True)
-    fv([argv[0]] + [a for a in argv if a.startswith("--config.")])
+    fv, argv = flags.FlagValues(), [argv[0]] + [a for a in argv if a.startswith("--config.")]
+    config_flags.DEFINE_config_dict("config", config, flag_values=fv, lock_config=True, sys_argv=argv)
+    fv(argv)
     print("\n".join(describe(fv.config)))
     raise SystemExit(0)
 

@@ -65,6 +65,26 @@ def test_every_config_file_loads_from_any_directory(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+def test_every_field_has_a_meaning_and_the_command_line_prints_its_config(tmp_path, capsys):
+    """FIELD_DOCS documents exactly the schema's fields; `python -m llada_jax.config FILE`
+    lists them; `--print_config` prints the overridden value and runs nothing."""
+    import subprocess
+
+    leaves = [line.split(" = ")[0] for line in config_lib.describe(config_lib.base_config())]
+    assert sorted(leaves) == sorted(config_lib.FIELD_DOCS) and all(config_lib.FIELD_DOCS.values())
+    for path in sorted(CONFIGS.glob("*.py")):  # every config file's fields are the schema's
+        assert len(config_lib.describe(config_lib.load_config_file(str(path)))) == len(leaves), path
+    out = subprocess.run([sys.executable, "-m", "llada_jax.config", str(CONFIGS / "demo.py")], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "model.d_model = 128  # embedding width" in out.stdout.splitlines()
+    workdir = tmp_path / "never_made"
+    with pytest.raises(SystemExit) as e:
+        loop.run_cli(["train", f"--config={CONFIGS / 'tiny.py'}", f"--workdir={workdir}", "--config.optim.lr=0.25",
+                      "--print_config"])
+    assert e.value.code == 0 and "optim.lr = 0.25  # peak learning rate" in capsys.readouterr().out.splitlines()
+    assert not workdir.exists()
+
+
 def test_a2d_8b_configs_are_the_ar_shapes_made_bidirectional():
     for name in ("llama3_8b", "qwen3_8b"):
         m = from_config.model_config(load(name), None)
