@@ -45,5 +45,7 @@ setup(
         # 2.13.0 is the CPU build that lies on disk, so no multi-GB CUDA build is pulled.
         "torch": ["torch==2.13.0", "transformers==5.23.0",
                   "peft>=0.21.2,<0.22"],  # the LoRA adapters' PEFT round trip (needs torch)
+        # `make tensorboard`: a viewer of the tensorboard/ logs of a workdir; training writes them without it.
+        "tensorboard": ["tensorboard>=2.21.0,<3"],
     },
 )
