@@ -309,10 +309,16 @@ def describe(config: ml_collections.ConfigDict) -> list[str]:
     return list(walk(config, ""))
 
 
-if __name__ == "__main__":  # python -m llada_jax.config [configs/x.py]: every field, its value and meaning
+def main(argv=None):
+    """`python -m llada_jax.config [configs/x.py]` (`llada-config`): every field, its value and meaning."""
     from llada_jax import cli
 
+    args = list(sys.argv if argv is None else argv)[1:]
     with cli.user_errors():
-        if len(sys.argv) > 2 or (len(sys.argv) == 2 and sys.argv[1].startswith("-")):
-            raise ValueError(f"arguments {sys.argv[1:]}: expected none or one config file (configs/*.py)")
-        print("\n".join(describe(load_config_file(sys.argv[1]) if len(sys.argv) == 2 else base_config())))
+        if len(args) > 1 or (args and args[0].startswith("-")):
+            raise ValueError(f"arguments {args}: expected none or one config file (configs/*.py)")
+        print("\n".join(describe(load_config_file(args[0]) if args else base_config())))
+
+
+if __name__ == "__main__":
+    main()
