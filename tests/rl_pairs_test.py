@@ -19,7 +19,7 @@ from train_helper import one_device_xla_flags, tiny_config  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = {"data.kind": "sft", "data.task": "sort", "data.task_items": 3, "data.task_values": 10, "data.seq_len": 8}
 # the command's overrides of configs/vrpo_sort.py for this task: answers of 4 tokens, 4 samples
-FLAGS = ["--config.data.task_items=3", "--config.data.seq_len=8", "--config.rl.gen_length=4",
+FLAGS = ["--config.data.task_items=3", "--config.data.task_values=10", "--config.data.seq_len=8", "--config.rl.gen_length=4",
          "--config.rl.block_length=4", "--config.rl.sampler_steps=4", "--config.rl.num_generations=4"]
 
 
