@@ -15,7 +15,7 @@ import pytest
 from llada_jax.checkpoint import manager as checkpoint
 from llada_jax.training import loop
 from llada_jax.parallel import sharding
-from llada_jax.training import step as train
+from llada_jax.training import optimizer, train_state
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -29,10 +29,10 @@ CFG = LLaDAConfig.tiny(d_model=32, n_heads=4, n_kv_heads=2, mlp_hidden_size=64, 
 def _state(mesh_cfg, devices, seed=0, init=True):
     """(state, abstract state, shardings) on that mesh; state None unless init (a compile)."""
     model = LLaDA(CFG)
-    tx, _ = train.make_optimizer(tiny_config().optim, 10)
+    tx, _ = optimizer.make_optimizer(tiny_config().optim, 10)
     mesh = sharding.make_mesh(mesh_cfg, devices)
-    abstract, shardings = train.state_shardings(model, tx, mesh)
-    return train.init_state(model, tx, mesh, seed, shardings) if init else None, abstract, shardings
+    abstract, shardings = train_state.state_shardings(model, tx, mesh)
+    return train_state.init_state(model, tx, mesh, seed, shardings) if init else None, abstract, shardings
 
 
 def _host(tree):
@@ -54,8 +54,8 @@ def test_restore_onto_other_meshes(tmp_path):
     # written on 8 devices, restored on 1
     _, abstract1, shard1 = _state(dict(data=1, fsdp=1, tensor=1), devs[:1], init=False)
     ck = checkpoint.Checkpointer(str(tmp_path / "a"), every=1, keep=2)
-    step, state1, data_state = ck.restore(checkpoint.abstract_like(abstract1, shard1))
-    assert step == 1 and data_state == {"batch": 3}
+    at, state1, data_state = ck.restore(checkpoint.abstract_like(abstract1, shard1))
+    assert at == 1 and data_state == {"batch": 3}
     assert state1["params"]["wte"].sharding.device_set == {devs[0]}
     _assert_same(state8, state1)
     # written on 1 device, restored on 8 (another layout)
@@ -63,8 +63,8 @@ def test_restore_onto_other_meshes(tmp_path):
     ck2.save(5, state1, None)
     ck2.wait()
     _, abstract8, shard8 = _state(dict(data=2, fsdp=2, tensor=2), devs, init=False)
-    step, back, data_state = ck2.restore(checkpoint.abstract_like(abstract8, shard8))
-    assert step == 5 and data_state is None
+    at, back, data_state = ck2.restore(checkpoint.abstract_like(abstract8, shard8))
+    assert at == 5 and data_state is None
     assert back["params"]["blocks"]["q_proj"].sharding == shard8["params"]["blocks"]["q_proj"]
     _assert_same(state1, back)
     ck.close(), ck2.close()
@@ -85,9 +85,9 @@ def test_every_n_keep_k_and_half_written_latest_is_skipped(tmp_path, caplog):
             f.write_bytes(b"")
     ck = checkpoint.Checkpointer(str(tmp_path), every=2, keep=2)
     with caplog.at_level(logging.WARNING):
-        step, _, data_state = ck.restore(checkpoint.abstract_like(abstract, shardings))
+        at, _, data_state = ck.restore(checkpoint.abstract_like(abstract, shardings))
     ck.close()
-    assert step == 6 and data_state == {"batch": 6}
+    assert at == 6 and data_state == {"batch": 6}
     assert any("step 7" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
 
 
@@ -139,7 +139,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert max(ck.all_steps()) == bad - 1
     assert f"step {bad - 1}" in e.value.args[0]
     # the last good checkpoint is good: finite params and optimizer state (issue 11, case 5)
-    tx, _ = train.make_optimizer(cfg.optim, cfg.train.steps)
-    abstract, shardings = train.state_shardings(LLaDA(CFG), tx, sharding.make_mesh(cfg.mesh, jax.devices()[:1]))
-    step, state, _ = ck.restore(checkpoint.abstract_like(abstract, shardings))
-    assert step == bad - 1 and bool(train.all_finite((state["params"], state["opt_state"])))
+    tx, _ = optimizer.make_optimizer(cfg.optim, cfg.train.steps)
+    abstract, shardings = train_state.state_shardings(LLaDA(CFG), tx, sharding.make_mesh(cfg.mesh, jax.devices()[:1]))
+    at, state, _ = ck.restore(checkpoint.abstract_like(abstract, shardings))
+    assert at == bad - 1 and bool(train_state.all_finite((state["params"], state["opt_state"])))

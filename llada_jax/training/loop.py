@@ -38,7 +38,7 @@ from llada_jax.training import metrics, validate
 from llada_jax.model import flops
 from llada_jax.sampling import sampler as sampling
 from llada_jax.parallel import sharding
-from llada_jax.training import step as train
+from llada_jax.training import step, train_state
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.model import build
 
@@ -123,7 +123,7 @@ def evaluate(eval_fn, state, make_eval_iter, mesh, config, key):
     for i in range(config.train.eval_batches):
         batch = next(it)
         g = sharding.global_batch(batch, mesh, config.data.batch_size)
-        losses.append(float(_host(eval_fn(train.full_params(state), g, jax.random.fold_in(key, i)))))
+        losses.append(float(_host(eval_fn(train_state.full_params(state), g, jax.random.fold_in(key, i)))))
     loss = float(np.mean(losses))
     return {"loss": loss, "bits_per_token": loss / math.log(2)}, batch
 
@@ -151,7 +151,7 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
     mcfg = from_config.model_config(config, tokenizer)
     model = build(mcfg)
     d, t = config.data, config.train
-    st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
+    st, abstract, shardings, batch_spec = step.setup(config, model, mesh)
     tx = st.tx
     train_it, make_eval_iter = inputs.iterators(config, tokenizer, process_index=jax.process_index(),
                                                 process_count=jax.process_count(),
@@ -168,14 +168,14 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
         lora_base, frozen = load.lora_base(workdir, t.init_from, checkpoint.abstract_like(
             abstract["frozen"], shardings["frozen"]), restored is not None, primary)
     if restored is not None:
-        step, state, data_state = restored
+        start, state, data_state = restored
         if frozen is not None:
             state["frozen"] = frozen
         if data_state is not None:
             train_it.set_state(data_state)
-        print(f"resumed from step {step} in {workdir}", flush=True)
+        print(f"resumed from step {start} in {workdir}", flush=True)
     elif frozen is not None:
-        state = train.init_state(model, tx, mesh, t.seed, shardings, frozen=frozen, rules=st.rules)
+        state = train_state.init_state(model, tx, mesh, t.seed, shardings, frozen=frozen, rules=st.rules)
     elif t.init_from:
         try:
             _, params = checkpoint.restore_params(t.init_from, checkpoint.abstract_like(
@@ -183,10 +183,10 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
         except checkpoint.CheckpointMismatchError as e:
             ckpt.close()
             raise _mismatch_error(e, workdir, saved_info, config, "init_from") from None
-        state = train.init_state(model, tx, mesh, t.seed, shardings, params=params, rules=st.rules)
+        state = train_state.init_state(model, tx, mesh, t.seed, shardings, params=params, rules=st.rules)
         print(f"initialised the params from {t.init_from}", flush=True)
     else:
-        state = train.init_state(model, tx, mesh, t.seed, shardings, rules=st.rules)
+        state = train_state.init_state(model, tx, mesh, t.seed, shardings, rules=st.rules)
     try:
         save_run_info(workdir, saved_info, run_info(config, mcfg, tokenizer, lora_base),
                       None if restored is None else restored[0], allow_changes)
@@ -194,8 +194,8 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
         ckpt.close()
         raise
 
-    step_fn = train.compile_step(st, mesh, shardings, batch_spec)
-    eval_fn = train.compile_eval(st, mesh, train.full_params(shardings), batch_spec)
+    step_fn = step.compile_step(st, mesh, shardings, batch_spec)
+    eval_fn = step.compile_eval(st, mesh, train_state.full_params(shardings), batch_spec)
     writer = metrics.Writer(workdir, enabled=primary)
     peak = t.peak_flops or flops.measure_peak_flops()
     flops_step = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
@@ -204,51 +204,51 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
     stop, restore_handlers = catch_stop_signals()
     from tqdm import tqdm
 
-    step = int(_host(state["step"]))
-    bar = tqdm(total=t.steps, initial=step, disable=not primary, dynamic_ncols=True)
+    start = int(_host(state["step"]))
+    bar = tqdm(total=t.steps, initial=start, disable=not primary, dynamic_ncols=True)
     last, sums, window = {}, {}, {"tick": None, "n": 0}
 
-    def log(step, state, m):
+    def log(at, state, m):
         nonlocal last, sums
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         window["n"] += 1
         if window["tick"] is None:  # the first step compiles: log it without throughput, time from its end
-            writer.scalars(step, {k: float(v) for k, v in m.items()})
+            writer.scalars(at, {k: float(v) for k, v in m.items()})
             window.update(tick=time.perf_counter(), n=0)
             sums = {}
-        elif step % t.log_every == 0 or step == t.steps:
+        elif at % t.log_every == 0 or at == t.steps:
             dt, n = time.perf_counter() - window["tick"], window["n"]
             last = {k: v / n for k, v in sums.items()}
             last.update(tokens_per_s=n * d.batch_size * d.seq_len / dt,
                         mfu=n * flops_step / dt / (peak * len(devices)), step_time_s=dt / n)
-            writer.scalars(step, last)
+            writer.scalars(at, last)
             bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['masked_accuracy']:.2f}")
             window.update(tick=time.perf_counter(), n=0)
             sums = {}
 
-    def eval_and_sample(step, state, m):
-        if t.eval_every and t.eval_batches and (step % t.eval_every == 0 or step == t.steps):
+    def eval_and_sample(at, state, m):
+        if t.eval_every and t.eval_batches and (at % t.eval_every == 0 or at == t.steps):
             ev, eval_batch = evaluate(eval_fn, state, make_eval_iter, mesh, config, eval_key)
-            writer.scalars(step, ev, prefix="eval")
+            writer.scalars(at, ev, prefix="eval")
             if t.num_samples:
-                texts = samples(model, train.full_params(state), eval_batch, tokenizer, config, mcfg)
-                writer.texts(step, texts)
+                texts = samples(model, train_state.full_params(state), eval_batch, tokenizer, config, mcfg)
+                writer.texts(at, texts)
                 for k, v in texts.items():
-                    bar.write(f"[step {step}] {k}: {v!r}")
-            bar.write(f"[step {step}] eval loss {ev['loss']:.4f}, {ev['bits_per_token']:.4f} bits/token")
+                    bar.write(f"[step {at}] {k}: {v!r}")
+            bar.write(f"[step {at}] eval loss {ev['loss']:.4f}, {ev['bits_per_token']:.4f} bits/token")
             window["tick"] = time.perf_counter() if window["tick"] is not None else None
         bar.update(1)
 
-    first = step + 1
+    first = start + 1
 
-    def host_step(step):  # the steps whose metrics are read: the first (it compiles), logging, eval
-        return step == first or step % t.log_every == 0 or bool(t.eval_every and step % t.eval_every == 0)
+    def host_step(at):  # the steps whose metrics are read: the first (it compiles), logging, eval
+        return at == first or at % t.log_every == 0 or bool(t.eval_every and at % t.eval_every == 0)
 
     try:
         state, _, signal_number = run_steps(
-            state, step, t.steps, update=step_fn, host_step=host_step,
-            next_batch=lambda step, state: sharding.global_batch(next(train_it), mesh, d.batch_size),
+            state, start, t.steps, update=step_fn, host_step=host_step,
+            next_batch=lambda at, state: sharding.global_batch(next(train_it), mesh, d.batch_size),
             hooks=hooks, report=(log, eval_and_sample), stop=stop,
             checkpoints=Checkpoints(ckpt, train_it.get_state, workdir, say=bar.write))
         if signal_number is not None:
