@@ -100,11 +100,11 @@ def loader_vs_step(path, batches=20):
     from llada_jax.data import prepared
     from llada_jax.parallel import sharding
     from llada_jax.training import optimizer, step, train_state
-    from llada_jax.data import tokenizer as T
+    from llada_jax.data import tokenizer
 
     c = get_config()
     d = c.data
-    tok = T.load_tokenizer(prepared.tokenizer_file(path))
+    tok = tokenizer.load_tokenizer(prepared.tokenizer_file(path))
     it = prepared.prepared_iterator(path, tok, seq_len=d.seq_len, batch_size=d.batch_size, seed=0,
                                     process_index=0, process_count=1, verify="size")
     next(it)
@@ -149,9 +149,9 @@ def main():
     corpus = build_corpus(os.path.join(args.work, f"corpus-{max(sizes)}"), max(sizes))
     tok_dir = os.path.join(args.work, "tok")
     if not os.path.exists(tok_dir + "/tokenizer.model"):
-        from llada_jax.data import tokenizer as T
+        from llada_jax.data import tokenizer
 
-        T.train_sentencepiece(corpus[:1], tok_dir + "/tokenizer", 512, max_bytes=4_000_000, character_coverage=0.995)
+        tokenizer.train_sentencepiece(corpus[:1], tok_dir + "/tokenizer", 512, max_bytes=4_000_000, character_coverage=0.995)
     for size in sizes:
         files, total = [], 0
         for f in corpus:  # the first `size` MB of the parts

@@ -38,7 +38,7 @@ def plan(config, devices=None) -> dict:
     per-device figures (bytes, FLOPs) as a dict."""
     import jax
 
-    from llada_jax.checkpoint import manager as checkpoint
+    from llada_jax.checkpoint import manager
     from llada_jax.model import from_config
     from llada_jax.model import flops
     from llada_jax.training import validate
@@ -53,7 +53,7 @@ def plan(config, devices=None) -> dict:
     model = build(mcfg)
     d = config.data
     st, abstract, shardings, batch_spec = step.setup(config, model, mesh)
-    state = checkpoint.abstract_like(abstract, shardings)
+    state = manager.abstract_like(abstract, shardings)
     batch = {k: jax.ShapeDtypeStruct((d.batch_size, d.seq_len), jax.numpy.int32 if k == "input_ids" else bool,
                                      sharding=sharding.batch_sharding(mesh)) for k in batch_spec}
     step_fn = step.compile_step(st, mesh, shardings, batch_spec)

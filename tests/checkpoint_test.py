@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.checkpoint import manager
 from llada_jax.training import loop
 from llada_jax.parallel import sharding
 from llada_jax.training import optimizer, train_state
@@ -48,22 +48,22 @@ def test_restore_onto_other_meshes(tmp_path):
     devs = jax.devices()
     state8, _, _ = _state(dict(data=1, fsdp=4, tensor=2), devs, seed=1)
     assert state8["params"]["wte"].sharding.shard_shape(state8["params"]["wte"].shape) == (64, 8)
-    ck = checkpoint.Checkpointer(str(tmp_path / "a"), every=1, keep=2)
+    ck = manager.Checkpointer(str(tmp_path / "a"), every=1, keep=2)
     ck.save(1, state8, {"batch": 3})
     ck.close()
     # written on 8 devices, restored on 1
     _, abstract1, shard1 = _state(dict(data=1, fsdp=1, tensor=1), devs[:1], init=False)
-    ck = checkpoint.Checkpointer(str(tmp_path / "a"), every=1, keep=2)
-    at, state1, data_state = ck.restore(checkpoint.abstract_like(abstract1, shard1))
+    ck = manager.Checkpointer(str(tmp_path / "a"), every=1, keep=2)
+    at, state1, data_state = ck.restore(manager.abstract_like(abstract1, shard1))
     assert at == 1 and data_state == {"batch": 3}
     assert state1["params"]["wte"].sharding.device_set == {devs[0]}
     _assert_same(state8, state1)
     # written on 1 device, restored on 8 (another layout)
-    ck2 = checkpoint.Checkpointer(str(tmp_path / "b"), every=1, keep=2)
+    ck2 = manager.Checkpointer(str(tmp_path / "b"), every=1, keep=2)
     ck2.save(5, state1, None)
     ck2.wait()
     _, abstract8, shard8 = _state(dict(data=2, fsdp=2, tensor=2), devs, init=False)
-    at, back, data_state = ck2.restore(checkpoint.abstract_like(abstract8, shard8))
+    at, back, data_state = ck2.restore(manager.abstract_like(abstract8, shard8))
     assert at == 5 and data_state is None
     assert back["params"]["blocks"]["q_proj"].sharding == shard8["params"]["blocks"]["q_proj"]
     _assert_same(state1, back)
@@ -72,7 +72,7 @@ def test_restore_onto_other_meshes(tmp_path):
 
 def test_every_n_keep_k_and_half_written_latest_is_skipped(tmp_path, caplog):
     state, abstract, shardings = _state(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
-    ck = checkpoint.Checkpointer(str(tmp_path), every=2, keep=2)
+    ck = manager.Checkpointer(str(tmp_path), every=2, keep=2)
     saved = [s for s in range(1, 8) if ck.save(s, state, {"batch": s})]
     assert saved == [2, 4, 6]
     assert ck.save(7, state, {"batch": 7}, force=True)
@@ -83,9 +83,9 @@ def test_every_n_keep_k_and_half_written_latest_is_skipped(tmp_path, caplog):
     for f in (tmp_path / "7" / "params").rglob("*"):
         if f.is_file():
             f.write_bytes(b"")
-    ck = checkpoint.Checkpointer(str(tmp_path), every=2, keep=2)
+    ck = manager.Checkpointer(str(tmp_path), every=2, keep=2)
     with caplog.at_level(logging.WARNING):
-        at, _, data_state = ck.restore(checkpoint.abstract_like(abstract, shardings))
+        at, _, data_state = ck.restore(manager.abstract_like(abstract, shardings))
     ck.close()
     assert at == 6 and data_state == {"batch": 6}
     assert any("step 7" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
@@ -109,7 +109,7 @@ def test_sigkill_mid_run_then_resume_is_bitwise_equal(tmp_path):
     ref, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "ref"), devices=one)
     killed = _run_helper(tmp_path / "run", over, "--kill-at=5")
     assert killed.returncode == -9, killed.stderr[-2000:]
-    steps = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(tmp_path / "run")), read_only=True).all_steps()
+    steps = manager.Checkpointer(manager.checkpoint_dir(str(tmp_path / "run")), read_only=True).all_steps()
     assert steps and max(steps) <= 5
     resumed, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "run"), devices=one)
     assert int(resumed["step"]) == 7
@@ -124,7 +124,7 @@ def test_sigterm_saves_and_exits_with_the_preempted_status(tmp_path):
     assert "saved a checkpoint at step 3" in out.stderr + out.stdout
     result = json.loads(out.stdout.split("RESULT ", 1)[1])
     assert result["step"] == 3
-    ck = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(tmp_path)), read_only=True)
+    ck = manager.Checkpointer(manager.checkpoint_dir(str(tmp_path)), read_only=True)
     assert ck.all_steps() == [3]
 
 
@@ -135,11 +135,11 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         loop.train_and_evaluate(cfg, str(tmp_path), devices=jax.devices()[:1])
     bad = int(e.value.args[0].split("at step ")[1].split(":")[0])
     assert bad >= 2
-    ck = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(tmp_path)), read_only=True)
+    ck = manager.Checkpointer(manager.checkpoint_dir(str(tmp_path)), read_only=True)
     assert max(ck.all_steps()) == bad - 1
     assert f"step {bad - 1}" in e.value.args[0]
     # the last good checkpoint is good: finite params and optimizer state (issue 11, case 5)
     tx, _ = optimizer.make_optimizer(cfg.optim, cfg.train.steps)
     abstract, shardings = train_state.state_shardings(LLaDA(CFG), tx, sharding.make_mesh(cfg.mesh, jax.devices()[:1]))
-    at, state, _ = ck.restore(checkpoint.abstract_like(abstract, shardings))
+    at, state, _ = ck.restore(manager.abstract_like(abstract, shardings))
     assert at == bad - 1 and bool(train_state.all_finite((state["params"], state["opt_state"])))

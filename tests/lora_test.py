@@ -19,7 +19,7 @@ from llada_jax.interop import export, import_hf  # noqa: E402
 from llada_jax.model.adapters import lora  # noqa: E402
 from llada_jax.objectives import likelihood  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
-from llada_jax.sampling import sampler as sampling  # noqa: E402
+from llada_jax.sampling import sampler  # noqa: E402
 from llada_jax.training import loop, optimizer, step, train_state  # noqa: E402
 from llada_jax.model import LLaDA, init_params  # noqa: E402
 
@@ -106,8 +106,8 @@ def test_merged_equals_unmerged_and_exports_round_trip(lora_run, base, tmp_path,
     from llada_jax.interop.torch_model import LLaDATorch
 
     workdir = lora_run[0]
-    model, params, _, step = generate.load(workdir)
-    assert step == 6 and model.config.lora.rank == 8
+    model, params, _, at = generate.load(workdir)
+    assert at == 6 and model.config.lora.rank == 8
     unmerged = np.asarray(model.apply({"params": params}, IDS))
     base_logits = np.asarray(LLaDA(model.config.replace(lora=lora.LoRAConfig())).apply(
         {"params": lora.split(params)[1]}, IDS))
@@ -205,8 +205,8 @@ def test_sampling_and_likelihood_without_merging(lora_run):
     plain = LLaDA(mcfg)
     prompt = IDS[:1, :4]
     kw = dict(steps=8, gen_length=8, block_length=8, mask_id=255, eos_id=250)
-    np.testing.assert_array_equal(np.asarray(sampling.generate(model, params, prompt, **kw)),
-                                  np.asarray(sampling.generate(plain, merged, prompt, **kw)))
+    np.testing.assert_array_equal(np.asarray(sampler.generate(model, params, prompt, **kw)),
+                                  np.asarray(sampler.generate(plain, merged, prompt, **kw)))
     ll = [likelihood.log_likelihood(m, p, IDS[0, :4], IDS[0, 4:9], rng=jax.random.PRNGKey(0), mc_num=8,
                                    batch_size=4, mask_id=255) for m, p in ((model, params), (plain, merged))]
     assert abs(ll[0] - ll[1]) < 1e-4 * abs(ll[1]), ll

@@ -98,7 +98,7 @@ def main():
     for name, sig in (("kill-at", signal.SIGKILL), ("term-at", signal.SIGTERM)):
         if name in flags:
             at = int(flags[name])
-            hooks.append(lambda step, state, m, at=at, sig=sig: step == at and os.kill(os.getpid(), sig))
+            hooks.append(lambda done, state, m, at=at, sig=sig: done == at and os.kill(os.getpid(), sig))
     state, last = loop.train_and_evaluate(tiny_config(**overrides), workdir, hooks=hooks)
     import numpy as np
     from jax.experimental import multihost_utils

@@ -18,7 +18,7 @@ import pytest
 from llada_jax import objectives
 from llada_jax.model import flops
 from llada_jax.training import loop
-from llada_jax.sampling import sampler as sampling
+from llada_jax.sampling import sampler
 from llada_jax.parallel import sharding
 from llada_jax.training import optimizer, step, train_state
 from llada_jax.model import LLaDA, LLaDAConfig
@@ -90,7 +90,7 @@ def test_random_lengths_compile_once(tmp_path):
     jax.monitoring.register_event_duration_secs_listener(
         lambda name, *_a, **_k: compiles.append(name) if name == "/jax/core/compile/backend_compile_duration" else None)
     seen = {}
-    hook = lambda step, state, m: seen.setdefault(step, len(compiles))  # noqa: E731
+    hook = lambda at, state, m: seen.setdefault(at, len(compiles))  # noqa: E731
     cfg = tiny_config(**{"train.steps": 10, "checkpoint.every": 0, "data.random_length_prob": 0.7})
     loop.train_and_evaluate(cfg, str(tmp_path), hooks=[hook], devices=jax.devices()[:1])
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -133,7 +133,7 @@ def test_sft_never_masks_prompt_and_overfits(tmp_path):
     eval_loss = jax.jit(functools.partial(step.eval_loss, st=st))
     losses = [float(eval_loss(state["params"], batch, jax.random.PRNGKey(k))) for k in range(8)]
     assert np.mean(losses) < 0.05, losses
-    out = sampling.generate(model, state["params"], ids[:1, :4], steps=12, gen_length=12, block_length=12,
+    out = sampler.generate(model, state["params"], ids[:1, :4], steps=12, gen_length=12, block_length=12,
                             mask_id=127, eos_id=126)
     np.testing.assert_array_equal(np.asarray(out)[0], ids[0])
 

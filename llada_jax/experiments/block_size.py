@@ -30,7 +30,7 @@ import numpy as np
 from llada_jax.experiments import optim_config, random_batches
 from llada_jax.experiments.scaling import prepare_data, size_config
 from llada_jax.model import build, flops, init_params
-from llada_jax.sampling import sampler as sampling
+from llada_jax.sampling import sampler
 from llada_jax.training import loop, optimizer, step
 
 
@@ -84,9 +84,9 @@ def sampler_rows(model, params, block_size, prompts, targets, g):
                                                                   cache="dual")))
     out = []
     for name, threshold, kw in runs:
-        sampling.generate(model, params, prompts, return_stats=True, **common, **kw)  # compile
+        sampler.generate(model, params, prompts, return_stats=True, **common, **kw)  # compile
         start = time.perf_counter()
-        ids, stats = sampling.generate(model, params, prompts, return_stats=True, **common, **kw)
+        ids, stats = sampler.generate(model, params, prompts, return_stats=True, **common, **kw)
         ids = np.asarray(ids)
         seconds = time.perf_counter() - start
         if name == "block_cache":

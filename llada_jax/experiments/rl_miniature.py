@@ -77,7 +77,7 @@ def sft(state, step_fn, rows, prompt_mask, steps, batch, seed):
     training loop's core (`training.loop.run_steps`, no checkpoints)."""
     rng = np.random.default_rng(seed)
 
-    def next_batch(step, state):
+    def next_batch(_at, state):
         idx = rng.integers(0, len(rows), batch)
         return {"input_ids": jnp.asarray(rows[idx]), "prompt_mask": jnp.asarray(prompt_mask[idx])}
 
@@ -154,9 +154,9 @@ def run(seed: int, mode: str, out: str) -> dict:
         adv = rl_step.grpo.group_advantages(jnp.asarray(r), g)
         return grpo_update(rl_state, start, jnp.asarray(seqs), adv, jnp.ones((len(seqs), n), bool))
 
-    def log_grpo(step, rl_state, m):
-        if (step - 1) % 10 == 0:
-            _log(t0, f"GRPO step {step - 1}: reward {reward_trace[-1]:.3f} kl {float(m['kl']):.4f} "
+    def log_grpo(at, rl_state, m):
+        if (at - 1) % 10 == 0:
+            _log(t0, f"GRPO step {at - 1}: reward {reward_trace[-1]:.3f} kl {float(m['kl']):.4f} "
                      f"clip {float(m['clip_fraction']):.3f}")
 
     rl_state = loop.run_steps(rl_state, 0, h["rl_steps"], next_batch=rollouts, update=grpo, report=(log_grpo,))[0]
@@ -183,11 +183,11 @@ def run(seed: int, mode: str, out: str) -> dict:
     order_rng = np.random.default_rng([seed, 5])
     vm = {}
 
-    def pair_batch(step, v_state):
+    def pair_batch(_at, v_state):
         idx = order_rng.integers(0, len(chosen), h["vrpo_batch"])
         return jnp.asarray(chosen[idx]), jnp.asarray(rejected[idx])
 
-    def keep_metrics(step, v_state, m):
+    def keep_metrics(_at, v_state, m):
         vm.update(m)
 
     v_state = loop.run_steps(v_state, 0, h["vrpo_steps"], next_batch=pair_batch,

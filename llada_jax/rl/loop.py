@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llada_jax.checkpoint import load as checkpoint_load
-from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.checkpoint import manager
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.parallel import sharding
 from llada_jax.model import from_config
@@ -144,18 +144,18 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
     tx, _ = optimizer.make_optimizer(config.optim, t.steps)
     rules = sharding.rules_of(config.mesh)  # config.mesh.rules, as the training run applies them
     abstract, shardings = train_state.state_shardings(model, tx, mesh, rules=rules)
-    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,
+    ckpt = manager.Checkpointer(manager.checkpoint_dir(workdir), every=config.checkpoint.every,
                                    keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
     # The reference: LoRA's frozen base, or (no LoRA) the params of init_from, restored once more.
     frozen = ref_params = lora_base = None
     if "frozen" in abstract:  # a resumed run keeps the base step it recorded
         lora_base, frozen = checkpoint_load.lora_base(
-            workdir, r.init_from, checkpoint.abstract_like(abstract["frozen"], shardings["frozen"]),
+            workdir, r.init_from, manager.abstract_like(abstract["frozen"], shardings["frozen"]),
             ckpt.latest_step() is not None, jax.process_index() == 0)
     else:
-        _, ref_params = checkpoint.restore_params(r.init_from, checkpoint.abstract_like(
+        _, ref_params = manager.restore_params(r.init_from, manager.abstract_like(
             abstract["params"], shardings["params"]))
-    restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings))
+    restored = ckpt.restore(manager.abstract_like(abstract, shardings))
     if restored is not None:
         step, state, data_state = restored
         if frozen is not None:

@@ -30,13 +30,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from llada_jax import cli
-from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.checkpoint import manager
 from llada_jax.model import from_config
 from llada_jax.training import inputs
 from llada_jax.checkpoint import load
 from llada_jax.training import metrics, validate
 from llada_jax.model import flops
-from llada_jax.sampling import sampler as sampling
+from llada_jax.sampling import sampler
 from llada_jax.parallel import sharding
 from llada_jax.training import step, train_state
 from llada_jax.checkpoint import workdir as workdir_lib
@@ -84,7 +84,7 @@ def _mismatch_error(e, workdir, saved_info, config, source):
     since = (f"the config changed since the run that wrote this workdir (run.json -> now): {'; '.join(changed)}. "
              if changed else "")
     if source == "init_from":
-        return checkpoint.CheckpointMismatchError(e.step, e.directory, e.details + [
+        return manager.CheckpointMismatchError(e.step, e.directory, e.details + [
             f"config.train.init_from={config.train.init_from!r} holds another model shape; set "
             f"--config.model.* to its shape (run.json of that directory)"])
     return ValueError(
@@ -109,7 +109,7 @@ def samples(model, params, batch, tokenizer, config, mcfg):
             prompt = ids[i][: min(t.sample_prompt_len, ids.shape[1])]
         prompt = multihost_utils.broadcast_one_to_all(prompt)
         kw = {} if tokenizer is None else dict(eot_id=tokenizer.eot_id)
-        gen = sampling.generate(model, params, np.asarray(prompt)[None], steps=t.sample_steps,
+        gen = sampler.generate(model, params, np.asarray(prompt)[None], steps=t.sample_steps,
                                 gen_length=t.sample_gen_length, block_length=mcfg.block_size or t.sample_gen_length,
                                 **kw)
         gen = np.asarray(_host(gen))[0, len(prompt):]
@@ -156,16 +156,16 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
     train_it, make_eval_iter = inputs.iterators(config, tokenizer, process_index=jax.process_index(),
                                                 process_count=jax.process_count(),
                                                 cache_dir=os.path.join(workdir, "data_cache"))
-    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,
+    ckpt = manager.Checkpointer(manager.checkpoint_dir(workdir), every=config.checkpoint.every,
                                    keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
     try:
-        restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings))
-    except checkpoint.CheckpointMismatchError as e:
+        restored = ckpt.restore(manager.abstract_like(abstract, shardings))
+    except manager.CheckpointMismatchError as e:
         ckpt.close()
         raise _mismatch_error(e, workdir, saved_info, config, "resume") from None
     lora_base, frozen = None, None
     if "frozen" in abstract:  # LoRA: the base of a resumed run is the one it recorded
-        lora_base, frozen = load.lora_base(workdir, t.init_from, checkpoint.abstract_like(
+        lora_base, frozen = load.lora_base(workdir, t.init_from, manager.abstract_like(
             abstract["frozen"], shardings["frozen"]), restored is not None, primary)
     if restored is not None:
         start, state, data_state = restored
@@ -178,9 +178,9 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
         state = train_state.init_state(model, tx, mesh, t.seed, shardings, frozen=frozen, rules=st.rules)
     elif t.init_from:
         try:
-            _, params = checkpoint.restore_params(t.init_from, checkpoint.abstract_like(
+            _, params = manager.restore_params(t.init_from, manager.abstract_like(
                 abstract["params"], shardings["params"]))
-        except checkpoint.CheckpointMismatchError as e:
+        except manager.CheckpointMismatchError as e:
             ckpt.close()
             raise _mismatch_error(e, workdir, saved_info, config, "init_from") from None
         state = train_state.init_state(model, tx, mesh, t.seed, shardings, params=params, rules=st.rules)
@@ -282,7 +282,7 @@ class Checkpoints(NamedTuple):
     (saved with the training state so a resumed run draws the same batches), the workdir
     (named in errors) and how to say one line (the stop message)."""
 
-    ckpt: checkpoint.Checkpointer
+    ckpt: manager.Checkpointer
     data_state: Callable[[], object]
     workdir: str
     say: Callable[[str], None] = print
@@ -349,7 +349,7 @@ def check_finite(m: dict, step: int, ckpt, workdir: str, keys=("loss", "grad_nor
         kept = ckpt.latest_step()
         what = ", ".join(bad + ([] if finite else ["the updated state (params, optimizer) is not finite"]))
         raise NonFiniteLossError(f"{what} at step {step}: stopping; the last good checkpoint "
-                                 f"(step {kept}) is kept in {checkpoint.checkpoint_dir(workdir)}")
+                                 f"(step {kept}) is kept in {manager.checkpoint_dir(workdir)}")
 
 
 def init_distributed():
