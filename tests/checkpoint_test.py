@@ -1,5 +1,5 @@
 """Checkpoints: restore across meshes, retention, half-written checkpoints, SIGKILL and
-SIGTERM, non-finite losses."""
+SIGTERM (one process, and one of two), non-finite losses."""
 
 import json
 import logging
@@ -19,7 +19,7 @@ from llada_jax.training import optimizer, train_state
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from train_helper import one_device_xla_flags, tiny_config  # noqa: E402
+from train_helper import free_port, one_device_xla_flags, tiny_config  # noqa: E402
 
 HELPER = str(pathlib.Path(__file__).parent / "train_helper.py")
 CFG = LLaDAConfig.tiny(d_model=32, n_heads=4, n_kv_heads=2, mlp_hidden_size=64, vocab_size=128,
@@ -127,6 +127,45 @@ def test_sigterm_saves_and_exits_with_the_preempted_status(tmp_path):
     ck = manager.Checkpointer(manager.checkpoint_dir(str(tmp_path)), read_only=True)
     assert ck.all_steps() == [3]
 
+
+def test_sigterm_to_one_of_two_processes_stops_both_after_one_step(tmp_path):
+    """Two processes (one device each, data=2); process 1 sends itself SIGTERM after step 3.
+    JAX's preemption sync makes both stop after the same later step, both save it (one
+    collective checkpoint: a save at different steps would deadlock), both exit 75, and
+    that checkpoint restores to the params both processes ended with."""
+    over = {"train.steps": 100_000, "checkpoint.every": 100_000, "train.log_every": 100_000}
+    port, procs, outs = free_port(), [], []
+    try:
+        for pid in range(2):
+            env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent.parent), JAX_PLATFORMS="cpu",
+                       XLA_FLAGS=one_device_xla_flags(), JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                       JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))
+            log = open(tmp_path / f"log{pid}.txt", "w")  # files, not pipes: a full pipe would block
+            procs.append(subprocess.Popen([sys.executable, HELPER, str(tmp_path / "run"), json.dumps(over)]
+                                          + (["--term-at=3"] if pid == 1 else []),
+                                          stdout=log, stderr=subprocess.STDOUT, env=env))
+        for pid, p in enumerate(procs):
+            p.wait(timeout=120)  # bounded: a deadlocked save or a missed agreement fails here
+            out = (tmp_path / f"log{pid}.txt").read_text()
+            assert p.returncode == loop.EXIT_PREEMPTED, out[-3000:]
+            outs.append(json.loads(out.split("RESULT ", 1)[1].splitlines()[0]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    stopped = outs[0]["step"]
+    assert outs[1]["step"] == stopped and 3 < stopped < over["train.steps"]
+    ck = manager.Checkpointer(manager.checkpoint_dir(str(tmp_path / "run")), read_only=True)
+    assert ck.all_steps() == [stopped]
+    cfg = tiny_config(**over)
+    tx, _ = optimizer.make_optimizer(cfg.optim, cfg.train.steps)
+    abstract, shardings = train_state.state_shardings(LLaDA(CFG), tx, sharding.make_mesh(cfg.mesh, jax.devices()[:1]))
+    at, state, data_state = ck.restore(manager.abstract_like(abstract, shardings))
+    assert at == stopped == int(state["step"]) and data_state is not None
+    final = dict(np.load(tmp_path / "run" / "params_0.npz"))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state["params"]):
+        np.testing.assert_array_equal(np.asarray(leaf), final[jax.tree_util.keystr(path)])
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = tiny_config(**{"optim.lr": 1e30, "optim.schedule": "constant", "optim.warmup_steps": 0,

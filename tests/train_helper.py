@@ -24,6 +24,15 @@ def one_device_xla_flags():
                     if not f.startswith("--xla_force_host_platform_device_count"))
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for a multi-process run's coordinator."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def tiny_config(**overrides):
     from configs.tiny import get_config
 

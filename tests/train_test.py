@@ -6,7 +6,6 @@ import json
 import math
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -24,7 +23,7 @@ from llada_jax.training import optimizer, step, train_state
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from train_helper import one_device_xla_flags, tiny_config  # noqa: E402
+from train_helper import free_port, one_device_xla_flags, tiny_config  # noqa: E402
 
 HELPER = str(pathlib.Path(__file__).parent / "train_helper.py")
 
@@ -138,17 +137,11 @@ def test_sft_never_masks_prompt_and_overfits(tmp_path):
     np.testing.assert_array_equal(np.asarray(out)[0], ids[0])
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process(tmp_path, one_device_run):
     """Two processes of 2 devices each (data=2 x fsdp=2) give the loss and params of the
     one-device run after 3 steps (the same run as the sharded meshes')."""
     over = {**SHARDED_OVER, "mesh.data": 2, "mesh.fsdp": 2}
-    port = _free_port()
+    port = free_port()
     procs = []
     for pid in range(2):
         env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent.parent), JAX_PLATFORMS="cpu",

@@ -30,7 +30,7 @@ from llada_jax.checkpoint import manager
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.parallel import sharding
 from llada_jax.model import from_config
-from llada_jax.training import inputs, loop, metrics
+from llada_jax.training import inputs, loop, metrics, preemption
 from llada_jax.training import validate as validate_lib
 from llada_jax.training import optimizer, train_state
 from llada_jax.model import build
@@ -241,7 +241,7 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
             writer.scalars(step, {"accuracy": acc}, prefix="eval")
             print(f"[rl step {step}] eval exact match {acc:.4f} on {len(eval_prompts)} prompts", flush=True)
 
-    stop, restore_handlers = loop.catch_stop_signals()
+    stop, restore_handlers = preemption.catch_stop_signals()
     try:
         with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
             state, _, signal_number = loop.run_steps(

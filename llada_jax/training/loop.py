@@ -6,8 +6,9 @@ build the mesh, the data and the state (restored from the workdir's latest check
 or from `train.init_from`, or fresh, always created in its shardings), then step, log,
 evaluate and checkpoint. The workdir is claimed first (llada_jax.checkpoint.workdir: its owner
 kind, its lock) and a checkpoint that does not match the config stops the run before
-anything is written. SIGTERM/SIGINT save a checkpoint and end the run; the command line
-then exits with EXIT_PREEMPTED (75) so a scheduler requeues it. A non-finite loss,
+anything is written. SIGTERM/SIGINT save a checkpoint and end the run, on every process
+after the same step (`training.preemption`); the command line then exits with
+EXIT_PREEMPTED (75) so a scheduler requeues it. A non-finite loss,
 gradient norm or updated parameter stops it with `NonFiniteLossError` before that step
 is saved, keeping the last good checkpoint.
 """
@@ -19,9 +20,7 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Callable, NamedTuple
 
@@ -34,7 +33,7 @@ from llada_jax.checkpoint import manager
 from llada_jax.model import from_config
 from llada_jax.training import inputs
 from llada_jax.checkpoint import load
-from llada_jax.training import metrics, validate
+from llada_jax.training import metrics, preemption, validate
 from llada_jax.model import flops
 from llada_jax.sampling import sampler
 from llada_jax.parallel import sharding
@@ -201,7 +200,7 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
     flops_step = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
     eval_key = jax.random.PRNGKey(t.seed + 1)
 
-    stop, restore_handlers = catch_stop_signals()
+    stop, restore_handlers = preemption.catch_stop_signals()
     from tqdm import tqdm
 
     start = int(_host(state["step"]))
@@ -261,22 +260,6 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
     return state, last
 
 
-def catch_stop_signals():
-    """(stop, restore): from now on SIGTERM/SIGINT only set stop["signal"] (the loop then
-    saves a checkpoint and ends); restore() reinstates the previous handlers. Shared by the
-    training loop and the RL loop (llada_jax.rl.loop)."""
-    stop, old_handlers = {"signal": None}, {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old_handlers[sig] = signal.signal(sig, lambda s, _f: stop.update(signal=s))
-
-    def restore():
-        for sig, h in old_handlers.items():
-            signal.signal(sig, h)
-
-    return stop, restore
-
-
 class Checkpoints(NamedTuple):
     """Checkpointing of a run_steps loop: the Checkpointer, () -> the data iterator's state
     (saved with the training state so a resumed run draws the same batches), the workdir
@@ -288,34 +271,37 @@ class Checkpoints(NamedTuple):
     say: Callable[[str], None] = print
 
 
-def run_steps(state, step: int, steps: int, *, next_batch, update, hooks=(), report=(), stop=None,
-              checkpoints: Checkpoints | None = None, host_step: Callable[[int], bool] | None = None):
+def run_steps(state, at: int, steps: int, *, next_batch, update, hooks=(), report=(),
+              stop: preemption.Stop | None = None, checkpoints: Checkpoints | None = None,
+              host_step: Callable[[int], bool] | None = None):
     """The one loop core of every training loop (`train_and_evaluate`, the RL loop of
     `llada_jax.rl`, `llada_jax.experiments.train_model` and the RL miniature): run steps
-    `step`+1 .. `steps`, each: batch = next_batch(step, state) (step: the steps done so far)
+    `at`+1 .. `steps`, each: batch = next_batch(at, state) (at: the steps done so far)
     -> state, m = update(state, batch) (m: device arrays or numbers). The metrics reach the
     host only at a sync step: every step when `host_step` is None or `hooks` are given,
-    else where host_step(step) is true, a checkpoint is due, a stop signal came and at the
+    else where host_step(at) is true, a checkpoint is due, a stop is requested and at the
     last step; in between JAX dispatches the next step while the current one runs. At a
     sync step, for each step since the last one, in order: with `checkpoints`, stop on a
     non-finite loss, gradient or state (`check_finite`; no later state has been saved) ->
-    hooks(step, state, m) (the caller's); then a checkpoint save when due; then for each
-    report(step, state, m) (the loop's logging and evaluation; `state` is the latest,
-    which is that step's at the sync step itself) -> with `stop`
-    (from `catch_stop_signals`) set by SIGTERM/SIGINT: a forced checkpoint, one line, and
-    the end. A run that finishes saves its last step (forced).
+    hooks(at, state, m) (the caller's); then a checkpoint save when due; then for each
+    report(at, state, m) (the loop's logging and evaluation; `state` is the latest,
+    which is that step's at the sync step itself) -> when `stop` (from
+    `preemption.catch_stop_signals`) requests it after this step: a forced checkpoint,
+    one line, and the end; with several processes all of them stop after the same step
+    (`preemption.Stop.requested`, asked after every step). A run that finishes saves its
+    last step (forced).
 
     What differs between the loops is passed in: batch production (the data pipeline,
     rollouts, preference pairs, in-memory rows), the jitted update, logging, which steps
-    sync, and checkpointing on or off. Returns (state, step, the signal number or None)."""
+    sync, and checkpointing on or off. Returns (state, at, the signal number or None)."""
     every = checkpoints.ckpt.every if checkpoints is not None else 0
     pending = []
-    while step < steps:
-        state, m = update(state, next_batch(step, state))
-        step += 1
-        pending.append((step, m))
-        if not (host_step is None or hooks or (stop is not None and stop["signal"] is not None)
-                or step == steps or host_step(step) or (every and step % every == 0)):
+    while at < steps:
+        state, m = update(state, next_batch(at, state))
+        at += 1
+        pending.append((at, m))
+        if not (host_step is None or hooks or (stop is not None and stop.requested(at))
+                or at == steps or host_step(at) or (every and at % every == 0)):
             continue
         done = list(zip([s for s, _ in pending], _host([m for _, m in pending])))
         pending = []
@@ -325,21 +311,21 @@ def run_steps(state, step: int, steps: int, *, next_batch, update, hooks=(), rep
             for h in hooks:
                 h(s, state, m)
         if checkpoints is not None:
-            checkpoints.ckpt.save(step, state, checkpoints.data_state())
+            checkpoints.ckpt.save(at, state, checkpoints.data_state())
         for s, m in done:
             for h in report:
                 h(s, state, m)
-        if stop is not None and stop["signal"] is not None:
+        if stop is not None and stop.requested(at):  # one process: also a signal during the hooks
             if checkpoints is not None:
-                checkpoints.ckpt.save(step, state, checkpoints.data_state(), force=True)
-                checkpoints.say(f"signal {stop['signal']}: saved a checkpoint at step {step}; exiting")
-            return state, step, int(stop["signal"])
+                checkpoints.ckpt.save(at, state, checkpoints.data_state(), force=True)
+                checkpoints.say(f"signal {stop.signal}: saved a checkpoint at step {at}; exiting")
+            return state, at, int(stop.signal)
     if checkpoints is not None:
-        checkpoints.ckpt.save(step, state, checkpoints.data_state(), force=True)
-    return state, step, None
+        checkpoints.ckpt.save(at, state, checkpoints.data_state(), force=True)
+    return state, at, None
 
 
-def check_finite(m: dict, step: int, ckpt, workdir: str, keys=("loss", "grad_norm")):
+def check_finite(m: dict, at: int, ckpt, workdir: str, keys=("loss", "grad_norm")):
     """Pop m["state_finite"]; NonFiniteLossError when it is False or a `keys` metric is not
     finite, before this step's state can be saved (the last good checkpoint is kept)."""
     finite = bool(m.pop("state_finite", True))
@@ -348,7 +334,7 @@ def check_finite(m: dict, step: int, ckpt, workdir: str, keys=("loss", "grad_nor
         ckpt.wait()
         kept = ckpt.latest_step()
         what = ", ".join(bad + ([] if finite else ["the updated state (params, optimizer) is not finite"]))
-        raise NonFiniteLossError(f"{what} at step {step}: stopping; the last good checkpoint "
+        raise NonFiniteLossError(f"{what} at step {at}: stopping; the last good checkpoint "
                                  f"(step {kept}) is kept in {manager.checkpoint_dir(workdir)}")
 
 
