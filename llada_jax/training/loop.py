@@ -296,6 +296,8 @@ def run_steps(state, at: int, steps: int, *, next_batch, update, hooks=(), repor
     sync, and checkpointing on or off. Returns (state, at, the signal number or None)."""
     every = checkpoints.ckpt.every if checkpoints is not None else 0
     pending = []
+    if stop is not None:
+        stop.begin(at)
     while at < steps:
         state, m = update(state, next_batch(at, state))
         at += 1

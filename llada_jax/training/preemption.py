@@ -41,6 +41,14 @@ class Stop:
         self._asked = None  # the last step asked (agree): JAX's protocol counts one call per step
         self._agreed = False
 
+    def begin(self, step: int) -> None:
+        """Tell JAX's protocol the step this process starts from, before the first step
+        compiles: a notice that comes during that compile is then agreed to stop after the
+        first step (the protocol takes the furthest step the processes reported; without a
+        report it would pick step 1, which a resumed run never reaches again)."""
+        if self.agree:
+            self.requested(step)
+
     def requested(self, step: int) -> bool:
         """Whether the run stops after `step` (the steps done). Every process calls it
         after every step; asking again for the same step gives the same answer."""
