@@ -17,8 +17,10 @@ process. This costs a mutex per step and no collective, where agreeing by a
 `multihost_utils.process_allgather` of every process's flag would add a blocking
 collective and a host round trip to every step. The protocol needs every process to ask
 at every step, from the same first step: `Stop.requested` is called once per step by
-`loop.run_steps`, which all loops share. With the service turned off, several processes
-fall back to the per-process flag.
+`loop.run_steps`, which all loops share (orbax's CheckpointManager asks too, at each
+save, with the same step numbers, so the count stays consistent). It runs on the
+coordination service, not on the devices, so it works on CPU processes as on GPU and TPU.
+With the service turned off, several processes fall back to the per-process flag.
 """
 
 from __future__ import annotations
