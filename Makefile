@@ -14,7 +14,8 @@ PY_LATEST := $(VENV_LATEST)/bin/python
 LATEST_TESTS ?= tests/attention_test.py tests/sharding_test.py tests/checkpoint_test.py tests/train_test.py \
 	tests/data_test.py tests/sampling_test.py tests/plan_test.py tests/device_test.py
 
-.PHONY: test test-latest demo clean
+LOGDIR ?= workdirs
+.PHONY: test test-latest demo tensorboard clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -33,6 +34,11 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m llada_jax.demo
+
+# tensorboard is the `tensorboard` extra of setup.py, not in the lock: installed on first use.
+tensorboard: $(STAMP)
+	$(PY) -c 'import tensorboard' 2>/dev/null || $(PY) -m pip install -q -e '.[tensorboard]'
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
 
 $(VENV_LATEST)/.installed: setup.py
 	@test -n "$(PYTHON_LATEST)" || { echo "error: test-latest needs Python >= 3.12 (JAX >= 0.11): set PYTHON_LATEST"; exit 1; }

@@ -34,7 +34,22 @@ setup(
         "prometheus-client>=0.26.0,<0.27",
     ],
     # lm-eval 0.4 discovers no model plugins: this runs its CLI with `llada_jax` registered.
-    entry_points={"console_scripts": ["llada-lm-eval = llada_jax.evaluation:main"]},
+    # Every command, also as `python -m llada_jax.<name>` (the README's spelling).
+    entry_points={"console_scripts": [
+        "llada-demo = llada_jax.demo:main",
+        "llada-train = llada_jax.training.loop:run_cli",
+        "llada-rl = llada_jax.rl.__main__:main",
+        "llada-rl-pairs = llada_jax.rl.sample_pairs:main",
+        "llada-generate = llada_jax.generate:main",
+        "llada-serve = llada_jax.serve:main",
+        "llada-lm-eval = llada_jax.evaluation:main",
+        "llada-prepare-data = llada_jax.data.prepare:main",
+        "llada-import-hf = llada_jax.interop.import_hf:main",
+        "llada-export = llada_jax.interop.export:main",
+        "llada-repoint = llada_jax.checkpoint.repoint:main",
+        "llada-plan = llada_jax.plan:main",
+        "llada-config = llada_jax.config:main",
+    ]},
     extras_require={
         "test": ["pytest>=9.2.0,<10", "pytest-xdist>=3.8.0,<4", "matplotlib>=3.11.2,<4",
                  "lm-eval>=0.4.13,<0.5", "nbclient>=0.11.0,<0.12", "nbformat>=5.11.1,<6",
@@ -45,5 +60,7 @@ setup(
         # 2.13.0 is the CPU build that lies on disk, so no multi-GB CUDA build is pulled.
         "torch": ["torch==2.13.0", "transformers==5.23.0",
                   "peft>=0.21.2,<0.22"],  # the LoRA adapters' PEFT round trip (needs torch)
+        # `make tensorboard`: a viewer of the tensorboard/ logs of a workdir; training writes them without it.
+        "tensorboard": ["tensorboard>=2.21.0,<3"],
     },
 )

@@ -1,4 +1,4 @@
-"""The official LLaDA sampling loop, re-written in plain PyTorch from facts section 6, to
+"""The official LLaDA sampling loop, re-written in plain PyTorch from the published generate.py, to
 time the reference algorithm on the same machine as ours (`benchmarks/sample.py --torch`).
 
 It keeps the reference's costs on purpose: a full forward pass with logits for every

@@ -1,4 +1,4 @@
-"""LLaDA-8B pre-training: the published shape (facts section 1) and the paper's recipe.
+"""LLaDA-8B pre-training: the published shape and the paper's recipe.
 
 Recipe (LLaDA paper, section 2.3): AdamW, weight decay 0.1, global batch 1280 sequences of
 4096 tokens (5.24M tokens per step); warmup-stable-decay: linear warmup to 4e-4 over

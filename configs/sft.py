@@ -2,18 +2,16 @@
 pre-training checkpoint.
 
 Use: `--config=configs/sft.py --config.data.train_jsonl=chat.jsonl
---config.data.tokenizer=DIR/tokenizer.model --config.train.init_from=PRETRAIN_WORKDIR`.
-The model shape must match the checkpoint's (override `--config.model.*` as needed).
+--config.train.init_from=BASE` (a workdir, or a Hugging Face model folder). The model (family,
+shape, special ids) and the tokenizer come from BASE (`llada_jax.training.inherit`): no
+`--config.model.*` flag is needed; `--config.data.tokenizer` picks another tokenizer.
 """
 
-import os
-
-from llada_jax.config import base_config, load_config_file, lock
+from llada_jax.config import base_config, lock
 
 
 def get_config():
     c = base_config()
-    c.model.update(load_config_file(os.path.join(os.path.dirname(__file__), "tiny.py")).model.to_dict())
     c.data.update(kind="sft", source="jsonl", seq_len=128, batch_size=16, random_length_prob=0.0)
     c.optim.update(lr=1e-3,  # tiny model; the 8B Instruct run used 2.5e-5
                    schedule="wsd", warmup_steps=20, decay_steps=100, final_lr_ratio=0.1,

@@ -6,8 +6,9 @@ from llada_jax.config import base_config, lock
 
 def get_config():
     c = base_config()
-    c.model.update(d_model=96, n_heads=4, n_kv_heads=4, n_layers=3, mlp_hidden_size=256,
-                   vocab_size=512, embedding_size=512, max_sequence_length=256)
+    # vocab_size unset: 512 for the tokenizer it trains, or the size of the one it is given
+    # (a prepared folder's, data.tokenizer; llada_jax.training.inherit)
+    c.model.update(d_model=96, n_heads=4, n_kv_heads=4, n_layers=3, mlp_hidden_size=256, max_sequence_length=256)
     c.data.update(source="stdlib", seq_len=64, batch_size=16, random_length_prob=0.01, max_bytes=3_000_000)
     c.optim.update(lr=3e-3, schedule="wsd", warmup_steps=50, decay_steps=300, final_lr_ratio=0.1,
                    weight_decay=0.1, clip_norm=1.0)

@@ -1,6 +1,7 @@
 """What every command line shares: user mistakes as one `error: ...` line (exit status 1,
 no traceback), and the `--config=FILE` flag with its `--config.section.field=value`
-overrides, the file executed once.
+overrides, the file executed once; `--print_config` prints the resolved config instead
+of running the command (`python -m llada_jax.config` lists every field and its meaning).
 """
 
 from __future__ import annotations
@@ -86,8 +87,25 @@ def define_config_flag(argv, default_path: str | None = None, help_text="experim
         raise ValueError(f"--config={path!r}: {type(e).__name__}: {e}") from None
     check_overrides(config, argv)
     argv = argv if i is None else argv[:i] + argv[i + span:]
+    if "--print_config" in argv:
+        print_config(config, argv)
     config_flags.DEFINE_config_dict("config", config, help_text, lock_config=True, sys_argv=argv, **kw)
     return argv
+
+
+def print_config(config, argv):
+    """Print the config that `--config=FILE --config.x.y=v ...` resolves to, one field a
+    line with its meaning, and exit 0 without running the command (other flags ignored)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from llada_jax.config import describe
+
+    fv, argv = flags.FlagValues(), [argv[0]] + [a for a in argv if a.startswith("--config.")]
+    config_flags.DEFINE_config_dict("config", config, flag_values=fv, lock_config=True, sys_argv=argv)
+    fv(argv)
+    print("\n".join(describe(fv.config)))
+    raise SystemExit(0)
 
 
 def run_absl(main, argv=None):

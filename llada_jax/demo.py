@@ -154,11 +154,27 @@ def run_demo(config, workdir, *, n_eval=256, repeats=3, say=print):
 
     example = ",".join(str(int(i)) for i in ids[0, :p])
     say(f"\nwritten to {workdir}/: checkpoints/ (orbax), metrics.jsonl, tensorboard/, run.json")
-    say("next:")
-    say(f"  python -m llada_jax.generate --workdir={workdir} --prompt_ids={example} --gen_length={g} --show_ids")
-    say(f"  tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
-    say("  python -m llada_jax.train --config=configs/tiny.py --workdir=workdirs/tiny   # text (README)")
+    say("next (from the repository root):")
+    for hint in next_commands(workdir, example, g):
+        say(f"  {hint}")
     return fig
+
+
+def interpreter() -> str:
+    """This Python as a command: relative when it lies under the working directory
+    (`.venv/bin/python` after `make demo`), so the hints run without an activated venv."""
+    exe = sys.executable
+    rel = os.path.relpath(exe)
+    return rel if not rel.startswith("..") else exe
+
+
+def next_commands(workdir: str, example: str, gen_length: int) -> list[str]:
+    """The commands the demo suggests, runnable as printed from the repository root."""
+    py = interpreter()
+    return [f"{py} -m llada_jax.generate --workdir={workdir} --prompt_ids={example} --gen_length={gen_length} "
+            "--show_ids",
+            f"make tensorboard LOGDIR={os.path.join(workdir, 'tensorboard')}   # installs the tensorboard extra",
+            f"{py} -m llada_jax.train --config=configs/tiny.py --workdir=workdirs/tiny   # text (README)"]
 
 
 def fast_overrides(config):

@@ -39,6 +39,7 @@ def plan(config, devices=None) -> dict:
     import jax
 
     from llada_jax.checkpoint import manager
+    from llada_jax.config import with_model_defaults
     from llada_jax.model import from_config
     from llada_jax.model import flops
     from llada_jax.training import validate
@@ -47,6 +48,7 @@ def plan(config, devices=None) -> dict:
     from llada_jax.model import build
 
     devices = list(jax.devices() if devices is None else devices)
+    config = with_model_defaults(config)  # unset model fields: their defaults (nothing is inherited here)
     dims = validate.train_config(config, len(devices), 1)
     mesh = sharding.make_mesh(config.mesh, devices)
     mcfg = from_config.model_config(config, None)

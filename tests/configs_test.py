@@ -12,7 +12,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from llada_jax import cli
+from llada_jax import cli, config as config_lib
 from llada_jax.model import from_config
 from llada_jax.training import loop, optimizer, validate
 from llada_jax.model import LLaDA, param_count
@@ -40,7 +40,7 @@ def n_params(config):
 
 
 def test_every_config_loads_and_has_its_size():
-    sizes = {name: n_params(load(name)) for name in ("tiny", "small", "llada_1b", "llada_8b", "sft", "dream_7b",
+    sizes = {name: n_params(load(name)) for name in ("tiny", "small", "llada_1b", "llada_8b", "dream_7b",
                                                       "llada_moe_7b", "llama3_8b", "qwen3_8b")}
     assert sizes["llada_8b"] == 8_015_581_184  # the published count
     assert sizes["dream_7b"] == 7_615_616_512  # Qwen2.5-7B's
@@ -49,7 +49,9 @@ def test_every_config_loads_and_has_its_size():
     assert sizes["qwen3_8b"] == 8_190_735_360  # Qwen3-8B's (untied head, q/k norms)
     assert 40e6 < sizes["small"] < 60e6
     assert 0.9e9 < sizes["llada_1b"] - 2 * 126464 * 2048 < 1.3e9  # 1B without embedding and head
-    assert sizes["tiny"] < 1e6 and sizes["sft"] == sizes["tiny"]
+    assert sizes["tiny"] < 1e6
+    # sft.py has no shape: every inheritable model field comes from its train.init_from
+    assert set(config_lib.unset_fields(load("sft").model)) >= {"family", "d_model", "n_layers", "vocab_size"}
 
 
 def test_every_config_file_loads_from_any_directory(tmp_path):
@@ -61,6 +63,26 @@ def test_every_config_file_loads_from_any_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_every_field_has_a_meaning_and_the_command_line_prints_its_config(tmp_path, capsys):
+    """FIELD_DOCS documents exactly the schema's fields; `python -m llada_jax.config FILE`
+    lists them; `--print_config` prints the overridden value and runs nothing."""
+    import subprocess
+
+    leaves = [line.split(" = ")[0] for line in config_lib.describe(config_lib.base_config())]
+    assert sorted(leaves) == sorted(config_lib.FIELD_DOCS) and all(config_lib.FIELD_DOCS.values())
+    for path in sorted(CONFIGS.glob("*.py")):  # every config file's fields are the schema's
+        assert len(config_lib.describe(config_lib.load_config_file(str(path)))) == len(leaves), path
+    out = subprocess.run([sys.executable, "-m", "llada_jax.config", str(CONFIGS / "demo.py")], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "model.d_model = 128  # embedding width" in out.stdout.splitlines()
+    workdir = tmp_path / "never_made"
+    with pytest.raises(SystemExit) as e:
+        loop.run_cli(["train", f"--config={CONFIGS / 'tiny.py'}", f"--workdir={workdir}", "--config.optim.lr=0.25",
+                      "--print_config"])
+    assert e.value.code == 0 and "optim.lr = 0.25  # peak learning rate" in capsys.readouterr().out.splitlines()
+    assert not workdir.exists()
 
 
 def test_a2d_8b_configs_are_the_ar_shapes_made_bidirectional():

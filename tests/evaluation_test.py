@@ -5,6 +5,7 @@ task (local JSONL + task YAML) that a tiny model trained here decides."""
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ from llada_jax.experiments import random_batches, train_model
 from llada_jax.model import LLaDAConfig
 
 ROW_LEN = 8
+ROOT = pathlib.Path(__file__).parent.parent
 
 
 def _fact(n):  # the task: a digit, the last one of the number, follows "is"
@@ -104,6 +106,25 @@ def test_loglikelihood_batched_equals_per_request_estimate(toy):
     assert got[0] > got[1] + 1  # the trained fact is likelier than a letter never seen there
 
 
+def test_loglikelihood_is_data_parallel_over_the_devices_with_one_device_results(toy, monkeypatch):
+    enc = toy["tok"].encode
+    pairs = [(enc(f"{n} is"), enc(f" {n % 10}")) for n in (37, 40, 81, 15, 62)]  # one shape: one chunk
+    keys = [jax.random.PRNGKey(i) for i in range(len(pairs))]
+    seen = []
+
+    def spy(model, params, seqs, ks, **kw):
+        seen.append(len(seqs.sharding.device_set))
+        return likelihood.mc_nll(model, params, seqs, ks, **kw)
+
+    monkeypatch.setattr(harness, "mc_nll", spy)
+    one = _harness(toy, mc_num=8, batch_size=4, devices=jax.devices()[:1]).loglikelihoods(pairs, keys)
+    lm = _harness(toy, mc_num=8, batch_size=4)
+    assert lm.mesh.size == len(jax.devices()) == 8  # tests/conftest.py: 8 CPU devices
+    many = lm.loglikelihoods(pairs, keys)
+    assert seen == [1, 8]  # the 5 requests (padded to 8) split over the 8 devices
+    np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-5)
+
+
 def _official_greedy(model, params, prefix, target_len, mask_id):
     """The official adapter's check: unmask the continuation one token per step, always the
     most confident masked position (whole continuation, no blocks)."""
@@ -171,16 +192,27 @@ def test_workdir_and_hf_directory_load_the_trained_model(toy):
 
 
 def test_cli_runs_offline_in_a_subprocess(toy, tmp_path):
+    """The README's command: the toy task and the example task of examples/lm_eval (its
+    YAML as committed, its data path relative to the repository root), with progress bars."""
+    import shutil
+
+    shutil.copy(ROOT / "examples" / "lm_eval" / "python_next.yaml", toy["tasks"])
     cmd = [sys.executable, "-m", "llada_jax.evaluation", "--model", "llada_jax", "--model_args",
            f"workdir={toy['dir'] / 'workdir'},mc_num=8,is_check_greedy=False", "--batch_size", "8",
-           "--tasks", "toy_digits", "--include_path", str(toy["tasks"]), "--output_path", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, env=_offline_env(tmp_path), capture_output=True, text=True, timeout=240)
+           "--tasks", "toy_digits,python_next", "--include_path", str(toy["tasks"]),
+           "--output_path", str(tmp_path / "out"), "--limit", "8"]  # 8 docs each: each length compiles
+    proc = subprocess.run(cmd, env=_offline_env(tmp_path), capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "out") for f in fs if f.startswith("results")]
     assert len(results) == 1, proc.stdout[-2000:]
     with open(results[0]) as f:
-        acc = json.load(f)["results"]["toy_digits"]["acc,none"]
-    assert acc >= 0.6  # chance is 0.25
+        out = json.load(f)
+    assert out["results"]["toy_digits"]["acc,none"] >= 0.6  # chance is 0.25
+    assert 0 <= out["results"]["python_next"]["acc,none"] <= 1
+    n_example = len((ROOT / "examples" / "lm_eval" / "python_next.jsonl").read_text().splitlines())
+    assert out["n-samples"]["python_next"] == {"original": n_example, "effective": 8}
+    # the likelihood's progress bar: 8 toy docs + 8 example docs, 4 choices each
+    assert re.search(r"llada_jax loglikelihood: 100%.*\| 64/64 .*requests/s", proc.stderr), proc.stderr[-2000:]
 
 
 def test_console_script_runs_lm_eval_cli():

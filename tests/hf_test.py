@@ -1,4 +1,4 @@
-"""Import of checkpoints in the published layout (facts section 2), its errors, and the
+"""Import of checkpoints in the published layout, its errors, and the
 full LLaDA-8B shapes."""
 
 import copy
@@ -26,7 +26,7 @@ IDS = np.array([[1, 299, 5, 77, 299, 310, 2, 298]], np.int32)
 
 
 def published_names(n_layers, weight_tying=False):
-    """The key list of facts section 2, written out independently of llada_jax.interop.hf."""
+    """The published checkpoint's key list, written out independently of llada_jax.interop.hf."""
     p = "model.transformer."
     names = [p + "wte.weight"]
     for i in range(n_layers):
@@ -195,7 +195,7 @@ def test_full_8b_tree_maps_one_to_one_onto_the_published_keys():
               for path, x in jax.tree_util.tree_leaves_with_path(jax.tree_util.tree_map(
                   lambda b: b.value if hasattr(b, "value") else b, abstract["params"],
                   is_leaf=lambda b: hasattr(b, "value")))}
-    assert sum(int(np.prod(s)) for s in leaves.values()) == 8_015_581_184  # facts section 1
+    assert sum(int(np.prod(s)) for s in leaves.values()) == 8_015_581_184  # LLaDA-8B's published parameter count
     names = published_names(32)
     assert hf.hf_key_list(cfg) == names[:1] + names[1:-2] + names[-2:]
     e, v, m, hd = 4096, 126464, 12288, 32 * 128

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax.sampling import generate, sampler
+from llada_jax.sampling import generate, reveal, sampler
 
 MASK, VOCAB = 31, 32
 
@@ -57,7 +57,7 @@ def test_low_confidence_reveals_top_k_per_step_block_by_block():
 
 
 def test_uneven_schedule_gives_extra_tokens_to_first_steps():
-    np.testing.assert_array_equal(sampler.num_transfer_tokens(jnp.array([10, 3]), 4),
+    np.testing.assert_array_equal(reveal.num_transfer_tokens(jnp.array([10, 3]), 4),
                                   [[3, 3, 2, 2], [1, 1, 1, 0]])
     out = _run(HEIGHTS, [1, 2], steps=3, gen_length=8, block_length=8)
     # one block of 8, k = (3, 3, 2): heights 8,7,6 -> token 2; 5,4,3 -> 5; 2,1 -> 8.
@@ -106,7 +106,7 @@ def test_gumbel_max_samples_the_softmax():
     opt = sampler._Options(1, 1, 1, 1, 1.0, 0.0, "low_confidence", 31, False, False, 0, 0, None, False)
     probs = np.array([0.6, 0.3, 0.1, 0.0])
     logits = jnp.log(jnp.asarray(probs + 1e-30, jnp.float32)).reshape(1, 1, 4)
-    draws = jax.vmap(lambda r: sampler.predict(logits, r, opt)[0][0, 0])(jax.random.split(jax.random.key(0), 6000))
+    draws = jax.vmap(lambda r: reveal.predict(logits, r, opt)[0][0, 0])(jax.random.split(jax.random.key(0), 6000))
     freq = np.bincount(np.asarray(draws), minlength=4) / 6000
     np.testing.assert_allclose(freq, probs, atol=0.02)
 
@@ -114,11 +114,11 @@ def test_gumbel_max_samples_the_softmax():
 def test_confidence_eos_eot_inf_gives_eos_zero_and_renormalises():
     opt = sampler._Options(1, 1, 1, 1, 0.0, 0.0, "low_confidence", 3, False, True, 0, 1, None, False)
     logits = jnp.log(jnp.array([[[0.5, 0.1, 0.3, 0.1], [0.2, 0.1, 0.6, 0.1]]]))
-    x0, conf = sampler.predict(logits, jax.random.key(0), opt)
+    x0, conf = reveal.predict(logits, jax.random.key(0), opt)
     assert x0.tolist() == [[0, 2]]  # EOS (0) may still win the argmax
     np.testing.assert_allclose(np.asarray(conf), [[0.0, 0.6 / 0.7]], rtol=1e-6)
     opt_inf = opt._replace(logits_eos_inf=True)
-    x0, _ = sampler.predict(logits, jax.random.key(0), opt_inf)
+    x0, _ = reveal.predict(logits, jax.random.key(0), opt_inf)
     assert x0.tolist() == [[2, 2]]
 
 
@@ -196,7 +196,7 @@ def test_temperature_sampling_is_reproducible_and_fills_every_mask(golden_model)
     np.testing.assert_array_equal(a[:, :8], prompt)
 
 
-# ---- Approximate KV cache (facts section 6b) ----
+# ---- Approximate KV cache (Fast-dLLM) ----
 
 def _plain_cached_generate(model, params, prompt, attention_mask, *, steps, gen_length, block_length, cache,
                            threshold=None, cfg_scale=0.0, mask_id=255):

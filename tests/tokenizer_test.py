@@ -4,7 +4,7 @@ import pytest
 
 from llada_jax.data import documents, tokenizer
 
-# The published LLaDA-8B-Instruct special ids (facts section 7).
+# The published LLaDA-8B-Instruct special ids.
 PUBLISHED = {tokenizer.BOS: 126080, tokenizer.EOS: 126081, tokenizer.MASK: 126336,
              tokenizer.START_HEADER: 126346, tokenizer.END_HEADER: 126347, tokenizer.EOT: 126348}
 

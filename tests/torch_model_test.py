@@ -47,7 +47,7 @@ def test_padding_mask_is_applied(golden_torch, golden_model, golden_dir):
 
 
 def test_grouped_query_heads_follow_repeat_interleave():
-    """kv head j serves query heads j*g .. j*g+g-1 (facts section 1): with the second kv
+    """kv head j serves query heads j*g .. j*g+g-1 (the published modeling_llada.py): with the second kv
     head's values zeroed, query heads 2 and 3 output zero, heads 0 and 1 do not."""
     a = Args(d_model=16, n_heads=4, n_kv_heads=2, n_layers=1, mlp_hidden_size=8, embedding_size=10)
     net = LLaDATorch(a)
@@ -91,7 +91,7 @@ def test_bf16_load_keeps_dtype_and_no_jax_needed(golden_dir):
 
 
 def test_generate_matches_the_published_sampler(golden_torch, golden_dir):
-    """The exported file's sampler against the official generate.py's tokens (facts section 6):
+    """The exported file's sampler against the official generate.py's tokens:
     one block and several, steps not dividing the block, cfg, the EOS/EoT options."""
     from llada_jax.interop.torch_model import generate
 

@@ -80,7 +80,12 @@ def check_not_lora(path: str, field: str = "config.train.init_from") -> None:
 def load_base(base_workdir: str, abstract_base, step=None, lora_workdir: str = "LORA_DIR"):
     """(step, base params) of a non-LoRA workdir, cast to the abstract dtypes on restore
     (orbax casts while reading, so an fp32 checkpoint becomes a bf16 base without an fp32 copy).
-    A base (or step) that is gone is a ValueError naming the repoint command."""
+    A base (or step) that is gone is a ValueError naming the repoint command. A Hugging Face
+    folder (config.json, no run.json) is read from its safetensors as step 0."""
+    from llada_jax.interop import import_hf
+
+    if import_hf.is_hf_dir(base_workdir):
+        return 0, import_hf.restore_like(base_workdir, abstract_base)
     check_not_lora(base_workdir)
     if step is not None and step not in _steps(base_workdir):
         raise ValueError(f"the LoRA base {base_workdir!r} no longer holds step {step} (it holds "

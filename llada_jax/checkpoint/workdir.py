@@ -41,7 +41,7 @@ LOCK = "lock"
 # checkpoints/ only while empty (orbax makes it before the first save, which comes after
 # run.json); metrics, tensorboard and quarantine come after run.json, so without one they
 # are another tool's (its checkpoints quarantined, its metrics appended to: refused).
-_OURS = {"checkpoints", "tokenizer.model", "tokenizer.vocab", "data_cache", LOCK}
+_OURS = {"checkpoints", "tokenizer.model", "tokenizer.vocab", "tokenizer.json", "data_cache", LOCK}
 
 
 class WorkdirError(ValueError):
@@ -174,7 +174,8 @@ def _relative(workdir: str, path):
     return os.path.relpath(absolute, root) if os.path.commonpath([absolute, root]) == root else absolute
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+    """The sha256 of a file's bytes (hex): run.json's tokenizer_sha256."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -188,7 +189,7 @@ def write_run_info(workdir: str, kind: str, **fields):
     info = {"kind": kind, **fields}
     if info.get("tokenizer"):
         if "tokenizer_sha256" not in info:  # not setdefault: the file is read only when needed
-            info["tokenizer_sha256"] = _sha256(info["tokenizer"])
+            info["tokenizer_sha256"] = file_sha256(info["tokenizer"])
         info["tokenizer"] = _relative(workdir, info["tokenizer"])
     tmp = info_path(workdir) + f".tmp{os.getpid()}"
     with open(tmp, "w") as f:
@@ -235,9 +236,9 @@ def tokenizer_path(info: dict, workdir: str) -> str | None:
         raise WorkdirError(f"--workdir={workdir!r}: its tokenizer {path} (run.json) is missing; expected the "
                            f"file the run was made with")
     want = info.get("tokenizer_sha256")
-    if want and _sha256(path) != want:
+    if want and file_sha256(path) != want:
         raise WorkdirError(f"--workdir={workdir!r}: its tokenizer {path} was changed since the run (sha256 "
-                           f"{_sha256(path)[:12]}, run.json records {want[:12]}); decoding or exporting with it "
+                           f"{file_sha256(path)[:12]}, run.json records {want[:12]}); decoding or exporting with it "
                            f"would be wrong: put the original file back")
     return path
 
@@ -302,8 +303,8 @@ PINS = "pins"
 
 def pin(base_workdir: str, step: int, lora_workdir: str) -> str | None:
     """Pin `step` of training workdir `base_workdir` for `lora_workdir`; returns the pin file
-    (None for an import workdir, whose one step never changes)."""
-    if kind_of(read_run_info(base_workdir)) != "train":
+    (None for an import workdir, whose one step never changes, or a Hugging Face folder)."""
+    if not os.path.isfile(info_path(base_workdir)) or kind_of(read_run_info(base_workdir)) != "train":
         return None
     lora_workdir = os.path.abspath(lora_workdir)
     root = os.path.join(base_workdir, PINS)

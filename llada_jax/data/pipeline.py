@@ -100,7 +100,7 @@ def sft_rows(jsonl_path: str, tokenizer, seq_len: int) -> tuple[np.ndarray, np.n
     (`{"messages": [{"role", "content"}, ...]}` per line, the last message the answer).
 
     Rows are `prompt, answer, <eot>, EOS, EOS...` right-padded with EOS to seq_len; the
-    padding counts as answer (prompt_mask False), as in facts section 4. Conversations
+    padding counts as answer (prompt_mask False), as in the LLaDA paper's SFT loss. Conversations
     longer than seq_len are DROPPED with a warning (truncating would cut the answer's
     end-of-turn and teach the model never to stop); if none fits, ValueError.
     """

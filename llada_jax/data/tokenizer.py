@@ -1,4 +1,4 @@
-"""Tokenizers with LLaDA's special tokens and chat template (facts sections 4 and 7).
+"""Tokenizers with LLaDA's special tokens and chat template (those of LLaDA-8B-Instruct).
 
 One interface, two backends:
 - `SentencePieceTokenizer`: our own small vocabularies, trained by `train_sentencepiece`.
@@ -27,7 +27,7 @@ from llada_jax.data import documents
 
 BOS, EOS, MASK = "<|startoftext|>", "<|endoftext|>", "<|mdm_mask|>"
 START_HEADER, END_HEADER, EOT = "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
-# attribute name -> token string; EOS doubles as the pad token (facts section 1).
+# attribute name -> token string; EOS doubles as the pad token, as in LLaDA-8B's config.
 SPECIAL_TOKENS = {"bos_id": BOS, "eos_id": EOS, "mask_id": MASK,
                   "start_header_id": START_HEADER, "end_header_id": END_HEADER, "eot_id": EOT}
 SPM_IDS = {"bos_id": 1, "eos_id": 2, "mask_id": 3, "start_header_id": 4, "end_header_id": 5, "eot_id": 6}
@@ -104,7 +104,7 @@ class Tokenizer(abc.ABC):
         raise ValueError(f"{where}: the data holds the mask token {MASK} (id {self.mask_id}); training data must "
                          f"not contain it: remove or escape that text")
 
-    # --- chat template (facts section 7) -------------------------------------------------
+    # --- chat template (LLaDA-8B-Instruct's) ----------------------------------------------
 
     def chat_text(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         """The LLaDA-8B-Instruct chat template as a string: BOS before the first message only,
@@ -128,7 +128,7 @@ class Tokenizer(abc.ABC):
         ids = render_chat(messages[:-1]) + encode(answer stripped) + [eot, EOS]; prompt_mask is
         True on the prompt part. The answer is encoded on its own, exactly as the sampler
         will see it appended to the rendered prompt (a piece can never straddle the
-        `\\n\\n` that ends the prompt). Callers right-pad with EOS (facts section 4).
+        `\\n\\n` that ends the prompt). Callers right-pad with EOS (SFT trains on that padding).
         """
         _check_messages(messages)
         if len(messages) < 2 or messages[-1]["role"] != "assistant":

@@ -16,20 +16,26 @@ tasks); steps, gen_length, block_length, remasking (generation tasks). Also: tem
 seed, add_bos (prepend BOS to every context, as the published tokenizer does), max_rows
 (rows per forward pass when requests are batched).
 
-- `loglikelihood`: the Monte Carlo estimate of facts section 5 (mc_num samples in
-  batches of batch_size, stratified masked counts), batched across requests of the same
-  (context, continuation) token lengths; `is_greedy` by greedy one-token-per-step
-  unmasking of the continuation (False when is_check_greedy is off).
+- `loglikelihood`: the Monte Carlo estimate of `llada_jax.objectives.likelihood` (mc_num
+  samples in batches of batch_size, stratified masked counts), batched across requests of
+  the same (context, continuation) token lengths and data parallel over the local devices
+  (the parameters replicated, each device estimating its share of a chunk's requests; each
+  request draws from its own key, so the numbers are those of one device); `is_greedy` by
+  greedy one-token-per-step unmasking of the continuation (False when is_check_greedy is off).
 - `generate_until`: the serving engine (`llada_jax.serving.Engine`, batch_size slots,
   continuous batching: a request leaves at the block holding its EOS/EoT and the next
   takes its slot; request i samples with seed + i); the text is cut at the first
   EOS/EoT and then at the first stop sequence. Each answer is the one its prompt gets
-  alone.
+  alone. The engine and the greedy check run on the first device's copy of the parameters.
+
+Both show a progress bar on stderr (tqdm: requests done, requests/s) unless lm-eval passes
+disable_tqdm.
 - `loglikelihood_rolling`: not supported (NotImplementedError, see there).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import defaultdict
@@ -37,6 +43,7 @@ from collections import defaultdict
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
@@ -56,7 +63,7 @@ LM_EVAL_ARGS = ("device", "max_batch_size")
 
 
 def load_model(workdir: str | None = None, pretrained: str | None = None):
-    """(LLaDAConfig, params on the first device, Tokenizer) of a workdir or an HF directory."""
+    """(LLaDAConfig, params on the default device, Tokenizer) of a workdir or an HF directory."""
     from llada_jax.data.tokenizer import load_tokenizer
 
     if (workdir is None) == (pretrained is None):
@@ -79,8 +86,21 @@ def load_model(workdir: str | None = None, pretrained: str | None = None):
 
         config, params = load_pretrained(pretrained)
         tok_path = pretrained
-    params = jax.device_put(params, jax.devices()[0])
     return config, params, load_tokenizer(tok_path)
+
+
+def progress(total: int, desc: str, disable: bool = False):
+    """A tqdm bar on stderr counting requests, with their rate (requests/s)."""
+    if disable or not total:
+        return contextlib.nullcontext(_NoBar())
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"llada_jax {desc}", unit=" requests", dynamic_ncols=True)
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
 
 
 def cut_at_stop(text: str, stops) -> str:
@@ -105,10 +125,11 @@ def _flag(v) -> bool:
 @register_model(MODEL_NAME)
 class LLaDAEvalHarness(LM):
     """lm-eval model. Build from model_args (workdir= or pretrained=), or in Python from
-    an in-memory `model`, `params` and `tokenizer`."""
+    an in-memory `model`, `params` and `tokenizer`. `devices` (Python only; default
+    jax.local_devices()): the devices the likelihood requests are split over."""
 
     def __init__(self, workdir=None, pretrained=None, *, model: nn.Module | None = None, params=None,
-                 tokenizer=None, mc_num=128, batch_size=32, cfg=0.0, is_check_greedy=True, steps=128,
+                 tokenizer=None, devices=None, mc_num=128, batch_size=32, cfg=0.0, is_check_greedy=True, steps=128,
                  gen_length=128, block_length=128, remasking="low_confidence", temperature=0.0, seed=1234,
                  add_bos=False, max_rows=512, **ignored):
         super().__init__()
@@ -132,10 +153,16 @@ class LLaDAEvalHarness(LM):
         if model is not None:
             if params is None or tokenizer is None:
                 raise ValueError("llada_jax: an in-memory model needs params and tokenizer too")
-            self.model, self.params, self.tokenizer = model, params, tokenizer
+            self.model, self.tokenizer = model, tokenizer
         else:
-            config, self.params, self.tokenizer = load_model(workdir, pretrained)
+            config, params, self.tokenizer = load_model(workdir, pretrained)
             self.model = build(config)
+        # Data parallel: a 1-D mesh of the devices; the parameters replicated on each.
+        self.mesh = Mesh(np.asarray(list(devices or jax.local_devices())), ("data",))
+        self.params = jax.device_put(params, NamedSharding(self.mesh, PartitionSpec()))
+        # the first device's replica (a view, no copy) for the engine and the greedy check
+        self.params_one = jax.tree_util.tree_map(lambda a: a.addressable_shards[0].data, self.params)
+        self.rows = NamedSharding(self.mesh, PartitionSpec("data"))
         self.mask_id = self.model.config.mask_token_id
         self.max_length = self.model.config.max_sequence_length
 
@@ -199,18 +226,29 @@ class LLaDAEvalHarness(LM):
             for s in range(0, len(idx), per_chunk):
                 yield shape, idx[s:s + per_chunk]
 
-    def loglikelihoods(self, pairs, keys) -> np.ndarray:
-        """Monte Carlo log-likelihood estimates of token pairs, request i drawing with keys[i]."""
+    def loglikelihoods(self, pairs, keys, disable_tqdm: bool = True) -> np.ndarray:
+        """Monte Carlo log-likelihood estimates of token pairs, request i drawing with keys[i];
+        each chunk's requests split over the mesh's devices."""
         out = np.zeros(len(pairs))
-        for (p_len, _), idx in self._groups(pairs):
-            # pad the chunk to a power of two with copies of its first request: few compiles
-            pad = idx + [idx[0]] * ((1 << (len(idx) - 1).bit_length()) - len(idx))
-            seqs = np.asarray([pairs[i][0] + pairs[i][1] for i in pad], np.int32)
-            losses = mc_nll(self.model, self.params, jnp.asarray(seqs), jnp.stack([keys[i] for i in pad]),
-                               prompt_len=p_len, batch_size=self.batch_size,
-                               num_batches=self.mc_num // self.batch_size, cfg_scale=self.cfg,
-                               mask_id=self.mask_id)
-            out[idx] = -np.asarray(losses)[:len(idx)]
+        n_dev = self.mesh.size
+        with progress(len(pairs), "loglikelihood", disable_tqdm) as bar:
+            for (p_len, _), idx in self._groups(pairs):
+                # pad the chunk to a power of two (few compiles), at least one request per device,
+                # with copies of its first request
+                size = max(1 << (len(idx) - 1).bit_length(), n_dev)
+                size += -size % n_dev
+                pad = idx + [idx[0]] * (size - len(idx))
+                seqs = np.asarray([pairs[i][0] + pairs[i][1] for i in pad], np.int32)
+                typed = jnp.issubdtype(keys[0].dtype, jax.dtypes.prng_key)  # new-style keys travel as data
+                raw = np.stack([np.asarray(jax.random.key_data(keys[i]) if typed else keys[i]) for i in pad])
+                ks = jax.device_put(raw, self.rows)
+                ks = jax.random.wrap_key_data(ks) if typed else ks
+                losses = mc_nll(self.model, self.params, jax.device_put(seqs, self.rows), ks,
+                                prompt_len=p_len, batch_size=self.batch_size,
+                                num_batches=self.mc_num // self.batch_size, cfg_scale=self.cfg,
+                                mask_id=self.mask_id)
+                out[idx] = -np.asarray(losses)[:len(idx)]
+                bar.update(len(idx))
         return out
 
     def greedy_matches(self, pairs) -> np.ndarray:
@@ -221,7 +259,7 @@ class LLaDAEvalHarness(LM):
         for (p_len, c_len), idx in self._groups(pairs):
             prompts = np.asarray([pairs[i][0] for i in idx], np.int32)
             targets = np.asarray([pairs[i][1] for i in idx], np.int32)
-            gen = sampler.generate(self.model, self.params, prompts, steps=c_len, gen_length=c_len,
+            gen = sampler.generate(self.model, self.params_one, prompts, steps=c_len, gen_length=c_len,
                                     block_length=c_len, temperature=0.0, cfg_scale=self.cfg,
                                     mask_id=self.mask_id)
             out[idx] = np.all(np.asarray(gen)[:, p_len:] == targets, axis=1)
@@ -231,7 +269,7 @@ class LLaDAEvalHarness(LM):
         pairs = [self.encode_pair(*r.args[:2]) for r in requests]
         base = jax.random.PRNGKey(self.seed)
         keys = [jax.random.fold_in(base, i) for i in range(len(pairs))]
-        ll = self.loglikelihoods(pairs, keys)
+        ll = self.loglikelihoods(pairs, keys, disable_tqdm)
         greedy = self.greedy_matches(pairs)
         return [(float(a), bool(g)) for a, g in zip(ll, greedy)]
 
@@ -239,7 +277,7 @@ class LLaDAEvalHarness(LM):
         raise NotImplementedError(
             "llada_jax: loglikelihood_rolling (perplexity tasks such as wikitext) is not supported for "
             "masked diffusion models: they have no left-to-right factorisation of a text's likelihood, "
-            "only the ELBO bound of facts section 3; use multiple-choice or generation tasks")
+            "only an ELBO bound of the likelihood; use multiple-choice or generation tasks")
 
     # --- generation -------------------------------------------------------------------
 
@@ -258,17 +296,34 @@ class LLaDAEvalHarness(LM):
                               temperature=self.temperature, cfg_scale=self.cfg, remasking=self.remasking)
         need = sorted({canvas_length(positions_needed(len(p), base, block, bool(block_size)), self.max_length)
                        for p in prompts})
-        engine = Engine(self.model, self.params, slots=self.batch_size, buckets=need, block_width=block,
+        engine = Engine(self.model, self.params_one, slots=self.batch_size, buckets=need, block_width=block,
                         guidance=self.cfg > 0, eot_id=self.tokenizer.eot_id,
                         eos_ids={self.tokenizer.eos_id, self.tokenizer.eot_id})
         # Longest first: a bucket's requests run together, so each lane fills before the next.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        done = engine.generate([prompts[i] for i in order],
-                               [base.replace(seed=(self.seed + i) % 2**31) for i in order])
+        done = _run_engine(engine, [prompts[i] for i in order],
+                           [base.replace(seed=(self.seed + i) % 2**31) for i in order], disable_tqdm)
         texts = [""] * len(prompts)
         for i, r in zip(order, done):
             texts[i] = cut_at_stop(self.tokenizer.decode(r.tokens), until[i])
         return texts
+
+
+def _run_engine(engine, prompts, params, disable_tqdm):
+    """`engine.generate(prompts, params)` (every request checked first, all queued, stepped
+    to completion here), with the progress bar counting the finished requests."""
+    for p, q in zip(prompts, params):
+        engine.check(p, q)
+    engine.max_queue = max(engine.max_queue, len(prompts))
+    reqs = [engine.submit(p, q) for p, q in zip(prompts, params)]
+    with progress(len(reqs), "generate_until", disable_tqdm) as bar:
+        finished = 0
+        while finished < len(reqs):
+            engine.step()
+            now = sum(r.done.is_set() for r in reqs)
+            bar.update(now - finished)
+            finished = now
+    return reqs
 
 
 def main(argv=None):

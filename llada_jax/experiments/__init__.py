@@ -1,4 +1,4 @@
-"""Small experiments that reproduce the paper's findings in miniature (facts section 8).
+"""Small experiments that reproduce the paper's findings in miniature.
 
 Shared here: one training run (the training loop's core, `training.loop.run_steps`,
 without checkpoints) for both kinds of model of the same shape, the masked
@@ -138,7 +138,7 @@ def _elbo_sum(model, params, ids, rng, num_t):
 def diffusion_bits_per_token(model: nn.Module, params, rows: np.ndarray, *, rng, num_t: int = 8,
                              batch_size: int = 32) -> float:
     """The diffusion ELBO bound in bits per token: the pre-training loss (an upper bound on
-    the NLL in nats per token, facts section 3) averaged over `num_t` stratified t per row."""
+    a bound on the NLL in nats per token) averaged over `num_t` stratified t per row."""
     total = 0.0
     for i in range(0, len(rows), batch_size):
         chunk = jnp.asarray(rows[i:i + batch_size])

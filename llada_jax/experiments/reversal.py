@@ -12,7 +12,7 @@ EOS. Questions on set A (and on set B, as a control that was trained both ways):
 - parent (infill), diffusion only: "[MASK]*k is the parent of <B> ." (the trained sentence
   with the first name masked: bidirectional recall without the inverse phrasing)
 All answers are decoded greedily (temperature 0); a question counts as right when every
-token of the name is. The paper (facts section 8): forward/reverse 82.7/34.3 for GPT-4o,
+token of the name is. The LLaDA paper: forward/reverse 82.7/34.3 for GPT-4o,
 48.8/42.4 for LLaDA-8B-Instruct on poem lines.
 
     python -m llada_jax.experiments.reversal --config=configs/experiments/reversal.py \

@@ -1,4 +1,4 @@
-"""Diffusion versus autoregressive at equal training FLOPs, in miniature (facts section 8:
+"""Diffusion versus autoregressive at equal training FLOPs, in miniature (the LLaDA paper's
 LLaDA matches autoregressive baselines trained on the same data at the same FLOPs).
 
 Each model size is trained twice on the embedded corpus (the standard library's source):
@@ -10,7 +10,7 @@ backward, counted the same way for both kinds by `llada_jax.model.flops`).
 Measured along training on held-out files, in bits per token:
 - autoregressive: the exact NLL of each token given the ones before it;
 - diffusion: the ELBO bound, the pre-training loss averaged over stratified t (an upper
-  bound on the NLL; facts section 3).
+  bound on the NLL).
 Downstream check at the end: fill a masked line of held-out code (token accuracy and exact
 match): the autoregressive model and the diffusion model from the prefix alone, and the
 diffusion model also by infilling with the code after the line in view.

@@ -6,8 +6,9 @@ its devices, so host memory peaks at about one tensor, not the model.
 Command line: `python -m llada_jax.import_hf --src=HF_DIR --workdir=DIR` writes the
 parameters as a step-0 checkpoint of DIR (the orbax layout of `llada_jax.checkpoint`),
 which `--config.train.init_from=DIR` of configs/sft.py fine-tunes and
-`python -m llada_jax.generate` samples; it prints the `--config.model.*` flags that give
-those the imported shape. DIR also gets run.json (model config, tokenizer path, as a
+`python -m llada_jax.generate` samples; a run from DIR inherits its model and tokenizer
+(`llada_jax.training.inherit`); the printed `--config.model.*` flags spell the shape out
+for a config used without DIR. DIR also gets run.json (model config, tokenizer path, as a
 training run writes it), the tokenizer files, and the config.json as hf_config.json.
 DIR must be new or empty (llada_jax.checkpoint.workdir): an import never replaces a training run
 or an earlier import; train from it with `--config.train.init_from=DIR`.
@@ -146,6 +147,33 @@ def load_pretrained(path: str, *, mesh=None, dtype=None, rules=None, shardings=N
             builder.put(leaf_path, idx, host)
             del host  # one host tensor alive at a time
     return config, builder.tree
+
+
+def is_hf_dir(path: str) -> bool:
+    """A Hugging Face model folder (config.json, no run.json): our export, or a published
+    model's folder, which a run's `train.init_from` (or a LoRA base) may name directly."""
+    return os.path.isfile(os.path.join(path, "config.json")) and not os.path.isfile(os.path.join(path, "run.json"))
+
+
+def restore_like(path: str, abstract):
+    """The params of Hugging Face folder `path` as the ShapeDtypeStructs `abstract` (our
+    parameter tree, with shardings) place and type them: read tensor by tensor
+    (`load_pretrained`), each leaf cast to its abstract dtype. ValueError naming the first
+    leaf whose shape differs from the abstract one."""
+    leaves = jax.tree_util.tree_leaves(abstract)
+    dtypes = {jnp.dtype(a.dtype).name for a in leaves}
+    stacked = any(p and getattr(p[0], "key", None) == "blocks"
+                  for p, _ in jax.tree_util.tree_flatten_with_path(abstract)[0])
+    _, params = load_pretrained(path, dtype=dtypes.pop() if len(dtypes) == 1 else "float32", scan_layers=stacked,
+                                shardings=jax.tree_util.tree_map(lambda a: a.sharding, abstract))
+    got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    for key, want in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+        have = got.get(key)
+        if have is None or have.shape != want.shape:
+            name = jax.tree_util.keystr(key)
+            raise ValueError(f"{path}: parameter {name} has shape {None if have is None else have.shape}, "
+                             f"expected {want.shape} (this run's model)")
+    return jax.tree_util.tree_map(lambda a, x: x if x.dtype == a.dtype else x.astype(a.dtype), abstract, params)
 
 
 def model_flags(config: LLaDAConfig) -> list[str]:

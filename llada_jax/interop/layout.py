@@ -1,4 +1,4 @@
-"""Hugging Face / PyTorch checkpoint layout <-> our parameter tree (facts section 2).
+"""Hugging Face / PyTorch checkpoint layout <-> our parameter tree (the published checkpoint's key names and [out, in] orientation).
 
 PyTorch Linear weights are [out, in]; ours are einsum kernels [in, ..., out] with the
 head axes split out (q_proj: [d_model, n_heads, head_dim]). The mapping below is the

@@ -1,6 +1,6 @@
 """The special-token files of an exported tokenizer: tokenizer_config.json and
-special_tokens_map.json naming BOS, EOS (= pad, facts section 1), the mask token, the chat
-headers and EoT, plus the LLaDA chat template (facts section 7), so that
+special_tokens_map.json naming BOS, EOS (= pad, as in LLaDA-8B's config), the mask token, the chat
+headers and EoT, plus LLaDA-8B-Instruct's chat template, so that
 `transformers.AutoTokenizer.from_pretrained(export)` knows `mask_token`, `eos_token`,
 `pad_token` and `apply_chat_template` renders what `Tokenizer.chat_text` does.
 

@@ -1,9 +1,9 @@
-"""LLaDA in plain PyTorch, with the published parameter names (facts sections 1 and 2).
+"""LLaDA in plain PyTorch, with the published parameter names (the published modeling_llada.py and checkpoint).
 
 The same math as `llada_jax.model`: pre-norm LLaMA blocks without a causal mask,
 RMSNorm and RoPE ("rotate half") in float32, grouped-query attention, SwiGLU, no
 biases. Unlike the published modeling file, the 2-D padding mask is applied: keys
-with attention_mask 0 get a large negative score (facts section 1).
+with attention_mask 0 get a large negative score (the published modeling_llada.py).
 
 `LLaDATorch` is a plain `nn.Module` (state-dict keys `model.transformer.*`, exactly
 the published ones) and needs neither transformers nor jax. Every export carries a
@@ -258,7 +258,7 @@ def _check_options(prompt, attention_mask, steps, gen_length, block_length, temp
 def generate(model, prompt, attention_mask=None, steps=128, gen_length=128, block_length=128, temperature=0.0,
              cfg_scale=0.0, remasking="low_confidence", mask_id=126336, logits_eos_inf=False,
              confidence_eos_eot_inf=False, eos_id=126081, eot_id=126348, generator=None):
-    """LLaDA's reverse process, the published sampler's rules (facts section 6): start from
+    """LLaDA's reverse process, the published sampler's rules (its generate.py): start from
     [prompt, mask_id * gen_length]; blocks of block_length left to right, steps / blocks
     steps each; each step predicts x0 = argmax(logits + T * Gumbel) (float64 noise) and
     reveals the k masked positions of the block with the highest confidence (`low_confidence`:

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import dataclasses
 
+from llada_jax.config import with_model_defaults
 from llada_jax.model.adapters import lora
 from llada_jax.model.transformer import LLaDAConfig
 
 
 def model_config(config, tokenizer) -> LLaDAConfig:
-    """LLaDAConfig from config.model; special ids left at -1 come from the tokenizer
-    (synthetic data: mask = vocab - 1, eos = pad = vocab - 2). With config.lora.rank > 0
-    the model gets those adapters and stores its (frozen) base as lora.base_dtype."""
-    m = config.model.to_dict()
+    """LLaDAConfig from config.model, its unset fields at llada_jax.config.MODEL_DEFAULTS (a
+    training run has filled them first: training.inherit.resolve); special ids left at -1 come
+    from the tokenizer (synthetic data: mask = vocab - 1, eos = pad = vocab - 2). With
+    config.lora.rank > 0 the model gets those adapters and stores its (frozen) base as
+    lora.base_dtype."""
+    m = with_model_defaults(config).model.to_dict()
     v = m["vocab_size"]
     if tokenizer is not None:
         if tokenizer.vocab_size > v:
-            raise ValueError(f"config.model.vocab_size={v}: expected >= the tokenizer's {tokenizer.vocab_size}")
+            raise ValueError(f"config.model.vocab_size={v}: expected >= {tokenizer.vocab_size}, the vocabulary of "
+                             f"the tokenizer {tokenizer.path}; set --config.model.vocab_size={tokenizer.vocab_size}")
         defaults = {"mask_token_id": tokenizer.mask_id, "eos_token_id": tokenizer.eos_id,
                     "pad_token_id": tokenizer.eos_id}
     else:

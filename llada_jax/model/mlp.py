@@ -19,9 +19,9 @@ def sequence_chunked(fn, x_BxLxE, chunk: int):
     b, l, e = x_BxLxE.shape
     if not chunk or l <= chunk or l % chunk:
         return fn(x_BxLxE)
-    xs_NxBxCxE = x_BxLxE.reshape(b, l // chunk, chunk, e).swapaxes(0, 1)
-    ys_NxBxCxE = jax.lax.map(jax.checkpoint(fn), xs_NxBxCxE)
-    return ys_NxBxCxE.swapaxes(0, 1).reshape(b, l, ys_NxBxCxE.shape[-1])
+    xs_UxBxCxE = x_BxLxE.reshape(b, l // chunk, chunk, e).swapaxes(0, 1)
+    ys_UxBxCxE = jax.lax.map(jax.checkpoint(fn), xs_UxBxCxE)
+    return ys_UxBxCxE.swapaxes(0, 1).reshape(b, l, ys_UxBxCxE.shape[-1])
 
 
 def swiglu_mlp(block, m_BxLxE):

@@ -132,22 +132,22 @@ def route(logits_TxX, m: MoEConfig, bias_X=None):
     return weights * m.routed_scaling_factor, idx, scores
 
 
-def aux_losses(logits_TxX, idx_TxK, m: MoEConfig):
+def aux_losses(logits_TxX, idx_TxJ, m: MoEConfig):
     """(load-balancing loss, router z-loss), float32 scalars (see the module docstring)."""
     logits = logits_TxX.astype(jnp.float32)
     probs = jax.nn.softmax(logits, -1) if m.score_function == "softmax" else jax.nn.sigmoid(logits)
     if m.score_function == "sigmoid":  # P_i over normalised scores, as a distribution
         probs = probs / jnp.sum(probs, -1, keepdims=True)
-    chosen = jnp.sum(jax.nn.one_hot(idx_TxK, m.num_experts, dtype=jnp.float32), 1)  # (T, X)
+    chosen = jnp.sum(jax.nn.one_hot(idx_TxJ, m.num_experts, dtype=jnp.float32), 1)  # (T, X)
     balance = m.num_experts * jnp.sum(jnp.mean(chosen, 0) * jnp.mean(probs, 0))
     z = jnp.mean(jnp.square(jax.nn.logsumexp(logits, -1)))
     return balance, z
 
 
-def _ragged(x_TxE, idx_TxK, gate, up, down):
+def _ragged(x_TxE, idx_TxJ, gate, up, down):
     """Per-(token, slot) expert outputs (T, K, E) with grouped matmuls over expert-sorted rows."""
-    t, k = idx_TxK.shape
-    flat = idx_TxK.reshape(-1)
+    t, k = idx_TxJ.shape
+    flat = idx_TxJ.reshape(-1)
     order = jnp.argsort(flat, stable=True)
     sizes = jnp.bincount(flat, length=gate.shape[0]).astype(jnp.int32)
     rows = jnp.take(x_TxE, order // k, axis=0)
@@ -156,14 +156,14 @@ def _ragged(x_TxE, idx_TxK, gate, up, down):
     return jnp.take(out, jnp.argsort(order), axis=0).reshape(t, k, -1)
 
 
-def experts_apply(x_TxE, weights_TxK, idx_TxK, gate_XxExM, up_XxExM, down_XxMxE, dispatch: str):
+def experts_apply(x_TxE, weights_TxJ, idx_TxJ, gate_XxExF, up_XxExF, down_XxFxE, dispatch: str):
     """sum_k weights[t, k] * SwiGLU_{idx[t, k]}(x[t]): (T, E) in x's dtype."""
-    w = weights_TxK.astype(x_TxE.dtype)
+    w = weights_TxJ.astype(x_TxE.dtype)
     if dispatch == "ragged":
-        return jnp.einsum("tke,tk->te", _ragged(x_TxE, idx_TxK, gate_XxExM, up_XxExM, down_XxMxE), w)
-    combine_TxX = jnp.einsum("tkx,tk->tx", jax.nn.one_hot(idx_TxK, gate_XxExM.shape[0], dtype=x_TxE.dtype), w)
-    h = jax.nn.silu(jnp.einsum("te,xem->txm", x_TxE, gate_XxExM)) * jnp.einsum("te,xem->txm", x_TxE, up_XxExM)
-    return jnp.einsum("txm,xme->te", h * combine_TxX[..., None], down_XxMxE)  # one matmul over (x, m)
+        return jnp.einsum("tke,tk->te", _ragged(x_TxE, idx_TxJ, gate_XxExF, up_XxExF, down_XxFxE), w)
+    combine_TxX = jnp.einsum("tkx,tk->tx", jax.nn.one_hot(idx_TxJ, gate_XxExF.shape[0], dtype=x_TxE.dtype), w)
+    h = jax.nn.silu(jnp.einsum("te,xem->txm", x_TxE, gate_XxExF)) * jnp.einsum("te,xem->txm", x_TxE, up_XxExF)
+    return jnp.einsum("txm,xme->te", h * combine_TxX[..., None], down_XxFxE)  # one matmul over (x, m)
 
 
 class MoEMLP(nn.Module):

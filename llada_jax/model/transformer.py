@@ -1,6 +1,6 @@
 """The LLaDA mask predictor: a LLaMA-style Transformer without the causal mask.
 
-The math follows `llada-facts.md` section 1 and the published PyTorch modeling file:
+The math follows the published PyTorch modeling file (modeling_llada.py):
 pre-norm blocks, RMSNorm and RoPE ("rotate half") computed in float32, SwiGLU MLP,
 grouped-query attention, no biases, an untied output head and no logit scaling.
 
@@ -155,7 +155,7 @@ class LLaDAConfig:
 
     @classmethod
     def llada_8b(cls, **overrides) -> "LLaDAConfig":
-        """The published LLaDA-8B shape (facts section 1); the defaults are exactly it."""
+        """The published LLaDA-8B shape; the defaults are exactly it."""
         return cls(**overrides)
 
     @classmethod

@@ -1,4 +1,4 @@
-"""The masked-diffusion forward process and its weighted losses (facts sections 3 and 4):
+"""The masked-diffusion forward process and its weighted losses (the LLaDA paper's losses):
 pre-training and SFT. Pure, jit-friendly functions; the objectives of the registry
 (`pretrain`, `sft`) and the Monte Carlo likelihood (`likelihood`) build on them."""
 
@@ -66,15 +66,15 @@ def token_stats(logits, targets):
     c = min(chunk, l)
     n = math.ceil(l / c)
     pad = n * c - l
-    h_NxBxCxE = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, n, c, e).swapaxes(0, 1)
-    t_NxBxC = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, n, c).swapaxes(0, 1)
+    h_UxBxCxE = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, n, c, e).swapaxes(0, 1)
+    t_UxBxC = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, n, c).swapaxes(0, 1)
 
     @jax.checkpoint  # the backward recomputes each chunk's logits instead of storing them
     def one(h_BxCxE, t_BxC):
         logits_BxCxV = lm_head(h_BxCxE, head)
         return token_cross_entropy(logits_BxCxV, t_BxC), jnp.argmax(logits_BxCxV, -1) == t_BxC
 
-    ce, correct = jax.lax.map(lambda xs: one(*xs), (h_NxBxCxE, t_NxBxC))
+    ce, correct = jax.lax.map(lambda xs: one(*xs), (h_UxBxCxE, t_UxBxC))
     return ce.swapaxes(0, 1).reshape(b, n * c)[:, :l], correct.swapaxes(0, 1).reshape(b, n * c)[:, :l]
 
 
@@ -98,7 +98,7 @@ def pretrain_loss(logits, input_ids, masked, p_mask, valid_mask=None):
 
 
 def sft_loss(logits, input_ids, masked, p_mask, prompt_mask):
-    """sum over masked tokens of CE / p / answer_length(row), divided by B (facts section 4).
+    """sum over masked tokens of CE / p / answer_length(row), divided by B (the LLaDA paper's SFT loss).
     logits: (B, L, V) or `ChunkedLogits`."""
     ce, correct = token_stats(logits, input_ids)
     answer_len = jnp.sum(~prompt_mask.astype(bool), axis=1, keepdims=True)

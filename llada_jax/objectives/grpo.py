@@ -52,7 +52,7 @@ def completion_logps(apply_fn, params, ids_NxL, rng, *, prompt_len: int, p_mask_
     return token_logps(apply_fn(params, noisy), ids_NxL)[:, prompt_len:]
 
 
-def grpo_loss(logp_NxC, old_logp_NxC, ref_logp_NxC, advantages_N, completion_mask_NxC, *, epsilon: float,
+def grpo_loss(logp_NxA, old_logp_NxA, ref_logp_NxA, advantages_N, completion_mask_NxA, *, epsilon: float,
               beta: float):
     """The clipped surrogate plus beta * k3 KL, averaged over the completion tokens of the
     batch (d1: sum(per_token * mask) / sum(mask)). Returns (loss, metrics).
@@ -60,17 +60,17 @@ def grpo_loss(logp_NxC, old_logp_NxC, ref_logp_NxC, advantages_N, completion_mas
     per token: -min(r A, clip(r, 1 - eps, 1 + eps) A) + beta (exp(ref - new) - (ref - new) - 1),
     r = exp(new - old); old and ref are constants (no gradient flows into them).
     """
-    old = jax.lax.stop_gradient(old_logp_NxC)
-    ref = jax.lax.stop_gradient(ref_logp_NxC)
+    old = jax.lax.stop_gradient(old_logp_NxA)
+    ref = jax.lax.stop_gradient(ref_logp_NxA)
     adv = advantages_N[:, None]
-    ratio = jnp.exp(logp_NxC - old)
+    ratio = jnp.exp(logp_NxA - old)
     clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon)
     per_token = -jnp.minimum(ratio * adv, clipped * adv)
-    delta = ref - logp_NxC
+    delta = ref - logp_NxA
     kl = jnp.exp(delta) - delta - 1.0
     if beta:
         per_token = per_token + beta * kl
-    mask = completion_mask_NxC.astype(jnp.float32)
+    mask = completion_mask_NxA.astype(jnp.float32)
     denom = jnp.maximum(jnp.sum(mask), 1.0)
     loss = jnp.sum(per_token * mask) / denom
     is_clipped = (ratio * adv) > (clipped * adv)  # the clipped branch is the minimum

@@ -1,4 +1,4 @@
-"""The one Monte Carlo likelihood of a masked diffusion model (facts section 5).
+"""The one Monte Carlo likelihood of a masked diffusion model (the LLaDA paper's likelihood estimate).
 
 log p(y | x) >= E_{l, mask} [ -sum over masked answer positions of CE / p_mask ], with
 p_mask the masking probability of the sample. `masked_nll` is one sample of the
@@ -82,7 +82,7 @@ def mc_nll(model, params, seqs_NxL, keys_N, *, prompt_len, batch_size, num_batch
 
 def log_likelihood(model, params, prompt, answer, *, rng, mc_num=128, batch_size=16, cfg_scale=0.0,
                    mask_id=None) -> float:
-    """Monte Carlo estimate of log p(answer | prompt) (an ELBO; facts section 5).
+    """Monte Carlo estimate of log p(answer | prompt) (an ELBO; the LLaDA paper's likelihood estimate).
 
     prompt, answer: 1-D token id sequences. Jitted once per (prompt, answer) shape.
     mask_id: default model.config.mask_token_id (the published id for a model without a

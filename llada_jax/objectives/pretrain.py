@@ -1,5 +1,5 @@
 """Pre-training: mask every token with probability p (one t per row), score the masked
-ones with CE / p (facts section 3)."""
+ones with CE / p (the LLaDA paper's pre-training loss)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Supervised fine-tuning: the prompt is never masked; the answer's masked tokens are
-scored with CE / p / answer length (facts section 4)."""
+scored with CE / p / answer length (the LLaDA paper's SFT loss)."""
 
 from __future__ import annotations
 

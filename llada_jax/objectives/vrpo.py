@@ -3,7 +3,7 @@ ELBO estimate, with its variance reduction. Pure functions.
 
 - Budget n, all of it on timesteps: n masks per sequence, each at its own noise level.
   The estimate is the project's one Monte Carlo likelihood (`likelihood.mc_nll`, the
-  stratified-l form of facts section 5: the n rows of one batch take n distinct numbers
+  stratified-l form of the LLaDA paper's likelihood estimate: the n rows of one batch take n distinct numbers
   of masked tokens spread over 1..L, one mask each), not a copy of it.
 - Antithetic sampling: the policy's and the reference's estimates of the same sequence
   get the same rng, hence the same timesteps and masks; their difference then cancels

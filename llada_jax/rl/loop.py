@@ -124,6 +124,9 @@ def train_rl(config, workdir: str, *, devices=None, hooks=(), allow_changes=()):
     hold "signal" when SIGTERM/SIGINT ended the run after saving a checkpoint. A resume
     with another reference, group size or model is refused unless `allow_changes` names it."""
     devices = list(jax.devices() if devices is None else devices)
+    from llada_jax.config import with_model_defaults
+
+    config = with_model_defaults(config)  # the model fields it leaves unset (no inheritance here)
     validate(config, len(devices))
     saved_info = workdir_lib.claim(workdir, "train")
     if saved_info is not None and "rl" not in saved_info:
@@ -244,6 +247,8 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
     stop, restore_handlers = preemption.catch_stop_signals()
     try:
         with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
+            if int(np.asarray(state["step"])) == 0:
+                evaluate(0, state, {})  # the start's accuracy, which the run's gain is measured against
             state, _, signal_number = loop.run_steps(
                 state, int(np.asarray(state["step"])), t.steps, next_batch=next_batch, update=rl_update,
                 hooks=hooks, report=(log, evaluate), stop=stop, host_step=host_step,

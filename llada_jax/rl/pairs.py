@@ -5,7 +5,10 @@
 token ids (int) of the prompt and of the two answers. Every prompt of a file has the same
 length (the likelihood's prompt length is static); answers shorter than the longest are
 padded with `eos_id` (LLaDA's SFT pads answers with EOS, so the padding is part of the
-answer, facts section 4). A bad line is a ValueError naming the file and the line.
+answer). A bad line is a ValueError naming the file and the line.
+
+`python -m llada_jax.rl.pairs --config=configs/vrpo_sort.py --policy=SFT_DIR --out=FILE` writes
+such a file from a policy's own scored samples (`llada_jax.rl.sample_pairs`).
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import numpy as np
 FIELDS = ("prompt", "chosen", "rejected")
 
 
-def from_rewards(prompts_BxP, completions_BxGxC, rewards_BxG):
+def from_rewards(prompts_BxP, completions_BxGxA, rewards_BxG):
     """On-policy pairs from G scored samples per prompt: the best-rewarded sample over the
     worst (the first of each on ties), for the prompts whose samples differ in reward;
     with an exact-match reward, a correct answer of the model over an incorrect one.
     Returns (prompts (N, P), chosen (N, C), rejected (N, C)), N <= B."""
-    completions = np.asarray(completions_BxGxC)
+    completions = np.asarray(completions_BxGxA)
     r = np.asarray(rewards_BxG, np.float32)
     if completions.ndim != 3 or r.shape != completions.shape[:2] or len(prompts_BxP) != len(r):
         raise ValueError(f"from_rewards: completions {completions.shape} and rewards {r.shape} for "
@@ -79,3 +82,9 @@ def read(path: str, eos_id: int | None = None, vocab_size: int | None = None, ma
         return np.asarray([r[k] + [eos_id] * (alen - len(r[k])) for r in rows], np.int32)
 
     return np.asarray([r["prompt"] for r in rows], np.int32), pad("chosen"), pad("rejected")
+
+
+if __name__ == "__main__":  # `python -m llada_jax.rl.pairs`: the command, in sample_pairs
+    from llada_jax.rl.sample_pairs import main
+
+    main()

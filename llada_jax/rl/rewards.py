@@ -1,7 +1,7 @@
 """Reward functions for RL, by name (`config.rl.rewards`, comma-separated; summed).
 
 A reward is a plain Python/numpy (or JAX) function
-`reward(prompts_NxP, completions_NxC, task) -> (N,) float` of int token ids; `task` is
+`reward(prompts_NxP, completions_NxA, task) -> (N,) float` of int token ids; `task` is
 the checkable task of `llada_jax.tasks` the prompts came from (None for other data).
 Add one with `@register("name")`.
 """

@@ -90,9 +90,9 @@ def rl_step(state, ref_params, batch, st: Static, obj):
     return {**state, "params": params, "opt_state": opt_state, "rng": rng, "step": state["step"] + 1}, m
 
 
-def grpo_step(state, ref_params, ids_NxL, advantages_N, completion_mask_NxC, st: Static):
+def grpo_step(state, ref_params, ids_NxL, advantages_N, completion_mask_NxA, st: Static):
     """mu = num_iterations optimizer updates of diffu-GRPO on one rollout batch (d1)."""
-    batch = {"input_ids": ids_NxL, "advantages": advantages_N, "completion_mask": completion_mask_NxC}
+    batch = {"input_ids": ids_NxL, "advantages": advantages_N, "completion_mask": completion_mask_NxA}
     return rl_step(state, ref_params, batch, st, objective("grpo", st))
 
 

@@ -11,7 +11,8 @@ exact block cache (`block_cache`; top_k / top_p are its options there, not Dream
 
 from llada_jax.sampling import dream
 from llada_jax.sampling import sampler
-from llada_jax.sampling.sampler import CACHES, REMASKING, num_transfer_tokens, select_transfer
+from llada_jax.sampling.params import CACHES, REMASKING
+from llada_jax.sampling.reveal import num_transfer_tokens, select_transfer
 
 SAMPLERS = {"llada": sampler.generate, "dream": dream.generate}
 _SHARED = {"attention_mask", "steps", "gen_length", "temperature", "mask_id", "rng"}

@@ -112,13 +112,13 @@ def _scheduled(block_length: int, steps_B, i):
     return jnp.where(i < steps_B, block_length // s + (i < block_length % s), 0).astype(jnp.int32)
 
 
-def _filter(logits_BxKxV, rows: Rows):
+def _filter(logits_BxWxV, rows: Rows):
     """Each row's top-k (0: off), then top-p (1: off) of what is left, as LLaDA 2.x filters."""
-    v = logits_BxKxV.shape[-1]
-    desc = -jnp.sort(-logits_BxKxV, axis=-1)
+    v = logits_BxWxV.shape[-1]
+    desc = -jnp.sort(-logits_BxWxV, axis=-1)
     k = jnp.clip(rows.top_k, 1, v)[:, None, None]
     kth = jnp.take_along_axis(desc, jnp.broadcast_to(k - 1, desc.shape[:2] + (1,)), -1)
-    logits = jnp.where((rows.top_k[:, None, None] > 0) & (logits_BxKxV < kth), _NEG_INF, logits_BxKxV)
+    logits = jnp.where((rows.top_k[:, None, None] > 0) & (logits_BxWxV < kth), _NEG_INF, logits_BxWxV)
     # top-p: the smallest prefix of the sorted tokens whose mass reaches top_p
     sorted_l = -jnp.sort(-logits, axis=-1)
     cum = jnp.cumsum(jax.nn.softmax(sorted_l, axis=-1), axis=-1)
@@ -127,10 +127,10 @@ def _filter(logits_BxKxV, rows: Rows):
     return jnp.where((rows.top_p[:, None, None] < 1.0) & (logits < smallest_kept), _NEG_INF, logits)
 
 
-def sample_tokens(logits_BxKxV, keys_B, rows: Rows, so: StepOptions):
+def sample_tokens(logits_BxWxV, keys_B, rows: Rows, so: StepOptions):
     """(x0, its probability) as LLaDA 2.x samples, row by row: greedy at temperature 0,
     else the tempered, top-k then top-p filtered distribution, drawn with the row's key."""
-    logits = logits_BxKxV.astype(jnp.float32)
+    logits = logits_BxWxV.astype(jnp.float32)
     x0 = first_argmax(logits)
     if so.noise:
         hot = rows.temperature > 0
@@ -145,11 +145,11 @@ def sample_tokens(logits_BxKxV, keys_B, rows: Rows, so: StepOptions):
     return x0, jnp.exp(picked - jax.nn.logsumexp(logits, axis=-1))
 
 
-def transfer(window_BxK, logits_BxKxV, keys_B, k_B, live_B, rows: Rows, so: StepOptions):
+def transfer(window_BxW, logits_BxWxV, keys_B, k_B, live_B, rows: Rows, so: StepOptions):
     """One step's reveal in each row's block: (new window, revealed positions)."""
-    active = (window_BxK == so.mask_id) & live_B[:, None]
+    active = (window_BxW == so.mask_id) & live_B[:, None]
     split = jax.vmap(jax.random.split)(keys_B)
-    x0, p = sample_tokens(logits_BxKxV, split[:, 0], rows, so)
+    x0, p = sample_tokens(logits_BxWxV, split[:, 0], rows, so)
     uniform = jax.vmap(lambda k: jax.random.uniform(k, p.shape[1:]))(split[:, 1])
     conf = jnp.where(rows.random[:, None], uniform, p)
     conf = jnp.where(active, conf, _NEG_INF)
@@ -159,16 +159,16 @@ def transfer(window_BxK, logits_BxKxV, keys_B, k_B, live_B, rows: Rows, so: Step
     high = conf > rows.threshold[:, None]
     use_high = jnp.isfinite(rows.threshold) & (jnp.sum(high, axis=1) >= k)
     select = jnp.where(use_high[:, None], high, select) & active
-    return jnp.where(select, x0, window_BxK), select
+    return jnp.where(select, x0, window_BxW), select
 
 
-def answer_done(x_BxT, o: BlockOptions):
+def answer_done(x_BxL, o: BlockOptions):
     """(B,) rows whose first answer EOS has no mask before it."""
-    t = x_BxT.shape[1]
+    t = x_BxL.shape[1]
     answer = jnp.arange(t) >= o.prompt_len
-    eos = (x_BxT == o.eos_id) & answer
+    eos = (x_BxL == o.eos_id) & answer
     first = jnp.min(jnp.where(eos, jnp.arange(t), t), axis=1)
-    masked_before = jnp.any((x_BxT == o.mask_id) & answer & (jnp.arange(t) < first[:, None]), axis=1)
+    masked_before = jnp.any((x_BxL == o.mask_id) & answer & (jnp.arange(t) < first[:, None]), axis=1)
     return (first < t) & ~masked_before
 
 
@@ -189,27 +189,27 @@ def empty_kv(cfg, b: int, t: int) -> KVCache:
     return KVCache(jnp.zeros(shape, jnp.dtype(cfg.dtype)), jnp.zeros(shape, jnp.dtype(cfg.dtype)))
 
 
-def prefill(apply, x_BxN, valid_BxN) -> KVCache:
+def prefill(apply, x_BxL, valid_BxL) -> KVCache:
     """Keys/values of N positions in one block-causal pass (whole prompt blocks: final)."""
-    b = x_BxN.shape[0]
-    return apply(x_BxN, valid_BxN, return_kv=True, output_positions=jnp.zeros((b, 1), jnp.int32))[1]
+    b = x_BxL.shape[0]
+    return apply(x_BxL, valid_BxL, return_kv=True, output_positions=jnp.zeros((b, 1), jnp.int32))[1]
 
 
-def _window(a_BxT, start_B, n: int):
-    return jnp.take_along_axis(a_BxT, start_B[:, None] + jnp.arange(n, dtype=jnp.int32)[None, :], axis=1)
+def _window(a_BxL, start_B, n: int):
+    return jnp.take_along_axis(a_BxL, start_B[:, None] + jnp.arange(n, dtype=jnp.int32)[None, :], axis=1)
 
 
-def _put(a_BxT, w_BxK, start_B, axis=0):
+def _put(a_BxL, w_BxW, start_B, axis=0):
     return jax.vmap(lambda a, w, s: jax.lax.dynamic_update_slice_in_dim(a, w.astype(a.dtype), s, axis),
-                    in_axes=(axis, axis, 0), out_axes=axis)(a_BxT, w_BxK, start_B)
+                    in_axes=(axis, axis, 0), out_axes=axis)(a_BxL, w_BxW, start_B)
 
 
-def block_pass(apply, c: Cache, window_BxK, start_B, **kw):
+def block_pass(apply, c: Cache, window_BxW, start_B, **kw):
     """The block's queries against the committed cache (bidirectional over both)."""
-    bl = window_BxK.shape[1]
+    bl = window_BxW.shape[1]
     key_mask = jnp.concatenate([c.committed, _window(c.valid, start_B, bl)], axis=1)
     positions = start_B[:, None] + jnp.arange(bl, dtype=jnp.int32)[None, :]
-    return apply(window_BxK, key_mask, kv_cache=c.kv, positions=positions, attention_pattern=attention.BIDIRECTIONAL,
+    return apply(window_BxW, key_mask, kv_cache=c.kv, positions=positions, attention_pattern=attention.BIDIRECTIONAL,
                  **kw)
 
 

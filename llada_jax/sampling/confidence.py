@@ -1,6 +1,6 @@
 """Confidence (remasking) rules of the sampler: which of the predicted tokens x0 a
 reverse step reveals first. Each rule maps (logits_BxMxV, x0_BxM, rng, options) to a
-(B, M) float32 confidence; the most confident are revealed (facts section 6).
+(B, M) float32 confidence; the most confident are revealed (the published generate.py).
 
 A new rule is one function here (or in a new module) plus one line in RULES; it is then
 a valid `remasking=` of `generate` and `--remasking` of `python -m llada_jax.generate`.

@@ -1,7 +1,7 @@
 """The end-of-answer rule of the sampler (`generate(eos_early_stop=...)`).
 
-An instruct model pads its answer with EOS to the end of the generation (facts section
-4), so once a row's answer has ended, every later block would be revealed as EOS at the
+An instruct model pads its answer with EOS to the end of the generation (SFT
+trains on that padding), so once a row's answer has ended, every later block would be revealed as EOS at the
 cost of a full block of model calls. With the rule, a row is *finished* at the end of a
 block when
 - "block": the whole block was revealed as EOS, or
@@ -21,12 +21,12 @@ import jax.numpy as jnp
 EOS_EARLY_STOP = (None, "block", "tail")
 
 
-def finished_rows(block_BxK, eos_id: int, rule: str):
+def finished_rows(block_BxW, eos_id: int, rule: str):
     """(B,) bool: rows whose just-finished block (fully revealed) ends their answer."""
     if rule == "block":
-        return jnp.all(block_BxK == eos_id, axis=1)
+        return jnp.all(block_BxW == eos_id, axis=1)
     if rule == "tail":
-        return block_BxK[:, -1] == eos_id
+        return block_BxW[:, -1] == eos_id
     raise ValueError(f"eos_early_stop={rule!r}: expected one of {EOS_EARLY_STOP}")
 
 

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from llada_jax.sampling import sampler
+from llada_jax.sampling import reveal, sampler
 from llada_jax.sampling.guidance import guided_logits_rows
 
 CACHES = (None, "dual")
@@ -57,7 +57,7 @@ def _row_keys(seed_B, block_B):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "options"))
-def run_block(model, params, inp: BlockInputs, rows: sampler.Rows, options: sampler._Options):
+def run_block(model, params, inp: BlockInputs, rows: reveal.Rows, options: sampler._Options):
     """Run every row's current block to its end. Returns (x, reveal_step, calls): the
     tokens, (B, L) int32 the step of the block at which each position was revealed (-1:
     not in this call) and the number of model calls made."""

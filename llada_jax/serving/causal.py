@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from llada_jax.model.transformer import KVCache
-from llada_jax.sampling import block_cache, sampler
+from llada_jax.sampling import block_cache, params as sampling_params, reveal
 from llada_jax.sampling.params import SamplingParams
 
 REMASKING = block_cache.REMASKING
-RANDOM = sampler.REMASKING.index("random")  # sampler.Rows.remasking is an index into sampler.REMASKING
+RANDOM = sampling_params.REMASKING.index("random")  # reveal.Rows.remasking indexes the sampler's rules
 BLANK = SamplingParams(gen_length=1)  # a free slot's values (its steps are 0)
 
 
@@ -35,8 +35,8 @@ def step_options(mask_id: int, block_length: int) -> block_cache.StepOptions:
 
 def rows_of(params_list) -> block_cache.Rows:
     """block_cache.Rows (numpy) of a list of SamplingParams, one per row: the bidirectional
-    engine's per-row values (`sampler.rows_of`) in block_cache's fields."""
-    r = sampler.rows_of(params_list)
+    engine's per-row values (`reveal.rows_of`) in block_cache's fields."""
+    r = reveal.rows_of(params_list)
     return block_cache.Rows(r.temperature, r.top_k, r.top_p, r.threshold, r.remasking == RANDOM)
 
 

@@ -31,7 +31,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from llada_jax.sampling import sampler
+from llada_jax.sampling import reveal
 from llada_jax.sampling.params import SamplingParams
 from llada_jax.serving import block as block_lib
 from llada_jax.serving import causal
@@ -268,7 +268,6 @@ class Engine:
                     self.queue.append(req)
 
     def _run(self, lane: _Lane):
-        b = self.slots
         blank = SamplingParams(gen_length=1)
         plist = [r.params if r is not None else blank for r in lane.requests]
         active = np.asarray([r is not None for r in lane.requests])
@@ -278,7 +277,7 @@ class Engine:
             np.where(active, [p.block_length for p in plist], 0).astype(np.int32),
             np.where(active, [p.steps_per_block for p in plist], 0).astype(np.int32),
             lane.block.copy(), np.asarray([p.seed for p in plist], np.uint32))
-        x, when, calls = block_lib.run_block(self.model, self.params, inp, sampler.rows_of(plist), self.options)
+        x, when, calls = block_lib.run_block(self.model, self.params, inp, reveal.rows_of(plist), self.options)
         lane.x = np.array(x)
         return lane.x, np.asarray(when), int(calls), start, start + np.asarray([p.block_length for p in plist])
 

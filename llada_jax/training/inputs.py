@@ -8,6 +8,7 @@ import logging
 import os
 
 from llada_jax import objectives
+from llada_jax.config import with_model_defaults
 from llada_jax.data import documents, tasks
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,9 @@ def load_tokenizer(config, workdir: str):
         return tokenizer.load_tokenizer(path)
     if d.source == "jsonl":
         raise ValueError("config.data.tokenizer is empty: SFT on JSONL needs the pre-training tokenizer")
-    log.info("training a %d-piece sentencepiece tokenizer into %s", config.model.vocab_size, path)
-    return tokenizer.train_sentencepiece(train_files(config), os.path.join(workdir, "tokenizer"),
-                                   config.model.vocab_size, max_bytes=min(config.data.max_bytes or 4_000_000, 4_000_000))
+    vocab = with_model_defaults(config).model.vocab_size
+    log.info("training a %d-piece sentencepiece tokenizer into %s", vocab, path)
+    return tokenizer.train_sentencepiece(train_files(config), os.path.join(workdir, "tokenizer"), vocab, max_bytes=min(config.data.max_bytes or 4_000_000, 4_000_000))
 
 
 def train_files(config, split="train"):
@@ -121,8 +122,9 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
     local = d.batch_size // process_count
     kw = dict(seq_len=d.seq_len, batch_size=local, process_index=process_index, process_count=process_count)
     if d.source == "synthetic":
-        task = tasks.make_task(d.task, n_items=d.task_items, n_values=min(d.task_values, config.model.vocab_size - 2),
-                               vocab_size=config.model.vocab_size, seq_len=d.seq_len)
+        vocab = with_model_defaults(config).model.vocab_size
+        task = tasks.make_task(d.task, n_items=d.task_items, n_values=min(d.task_values, vocab - 2),
+                               vocab_size=vocab, seq_len=d.seq_len)
         kw.pop("seq_len")
 
         def make(seed):

@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 from llada_jax import cli
 from llada_jax.checkpoint import manager
 from llada_jax.model import from_config
-from llada_jax.training import inputs
+from llada_jax.training import inherit, inputs
 from llada_jax.checkpoint import load
 from llada_jax.training import metrics, preemption, validate
 from llada_jax.model import flops
@@ -84,8 +84,8 @@ def _mismatch_error(e, workdir, saved_info, config, source):
              if changed else "")
     if source == "init_from":
         return manager.CheckpointMismatchError(e.step, e.directory, e.details + [
-            f"config.train.init_from={config.train.init_from!r} holds another model shape; set "
-            f"--config.model.* to its shape (run.json of that directory)"])
+            f"config.train.init_from={config.train.init_from!r} holds another model shape than its run.json "
+            f"(which this run inherited); restore that directory's run.json or checkpoints"])
     return ValueError(
         f"{since}{e}. Nothing was written. To resume, rerun with the old values; to start a fresh "
         f"run, use a new --workdir (with --config.train.init_from={workdir} to start from these params "
@@ -136,8 +136,9 @@ def train_and_evaluate(config, workdir: str, *, devices=None, hooks=(), allow_ch
     WorkdirError (a ValueError) for a workdir this run must not write (an import
     workdir, a foreign directory, one locked by another run)."""
     devices = list(jax.devices() if devices is None else devices)
-    validate.train_run(config, len(devices), jax.process_count())
     saved_info = workdir_lib.claim(workdir, "train")
+    config = inherit.resolve(config, workdir, saved_info)  # the model fields it leaves unset
+    validate.train_run(config, len(devices), jax.process_count())
     os.makedirs(workdir, exist_ok=True)
     with workdir_lib.lock(workdir, "train", enabled=jax.process_index() == 0):
         return _train(config, workdir, devices, hooks, saved_info, tuple(allow_changes))
@@ -146,7 +147,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, hooks=(), allow_ch
 def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
     primary = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh, devices)
-    tokenizer = inputs.load_tokenizer(config, workdir)
+    tokenizer = inherit.run_tokenizer(config, workdir, primary)
     mcfg = from_config.model_config(config, tokenizer)
     model = build(mcfg)
     d, t = config.data, config.train
@@ -177,7 +178,7 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
         state = train_state.init_state(model, tx, mesh, t.seed, shardings, frozen=frozen, rules=st.rules)
     elif t.init_from:
         try:
-            _, params = manager.restore_params(t.init_from, manager.abstract_like(
+            _, params = inherit.init_params(t.init_from, manager.abstract_like(
                 abstract["params"], shardings["params"]))
         except manager.CheckpointMismatchError as e:
             ckpt.close()

@@ -29,7 +29,7 @@ import math
 
 from llada_jax import objectives
 from llada_jax.checkpoint import load
-from llada_jax.config import base_config
+from llada_jax.config import base_config, with_model_defaults
 from llada_jax.model import DTYPES
 from llada_jax.model.adapters import lora
 from llada_jax.parallel import sharding
@@ -39,8 +39,10 @@ from llada_jax.training import optimizer, step
 
 def train_config(config, num_devices: int, process_count: int = 1) -> tuple[int, int]:
     """ValueError naming the field for a config that cannot run on `num_devices` devices in
-    `process_count` processes. Returns the (data, fsdp) mesh dims."""
+    `process_count` processes. Returns the (data, fsdp) mesh dims. Unset model fields are
+    checked at their MODEL_DEFAULTS (a training run has inherited them first)."""
     _known_fields(config)
+    config = with_model_defaults(config)
     dp_mesh = sharding.mesh_shape(config.mesh, num_devices)
     sharding.rules_of(config.mesh)  # ValueError for a bad override
     dp = math.prod(s for a, s in zip(sharding.mesh_axes(config.mesh), dp_mesh) if a in sharding.BATCH_AXES)

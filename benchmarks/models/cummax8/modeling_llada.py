@@ -1,9 +1,9 @@
-"""LLaDA in plain PyTorch, with the published parameter names (facts sections 1 and 2).
+"""LLaDA in plain PyTorch, with the published parameter names (the published modeling_llada.py and checkpoint).
 
 The same math as `llada_jax.model`: pre-norm LLaMA blocks without a causal mask,
 RMSNorm and RoPE ("rotate half") in float32, grouped-query attention, SwiGLU, no
 biases. Unlike the published modeling file, the 2-D padding mask is applied: keys
-with attention_mask 0 get a large negative score (facts section 1).
+with attention_mask 0 get a large negative score (the published modeling_llada.py).
 
 `LLaDATorch` is a plain `nn.Module` (state-dict keys `model.transformer.*`, exactly
 the published ones) and needs neither transformers nor jax. Every export carries a

@@ -13,8 +13,8 @@ def attention(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask: KeyMask, *, pattern: Patter
     pattern = resolve(pattern, causal)
     b, l, h, d = q_BxLxHxD.shape
     s, kv = k_BxSxKxD.shape[1], k_BxSxKxD.shape[2]
-    q_BxLxKxGxD = q_BxLxHxD.reshape(b, l, kv, h // kv, d)
-    scores = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, k_BxSxKxD,
+    q_BxLxKxQxD = q_BxLxHxD.reshape(b, l, kv, h // kv, d)
+    scores = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxQxD, k_BxSxKxD,
                         preferred_element_type=jnp.float32) / jnp.sqrt(jnp.float32(d))
     valid_BxS = mask.as_bool(s)
     if valid_BxS is not None:  # invalid keys: MASK_VALUE (an all-invalid row is uniform, not NaN)
@@ -22,5 +22,5 @@ def attention(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask: KeyMask, *, pattern: Patter
     if pattern.kind != "bidirectional":  # outside the pattern: weight exactly 0
         scores = jnp.where(jnp.asarray(pattern.dense(l, s)), scores, -jnp.inf)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxD.dtype)
-    out_BxLxKxGxD = jnp.einsum("bkgls,bskd->blkgd", probs, v_BxSxKxD)
-    return out_BxLxKxGxD.reshape(b, l, h, d)
+    out_BxLxKxQxD = jnp.einsum("bkgls,bskd->blkgd", probs, v_BxSxKxD)
+    return out_BxLxKxQxD.reshape(b, l, h, d)
