@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from llada_jax.config import base_config  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
-from llada_jax.training import step as train  # noqa: E402
+from llada_jax.training import optimizer, step, train_state  # noqa: E402
 from llada_jax.model import LLaDAConfig, build  # noqa: E402
 from llada_jax.model.attention import KeyMask, chunked, dense, patterns  # noqa: E402
 
@@ -50,19 +50,19 @@ def make_step(attention, seq, batch):
     optim = base_config().optim  # the defaults (AdamW, clipping), at a constant lr
     optim.update(schedule="constant", warmup_steps=0)
     model = build(cfg)
-    tx, schedule = train.make_optimizer(optim, 100)
+    tx, schedule = optimizer.make_optimizer(optim, 100)
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-    abstract, shardings = train.state_shardings(model, tx, mesh)
-    st = train.Static(model, tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
-    step = train.compile_step(st, mesh, shardings, {"input_ids": 2})
+    abstract, shardings = train_state.state_shardings(model, tx, mesh)
+    st = step.Static(model, tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
+    step_fn = step.compile_step(st, mesh, shardings, {"input_ids": 2})
     ids = np.random.default_rng(0).integers(0, 4000, (batch, seq), dtype=np.int32)
     b = sharding.global_batch({"input_ids": ids}, mesh, batch)
     with jax.set_mesh(mesh), sharding.logical_rules_context():
-        mem = step.lower(abstract, b).compile().memory_analysis()
+        mem = step_fn.lower(abstract, b).compile().memory_analysis()
     figures = {"temp_gib": round(mem.temp_size_in_bytes / GIB, 4),
                "total_gib": round((mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
                                    + mem.temp_size_in_bytes) / GIB, 4)}
-    return step, (model, tx, mesh, shardings), b, figures
+    return step_fn, (model, tx, mesh, shardings), b, figures
 
 
 def main():
@@ -77,16 +77,16 @@ def main():
     for seq in [int(s) for s in a.seqs.split(",") if s]:
         runs, times = {}, {impl: [] for impl in IMPLS}
         for impl in IMPLS:
-            step, (model, tx, mesh, shardings), b, figures = make_step(impl, seq, a.batch)
-            state = train.init_state(model, tx, mesh, 0, shardings)
-            state, m = step(state, b)  # compile and warm up
+            step_fn, (model, tx, mesh, shardings), b, figures = make_step(impl, seq, a.batch)
+            state = train_state.init_state(model, tx, mesh, 0, shardings)
+            state, m = step_fn(state, b)  # compile and warm up
             jax.block_until_ready(m)
-            runs[impl] = [step, state, b, figures]
+            runs[impl] = [step_fn, state, b, figures]
         for _ in range(a.reps):  # paired, alternating
             for impl in IMPLS:
-                step, state, b, _ = runs[impl]
+                step_fn, state, b, _ = runs[impl]
                 t = time.perf_counter()
-                state, m = step(state, b)
+                state, m = step_fn(state, b)
                 jax.block_until_ready(m)
                 times[impl].append(time.perf_counter() - t)
                 runs[impl][1] = state
@@ -99,12 +99,12 @@ def main():
         ratio = statistics.median(times["chunked"]) / statistics.median(times["dense"])
         print(json.dumps({"figure": "chunked_over_dense_time", "seq_len": seq, "ratio": round(ratio, 3)}), flush=True)
     for seq in [int(s) for s in a.chunked_only_seqs.split(",") if s]:
-        step, (model, tx, mesh, shardings), b, figures = make_step("chunked", seq, a.batch)
-        state = train.init_state(model, tx, mesh, 0, shardings)
-        state, m = step(state, b)
+        step_fn, (model, tx, mesh, shardings), b, figures = make_step("chunked", seq, a.batch)
+        state = train_state.init_state(model, tx, mesh, 0, shardings)
+        state, m = step_fn(state, b)
         jax.block_until_ready(m)
         t = time.perf_counter()
-        state, m = step(state, b)
+        state, m = step_fn(state, b)
         jax.block_until_ready(m)
         step_s = time.perf_counter() - t
         print(json.dumps({"figure": "attention_train_step", "attention": "chunked", "seq_len": seq, "batch": a.batch,

@@ -99,12 +99,12 @@ def loader_vs_step(path, batches=20):
     from llada_jax.model import from_config
     from llada_jax.data import prepared
     from llada_jax.parallel import sharding
-    from llada_jax.training import step as train
-    from llada_jax.data import tokenizer as T
+    from llada_jax.training import optimizer, step, train_state
+    from llada_jax.data import tokenizer
 
     c = get_config()
     d = c.data
-    tok = T.load_tokenizer(prepared.tokenizer_file(path))
+    tok = tokenizer.load_tokenizer(prepared.tokenizer_file(path))
     it = prepared.prepared_iterator(path, tok, seq_len=d.seq_len, batch_size=d.batch_size, seed=0,
                                     process_index=0, process_count=1, verify="size")
     next(it)
@@ -118,18 +118,18 @@ def loader_vs_step(path, batches=20):
     from llada_jax.model import build
 
     model = build(mcfg)
-    tx, schedule = train.make_optimizer(c.optim, 100)
+    tx, schedule = optimizer.make_optimizer(c.optim, 100)
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-    _, shardings = train.state_shardings(model, tx, mesh)
-    state = train.init_state(model, tx, mesh, 0, shardings)
-    step = train.compile_step(train.Static(model, tx, "pretrain", mcfg.mask_token_id, 1e-3, 0.0, 1, schedule),
+    _, shardings = train_state.state_shardings(model, tx, mesh)
+    state = train_state.init_state(model, tx, mesh, 0, shardings)
+    step_fn = step.compile_step(step.Static(model, tx, "pretrain", mcfg.mask_token_id, 1e-3, 0.0, 1, schedule),
                               mesh, shardings, {"input_ids": 2})
     b = sharding.global_batch({"input_ids": next(it)["input_ids"][:1]}, mesh, 1)
-    state, m = step(state, b)
+    state, m = step_fn(state, b)
     jax.block_until_ready(m)
     t = time.perf_counter()
     for _ in range(2):
-        state, m = step(state, b)
+        state, m = step_fn(state, b)
     jax.block_until_ready(m)
     step_rows_s = 2 / (time.perf_counter() - t)
     return {"figure": "loader_vs_train_step", "config": "configs/small.py", "seq_len": d.seq_len,
@@ -149,9 +149,9 @@ def main():
     corpus = build_corpus(os.path.join(args.work, f"corpus-{max(sizes)}"), max(sizes))
     tok_dir = os.path.join(args.work, "tok")
     if not os.path.exists(tok_dir + "/tokenizer.model"):
-        from llada_jax.data import tokenizer as T
+        from llada_jax.data import tokenizer
 
-        T.train_sentencepiece(corpus[:1], tok_dir + "/tokenizer", 512, max_bytes=4_000_000, character_coverage=0.995)
+        tokenizer.train_sentencepiece(corpus[:1], tok_dir + "/tokenizer", 512, max_bytes=4_000_000, character_coverage=0.995)
     for size in sizes:
         files, total = [], 0
         for f in corpus:  # the first `size` MB of the parts

@@ -32,7 +32,7 @@ from llada_jax.model.adapters import lora  # noqa: E402
 from llada_jax.model import flops  # noqa: E402
 from llada_jax.config import base_config  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
-from llada_jax.training import step as train  # noqa: E402
+from llada_jax.training import optimizer, step, train_state  # noqa: E402
 from llada_jax.model import LLaDAConfig, build, init_params  # noqa: E402
 
 
@@ -48,28 +48,28 @@ def _compile_step(cfg, *, batch, seq, frozen=None):
     optim = base_config().optim
     optim.update(schedule="constant", warmup_steps=0)
     model = build(cfg)
-    tx, schedule = train.make_optimizer(optim, 100)
+    tx, schedule = optimizer.make_optimizer(optim, 100)
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-    _, shardings = train.state_shardings(model, tx, mesh)
+    _, shardings = train_state.state_shardings(model, tx, mesh)
     if frozen is not None:
         frozen = jax.device_put(frozen, shardings["frozen"])
-    state = train.init_state(model, tx, mesh, 0, shardings, frozen=frozen)
-    st = train.Static(model, tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
-    step = train.compile_step(st, mesh, shardings, {"input_ids": 2})
+    state = train_state.init_state(model, tx, mesh, 0, shardings, frozen=frozen)
+    st = step.Static(model, tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
+    step_fn = step.compile_step(st, mesh, shardings, {"input_ids": 2})
     ids = np.random.default_rng(0).integers(0, 8000, (batch, seq), dtype=np.int32)
     b = sharding.global_batch({"input_ids": ids}, mesh, batch)
     t = time.perf_counter()
-    state, m = step(state, b)
+    state, m = step_fn(state, b)
     jax.block_until_ready(m)
-    return state, step, b, time.perf_counter() - t
+    return state, step_fn, b, time.perf_counter() - t
 
 
 def _time_step(cfg, peak, *, steps, batch, seq, frozen=None):
     """Compiles and times `_compile_step`: (final state, the timing figures of a JSON line)."""
-    state, step, b, compile_s = _compile_step(cfg, batch=batch, seq=seq, frozen=frozen)
+    state, step_fn, b, compile_s = _compile_step(cfg, batch=batch, seq=seq, frozen=frozen)
     t = time.perf_counter()
     for _ in range(steps):
-        state, m = step(state, b)
+        state, m = step_fn(state, b)
     jax.block_until_ready(m)
     step_s = (time.perf_counter() - t) / steps
     step_flops = flops.train_flops_per_token(cfg, seq) * batch * seq
@@ -84,7 +84,7 @@ def bench(d_model, peak, *, steps, batch, seq, lora_rank=0):
         frozen = init_params(cfg, jax.random.PRNGKey(0))
         cfg = cfg.replace(lora=lora.LoRAConfig(rank=lora_rank))
     state, timing = _time_step(cfg, peak, steps=steps, batch=batch, seq=seq, frozen=frozen)
-    n_params = sum(x.size for x in jax.tree_util.tree_leaves(train.full_params(state)))
+    n_params = sum(x.size for x in jax.tree_util.tree_leaves(train_state.full_params(state)))
     trainable = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
     return {"figure": "train_step", "d_model": d_model, "n_layers": 4, "params": int(n_params),
             "lora_rank": lora_rank, "trainable_params": int(trainable), **timing}
@@ -136,7 +136,7 @@ def torch_step(cfg, *, batch, seq, compiled):
 
     loss_fn = torch.compile(loss_fn) if compiled else loss_fn
 
-    def step():
+    def step_fn():
         t = torch.rand(batch, 1)
         p_mask = ((1 - 1e-3) * t + 1e-3).expand(batch, seq)
         masked = torch.rand(batch, seq) < p_mask
@@ -148,7 +148,7 @@ def torch_step(cfg, *, batch, seq, compiled):
         opt.step()
         return float(loss)
 
-    return step
+    return step_fn
 
 
 def versus_torch(d_model, peak, *, steps, batch, seq, repeats):
@@ -158,12 +158,12 @@ def versus_torch(d_model, peak, *, steps, batch, seq, repeats):
 
     torch.set_num_threads(2)
     cfg = _config(d_model, seq)
-    state, step, b, _ = _compile_step(cfg, batch=batch, seq=seq)
+    state, step_fn, b, _ = _compile_step(cfg, batch=batch, seq=seq)
     box = {"state": state}
 
     def ours():
         for _ in range(steps):
-            box["state"], m = step(box["state"], b)
+            box["state"], m = step_fn(box["state"], b)
         jax.block_until_ready(m)
 
     runners, errors = {"jax": ours}, {}

@@ -56,40 +56,40 @@ def train_model(config, steps, cycle, log=print, max_seconds=None, init=None):
     from llada_jax.data import tasks
     from llada_jax.parallel import sharding
     from llada_jax.model import from_config
-    from llada_jax.training import step as train
+    from llada_jax.training import optimizer, step, train_state
     from llada_jax.model import build
 
     d = config.data
     mesh = sharding.make_mesh(config.mesh, jax.devices())
     mcfg = from_config.model_config(config, None)
     model = build(mcfg)
-    tx, schedule = train.make_optimizer(config.optim, steps)
-    st = train.Static(model, tx, "sft", mcfg.mask_token_id, d.eps, 0.0, 1, schedule)
-    _, shardings = train.state_shardings(model, tx, mesh)
+    tx, schedule = optimizer.make_optimizer(config.optim, steps)
+    st = step.Static(model, tx, "sft", mcfg.mask_token_id, d.eps, 0.0, 1, schedule)
+    _, shardings = train_state.state_shardings(model, tx, mesh)
     params = None
     if init:
         from llada_jax.interop import hf
 
         params = hf.load_pretrained(init, dtype="float32")[1]
-    state = train.init_state(model, tx, mesh, config.train.seed, shardings, params=params)
-    step_fn = train.compile_step(st, mesh, shardings, {"input_ids": 2, "prompt_mask": 2})
+    state = train_state.init_state(model, tx, mesh, config.train.seed, shardings, params=params)
+    step_fn = step.compile_step(st, mesh, shardings, {"input_ids": 2, "prompt_mask": 2})
     its = {g: tasks.TaskIterator(make_task(config, g), batch_size=d.batch_size, seed=config.train.seed + g, sft=True)
            for g in set(cycle)}
     t0, losses = time.perf_counter(), []
-    for step in range(1, steps + 1):
-        it = its[cycle[step % len(cycle)]]
+    for at in range(1, steps + 1):
+        it = its[cycle[at % len(cycle)]]
         state, m = step_fn(state, sharding.global_batch(next(it), mesh, d.batch_size))
         losses.append(float(m["loss"]))
-        if step % config.train.log_every == 0 or step == steps:
-            log(json.dumps(dict(figure="train", step=step, loss=round(float(np.mean(losses)), 4),
+        if at % config.train.log_every == 0 or at == steps:
+            log(json.dumps(dict(figure="train", step=at, loss=round(float(np.mean(losses)), 4),
                                 masked_accuracy=round(float(m["masked_accuracy"]), 4),
                                 seconds=round(time.perf_counter() - t0, 1))))
             sys.stdout.flush()
             losses = []
         if max_seconds and time.perf_counter() - t0 > max_seconds:
-            log(json.dumps(dict(figure="train_stopped", step=step, reason=f"max_seconds={max_seconds}")))
+            log(json.dumps(dict(figure="train_stopped", step=at, reason=f"max_seconds={max_seconds}")))
             break
-    return mcfg, model, train.full_params(state)
+    return mcfg, model, train_state.full_params(state)
 
 
 def main(argv=None):

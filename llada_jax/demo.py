@@ -92,7 +92,7 @@ def run_demo(config, workdir, *, n_eval=256, repeats=3, say=print):
     from llada_jax.data import tasks
     from llada_jax.model import from_config
     from llada_jax.training import loop
-    from llada_jax.training import step as train
+    from llada_jax.training import train_state
     from llada_jax.model import build
 
     d = config.data
@@ -107,7 +107,7 @@ def run_demo(config, workdir, *, n_eval=256, repeats=3, say=print):
     show_training(workdir, mcfg, d.seq_len, time.perf_counter() - t0 if trained else None,
                   time.process_time() - c0, say)
 
-    model, params = build(mcfg), train.full_params(state)
+    model, params = build(mcfg), train_state.full_params(state)
     task = tasks.make_task("sort", n_items=d.task_items, n_values=d.task_values, vocab_size=mcfg.vocab_size,
                            seq_len=d.seq_len)
     p, g = task.prompt_len, d.seq_len - task.prompt_len

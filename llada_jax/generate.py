@@ -86,14 +86,14 @@ def sample(model, params, prompt_ids, *, tokenizer=None, gen_length=64, steps=No
            temperature=0.0, cfg_scale=0.0, remasking="low_confidence", threshold=None, seed=0,
            logits_eos_inf=False, confidence_eos_eot_inf=False):
     """Run the sampler; returns (all ids, the generated or infilled text)."""
-    from llada_jax.sampling import sampler as sampling
+    from llada_jax.sampling import sampler
 
     cfg = model.config
     steps = max(1, gen_length) if steps is None else steps  # 0 is an error (the sampler's), not "default"
     eot = tokenizer.eot_id if tokenizer is not None else cfg.eos_token_id
     if block_length is None:  # 0 is an error (the sampler's), as for steps
         block_length = cfg.block_size or gen_length
-    out = sampling.generate(model, params, np.asarray([prompt_ids], np.int32), steps=steps, gen_length=gen_length,
+    out = sampler.generate(model, params, np.asarray([prompt_ids], np.int32), steps=steps, gen_length=gen_length,
                             block_length=block_length, temperature=temperature,
                             cfg_scale=cfg_scale, remasking=remasking,
                             logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf,

@@ -38,13 +38,13 @@ def plan(config, devices=None) -> dict:
     per-device figures (bytes, FLOPs) as a dict."""
     import jax
 
-    from llada_jax.checkpoint import manager as checkpoint
+    from llada_jax.checkpoint import manager
     from llada_jax.config import with_model_defaults
     from llada_jax.model import from_config
     from llada_jax.model import flops
     from llada_jax.training import validate
     from llada_jax.parallel import sharding
-    from llada_jax.training import step as train
+    from llada_jax.training import step
     from llada_jax.model import build
 
     devices = list(jax.devices() if devices is None else devices)
@@ -54,13 +54,13 @@ def plan(config, devices=None) -> dict:
     mcfg = from_config.model_config(config, None)
     model = build(mcfg)
     d = config.data
-    st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
-    state = checkpoint.abstract_like(abstract, shardings)
+    st, abstract, shardings, batch_spec = step.setup(config, model, mesh)
+    state = manager.abstract_like(abstract, shardings)
     batch = {k: jax.ShapeDtypeStruct((d.batch_size, d.seq_len), jax.numpy.int32 if k == "input_ids" else bool,
                                      sharding=sharding.batch_sharding(mesh)) for k in batch_spec}
-    step = train.compile_step(st, mesh, shardings, batch_spec)
+    step_fn = step.compile_step(st, mesh, shardings, batch_spec)
     with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
-        compiled = step.lower(state, batch).compile()
+        compiled = step_fn.lower(state, batch).compile()
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

@@ -108,12 +108,12 @@ def test_rl_log_probabilities(models):
 def test_autoregressive_loss_scores_each_token_from_the_outputs_before_it(models, logit_alignment):
     """The train step's AR loss of a causal model: the output that saw tokens <= i scores
     token i + 1, under either alignment (a shifted AR checkpoint, LLaDA's AR baseline)."""
-    from llada_jax.training import step as train
+    from llada_jax.training import step
 
     _, _, params = models
     model = LLaDA(CONFIG.replace(causal=True, logit_alignment=logit_alignment))
-    st = train.Static(model, None, "autoregressive", 63, 1e-3, 0.0, 1)
-    loss, m = train.loss_fn(params, {"input_ids": IDS}, None, None, st)
+    st = step.Static(model, None, "autoregressive", 63, 1e-3, 0.0, 1)
+    loss, m = step.loss_fn(params, {"input_ids": IDS}, None, None, st)
     raw = LLaDA(CONFIG.replace(causal=True, logit_alignment="same")).apply({"params": params}, IDS)
     ce = -jnp.take_along_axis(jax.nn.log_softmax(raw[:, :-1]), IDS[:, 1:, None], -1)
     np.testing.assert_allclose(loss, ce.mean(), rtol=1e-6)

@@ -16,7 +16,7 @@ from llada_jax import objectives
 from llada_jax.model import LLaDAConfig, attention, build, init_params
 from llada_jax.model.moe import MoEConfig
 from llada_jax.objectives import block_diffusion, diffusion, grpo
-from llada_jax.training import loop, step as train, validate
+from llada_jax.training import loop, step, validate
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from train_helper import tiny_config  # noqa: E402
@@ -44,14 +44,14 @@ def losses():
     params = init_params(cfg, jax.random.key(2))
     ids = jax.random.randint(jax.random.key(3), (2, L), 0, 250)
     rng = jax.random.key(4)
-    st = train.Static(model, None, "block_diffusion", MASK, 1e-3, 0.0, 1, block_size=L)
+    st = step.Static(model, None, "block_diffusion", MASK, 1e-3, 0.0, 1, block_size=L)
 
     @jax.jit
     def run(p):
         out = {}
         noise = block_diffusion.block_forward_process(rng, ids, MASK, 1e-3, L)
         out["block_noise"], out["llada_noise"] = noise, diffusion.forward_process(rng, ids, MASK, 1e-3)
-        out["block_L"] = train.objective_of(st).loss(_forward(model, p), {"input_ids": ids}, noise, None)
+        out["block_L"] = step.objective_of(st).loss(_forward(model, p), {"input_ids": ids}, noise, None)
         out["pretrain"] = objectives.get("pretrain").loss(_forward(model, p), {"input_ids": ids}, noise, None)
         one = block_diffusion.noisy_half_logits(_forward(model, p), jnp.full_like(ids[:1], MASK), ids[:1], 1)
         out["block_1"] = (one.hidden_BxLxE @ one.head_ExV)[0]

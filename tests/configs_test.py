@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 from llada_jax import cli, config as config_lib
 from llada_jax.model import from_config
-from llada_jax.training import loop, step as train, validate
+from llada_jax.training import loop, optimizer, validate
 from llada_jax.model import LLaDA, param_count
 
 CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
@@ -104,7 +104,7 @@ def test_8b_recipe():
     assert (c.data.seq_len, c.data.batch_size, c.data.random_length_prob) == (4096, 1280, 0.01)
     assert c.optim.weight_decay == 0.1 and c.optim.schedule == "wsd"
     assert (c.model.dtype, c.model.param_dtype) == ("bfloat16", "float32")
-    lr = train.make_schedule(c.optim, c.train.steps)
+    lr = optimizer.make_schedule(c.optim, c.train.steps)
     tokens = lambda t: int(t / (1280 * 4096))  # noqa: E731  step after t tokens
     got = [float(lr(s)) for s in (1000, 2000, tokens(1.1e12), tokens(1.3e12), tokens(1.9e12), c.train.steps)]
     assert got == pytest.approx([2e-4, 4e-4, 4e-4, 1e-4, 1e-4, 1e-5], rel=1e-4)

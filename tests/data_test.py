@@ -7,13 +7,13 @@ import os
 import numpy as np
 import pytest
 
-from llada_jax.data import documents, pipeline as data, tokenizer as T
+from llada_jax.data import documents, pipeline, tokenizer
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     files = documents.stdlib_files("train")[:30]
-    return T.train_sentencepiece(files, str(tmp_path_factory.mktemp("spm") / "tok"), 512, max_bytes=200_000)
+    return tokenizer.train_sentencepiece(files, str(tmp_path_factory.mktemp("spm") / "tok"), 512, max_bytes=200_000)
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +47,13 @@ def test_stdlib_files_split(tmp_path):
 
 
 def test_pack_documents_eos_between_and_nothing_lost():
-    rows = data.pack_documents([[5, 6, 7], [8], [9, 10, 11, 12]], eos_id=2, seq_len=4)
+    rows = pipeline.pack_documents([[5, 6, 7], [8], [9, 10, 11, 12]], eos_id=2, seq_len=4)
     np.testing.assert_array_equal(rows, [[5, 6, 7, 2], [8, 2, 9, 10], [11, 12, 2, 2]])
     assert rows.dtype == np.int32
 
 
 def test_pretrain_rows_packs_every_document(tok, corpus, tmp_path):
-    rows = data.pretrain_rows(corpus, tok, 64, cache_dir=tmp_path)
+    rows = pipeline.pretrain_rows(corpus, tok, 64, cache_dir=tmp_path)
     docs = [d for d in documents.iter_documents(corpus) if d.strip()]
     want = np.concatenate([np.array(tok.encode(d) + [tok.eos_id]) for d in docs])
     flat = rows.reshape(-1)
@@ -61,33 +61,33 @@ def test_pretrain_rows_packs_every_document(tok, corpus, tmp_path):
     assert np.all(flat[want.size:] == tok.eos_id) and flat.size - want.size < 64
     # the cache returns the same array, and a changed file misses it
     assert len(list(tmp_path.glob("pretrain-*.npy"))) == 1
-    np.testing.assert_array_equal(data.pretrain_rows(corpus, tok, 64, cache_dir=tmp_path), rows)
-    data.pretrain_rows(corpus[:2], tok, 64, cache_dir=tmp_path)
+    np.testing.assert_array_equal(pipeline.pretrain_rows(corpus, tok, 64, cache_dir=tmp_path), rows)
+    pipeline.pretrain_rows(corpus[:2], tok, 64, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("pretrain-*.npy"))) == 2
 
 
 def test_pretrain_jsonl_and_max_bytes(tok, tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text("\n".join(json.dumps({"text": t}) for t in ["ab", "cd", "ef"]) + "\n")
-    rows = data.pretrain_rows([str(path)], tok, 4, max_bytes=4, use_cache=False)
+    rows = pipeline.pretrain_rows([str(path)], tok, 4, max_bytes=4, use_cache=False)
     e = tok.encode
     want = e("ab") + [2] + e("cd") + [2]  # stops after the document reaching 4 bytes
     assert rows.reshape(-1)[:len(want)].tolist() == want and rows.size - len(want) < 4
     path.write_text('{"text": "ok"}\n{"txt": "bad"}\n')
     with pytest.raises(ValueError, match=r"c.jsonl:2: expected a JSON object with a 'text' field"):
-        data.pretrain_rows([str(path)], tok, 4, use_cache=False)
+        pipeline.pretrain_rows([str(path)], tok, 4, use_cache=False)
 
 
 def test_pretrain_iterator_epochs_and_exact_resume(tok, corpus, tmp_path):
     kw = dict(seq_len=32, batch_size=4, seed=7, process_index=0, process_count=1, cache_dir=tmp_path)
-    rows = data.pretrain_rows(corpus, tok, 32, cache_dir=tmp_path)
+    rows = pipeline.pretrain_rows(corpus, tok, 32, cache_dir=tmp_path)
     n = len(rows)
-    it = data.pretrain_iterator(corpus, tok, **kw)
+    it = pipeline.pretrain_iterator(corpus, tok, **kw)
     first = _stream(it, 3)
     state = json.loads(json.dumps(it.get_state()))  # must survive JSON
     steps = n // 4 + 3  # enough to cross into the second epoch
     rest = _stream(it, steps)
-    resumed = data.pretrain_iterator(corpus, tok, **kw)
+    resumed = pipeline.pretrain_iterator(corpus, tok, **kw)
     resumed.set_state(state)
     for a, b in zip(rest, _stream(resumed, steps)):
         assert a["input_ids"].dtype == np.int32 and a["input_ids"].shape == (4, 32)
@@ -98,18 +98,18 @@ def test_pretrain_iterator_epochs_and_exact_resume(tok, corpus, tmp_path):
     assert key(stream[:n]) == key(rows)
     assert not np.array_equal(stream[:n], rows)
     assert not np.array_equal(stream[n:n + 8], stream[:8])
-    other = data.pretrain_iterator(corpus, tok, **dict(kw, seed=8))
+    other = pipeline.pretrain_iterator(corpus, tok, **dict(kw, seed=8))
     assert not np.array_equal(next(other)["input_ids"], first[0]["input_ids"])
-    unshuffled = data.pretrain_iterator(corpus, tok, **dict(kw, shuffle=False))
+    unshuffled = pipeline.pretrain_iterator(corpus, tok, **dict(kw, shuffle=False))
     np.testing.assert_array_equal(next(unshuffled)["input_ids"], rows[:4])
     with pytest.raises(ValueError, match="batch_size"):
-        data.pretrain_iterator(corpus, tok, **dict(kw, batch_size=8)).set_state(state)
+        pipeline.pretrain_iterator(corpus, tok, **dict(kw, batch_size=8)).set_state(state)
 
 
 def test_process_sharding_disjoint_and_complete(tok, corpus, tmp_path):
     kw = dict(seq_len=32, seed=1, cache_dir=tmp_path)
-    single = data.pretrain_iterator(corpus, tok, batch_size=6, process_index=0, process_count=1, **kw)
-    shards = [data.pretrain_iterator(corpus, tok, batch_size=3, process_index=i, process_count=2, **kw)
+    single = pipeline.pretrain_iterator(corpus, tok, batch_size=6, process_index=0, process_count=1, **kw)
+    shards = [pipeline.pretrain_iterator(corpus, tok, batch_size=3, process_index=i, process_count=2, **kw)
               for i in range(2)]
     for _ in range(5):
         whole = next(single)["input_ids"]
@@ -119,7 +119,7 @@ def test_process_sharding_disjoint_and_complete(tok, corpus, tmp_path):
         assert not rows0 & rows1
         assert sorted(map(bytes, np.concatenate(parts))) == sorted(map(bytes, whole))
     with pytest.raises(ValueError, match="process_index=2"):
-        data.pretrain_iterator(corpus, tok, batch_size=3, process_index=2, process_count=2, **kw)
+        pipeline.pretrain_iterator(corpus, tok, batch_size=3, process_index=2, process_count=2, **kw)
 
 
 def _write_chat(path, convos):
@@ -130,7 +130,7 @@ def _write_chat(path, convos):
 def test_sft_rows_prompt_mask_and_eos_padding(tok, tmp_path):
     convo = [{"role": "user", "content": "What is 2+2? "}, {"role": "assistant", "content": "4"}]
     path = _write_chat(tmp_path / "chat.jsonl", [convo])
-    ids, prompt_mask = data.sft_rows(path, tok, seq_len=40)
+    ids, prompt_mask = pipeline.sft_rows(path, tok, seq_len=40)
     e = tok.encode
     # <BOS><sh>user<eh>\n\nWhat is 2+2?<eot><sh>assistant<eh>\n\n | 4<eot><EOS><EOS>...
     prompt = [1, 4, *e("user"), 5, *e("\n\nWhat is 2+2?"), 6, 4, *e("assistant"), 5, *e("\n\n")]
@@ -145,13 +145,13 @@ def test_sft_too_long_dropped_with_warning(tok, tmp_path, caplog):
     long = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "yo"}]
     path = _write_chat(tmp_path / "chat.jsonl", [short, long, short])
     with caplog.at_level(logging.WARNING):
-        ids, _ = data.sft_rows(path, tok, seq_len=32)
+        ids, _ = pipeline.sft_rows(path, tok, seq_len=32)
     assert ids.shape == (2, 32) and "dropped 1 of 3" in caplog.text
     with pytest.raises(ValueError, match="no conversation fits in seq_len=8"):
-        data.sft_rows(path, tok, seq_len=8)
+        pipeline.sft_rows(path, tok, seq_len=8)
     bad = _write_chat(tmp_path / "bad.jsonl", [short, [{"role": "robot", "content": "x"}, short[1]]])
     with pytest.raises(ValueError, match=r"bad.jsonl:2: message 0"):
-        data.sft_rows(bad, tok, seq_len=32)
+        pipeline.sft_rows(bad, tok, seq_len=32)
 
 
 def test_sft_iterator_resume_and_sharding(tok, tmp_path):
@@ -159,18 +159,18 @@ def test_sft_iterator_resume_and_sharding(tok, tmp_path):
               for i in range(10)]
     path = _write_chat(tmp_path / "chat.jsonl", convos)
     kw = dict(seq_len=48, seed=0, process_index=0, process_count=1)
-    it = data.sft_iterator(path, tok, batch_size=4, **kw)
+    it = pipeline.sft_iterator(path, tok, batch_size=4, **kw)
     _stream(it, 2)
     state = it.get_state()
     rest = _stream(it, 6)
-    again = data.sft_iterator(path, tok, batch_size=4, **kw)
+    again = pipeline.sft_iterator(path, tok, batch_size=4, **kw)
     again.set_state(state)
     for a, b in zip(rest, _stream(again, 6)):
         assert set(a) == {"input_ids", "prompt_mask"} and a["prompt_mask"].dtype == bool
         np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
         np.testing.assert_array_equal(a["prompt_mask"], b["prompt_mask"])
-    whole = next(data.sft_iterator(path, tok, batch_size=4, **kw))
-    halves = [next(data.sft_iterator(path, tok, batch_size=2, **dict(kw, process_index=i, process_count=2)))
+    whole = next(pipeline.sft_iterator(path, tok, batch_size=4, **kw))
+    halves = [next(pipeline.sft_iterator(path, tok, batch_size=2, **dict(kw, process_index=i, process_count=2)))
               for i in range(2)]
     # process i holds global elements i, i + 2, ...: interleaving the halves gives the whole
     for k in ("input_ids", "prompt_mask"):
@@ -181,16 +181,16 @@ def test_defaults_finite_epochs_and_cache_location(tok, corpus, tmp_path):
     convos = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}] for i in range(10)]
     path = _write_chat(tmp_path / "chat.jsonl", convos)
     # one process (jax's defaults on this machine); 10 rows, 1 epoch, batch 4 -> 2 full batches
-    it = data.sft_iterator(path, tok, seq_len=48, batch_size=4, seed=0, shuffle=False, num_epochs=1)
+    it = pipeline.sft_iterator(path, tok, seq_len=48, batch_size=4, seed=0, shuffle=False, num_epochs=1)
     assert it.get_state()["config"]["process_count"] == 1
-    ids, _ = data.sft_rows(path, tok, 48)
+    ids, _ = pipeline.sft_rows(path, tok, 48)
     batches = list(it)
     assert len(batches) == 2
     np.testing.assert_array_equal(np.concatenate([b["input_ids"] for b in batches]), ids[:8])
     with pytest.raises(ValueError, match="less than one global batch"):
-        data.sft_iterator(path, tok, seq_len=48, batch_size=11, seed=0, num_epochs=1)
+        pipeline.sft_iterator(path, tok, seq_len=48, batch_size=11, seed=0, num_epochs=1)
     # without cache_dir the packed rows are cached next to the tokenizer file
-    data.pretrain_rows(corpus[:1], tok, 16)
+    pipeline.pretrain_rows(corpus[:1], tok, 16)
     cache = os.path.join(os.path.dirname(tok.path), "data_cache")
     assert any(f.startswith("pretrain-") for f in os.listdir(cache))
 
@@ -206,18 +206,18 @@ def test_training_data_mistakes_refused_or_reported(tok, tmp_path, caplog):
     empty = tmp_path / "empty.txt"
     empty.write_text(" \n")
     with pytest.raises(ValueError, match="no text in the training files .*empty.txt"):
-        data.pretrain_rows([str(empty)], tok, 16, use_cache=False)
+        pipeline.pretrain_rows([str(empty)], tok, 16, use_cache=False)
     empty.write_text("")
     with pytest.raises(ValueError, match="no text to train the tokenizer on"):
-        T.train_sentencepiece([str(empty)], str(tmp_path / "t0"), 400)
+        tokenizer.train_sentencepiece([str(empty)], str(tmp_path / "t0"), 400)
     # random bytes: sentencepiece's internal error becomes one naming the file and line
     rng = np.random.default_rng(0)
     (tmp_path / "rand.txt").write_bytes(b"plain text\n" + rng.integers(0, 256, 60_000, dtype=np.uint8).tobytes())
     with pytest.raises(ValueError, match=r"rand.txt:\d+: the tokenizer's training text holds \d+ distinct"):
-        T.train_sentencepiece([str(tmp_path / "rand.txt")], str(tmp_path / "t1"), 400)
+        tokenizer.train_sentencepiece([str(tmp_path / "rand.txt")], str(tmp_path / "t1"), 400)
     # a line longer than sentencepiece's sentence limit is cut, not dropped
     (tmp_path / "long.txt").write_text("ab" * 50_000 + "\n")
-    long_tok = T.train_sentencepiece([str(tmp_path / "long.txt")], str(tmp_path / "t2"), 400)
+    long_tok = tokenizer.train_sentencepiece([str(tmp_path / "long.txt")], str(tmp_path / "t2"), 400)
     assert long_tok.decode(long_tok.encode("abab")) == "abab"
     # non-UTF-8 bytes are replaced, and how many is said once
     (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1") * 3)

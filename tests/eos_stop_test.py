@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax.sampling import eos_stop, generate, sampler as sampling
+from llada_jax.sampling import eos_stop, generate, sampler
 
 MASK, EOS = 255, 7  # EOS: any token of the golden model's vocabulary will do
 
@@ -83,7 +83,7 @@ def test_finished_rows_and_fill_after():
 ])
 def test_bad_values_raise_before_compiling(golden_model, kw, match):
     model, params = golden_model
-    before = sampling._reverse_process._cache_size()
+    before = sampler._reverse_process._cache_size()
     with pytest.raises(ValueError, match=match):
         generate(model, params, PROMPT, **KW, **kw)
-    assert sampling._reverse_process._cache_size() == before
+    assert sampler._reverse_process._cache_size() == before

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from llada_jax.objectives import likelihood
-from llada_jax.evaluation import harness as evaluation
+from llada_jax.evaluation import harness
 from llada_jax.experiments import random_batches, train_model
 from llada_jax.model import LLaDAConfig
 
@@ -90,7 +90,7 @@ def _offline_env(tmp_path):
 
 
 def _harness(toy, **kw):
-    return evaluation.LLaDAEvalHarness(model=toy["model"], params=toy["params"], tokenizer=toy["tok"], **kw)
+    return harness.LLaDAEvalHarness(model=toy["model"], params=toy["params"], tokenizer=toy["tok"], **kw)
 
 
 def test_loglikelihood_batched_equals_per_request_estimate(toy):
@@ -116,7 +116,7 @@ def test_loglikelihood_is_data_parallel_over_the_devices_with_one_device_results
         seen.append(len(seqs.sharding.device_set))
         return likelihood.mc_nll(model, params, seqs, ks, **kw)
 
-    monkeypatch.setattr(evaluation, "mc_nll", spy)
+    monkeypatch.setattr(harness, "mc_nll", spy)
     one = _harness(toy, mc_num=8, batch_size=4, devices=jax.devices()[:1]).loglikelihoods(pairs, keys)
     lm = _harness(toy, mc_num=8, batch_size=4)
     assert lm.mesh.size == len(jax.devices()) == 8  # tests/conftest.py: 8 CPU devices
@@ -169,7 +169,7 @@ def test_generate_until_batches_with_left_padding_and_cuts_at_stop(toy):
     assert stop and stop in batched[2]
     cut = _harness(toy, batch_size=3, **kw).generate_until([_Req(contexts[2], {"until": [stop, "zz"]})])[0]
     assert cut == batched[2][:batched[2].index(stop)]
-    assert evaluation.cut_at_stop("a.b\nc", ["\n", "."]) == "a"
+    assert harness.cut_at_stop("a.b\nc", ["\n", "."]) == "a"
 
 
 def test_loglikelihood_rolling_is_a_clear_error(toy):
@@ -181,12 +181,12 @@ def test_options_are_validated(toy):
     with pytest.raises(ValueError, match="multiple of batch_size"):
         _harness(toy, mc_num=10, batch_size=4)
     with pytest.raises(ValueError, match="exactly one of"):
-        evaluation.load_model()
+        harness.load_model()
 
 
 def test_workdir_and_hf_directory_load_the_trained_model(toy):
     for source in (dict(workdir=str(toy["dir"] / "workdir")), dict(pretrained=str(toy["dir"] / "hf"))):
-        config, params, tok = evaluation.load_model(**source)
+        config, params, tok = harness.load_model(**source)
         assert config.mask_token_id == toy["tok"].mask_id and tok.vocab_size == toy["tok"].vocab_size
         jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(params), jax.device_get(toy["params"]))
 

@@ -180,9 +180,9 @@ def test_exported_tokenizer_knows_its_special_tokens(model, tmp_path):
     import transformers
     from tokenizers import models, pre_tokenizers
 
-    from llada_jax.data import documents, tokenizer as T
+    from llada_jax.data import documents, tokenizer
 
-    ids = {T.BOS: 249, T.EOS: 250, T.EOT: 251, T.START_HEADER: 252, T.END_HEADER: 253, T.MASK: 255}
+    ids = {tokenizer.BOS: 249, tokenizer.EOS: 250, tokenizer.EOT: 251, tokenizer.START_HEADER: 252, tokenizer.END_HEADER: 253, tokenizer.MASK: 255}
     vocab = {"[UNK]": 0, "hi": 1, "there": 2, "user": 3, "assistant": 4, **ids}
     hf_tok = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     hf_tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -193,16 +193,16 @@ def test_exported_tokenizer_knows_its_special_tokens(model, tmp_path):
     (src / "tokenizer_config.json").write_text('{"model_max_length": 7}')
     hf.save_pretrained(CONFIG, model[0], str(tmp_path / "a"), tokenizer=str(src))
     tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "a"), trust_remote_code=True)
-    assert (tok.mask_token, tok.eos_token, tok.pad_token, tok.bos_token) == (T.MASK, T.EOS, T.EOS, T.BOS)
+    assert (tok.mask_token, tok.eos_token, tok.pad_token, tok.bos_token) == (tokenizer.MASK, tokenizer.EOS, tokenizer.EOS, tokenizer.BOS)
     assert (tok.mask_token_id, tok.eos_token_id, tok.pad_token_id) == (CONFIG.mask_token_id, 250, 250)
     assert tok.model_max_length == 7  # the copied field wins
     chat = [{"role": "user", "content": "  hi\n"}, {"role": "assistant", "content": "there"},
             {"role": "user", "content": "hi"}]
-    ours = T.load_tokenizer(str(src))
+    ours = tokenizer.load_tokenizer(str(src))
     assert tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == ours.chat_text(chat)
     assert tok.decode(ours.render_chat(chat), skip_special_tokens=True).split() == ["user", "hi", "assistant", "there",
                                                                                   "user", "hi", "assistant"]
-    spm = T.train_sentencepiece(documents.stdlib_files("train")[:5], str(tmp_path / "sp"), 400, max_bytes=50_000)
+    spm = tokenizer.train_sentencepiece(documents.stdlib_files("train")[:5], str(tmp_path / "sp"), 400, max_bytes=50_000)
     hf.save_pretrained(CONFIG, model[0], str(tmp_path / "b"), tokenizer=spm)
     tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "b"), trust_remote_code=True)
     specials = (tok.mask_token_id, tok.eos_token_id, tok.pad_token_id, tok.bos_token_id, tok.unk_token_id)

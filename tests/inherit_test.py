@@ -18,7 +18,7 @@ import pytest
 
 from llada_jax.checkpoint import load
 from llada_jax.config import load_config_file
-from llada_jax.data import documents, prepare as prepare_data, tokenizer as T
+from llada_jax.data import documents, prepare, tokenizer
 from llada_jax.interop import export, import_hf
 from llada_jax.model import LLaDAConfig, init_params
 from llada_jax.training import inherit, loop
@@ -44,7 +44,7 @@ def _config(name, **over):
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    return T.train_sentencepiece(documents.stdlib_files("train")[:4], str(tmp_path_factory.mktemp("spm") / "tok"),
+    return tokenizer.train_sentencepiece(documents.stdlib_files("train")[:4], str(tmp_path_factory.mktemp("spm") / "tok"),
                                  400, max_bytes=40_000)
 
 
@@ -94,7 +94,7 @@ def test_sft_and_lora_from_a_hf_folder_and_its_import_need_no_shape_flags(hf_bas
     info = _model(lora_wd)
     _same_as_base(info, cfg)
     assert info["tokenizer"] == "tokenizer.model"  # the copy, workdir-relative, with its sha256
-    assert info["tokenizer_sha256"] == T.load_tokenizer(tok.path).fingerprint
+    assert info["tokenizer_sha256"] == tokenizer.load_tokenizer(tok.path).fingerprint
     assert open(os.path.join(lora_wd, "tokenizer.model"), "rb").read() == open(tok.path, "rb").read()
     # full SFT from the import_hf workdir of the same folder
     imported = str(tmp_path / "imported")
@@ -138,7 +138,7 @@ def prep(tok, tmp_path_factory):
     for i, f in enumerate(documents.stdlib_files("train")[:4]):
         (src / f"a{i}.py").write_text(pathlib.Path(f).read_text()[:6000])
     out = str(tmp_path_factory.mktemp("prep") / "out")
-    prepare_data.prepare([str(p) for p in sorted(src.iterdir())], out, tokenizer=tok.path, shard_bytes=8000,
+    prepare.prepare([str(p) for p in sorted(src.iterdir())], out, tokenizer=tok.path, shard_bytes=8000,
                          workers=1, progress=False)
     return out
 

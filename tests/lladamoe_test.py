@@ -137,12 +137,12 @@ def test_peft_export_follows_the_published_names_and_gives_the_merged_logits(lor
 
 
 def test_modeling_file_refuses_what_it_does_not_implement():
-    from llada_jax.interop import torch_families as tf
+    from llada_jax.interop import torch_families
 
     tiny = dict(vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                 num_experts=4, num_experts_per_tok=2, expert_intermediate_size=8, dense_intermediate_size=8)
     with pytest.raises(ValueError, match=r"moe_layer_freq=\[1, 2\]: expected 2 entries of 0 \(dense\) or 1"):
-        tf.LLaDAMoEModelLM(tf.LLaDAMoEConfig(**tiny, moe_layer_freq=[1, 2]))
+        torch_families.LLaDAMoEModelLM(torch_families.LLaDAMoEConfig(**tiny, moe_layer_freq=[1, 2]))
     with pytest.raises(ValueError, match=r"rope_type='linear' is not supported by this modeling file"):
-        tf.LLaDAMoEModelLM(tf.LLaDAMoEConfig(**tiny, rope_scaling={"rope_type": "linear", "factor": 2.0}))
-    assert isinstance(tf.LLaDAMoEModelLM(tf.LLaDAMoEConfig(**tiny, moe_layer_freq=[0, 1])).model.layers[0].mlp, tf.MLP)
+        torch_families.LLaDAMoEModelLM(torch_families.LLaDAMoEConfig(**tiny, rope_scaling={"rope_type": "linear", "factor": 2.0}))
+    assert isinstance(torch_families.LLaDAMoEModelLM(torch_families.LLaDAMoEConfig(**tiny, moe_layer_freq=[0, 1])).model.layers[0].mlp, torch_families.MLP)

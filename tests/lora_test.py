@@ -19,8 +19,8 @@ from llada_jax.interop import export, import_hf  # noqa: E402
 from llada_jax.model.adapters import lora  # noqa: E402
 from llada_jax.objectives import likelihood  # noqa: E402
 from llada_jax.parallel import sharding  # noqa: E402
-from llada_jax.sampling import sampler as sampling  # noqa: E402
-from llada_jax.training import loop, step as train  # noqa: E402
+from llada_jax.sampling import sampler  # noqa: E402
+from llada_jax.training import loop, optimizer, step, train_state  # noqa: E402
 from llada_jax.model import LLaDA, init_params  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -106,8 +106,8 @@ def test_merged_equals_unmerged_and_exports_round_trip(lora_run, base, tmp_path,
     from llada_jax.interop.torch_model import LLaDATorch
 
     workdir = lora_run[0]
-    model, params, _, step = generate.load(workdir)
-    assert step == 6 and model.config.lora.rank == 8
+    model, params, _, at = generate.load(workdir)
+    assert at == 6 and model.config.lora.rank == 8
     unmerged = np.asarray(model.apply({"params": params}, IDS))
     base_logits = np.asarray(LLaDA(model.config.replace(lora=lora.LoRAConfig())).apply(
         {"params": lora.split(params)[1]}, IDS))
@@ -205,8 +205,8 @@ def test_sampling_and_likelihood_without_merging(lora_run):
     plain = LLaDA(mcfg)
     prompt = IDS[:1, :4]
     kw = dict(steps=8, gen_length=8, block_length=8, mask_id=255, eos_id=250)
-    np.testing.assert_array_equal(np.asarray(sampling.generate(model, params, prompt, **kw)),
-                                  np.asarray(sampling.generate(plain, merged, prompt, **kw)))
+    np.testing.assert_array_equal(np.asarray(sampler.generate(model, params, prompt, **kw)),
+                                  np.asarray(sampler.generate(plain, merged, prompt, **kw)))
     ll = [likelihood.log_likelihood(m, p, IDS[0, :4], IDS[0, 4:9], rng=jax.random.PRNGKey(0), mc_num=8,
                                    batch_size=4, mask_id=255) for m, p in ((model, params), (plain, merged))]
     assert abs(ll[0] - ll[1]) < 1e-4 * abs(ll[1]), ll
@@ -239,19 +239,19 @@ def test_mesh_bf16_base_pretrain_matches_one_device(golden_model):
                                param_dtype="bfloat16")
     lmodel = LLaDA(cfg)
     optim = tiny_config(**{"optim.lr": 1e-2, "optim.warmup_steps": 0, "optim.grad_accum": 2}).optim
-    tx, _ = train.make_optimizer(optim, 10)
-    st = train.Static(lmodel, tx, "pretrain", 255, 1e-3, 0.0, 2)
+    tx, _ = optimizer.make_optimizer(optim, 10)
+    st = step.Static(lmodel, tx, "pretrain", 255, 1e-3, 0.0, 2)
     ids = np.random.default_rng(1).integers(0, 250, (8, 16)).astype(np.int32)
     out = {}
     for name, shape, devices in (("one", (1, 1, 1), jax.devices()[:1]), ("mesh", (1, 4, 2), jax.devices())):
         mesh = sharding.make_mesh(dict(zip(("data", "fsdp", "tensor"), shape)), devices)
-        _, sh = train.state_shardings(lmodel, tx, mesh)
+        _, sh = train_state.state_shardings(lmodel, tx, mesh)
         frozen = jax.device_put(jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.bfloat16), lora.split(params)[1]),
                                 sh["frozen"])
-        state = train.init_state(lmodel, tx, mesh, 0, sh, frozen=frozen)
-        step = train.compile_step(st, mesh, sh, {"input_ids": 2})
+        state = train_state.init_state(lmodel, tx, mesh, 0, sh, frozen=frozen)
+        step_fn = step.compile_step(st, mesh, sh, {"input_ids": 2})
         for _ in range(2):
-            state, m = step(state, sharding.global_batch({"input_ids": ids}, mesh, 8))
+            state, m = step_fn(state, sharding.global_batch({"input_ids": ids}, mesh, 8))
         out[name] = (float(m["loss"]), _leaves(state["params"]), state)
     state = out["mesh"][2]
     assert state["params"]["blocks"]["q_proj_lora_a"].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", None)

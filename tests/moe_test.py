@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from llada_jax import objectives
 from llada_jax.model import LLaDAConfig, flops, init_params, moe
 from llada_jax.model.adapters.lora import LoRAConfig
 from llada_jax.model.moe import MoEConfig
 from llada_jax.parallel import sharding
-from llada_jax.training import step as train
+from llada_jax.training import optimizer, step, train_state
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from train_helper import tiny_config  # noqa: E402
@@ -113,19 +114,19 @@ def test_aux_losses_at_uniform_routing():
 
 
 def _static(cfg, config):
-    tx, schedule = train.make_optimizer(config.optim, 10)
-    return train.Static(llada(cfg), tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
+    tx, schedule = optimizer.make_optimizer(config.optim, 10)
+    return step.Static(llada(cfg), tx, "pretrain", cfg.mask_token_id, 1e-3, 0.0, 1, schedule)
 
 
 def test_train_loss_adds_the_weighted_aux_losses(moe_model):
     cfg, params = moe_model
     config = tiny_config()
     batch = {"input_ids": jnp.asarray(np.random.default_rng(2).integers(0, 250, (2, 16)), jnp.int32)}
-    noise = train.objectives.get("pretrain").noise(batch, jax.random.PRNGKey(3), None, mask_id=cfg.mask_token_id,
+    noise = objectives.get("pretrain").noise(batch, jax.random.PRNGKey(3), None, mask_id=cfg.mask_token_id,
                                                    eps=1e-3)
     w = dataclass_replace(MOE, load_balance_weight=0.5, z_loss_weight=0.25)
     zero = dataclass_replace(MOE, load_balance_weight=0.0, z_loss_weight=0.0)
-    fn = jax.jit(train.loss_fn, static_argnums=4)
+    fn = jax.jit(step.loss_fn, static_argnums=4)
     (lw, mw), (l0, m0) = (fn(params, batch, noise, None, _static(cfg.replace(moe=c), config)) for c in (w, zero))
     lb, z = float(mw["moe_load_balance"]), float(mw["moe_z_loss"])
     assert lb > 0 and z > 0 and float(m0["moe_load_balance"]) == lb
@@ -136,12 +137,12 @@ def _loss_and_grads(cfg, params, mesh_cfg, devices):
     """The jitted training loss and gradients of one batch with params and batch sharded on the mesh."""
     mesh = sharding.make_mesh(mesh_cfg, devices)
     st = _static(cfg, tiny_config())
-    _, shardings = train.state_shardings(st.model, st.tx, mesh)
+    _, shardings = train_state.state_shardings(st.model, st.tx, mesh)
     batch = sharding.global_batch({"input_ids": np.random.default_rng(4).integers(0, 250, (8, 16)).astype(np.int32)},
                                   mesh, 8)
-    noise = train.objectives.get("pretrain").noise(batch, jax.random.PRNGKey(5), None, mask_id=cfg.mask_token_id,
+    noise = objectives.get("pretrain").noise(batch, jax.random.PRNGKey(5), None, mask_id=cfg.mask_token_id,
                                                    eps=1e-3)
-    fn = jax.jit(jax.value_and_grad(train.loss_fn, has_aux=True), static_argnums=4)
+    fn = jax.jit(jax.value_and_grad(step.loss_fn, has_aux=True), static_argnums=4)
     with jax.set_mesh(mesh), sharding.logical_rules_context():
         (loss, m), grads = fn(jax.device_put(params, shardings["params"]), batch, noise, None, st)
     return shardings["params"], jax.device_get((loss, m, grads))

@@ -13,9 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from llada_jax.data import documents, pipeline as data
+from llada_jax.data import documents, pipeline
 from llada_jax.training import inputs, loop
-from llada_jax.data import prepare as prepare_data, prepared, tokenizer as T
+from llada_jax.data import prepare, prepared, tokenizer
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from train_helper import tiny_config  # noqa: E402
@@ -23,7 +23,7 @@ from train_helper import tiny_config  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    return T.train_sentencepiece(documents.stdlib_files("train")[:4], str(tmp_path_factory.mktemp("spm") / "tok"), 400,
+    return tokenizer.train_sentencepiece(documents.stdlib_files("train")[:4], str(tmp_path_factory.mktemp("spm") / "tok"), 400,
                                  max_bytes=40_000)
 
 
@@ -42,7 +42,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prep(tok, corpus, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("prep") / "out")
-    prepare_data.prepare(corpus, out, tokenizer=tok.path, shard_bytes=1000, workers=1, progress=False)
+    prepare.prepare(corpus, out, tokenizer=tok.path, shard_bytes=1000, workers=1, progress=False)
     return out
 
 
@@ -54,7 +54,7 @@ def _it(path, tok, **kw):
 def test_rows_equal_in_memory_packing_and_segment_ids(tok, corpus, prep):
     index = prepared.read_index(prep)
     assert len(index["shards"]) >= 4 and index["dtype"] == "uint16"  # several shards, JSONL cut in ranges
-    rows = data.pretrain_rows(corpus, tok, 32, use_cache=False)
+    rows = pipeline.pretrain_rows(corpus, tok, 32, use_cache=False)
     it = _it(prep, tok, batch_size=len(rows), shuffle=False, num_epochs=1, segment_ids=True)
     batch = next(it)
     np.testing.assert_array_equal(batch["input_ids"], rows)
@@ -93,7 +93,7 @@ def _snapshot(out):
 
 def test_interrupted_preparation_resumes_byte_identical(tok, corpus, prep, tmp_path):
     out = str(tmp_path / "out")
-    prepare_data.prepare(corpus, out, tokenizer=tok.path, shard_bytes=1000, workers=2, progress=False)
+    prepare.prepare(corpus, out, tokenizer=tok.path, shard_bytes=1000, workers=2, progress=False)
     want = _snapshot(out)
     assert want == _snapshot(prep)  # a process pool writes the same bytes as one worker
     # a kill: no index, shard 1 half written (tmp files, no .json), shard 2 never started
@@ -105,21 +105,21 @@ def test_interrupted_preparation_resumes_byte_identical(tok, corpus, prep, tmp_p
     with pytest.raises(ValueError, match="no index.json"):
         prepared.read_index(out)
     before = os.stat(os.path.join(out, "shard-00000.tokens")).st_mtime_ns
-    prepare_data.prepare(corpus, out, tokenizer=tok.path, shard_bytes=1000, workers=1, progress=False)
+    prepare.prepare(corpus, out, tokenizer=tok.path, shard_bytes=1000, workers=1, progress=False)
     assert _snapshot(out) == want
     assert os.stat(os.path.join(out, "shard-00000.tokens")).st_mtime_ns == before  # not rewritten
     # other inputs into the same directory, or a foreign directory, are refused
     with pytest.raises(ValueError, match="prepared from other inputs"):
-        prepare_data.prepare(corpus[:2], out, tokenizer=tok.path, shard_bytes=1000, workers=1, progress=False)
+        prepare.prepare(corpus[:2], out, tokenizer=tok.path, shard_bytes=1000, workers=1, progress=False)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match="not made by prepare_data"):
-        prepare_data.prepare(corpus, str(tmp_path / "mine"), tokenizer=tok.path, progress=False)
+        prepare.prepare(corpus, str(tmp_path / "mine"), tokenizer=tok.path, progress=False)
 
 
 def test_corrupt_truncated_and_foreign_shards_refused(tok, corpus, prep, tmp_path):
     out = str(tmp_path / "out")
-    prepare_data.prepare(corpus[:2], out, tokenizer=tok.path, shard_bytes=1000, workers=1, progress=False)
+    prepare.prepare(corpus[:2], out, tokenizer=tok.path, shard_bytes=1000, workers=1, progress=False)
     shard = pathlib.Path(out, "shard-00001.tokens")
     raw = bytearray(shard.read_bytes())
     raw[10] ^= 0xFF
@@ -137,7 +137,7 @@ def test_corrupt_truncated_and_foreign_shards_refused(tok, corpus, prep, tmp_pat
     os.replace(shard.with_suffix(".new"), shard)
     with pytest.raises(ValueError, match="truncated"):
         _it(out, tok, verify="size")
-    other = T.train_sentencepiece(documents.stdlib_files("train")[:2], str(tmp_path / "other"), 400, max_bytes=20_000)
+    other = tokenizer.train_sentencepiece(documents.stdlib_files("train")[:2], str(tmp_path / "other"), 400, max_bytes=20_000)
     with pytest.raises(ValueError, match="another tokenizer .* foreign shards refused"):
         _it(prep, other)
     with pytest.raises(ValueError, match="holds pretrain data, this run needs sft"):
@@ -150,31 +150,31 @@ def test_bad_input_named_and_replaced_bytes_counted(tok, tmp_path, caplog):
     (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
     # the bad line lies in a later unit (a byte range of the file): still named by its line
     with pytest.raises(ValueError, match=r"c.jsonl:24: the text is int, expected str"):
-        prepare_data.prepare([str(tmp_path / "c.jsonl")], str(tmp_path / "o1"), tokenizer=tok.path,
+        prepare.prepare([str(tmp_path / "c.jsonl")], str(tmp_path / "o1"), tokenizer=tok.path,
                              shard_bytes=500, workers=1, progress=False)
     lines[23] = '{"txt": "x"}'
     (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"c.jsonl:24: expected a JSON object with a 'text' field"):
-        prepare_data.prepare([str(tmp_path / "c.jsonl")], str(tmp_path / "o2"), tokenizer=tok.path,
+        prepare.prepare([str(tmp_path / "c.jsonl")], str(tmp_path / "o2"), tokenizer=tok.path,
                              shard_bytes=500, workers=1, progress=False)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"text": ["hello world", "second", None]}), str(tmp_path / "p.parquet"))
     with pytest.raises(ValueError, match=r"p.parquet: row 2: the text is NoneType"):
-        prepare_data.prepare([str(tmp_path / "p.parquet")], str(tmp_path / "o3"), tokenizer=tok.path,
+        prepare.prepare([str(tmp_path / "p.parquet")], str(tmp_path / "o3"), tokenizer=tok.path,
                              workers=1, progress=False)
     pq.write_table(pa.table({"text": ["hello world", "second"]}), str(tmp_path / "p.parquet"))
     (tmp_path / "bin.txt").write_bytes(b"caf\xe9 ok\n\xff\xfe end\n")
     with caplog.at_level(logging.WARNING):
-        index = prepare_data.prepare([str(tmp_path / "p.parquet"), str(tmp_path / "bin.txt")], str(tmp_path / "o4"),
+        index = prepare.prepare([str(tmp_path / "p.parquet"), str(tmp_path / "bin.txt")], str(tmp_path / "o4"),
                                      tokenizer=tok.path, workers=1, progress=False)
     assert index["replaced_bytes"] == 3 and index["documents"] == 3
     assert "replaced 3 bytes that are not UTF-8" in caplog.text
     with pytest.raises(ValueError, match="no index.json"):
         prepared.PreparedData(str(tmp_path / "o1"), tok, "pretrain")
     with pytest.raises(SystemExit, match="error: --inputs: '.*nothing-here' matches no file"):
-        prepare_data.main([f"--inputs={tmp_path}/nothing-here", f"--out={tmp_path}/o5"])
+        prepare.main([f"--inputs={tmp_path}/nothing-here", f"--out={tmp_path}/o5"])
 
 
 def test_sft_prepared_equals_in_memory_rows(tok, tmp_path):
@@ -183,14 +183,14 @@ def test_sft_prepared_equals_in_memory_rows(tok, tmp_path):
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in convos))
     out = str(tmp_path / "sft")
-    prepare_data.prepare([str(path)], out, tokenizer=tok.path, kind="sft", workers=1, progress=False)
-    ids, mask = data.sft_rows(str(path), tok, 48)  # drops the conversations over 48 tokens
+    prepare.prepare([str(path)], out, tokenizer=tok.path, kind="sft", workers=1, progress=False)
+    ids, mask = pipeline.sft_rows(str(path), tok, 48)  # drops the conversations over 48 tokens
     it = _it(out, tok, kind="sft", seq_len=48, batch_size=len(ids), shuffle=False, num_epochs=1)
     batch = next(it)
     np.testing.assert_array_equal(batch["input_ids"], ids)
     np.testing.assert_array_equal(batch["prompt_mask"], mask)
     with pytest.raises(ValueError, match="--tokenizer is required for --kind=sft"):
-        prepare_data.prepare([str(path)], str(tmp_path / "x"), kind="sft", progress=False)
+        prepare.prepare([str(path)], str(tmp_path / "x"), kind="sft", progress=False)
 
 
 def test_training_resumes_bitwise_from_prepared_data(tok, prep, tmp_path):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from llada_jax.checkpoint import workdir as workdir_lib
-from llada_jax.data import pipeline, prepare, tokenizer as T
+from llada_jax.data import pipeline, prepare, tokenizer
 from llada_jax.evaluation import harness
 from llada_jax.generate import sample
 from llada_jax.model import LLaDAConfig, build
@@ -25,7 +25,7 @@ def make_tokenizer(path, extra=""):
     """A character-level tokenizer.json with the special tokens (another `extra`: another tokenizer)."""
     from tokenizers import Tokenizer, models
 
-    specials = [T.SPECIAL_TOKENS[k] for k in T.SPM_IDS]
+    specials = [tokenizer.SPECIAL_TOKENS[k] for k in tokenizer.SPM_IDS]
     chars = list("abcdefghijklmnopqrstuvwxyz .,:\n" + extra)
     tk = Tokenizer(models.BPE({t: i for i, t in enumerate(["[UNK]"] + specials + chars)}, [], unk_token="[UNK]"))
     tk.add_special_tokens(specials)
@@ -35,7 +35,7 @@ def make_tokenizer(path, extra=""):
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    return T.load_tokenizer(make_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json"))
+    return tokenizer.load_tokenizer(make_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json"))
 
 
 # ------------------------------------------------------------------- prepare_data

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax.checkpoint import load, manager as checkpoint, repoint, workdir as workdir_lib
+from llada_jax.checkpoint import load, manager, repoint, workdir as workdir_lib
 from llada_jax.interop import export, import_hf, safetensors_io
 from llada_jax.training import loop
 
@@ -141,7 +141,7 @@ def test_a_pinned_base_step_survives_the_base_training_on(tmp_path, capsys):
     wd = tmp_path / "base"
     wd.mkdir()
     workdir_lib.write_run_info(str(wd), "train", model={})
-    ck = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(wd)), every=1, keep=2, async_save=False)
+    ck = manager.Checkpointer(manager.checkpoint_dir(str(wd)), every=1, keep=2, async_save=False)
     state = {"params": {"w": jnp.zeros(2)}, "step": jnp.zeros((), jnp.int32), "opt_state": {}, "rng": jnp.zeros(2)}
     abstract = {"w": jax.ShapeDtypeStruct((2,), jnp.float32)}
     for step in range(1, 7):

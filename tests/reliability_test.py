@@ -17,11 +17,11 @@ import pytest
 from absl import flags
 
 from llada_jax import cli
-from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.checkpoint import manager
 from llada_jax.objectives import likelihood
 from llada_jax.interop import export, hf, import_hf
 from llada_jax.training import loop
-from llada_jax.sampling import sampler as sampling
+from llada_jax.sampling import sampler
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.model import LLaDA, LLaDAConfig
 
@@ -118,7 +118,7 @@ def test_import_into_a_training_workdir_or_a_foreign_dir_is_refused(train_wd, tm
 
 
 def test_init_from_an_import_starts_training_from_its_params(imported, tmp_path):
-    info = checkpoint.run_info(str(imported))
+    info = manager.run_info(str(imported))
     assert info["kind"] == "import"
     over = {f"model.{k}": info["model"][k] for k in ("d_model", "n_heads", "n_kv_heads", "n_layers",
                                                       "mlp_hidden_size", "vocab_size", "embedding_size",
@@ -128,7 +128,7 @@ def test_init_from_an_import_starts_training_from_its_params(imported, tmp_path)
                  "optim.decay_steps": 0, "optim.warmup_steps": 0})
     state, _ = loop.train_and_evaluate(tiny_config(**over), str(tmp_path / "sft"), devices=ONE)
     assert int(state["step"]) == 1
-    assert checkpoint.run_info(str(tmp_path / "sft"))["kind"] == "train"
+    assert manager.run_info(str(tmp_path / "sft"))["kind"] == "train"
 
 
 # --------------------------------------------------------------------------- 3. lock
@@ -200,7 +200,7 @@ def test_unreadable_latest_is_quarantined_and_saved_again(train_wd):
     quarantined = list((train_wd / "quarantine").iterdir())
     assert len(quarantined) == 1 and quarantined[0].name.startswith("4.")
     assert (quarantined[0] / "params").is_dir()  # moved aside, not deleted
-    ck = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(train_wd)), read_only=True)
+    ck = manager.Checkpointer(manager.checkpoint_dir(str(train_wd)), read_only=True)
     assert ck.all_steps() == [2, 4, 6]
     ck.close()
 
@@ -212,23 +212,23 @@ def test_run_json_paths_are_relative_inside_the_workdir(tmp_path):
     workdir_lib.write_run_info(str(wd), "train", tokenizer=str(wd / "tokenizer.model"), model={})
     assert json.loads((wd / "run.json").read_text())["tokenizer"] == "tokenizer.model"
     shutil.move(str(wd), str(tmp_path / "b"))
-    assert checkpoint.run_info(str(tmp_path / "b"))["tokenizer"] == str(tmp_path / "b" / "tokenizer.model")
+    assert manager.run_info(str(tmp_path / "b"))["tokenizer"] == str(tmp_path / "b" / "tokenizer.model")
 
 
 def test_data_cache_lives_in_the_workdir_not_next_to_the_tokenizer(tmp_path):
     """A run with someone else's tokenizer file writes its tokenized-data cache into its own
     workdir; the tokenizer's directory stays byte-identical."""
-    from llada_jax.data import tokenizer as tok
+    from llada_jax.data import tokenizer
 
     text = tmp_path / "text.txt"
     text.write_text("".join(f.read_text() for f in sorted(pathlib.Path(json.__file__).parent.glob("*.py"))))
     shared = tmp_path / "shared"
     shared.mkdir()
-    tokenizer = tok.train_sentencepiece([str(text)], str(shared / "tok"), 512)
+    trained = tokenizer.train_sentencepiece([str(text)], str(shared / "tok"), 512)
     before = tree_hash(shared)
     wd = tmp_path / "wd"
     loop.train_and_evaluate(tiny_config(**{"data.source": "files", "data.train_files": str(text),
-                                           "data.tokenizer": tokenizer.path, "train.steps": 2,
+                                           "data.tokenizer": trained.path, "train.steps": 2,
                                            "model.vocab_size": 512, "model.embedding_size": 512}), str(wd), devices=ONE)
     assert tree_hash(shared) == before and not (shared / "data_cache").exists()
     assert any((wd / "data_cache").iterdir())
@@ -267,17 +267,17 @@ def test_generate_rejects_bad_arguments_before_compiling(small, kw, match):
     model, params = small
     args = dict(GOOD, prompt=np.ones((1, 3), np.int32))
     args.update(kw)
-    before = sampling._reverse_process._cache_size()
+    before = sampler._reverse_process._cache_size()
     with pytest.raises(ValueError, match=match):
-        sampling.generate(model, params, args.pop("prompt"), **args)
-    assert sampling._reverse_process._cache_size() == before
+        sampler.generate(model, params, args.pop("prompt"), **args)
+    assert sampler._reverse_process._cache_size() == before
 
 
 def test_generate_takes_special_ids_from_the_config_and_numpy_ints(small):
     model, params = small
-    assert sampling.special_ids(model) == (127, 126, 126)
-    assert sampling.special_ids(None) == (126336, 126081, 126348)
-    out = sampling.generate(model, params, np.ones((1, 3), np.int64), steps=np.int64(4), gen_length=np.int32(4),
+    assert sampler.special_ids(model) == (127, 126, 126)
+    assert sampler.special_ids(None) == (126336, 126081, 126348)
+    out = sampler.generate(model, params, np.ones((1, 3), np.int64), steps=np.int64(4), gen_length=np.int32(4),
                             block_length=np.int64(4), temperature=np.float32(0), logits_eos_inf=True)
     assert np.asarray(out).shape == (1, 7) and 126 not in np.asarray(out)[0, 3:]
 

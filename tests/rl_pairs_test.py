@@ -12,7 +12,7 @@ import pytest
 
 from llada_jax.model import build
 from llada_jax.rl import pairs, rewards
-from llada_jax.rl import sample_pairs as sp
+from llada_jax.rl import sample_pairs
 from llada_jax.training import loop
 from train_helper import one_device_xla_flags, tiny_config  # noqa: E402
 
@@ -49,12 +49,12 @@ def test_pairs_command_writes_what_vrpo_reads(sft, tmp_path):
     out = tmp_path / "pairs.jsonl"
     proc = _command(f"--policy={sft}", f"--out={out}", "--num_prompts=32", "--seed=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    mcfg = build(sp.load_policy(str(sft))[0]).config
+    mcfg = build(sample_pairs.load_policy(str(sft))[0]).config
     p, w, l = pairs.read(  # as the VRPO run reads it (rl.loop)
         str(out), eos_id=mcfg.eos_token_id, vocab_size=mcfg.vocab_size, mask_id=mcfg.mask_token_id)
     assert f"{len(p)} pairs from 32 prompts" in proc.stdout
     assert 1 <= len(p) < 32 and p.shape[1] == 4 and w.shape[1] == l.shape[1] == 4
-    task = sp.task_of(_config(), mcfg)
+    task = sample_pairs.task_of(_config(), mcfg)
     want = rewards.expected_answer(task, p, 4)
     np.testing.assert_array_equal(w, want)  # sort_exact: the correct sample is chosen ...
     assert not np.any(np.all(l == want, axis=1))  # ... over an incorrect one
@@ -62,12 +62,12 @@ def test_pairs_command_writes_what_vrpo_reads(sft, tmp_path):
     # the same weights as a Hugging Face folder: the same pairs (a pure function of params and seed)
     from llada_jax.interop.export import save_pretrained
 
-    cfg, params = sp.load_policy(str(sft))
+    cfg, params = sample_pairs.load_policy(str(sft))
     save_pretrained(cfg, params, str(tmp_path / "hf"), dtype="float32")
-    hcfg, hparams = sp.load_policy(str(tmp_path / "hf"))
+    hcfg, hparams = sample_pairs.load_policy(str(tmp_path / "hf"))
     config = _config()
     config.rl.update(gen_length=4, block_length=4, sampler_steps=4, num_generations=4, temperature=1.0)
-    hp, hw, hl, _ = sp.sample_pairs(build(hcfg), hparams, task, config.rl, num_prompts=32, seed=3)
+    hp, hw, hl, _ = sample_pairs.sample_pairs(build(hcfg), hparams, task, config.rl, num_prompts=32, seed=3)
     np.testing.assert_array_equal(hp, p)
     np.testing.assert_array_equal(hw, w)
     np.testing.assert_array_equal(hl, l)
@@ -82,6 +82,6 @@ def test_pairs_command_refuses_an_existing_file_and_bad_input(sft, tmp_path):
                                                    "never overwritten)"
     assert out.read_text() == "the user's file\n"
     with pytest.raises(ValueError, match="expected a training workdir .run.json. or a Hugging Face folder"):
-        sp.load_policy(str(tmp_path))
+        sample_pairs.load_policy(str(tmp_path))
     with pytest.raises(ValueError, match="eos_token_id=13 but the task config.data.task='sort' uses 14"):
-        sp.task_of(_config(), sp.load_policy(str(sft))[0].replace(eos_token_id=13))  # another task's policy
+        sample_pairs.task_of(_config(), sample_pairs.load_policy(str(sft))[0].replace(eos_token_id=13))  # another task's policy

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax.sampling import generate, reveal, sampler as sampling
+from llada_jax.sampling import generate, reveal, sampler
 
 MASK, VOCAB = 31, 32
 
@@ -103,7 +103,7 @@ def test_random_remasking_is_reproducible_and_follows_the_schedule():
 
 
 def test_gumbel_max_samples_the_softmax():
-    opt = sampling._Options(1, 1, 1, 1, 1.0, 0.0, "low_confidence", 31, False, False, 0, 0, None, False)
+    opt = sampler._Options(1, 1, 1, 1, 1.0, 0.0, "low_confidence", 31, False, False, 0, 0, None, False)
     probs = np.array([0.6, 0.3, 0.1, 0.0])
     logits = jnp.log(jnp.asarray(probs + 1e-30, jnp.float32)).reshape(1, 1, 4)
     draws = jax.vmap(lambda r: reveal.predict(logits, r, opt)[0][0, 0])(jax.random.split(jax.random.key(0), 6000))
@@ -112,7 +112,7 @@ def test_gumbel_max_samples_the_softmax():
 
 
 def test_confidence_eos_eot_inf_gives_eos_zero_and_renormalises():
-    opt = sampling._Options(1, 1, 1, 1, 0.0, 0.0, "low_confidence", 3, False, True, 0, 1, None, False)
+    opt = sampler._Options(1, 1, 1, 1, 0.0, 0.0, "low_confidence", 3, False, True, 0, 1, None, False)
     logits = jnp.log(jnp.array([[[0.5, 0.1, 0.3, 0.1], [0.2, 0.1, 0.6, 0.1]]]))
     x0, conf = reveal.predict(logits, jax.random.key(0), opt)
     assert x0.tolist() == [[0, 2]]  # EOS (0) may still win the argmax
@@ -125,9 +125,9 @@ def test_confidence_eos_eot_inf_gives_eos_zero_and_renormalises():
 def test_second_call_does_not_compile_again():
     stub = CountingStub(HEIGHTS)
     generate(stub, {}, np.array([[1, 2]]), steps=4, gen_length=8, block_length=4, mask_id=MASK)
-    before = sampling._reverse_process._cache_size()
+    before = sampler._reverse_process._cache_size()
     generate(stub, {}, np.array([[3, 4]]), steps=4, gen_length=8, block_length=4, mask_id=MASK)
-    assert sampling._reverse_process._cache_size() == before
+    assert sampler._reverse_process._cache_size() == before
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -147,10 +147,10 @@ def test_bad_arguments_raise_before_compiling(golden_model, kw, match):
     model, params = golden_model
     args = dict(steps=8, gen_length=8, block_length=8, mask_id=255)
     args.update(kw)
-    before = sampling._reverse_process._cache_size()
+    before = sampler._reverse_process._cache_size()
     with pytest.raises(ValueError, match=match):
         generate(model, params, np.ones((2, 8), np.int32), **args)
-    assert sampling._reverse_process._cache_size() == before
+    assert sampler._reverse_process._cache_size() == before
 
 
 def _cases(golden_dir):

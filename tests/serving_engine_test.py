@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from llada_jax.sampling import sampler as sampling
+from llada_jax.sampling import sampler
 from llada_jax.sampling.params import SamplingParams
 from llada_jax.serving import engine as engine_lib
 from llada_jax.serving.block import run_block
@@ -47,26 +47,26 @@ def test_generate_reads_sampling_params_and_compiles_once_for_any_values(golden_
     model, params = golden_model
     prompt = np.array([PROMPTS[0]])
     kw = dict(steps=8, gen_length=16, block_length=8, mask_id=255)
-    want = np.asarray(sampling.generate(model, params, prompt, **kw))
-    got = np.asarray(sampling.generate(model, params, prompt, mask_id=255, sampling=SP))
+    want = np.asarray(sampler.generate(model, params, prompt, **kw))
+    got = np.asarray(sampler.generate(model, params, prompt, mask_id=255, sampling=SP))
     np.testing.assert_array_equal(got, want)
-    before = sampling._reverse_process._cache_size()
+    before = sampler._reverse_process._cache_size()
     for thr in (0.3, 0.7):  # the threshold is a traced value
-        sampling.generate(model, params, prompt, threshold=thr, **kw)
-    assert sampling._reverse_process._cache_size() == before
+        sampler.generate(model, params, prompt, threshold=thr, **kw)
+    assert sampler._reverse_process._cache_size() == before
     with pytest.raises(ValueError, match="not both"):
-        sampling.generate(model, params, prompt, sampling=SP, temperature=1.0)
+        sampler.generate(model, params, prompt, sampling=SP, temperature=1.0)
 
     def hot(seed, **extra):  # noise and top-k/p on: one program for every value
-        return np.asarray(sampling.generate(model, params, prompt, rng=jax.random.key(seed), **kw, **extra))
+        return np.asarray(sampler.generate(model, params, prompt, rng=jax.random.key(seed), **kw, **extra))
 
     top1 = hot(1, temperature=5.0, top_k=1)
-    with_noise = sampling._reverse_process._cache_size()
+    with_noise = sampler._reverse_process._cache_size()
     np.testing.assert_array_equal(hot(2, temperature=0.5, top_k=1), top1)  # top-1 leaves no room for noise
     np.testing.assert_array_equal(hot(1, temperature=5.0, top_p=1e-6), top1)  # nor does a tiny top-p
     assert (hot(1, temperature=5.0, top_k=50) != hot(2, temperature=5.0, top_k=50)).any()
     hot(3, temperature=1.3, top_k=7, top_p=0.8, threshold=0.9)
-    assert sampling._reverse_process._cache_size() == with_noise
+    assert sampler._reverse_process._cache_size() == with_noise
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_a_request_gets_the_same_tokens_alone_or_among_others(engines, golden_mo
     if cache is None:  # greedy rows equal the plain sampler's
         model, params = golden_model
         for p, t in [(PROMPTS[0], alone[0])]:  # the shape the generate tests above compiled
-            out = np.asarray(sampling.generate(model, params, np.array([p]), steps=8, gen_length=16, block_length=8))
+            out = np.asarray(sampler.generate(model, params, np.array([p]), steps=8, gen_length=16, block_length=8))
             assert out[0, len(p):].tolist() == t
     other_seed = eng.generate([PROMPTS[1]], hot.replace(seed=8))[0].tokens
     assert other_seed != alone[1]

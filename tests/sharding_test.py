@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from llada_jax.parallel import sharding
-from llada_jax.training import step as train
+from llada_jax.training import optimizer, train_state
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -34,8 +34,8 @@ def test_mesh_shape_resolution_and_errors():
 def test_params_and_optimizer_state_are_created_sharded():
     mesh = sharding.make_mesh(dict(data=1, fsdp=4, tensor=2))
     model = LLaDA(CFG)
-    tx, _ = train.make_optimizer(tiny_config().optim, 10)
-    abstract, sh = train.state_shardings(model, tx, mesh)
+    tx, _ = optimizer.make_optimizer(tiny_config().optim, 10)
+    abstract, sh = train_state.state_shardings(model, tx, mesh)
     p = sh["params"]
     assert p["wte"].spec == P("tensor", "fsdp")
     assert p["ff_out"].spec == P("fsdp", "tensor")
@@ -44,7 +44,7 @@ def test_params_and_optimizer_state_are_created_sharded():
     assert p["blocks"]["attn_out"].spec == P(None, "tensor", None, "fsdp")
     assert p["blocks"]["ff_out"].spec == P(None, "tensor", "fsdp")
     assert p["blocks"]["attn_norm"]["scale"].spec == P(None, None)
-    state = train.init_state(model, tx, mesh, 0, sh)
+    state = train_state.init_state(model, tx, mesh, 0, sh)
     wte = state["params"]["wte"]
     assert {s.data.shape for s in wte.addressable_shards} == {(64, 8)}  # 1/8 of (128, 32) per device
     mu = state["opt_state"][1][0].mu["blocks"]["ff_proj"]  # AdamW first moment mirrors the param
@@ -70,8 +70,8 @@ def test_config_mesh_rules_override_a_parameters_sharding():
     rules = sharding.rules_of(config.mesh)
     assert dict(rules)["embed"] is None and dict(rules)["vocab"] == "tensor"
     mesh = sharding.make_mesh(config.mesh)
-    tx, _ = train.make_optimizer(config.optim, 10)
-    _, sh = train.state_shardings(LLaDA(CFG), tx, mesh, rules=rules)
+    tx, _ = optimizer.make_optimizer(config.optim, 10)
+    _, sh = train_state.state_shardings(LLaDA(CFG), tx, mesh, rules=rules)
     assert sh["params"]["wte"].spec == P("tensor", None)  # default P("tensor", "fsdp")
     assert sh["params"]["blocks"]["ff_out"].spec == P(None, ("fsdp", "tensor"), None)
     for bad, match in [((("embeddings", None),), "logical axis among"), ((("embed", "model"),), "mesh axes among")]:

@@ -2,17 +2,17 @@
 
 import pytest
 
-from llada_jax.data import documents, tokenizer as T
+from llada_jax.data import documents, tokenizer
 
 # The published LLaDA-8B-Instruct special ids.
-PUBLISHED = {T.BOS: 126080, T.EOS: 126081, T.MASK: 126336,
-             T.START_HEADER: 126346, T.END_HEADER: 126347, T.EOT: 126348}
+PUBLISHED = {tokenizer.BOS: 126080, tokenizer.EOS: 126081, tokenizer.MASK: 126336,
+             tokenizer.START_HEADER: 126346, tokenizer.END_HEADER: 126347, tokenizer.EOT: 126348}
 
 
 @pytest.fixture(scope="module")
 def spm_tok(tmp_path_factory):
     files = documents.stdlib_files("train")[:40]
-    return T.train_sentencepiece(files, str(tmp_path_factory.mktemp("spm") / "tok"), 512, max_bytes=300_000)
+    return tokenizer.train_sentencepiece(files, str(tmp_path_factory.mktemp("spm") / "tok"), 512, max_bytes=300_000)
 
 
 def _bytes_to_unicode():
@@ -55,9 +55,9 @@ def test_spm_special_ids_fixed(spm_tok, tmp_path):
     assert spm_tok.sp.id_to_piece(7) == "<0x00>" and spm_tok.sp.id_to_piece(262) == "<0xFF>"
     assert 300 < spm_tok.vocab_size <= 512
     # same ids for a different vocabulary size, and after reloading from disk
-    other = T.train_sentencepiece(documents.stdlib_files("train")[:5], str(tmp_path / "b"), 400, max_bytes=50_000)
-    reloaded = T.load_tokenizer(str(tmp_path / "b.model"))
-    for name in T.SPECIAL_TOKENS:
+    other = tokenizer.train_sentencepiece(documents.stdlib_files("train")[:5], str(tmp_path / "b"), 400, max_bytes=50_000)
+    reloaded = tokenizer.load_tokenizer(str(tmp_path / "b.model"))
+    for name in tokenizer.SPECIAL_TOKENS:
         assert getattr(other, name) == getattr(reloaded, name) == getattr(spm_tok, name)
 
 
@@ -77,10 +77,10 @@ def test_plain_text_never_yields_special_ids(spm_tok):
 
 
 def test_special_strings_encode_to_special_ids(spm_tok):
-    ids = spm_tok.encode(T.BOS + "x" + T.EOS + T.MASK + T.START_HEADER + T.END_HEADER + T.EOT)
+    ids = spm_tok.encode(tokenizer.BOS + "x" + tokenizer.EOS + tokenizer.MASK + tokenizer.START_HEADER + tokenizer.END_HEADER + tokenizer.EOT)
     assert ids[0] == 1 and ids[-5:] == [2, 3, 4, 5, 6]
-    specials = T.EOS + T.MASK + T.START_HEADER + T.END_HEADER + T.EOT
-    assert spm_tok.decode(ids, skip_special_tokens=False) == T.BOS + "x" + specials
+    specials = tokenizer.EOS + tokenizer.MASK + tokenizer.START_HEADER + tokenizer.END_HEADER + tokenizer.EOT
+    assert spm_tok.decode(ids, skip_special_tokens=False) == tokenizer.BOS + "x" + specials
     assert spm_tok.decode(ids) == "x"
 
 
@@ -90,7 +90,7 @@ def test_chat_text_matches_template(spm_tok):
         "<|start_header_id|>assistant<|end_header_id|>\n\nHello.<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\n2+2=? é<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n")
-    assert spm_tok.chat_text(TWO_TURNS[:1], add_generation_prompt=False).count(T.BOS) == 1
+    assert spm_tok.chat_text(TWO_TURNS[:1], add_generation_prompt=False).count(tokenizer.BOS) == 1
     assert not spm_tok.chat_text(TWO_TURNS, add_generation_prompt=False).endswith("\n\n")
 
 
@@ -102,8 +102,8 @@ def test_spm_render_chat_ids(spm_tok):
 
 
 def test_hf_render_chat_published_ids(hf_dir):
-    tok = T.load_tokenizer(hf_dir)
-    assert isinstance(tok, T.HFTokenizer)
+    tok = tokenizer.load_tokenizer(hf_dir)
+    assert isinstance(tok, tokenizer.HFTokenizer)
     assert (tok.bos_id, tok.eos_id, tok.pad_id, tok.mask_id, tok.start_header_id, tok.end_header_id,
             tok.eot_id) == (126080, 126081, 126081, 126336, 126346, 126347, 126348)
     assert tok.vocab_size == 126349
@@ -121,7 +121,7 @@ def test_hf_render_chat_published_ids(hf_dir):
 
 
 def test_hf_encode_adds_no_bos(hf_dir):
-    tok = T.load_tokenizer(hf_dir / "tokenizer.json")
+    tok = tokenizer.load_tokenizer(hf_dir / "tokenizer.json")
     assert tok.encode("ab") == [97, 98]
     assert tok.decode([97, 126081, 98, 126081]) == "ab"
 
@@ -148,12 +148,12 @@ def test_encode_sft_bad_input(spm_tok, messages):
 
 def test_load_tokenizer_bad_paths(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        T.load_tokenizer(tmp_path / "nope.model")
+        tokenizer.load_tokenizer(tmp_path / "nope.model")
     with pytest.raises(ValueError, match="neither"):
-        T.load_tokenizer(tmp_path)
+        tokenizer.load_tokenizer(tmp_path)
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(ValueError, match="expected a .model"):
-        T.load_tokenizer(tmp_path / "x.txt")
+        tokenizer.load_tokenizer(tmp_path / "x.txt")
 
 def test_hf_tokenizer_without_specials(tmp_path):
     import tokenizers
@@ -162,7 +162,7 @@ def test_hf_tokenizer_without_specials(tmp_path):
     plain = tokenizers.Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
     plain.save(str(tmp_path / "tokenizer.json"))
     with pytest.raises(ValueError, match=r"<\|startoftext\|> \(bos_id\) is not in the vocabulary"):
-        T.load_tokenizer(tmp_path)
+        tokenizer.load_tokenizer(tmp_path)
 
 
 def test_decode_out_of_range(spm_tok):

@@ -84,9 +84,9 @@ def test_bf16_load_keeps_dtype_and_no_jax_needed(golden_dir):
     with torch.no_grad():
         out = net(torch.tensor([[1, 2, 3]]))
     assert out.dtype == torch.float32 and out.shape == (1, 3, 256)
-    import llada_jax.interop.torch_model as tm
+    from llada_jax.interop import torch_model
 
-    src = open(tm.__file__).read()
+    src = open(torch_model.__file__).read()
     assert "import jax" not in src and "from llada_jax" not in src  # the export copy stands alone
 
 

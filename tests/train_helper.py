@@ -24,6 +24,15 @@ def one_device_xla_flags():
                     if not f.startswith("--xla_force_host_platform_device_count"))
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for a multi-process run's coordinator."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def tiny_config(**overrides):
     from configs.tiny import get_config
 
@@ -53,36 +62,36 @@ def finetune(cfg_model, base_params, *, rank, lr, steps, kind="sft", task="sort"
     from llada_jax.data import tasks
     from llada_jax.model.adapters import lora
     from llada_jax.parallel import sharding
-    from llada_jax.training import step as train
+    from llada_jax.training import optimizer, step, train_state
 
     model = build(cfg_model.replace(lora=lora.LoRAConfig(rank=rank, alpha=2.0 * rank) if rank else lora.LoRAConfig()))
     optim = tiny_config(**{"optim.lr": lr, "optim.schedule": "constant", "optim.warmup_steps": 0,
                            "optim.weight_decay": 0.0}).optim
-    tx, _ = train.make_optimizer(optim, steps)
+    tx, _ = optimizer.make_optimizer(optim, steps)
     mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
-    _, shardings = train.state_shardings(model, tx, mesh)
+    _, shardings = train_state.state_shardings(model, tx, mesh)
     base_params = jax.tree_util.tree_map(jnp.copy, base_params)  # the step donates its state
     if rank:
         # in the step's shardings, as the loop restores it: else the second step recompiles
-        state = train.init_state(model, tx, mesh, 0, shardings, frozen=jax.device_put(base_params, shardings["frozen"]))
+        state = train_state.init_state(model, tx, mesh, 0, shardings, frozen=jax.device_put(base_params, shardings["frozen"]))
     else:
-        state = train.init_state(model, tx, mesh, 0, shardings, params=base_params)
-    st = train.Static(model, tx, kind, cfg_model.mask_token_id, 1e-3, 0.0, 1)
+        state = train_state.init_state(model, tx, mesh, 0, shardings, params=base_params)
+    st = step.Static(model, tx, kind, cfg_model.mask_token_id, 1e-3, 0.0, 1)
     t = tasks.make_task(task, n_items=6, n_values=64, vocab_size=cfg_model.vocab_size, seq_len=16)
     batches = tasks.TaskIterator(t, batch_size=16, seed=0, sft=kind == "sft")
     held_out = next(tasks.TaskIterator(t, batch_size=64, seed=1, sft=kind == "sft"))
-    step = train.compile_step(st, mesh, shardings, dict.fromkeys(held_out, 2))
+    step_fn = step.compile_step(st, mesh, shardings, dict.fromkeys(held_out, 2))
 
-    eval_loss = jax.jit(lambda p, k: train.eval_loss(p, held_out, k, st))
+    eval_loss = jax.jit(lambda p, k: step.eval_loss(p, held_out, k, st))
 
     def loss(state):
-        full = train.full_params(state)
+        full = train_state.full_params(state)
         return float(np.mean([eval_loss(full, jax.random.PRNGKey(k)) for k in range(4)]))
 
     before = loss(state)
     for _ in range(steps):
-        state, _ = step(state, next(batches))
-    return before, loss(state), train.full_params(state)
+        state, _ = step_fn(state, next(batches))
+    return before, loss(state), train_state.full_params(state)
 
 
 def main():
@@ -98,7 +107,7 @@ def main():
     for name, sig in (("kill-at", signal.SIGKILL), ("term-at", signal.SIGTERM)):
         if name in flags:
             at = int(flags[name])
-            hooks.append(lambda step, state, m, at=at, sig=sig: step == at and os.kill(os.getpid(), sig))
+            hooks.append(lambda done, state, m, at=at, sig=sig: done == at and os.kill(os.getpid(), sig))
     state, last = loop.train_and_evaluate(tiny_config(**overrides), workdir, hooks=hooks)
     import numpy as np
     from jax.experimental import multihost_utils

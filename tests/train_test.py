@@ -1,31 +1,29 @@
 """The train step and loop: sharded runs equal one device, two processes equal one,
-gradient accumulation, random lengths without recompiles, SFT, schedules and FLOPs."""
+gradient accumulation, random lengths without recompiles, SFT and FLOPs (the schedules: optimizer_test.py)."""
 
 import functools
 import json
 import math
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from llada_jax import objectives
 from llada_jax.model import flops
 from llada_jax.training import loop
-from llada_jax.sampling import sampler as sampling
+from llada_jax.sampling import sampler
 from llada_jax.parallel import sharding
-from llada_jax.training import step as train
+from llada_jax.training import optimizer, step, train_state
 from llada_jax.model import LLaDA, LLaDAConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from train_helper import one_device_xla_flags, tiny_config  # noqa: E402
+from train_helper import free_port, one_device_xla_flags, tiny_config  # noqa: E402
 
 HELPER = str(pathlib.Path(__file__).parent / "train_helper.py")
 
@@ -36,18 +34,6 @@ def _params(state):
 
 def _max_diff(a, b):
     return max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-
-
-def test_wsd_and_cosine_schedules():
-    o = ml_collections.ConfigDict(dict(lr=4e-4, warmup_steps=10, decay_steps=20, final_lr_ratio=0.025,
-                                       drop_step=50, drop_ratio=0.25, schedule="wsd"))
-    f = train.make_schedule(o, 100)
-    got = [float(f(s)) for s in (0, 5, 10, 49, 50, 79, 80, 90, 100)]
-    want = [0, 2e-4, 4e-4, 4e-4, 1e-4, 1e-4, 1e-4, 1e-4 + (1e-5 - 1e-4) * 0.5, 1e-5]
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12)
-    o.update(schedule="cosine", drop_step=-1)
-    f = train.make_schedule(o, 100)
-    np.testing.assert_allclose([float(f(s)) for s in (0, 10, 100)], [0, 4e-4, 1e-5], rtol=1e-5, atol=1e-12)
 
 
 def test_flops_count_full_bidirectional_attention():
@@ -103,7 +89,7 @@ def test_random_lengths_compile_once(tmp_path):
     jax.monitoring.register_event_duration_secs_listener(
         lambda name, *_a, **_k: compiles.append(name) if name == "/jax/core/compile/backend_compile_duration" else None)
     seen = {}
-    hook = lambda step, state, m: seen.setdefault(step, len(compiles))  # noqa: E731
+    hook = lambda at, state, m: seen.setdefault(at, len(compiles))  # noqa: E731
     cfg = tiny_config(**{"train.steps": 10, "checkpoint.every": 0, "data.random_length_prob": 0.7})
     loop.train_and_evaluate(cfg, str(tmp_path), hooks=[hook], devices=jax.devices()[:1])
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -127,11 +113,11 @@ def test_sft_never_masks_prompt_and_overfits(tmp_path):
     model = LLaDA(cfg)
     optim = tiny_config(**{"optim.lr": 3e-3, "optim.schedule": "constant", "optim.warmup_steps": 0,
                            "optim.weight_decay": 0.0}).optim
-    tx, _ = train.make_optimizer(optim, 200)
+    tx, _ = optimizer.make_optimizer(optim, 200)
     mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
-    _, shardings = train.state_shardings(model, tx, mesh)
-    state = train.init_state(model, tx, mesh, 0, shardings)
-    st = train.Static(model, tx, "sft", 127, 1e-3, 0.0, 1)
+    _, shardings = train_state.state_shardings(model, tx, mesh)
+    state = train_state.init_state(model, tx, mesh, 0, shardings)
+    st = step.Static(model, tx, "sft", 127, 1e-3, 0.0, 1)
     ids, prompt_mask = _sft_batch()
     batch = {"input_ids": jnp.asarray(ids), "prompt_mask": jnp.asarray(prompt_mask)}
     for seed in range(20):
@@ -139,29 +125,23 @@ def test_sft_never_masks_prompt_and_overfits(tmp_path):
                                                           eps=st.eps)
         assert not np.any(np.asarray(masked) & prompt_mask)
         np.testing.assert_array_equal(np.asarray(noisy)[prompt_mask], ids[prompt_mask])
-    step = train.compile_step(st, mesh, shardings, {"input_ids": 2, "prompt_mask": 2})
+    step_fn = step.compile_step(st, mesh, shardings, {"input_ids": 2, "prompt_mask": 2})
     for _ in range(200):  # training loss ~2e-3 by then (~2e-2 at 150)
-        state, m = step(state, batch)
+        state, m = step_fn(state, batch)
         assert int(m["masked_prompt_tokens"]) == 0
-    eval_loss = jax.jit(functools.partial(train.eval_loss, st=st))
+    eval_loss = jax.jit(functools.partial(step.eval_loss, st=st))
     losses = [float(eval_loss(state["params"], batch, jax.random.PRNGKey(k))) for k in range(8)]
     assert np.mean(losses) < 0.05, losses
-    out = sampling.generate(model, state["params"], ids[:1, :4], steps=12, gen_length=12, block_length=12,
+    out = sampler.generate(model, state["params"], ids[:1, :4], steps=12, gen_length=12, block_length=12,
                             mask_id=127, eos_id=126)
     np.testing.assert_array_equal(np.asarray(out)[0], ids[0])
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_match_one_process(tmp_path, one_device_run):
     """Two processes of 2 devices each (data=2 x fsdp=2) give the loss and params of the
     one-device run after 3 steps (the same run as the sharded meshes')."""
     over = {**SHARDED_OVER, "mesh.data": 2, "mesh.fsdp": 2}
-    port = _free_port()
+    port = free_port()
     procs = []
     for pid in range(2):
         env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent.parent), JAX_PLATFORMS="cpu",

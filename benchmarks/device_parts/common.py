@@ -14,7 +14,7 @@ import numpy as np
 from llada_jax.config import load_config_file
 from llada_jax.model import build, flops, from_config, init_params
 from llada_jax.parallel import sharding
-from llada_jax.training import step as train
+from llada_jax.training import optimizer, step, train_state
 from llada_jax.training import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -76,7 +76,7 @@ def build_step(config):
     mesh = sharding.make_mesh(config.mesh, dev)
     mcfg = from_config.model_config(config, None)
     model = build(mcfg)
-    st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
+    st, abstract, shardings, batch_spec = step.setup(config, model, mesh)
     frozen = None
     if "frozen" in abstract:
         from flax import linen as nn
@@ -86,15 +86,15 @@ def build_step(config):
             return lora.split(nn.unbox(model.init(key, jnp.zeros((1, 8), jnp.int32))["params"]))[1]
         with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
             frozen = jax.jit(base, out_shardings=shardings["frozen"])(jax.random.key(1))
-    state = train.init_state(model, train.make_optimizer(config.optim, config.train.steps)[0], mesh, 0, shardings,
+    state = train_state.init_state(model, optimizer.make_optimizer(config.optim, config.train.steps)[0], mesh, 0, shardings,
                              frozen=frozen, rules=st.rules)
     d = config.data
     rng = np.random.default_rng(0)
     local = {"input_ids": rng.integers(0, mcfg.vocab_size - 2, (d.batch_size, d.seq_len), dtype=np.int32)}
     if "prompt_mask" in batch_spec:
         local["prompt_mask"] = np.arange(d.seq_len)[None, :].repeat(d.batch_size, 0) < d.seq_len // 8
-    step = train.compile_step(st, mesh, shardings, batch_spec)
-    return step, state, sharding.global_batch(local, mesh, d.batch_size), mcfg
+    step_fn = step.compile_step(st, mesh, shardings, batch_spec)
+    return step_fn, state, sharding.global_batch(local, mesh, d.batch_size), mcfg
 
 
 def random_8b(ctx, **model_over):

@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from llada_jax.checkpoint import workdir as workdir_lib
-from llada_jax.data import documents, prepared, tokenizer as T
+from llada_jax.data import documents, prepared, tokenizer as tokenizer_lib
 
 PLAN = "plan.json"
 LOCK = workdir_lib.LOCK  # held while a run prepares --out (the workdir lock: pid, host)
@@ -176,7 +176,7 @@ _TOKENIZER = {}  # the worker process's tokenizer, loaded once by _init_worker
 
 
 def _init_worker(tokenizer_path):
-    _TOKENIZER["tok"] = T.load_tokenizer(tokenizer_path)
+    _TOKENIZER["tok"] = tokenizer_lib.load_tokenizer(tokenizer_path)
 
 
 def _encode(tok, items, kind):
@@ -260,7 +260,7 @@ def _tokenizer(out: str, tokenizer_path: str | None, files: list[str], kind: str
     """The tokenizer, copied into (or trained into, or found in) `out`."""
     have = prepared.tokenizer_file(out)
     if tokenizer_path:
-        tok = T.load_tokenizer(tokenizer_path)
+        tok = tokenizer_lib.load_tokenizer(tokenizer_path)
         dest = os.path.join(out, "tokenizer" + os.path.splitext(tok.path)[1])
         if have and (have != dest or prepared.sha256_file(have) != tok.fingerprint):
             raise ValueError(f"--out={out!r} was prepared with another tokenizer ({have}); use a new --out")
@@ -276,8 +276,8 @@ def _tokenizer(out: str, tokenizer_path: str | None, files: list[str], kind: str
         if not text:
             raise ValueError("--tokenizer is required for Parquet inputs (a tokenizer is trained on text/JSONL only)")
         logging.info("training a %d-piece sentencepiece tokenizer into %s", vocab_size, out)
-        T.train_sentencepiece(text, os.path.join(out, "tokenizer"), vocab_size, max_bytes=tokenizer_bytes)
-    return T.load_tokenizer(prepared.tokenizer_file(out))
+        tokenizer_lib.train_sentencepiece(text, os.path.join(out, "tokenizer"), vocab_size, max_bytes=tokenizer_bytes)
+    return tokenizer_lib.load_tokenizer(prepared.tokenizer_file(out))
 
 
 def prepare(inputs, out: str, *, tokenizer: str | None = None, kind: str = "pretrain", field: str | None = None,

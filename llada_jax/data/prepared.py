@@ -33,7 +33,7 @@ import threading
 
 import numpy as np
 
-from llada_jax.data import pipeline as data
+from llada_jax.data import pipeline
 
 FORMAT = "llada-jax-prepared"
 VERSION = 1
@@ -223,7 +223,7 @@ def sft_gather(src: PreparedData, seq_len: int):
 def prepared_iterator(path: str, tokenizer, *, kind: str = "pretrain", seq_len: int, batch_size: int,
                       seed: int, process_index: int | None = None, process_count: int | None = None,
                       shuffle: bool = True, num_epochs: int | None = None, segment_ids: bool = False,
-                      verify: str = "background", read_threads: int = 4) -> data.DataIterator:
+                      verify: str = "background", read_threads: int = 4) -> pipeline.DataIterator:
     """Batches of a prepared directory through grain (see `data.batches`: global shuffle by
     row index, reshuffled every epoch, each process reading only its rows, `read_threads`
     threads prefetching). Rows are computed from the index on the fly."""
@@ -237,6 +237,6 @@ def prepared_iterator(path: str, tokenizer, *, kind: str = "pretrain", seq_len: 
     if n == 0:
         raise ValueError(f"data.path={path!r} holds no tokens")
     config = {"kind": kind, "seq_len": seq_len, "data": src.index["fingerprint"], "segment_ids": segment_ids}
-    return data.batches(n, gather, batch_size=batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+    return pipeline.batches(n, gather, batch_size=batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
                         process_index=process_index, process_count=process_count, extra_config=config,
                         read_threads=read_threads, check=src.check)

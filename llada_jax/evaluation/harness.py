@@ -48,7 +48,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 import flax.linen as nn
-from llada_jax.sampling import sampler as sampling
+from llada_jax.sampling import sampler
 from llada_jax.sampling.params import SamplingParams
 from llada_jax.serving.engine import Engine, canvas_length, positions_needed
 from llada_jax.objectives.likelihood import mc_nll
@@ -259,7 +259,7 @@ class LLaDAEvalHarness(LM):
         for (p_len, c_len), idx in self._groups(pairs):
             prompts = np.asarray([pairs[i][0] for i in idx], np.int32)
             targets = np.asarray([pairs[i][1] for i in idx], np.int32)
-            gen = sampling.generate(self.model, self.params_one, prompts, steps=c_len, gen_length=c_len,
+            gen = sampler.generate(self.model, self.params_one, prompts, steps=c_len, gen_length=c_len,
                                     block_length=c_len, temperature=0.0, cfg_scale=self.cfg,
                                     mask_id=self.mask_id)
             out[idx] = np.all(np.asarray(gen)[:, p_len:] == targets, axis=1)

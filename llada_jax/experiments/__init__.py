@@ -2,7 +2,7 @@
 
 Shared here: one training run (the training loop's core, `training.loop.run_steps`,
 without checkpoints) for both kinds of model of the same shape, the masked
-diffusion model (the project's own `train.train_step`: forward process, pre-training
+diffusion model (the project's own `training.step.train_step`: forward process, pre-training
 loss, AdamW) and the autoregressive baseline (`causal=True`, next-token cross-entropy,
 the same optimizer and state layout), plus their likelihood measures in bits per token,
 greedy autoregressive decoding and the FLOPs accounting.
@@ -25,7 +25,7 @@ import numpy as np
 import flax.linen as nn
 from llada_jax import objectives
 from llada_jax.objectives import diffusion, likelihood
-from llada_jax.training import loop, step as train
+from llada_jax.training import loop, optimizer, step
 from llada_jax.config import base_config
 from llada_jax.model import LLaDAConfig, build, flops, init_params
 
@@ -49,9 +49,9 @@ def make_step(model: nn.Module, tx, kind: str, random_length_prob: float = 0.0):
     if model.config.causal != objectives.get(objective).causal:
         raise ValueError(f"make_step: a{'n' if kind == 'autoregressive' else ''} {kind} model needs "
                          f"causal={not model.config.causal}")
-    st = train.Static(model, tx, objective, model.config.mask_token_id, diffusion.EPS,
+    st = step.Static(model, tx, objective, model.config.mask_token_id, diffusion.EPS,
                       random_length_prob if kind == "diffusion" else 0.0, 1)
-    return jax.jit(functools.partial(train.train_step, st=st), donate_argnums=0)
+    return jax.jit(functools.partial(step.train_step, st=st), donate_argnums=0)
 
 
 def model_for(kind: str, config: LLaDAConfig) -> nn.Module:
@@ -71,7 +71,7 @@ def train_model(kind: str, config: LLaDAConfig, batches: Iterator[np.ndarray], *
     Returns (model, params, losses per step).
     """
     model = model_for(kind, config)
-    tx, _ = train.make_optimizer(optim_config(lr, warmup_steps), steps)
+    tx, _ = optimizer.make_optimizer(optim_config(lr, warmup_steps), steps)
     step_fn = make_step(model, tx, kind, random_length_prob)
     params = init_params(model.config, jax.random.PRNGKey(seed))
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),

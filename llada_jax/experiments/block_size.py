@@ -30,8 +30,8 @@ import numpy as np
 from llada_jax.experiments import optim_config, random_batches
 from llada_jax.experiments.scaling import prepare_data, size_config
 from llada_jax.model import build, flops, init_params
-from llada_jax.sampling import sampler as sampling
-from llada_jax.training import loop, step as train
+from llada_jax.sampling import sampler
+from llada_jax.training import loop, optimizer, step
 
 
 def train_block_model(mcfg, block_size, rows, t, seq_len):
@@ -42,10 +42,10 @@ def train_block_model(mcfg, block_size, rows, t, seq_len):
     tokens = seq_len if full else 2 * seq_len  # BD3-LM runs the model on [x_t, x_0]
     fps = flops.train_flops_per_token(mcfg, tokens) * tokens * t.batch_size
     steps = max(2, int(round(t.flops_budget / fps)))
-    tx, _ = train.make_optimizer(optim_config(t.lr, max(1, int(t.warmup_frac * steps))), steps)
-    st = train.Static(model, tx, "pretrain" if full else "block_diffusion", mcfg.mask_token_id, 1e-3, 0.0, 1,
+    tx, _ = optimizer.make_optimizer(optim_config(t.lr, max(1, int(t.warmup_frac * steps))), steps)
+    st = step.Static(model, tx, "pretrain" if full else "block_diffusion", mcfg.mask_token_id, 1e-3, 0.0, 1,
                       block_size=block_size)
-    step_fn = jax.jit(lambda state, batch: train.train_step(state, batch, st), donate_argnums=0)
+    step_fn = jax.jit(lambda state, batch: step.train_step(state, batch, st), donate_argnums=0)
     params = init_params(model.config, jax.random.PRNGKey(t.seed))
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
              "rng": jax.random.PRNGKey(t.seed + 1)}
@@ -58,7 +58,7 @@ def train_block_model(mcfg, block_size, rows, t, seq_len):
 def bits_per_token(params, st, rows, draws, batch_size):
     """The objective's held-out loss (an upper bound on the NLL, nats per token) in bits,
     averaged over `draws` noise draws per row."""
-    fn = jax.jit(lambda p, b, r: train.eval_loss(p, b, r, st))
+    fn = jax.jit(lambda p, b, r: step.eval_loss(p, b, r, st))
     total, n = 0.0, 0
     for i in range(0, len(rows) - batch_size + 1, batch_size):
         batch = {"input_ids": jnp.asarray(rows[i:i + batch_size])}
@@ -84,9 +84,9 @@ def sampler_rows(model, params, block_size, prompts, targets, g):
                                                                   cache="dual")))
     out = []
     for name, threshold, kw in runs:
-        sampling.generate(model, params, prompts, return_stats=True, **common, **kw)  # compile
+        sampler.generate(model, params, prompts, return_stats=True, **common, **kw)  # compile
         start = time.perf_counter()
-        ids, stats = sampling.generate(model, params, prompts, return_stats=True, **common, **kw)
+        ids, stats = sampler.generate(model, params, prompts, return_stats=True, **common, **kw)
         ids = np.asarray(ids)
         seconds = time.perf_counter() - start
         if name == "block_cache":

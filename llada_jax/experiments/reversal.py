@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from llada_jax.sampling import sampler as sampling
+from llada_jax.sampling import sampler
 from llada_jax.experiments import greedy_ar, random_batches, train_model
 from llada_jax.model import LLaDAConfig
 
@@ -106,11 +106,11 @@ def answer(kind, model, params, prompts, k: int, row_len: int) -> np.ndarray | N
         return None if holes.any() else greedy_ar(model, params, prompts, k)
     kw = dict(temperature=0.0, mask_id=ID[MASK], eos_id=ID[EOS], eot_id=ID[EOS])
     if holes.any():  # infill the holes in place, one token per step
-        out = np.asarray(sampling.generate(model, params, prompts, steps=k, gen_length=0, **kw))
+        out = np.asarray(sampler.generate(model, params, prompts, steps=k, gen_length=0, **kw))
         return out[holes].reshape(len(prompts), k)
     # the rest of the row (name, ".", EOS) is generated, as the rows were trained
     gen = row_len - prompts.shape[1]
-    out = np.asarray(sampling.generate(model, params, prompts, steps=gen, gen_length=gen, block_length=gen, **kw))
+    out = np.asarray(sampler.generate(model, params, prompts, steps=gen, gen_length=gen, block_length=gen, **kw))
     return out[:, prompts.shape[1]:prompts.shape[1] + k]
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from llada_jax import cli
 from llada_jax.training import loop
-from llada_jax.training import step as train
+from llada_jax.training import optimizer, step
 from llada_jax.config import experiment_mode
 from llada_jax.experiments import optim_config
 from llada_jax.model import LLaDAConfig, build, flops, init_params
@@ -67,9 +67,9 @@ def exact_match(model, params, task, prompts, h) -> float:
 
 
 def sft_step(st):
-    """The jitted SFT step of the training system (`train.train_step`); the state is donated.
+    """The jitted SFT step of the training system (`training.step.train_step`); the state is donated.
     The caller holds it for every `sft` run with the same settings."""
-    return jax.jit(functools.partial(train.train_step, st=st), donate_argnums=0)
+    return jax.jit(functools.partial(step.train_step, st=st), donate_argnums=0)
 
 
 def sft(state, step_fn, rows, prompt_mask, steps, batch, seed):
@@ -77,7 +77,7 @@ def sft(state, step_fn, rows, prompt_mask, steps, batch, seed):
     training loop's core (`training.loop.run_steps`, no checkpoints)."""
     rng = np.random.default_rng(seed)
 
-    def next_batch(step, state):
+    def next_batch(_at, state):
         idx = rng.integers(0, len(rows), batch)
         return {"input_ids": jnp.asarray(rows[idx]), "prompt_mask": jnp.asarray(prompt_mask[idx])}
 
@@ -120,8 +120,8 @@ def run(seed: int, mode: str, out: str) -> dict:
     sft_step_flops = flops_token * h["sft_batch"] * seq_len
 
     # 1. the SFT start
-    tx_sft, sched = train.make_optimizer(optim_config(h["sft_lr"], 20), h["sft_steps"])
-    st_sft = train.Static(model, tx_sft, "sft", task.mask, 1e-3, 0.0, 1, sched)
+    tx_sft, sched = optimizer.make_optimizer(optim_config(h["sft_lr"], 20), h["sft_steps"])
+    st_sft = step.Static(model, tx_sft, "sft", task.mask, 1e-3, 0.0, 1, sched)
     state = sft(fresh_state(init_params(mcfg, jax.random.PRNGKey(seed)), tx_sft, seed), sft_step(st_sft), rows,
                 prompt_mask, h["sft_steps"], h["sft_batch"], seed)
     start = state["params"]
@@ -129,7 +129,7 @@ def run(seed: int, mode: str, out: str) -> dict:
     _log(t0, f"SFT start: exact match {acc_before:.3f}")
 
     def constant(lr):  # RL and the baselines: a constant lr, no weight decay
-        return train.make_optimizer(_constant(lr), 1)[0]
+        return optimizer.make_optimizer(_constant(lr), 1)[0]
 
     # 2. diffu-GRPO from the SFT start (the reference is the SFT start)
     n, g, mu = h["answer_len"], h["generations"], h["mu"]
@@ -154,9 +154,9 @@ def run(seed: int, mode: str, out: str) -> dict:
         adv = rl_step.grpo.group_advantages(jnp.asarray(r), g)
         return grpo_update(rl_state, start, jnp.asarray(seqs), adv, jnp.ones((len(seqs), n), bool))
 
-    def log_grpo(step, rl_state, m):
-        if (step - 1) % 10 == 0:
-            _log(t0, f"GRPO step {step - 1}: reward {reward_trace[-1]:.3f} kl {float(m['kl']):.4f} "
+    def log_grpo(at, rl_state, m):
+        if (at - 1) % 10 == 0:
+            _log(t0, f"GRPO step {at - 1}: reward {reward_trace[-1]:.3f} kl {float(m['kl']):.4f} "
                      f"clip {float(m['clip_fraction']):.3f}")
 
     rl_state = loop.run_steps(rl_state, 0, h["rl_steps"], next_batch=rollouts, update=grpo, report=(log_grpo,))[0]
@@ -167,7 +167,7 @@ def run(seed: int, mode: str, out: str) -> dict:
 
     # 3. SFT continued for the same FLOPs (the same labelled rows, at the SFT schedule's final lr)
     base_steps = max(1, round(grpo_flops / sft_step_flops))
-    st_base = train.Static(model, constant(h["sft_continue_lr"]), "sft", task.mask, 1e-3, 0.0, 1, None)
+    st_base = step.Static(model, constant(h["sft_continue_lr"]), "sft", task.mask, 1e-3, 0.0, 1, None)
     sft_base = sft_step(st_base)  # held for the VRPO baseline too
     b_state = sft(fresh_state(start, st_base.tx, seed), sft_base, rows, prompt_mask, base_steps, h["sft_batch"],
                   seed + 1)
@@ -183,11 +183,11 @@ def run(seed: int, mode: str, out: str) -> dict:
     order_rng = np.random.default_rng([seed, 5])
     vm = {}
 
-    def pair_batch(step, v_state):
+    def pair_batch(_at, v_state):
         idx = order_rng.integers(0, len(chosen), h["vrpo_batch"])
         return jnp.asarray(chosen[idx]), jnp.asarray(rejected[idx])
 
-    def keep_metrics(step, v_state, m):
+    def keep_metrics(_at, v_state, m):
         vm.update(m)
 
     v_state = loop.run_steps(v_state, 0, h["vrpo_steps"], next_batch=pair_batch,

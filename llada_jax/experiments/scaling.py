@@ -27,8 +27,8 @@ import time
 import jax
 import numpy as np
 
-from llada_jax.data import documents, pipeline as data
-from llada_jax.sampling import sampler as sampling
+from llada_jax.data import documents, pipeline
+from llada_jax.sampling import sampler
 from llada_jax.experiments import (ar_bits_per_token, diffusion_bits_per_token, flops_per_step, greedy_ar,
                                    model_for, random_batches, train_model)
 from llada_jax.model import LLaDAConfig
@@ -79,10 +79,10 @@ def fill_lines(kind, model, params, tok, prefix, line, suffix) -> dict:
         got["prefix_only"] = greedy_ar(model, params, prefix, k)
     else:
         kw = dict(temperature=0.0, mask_id=tok.mask_id, eos_id=tok.eos_id, eot_id=tok.eot_id)
-        out = sampling.generate(model, params, prefix, steps=k, gen_length=k, block_length=k, **kw)
+        out = sampler.generate(model, params, prefix, steps=k, gen_length=k, block_length=k, **kw)
         got["prefix_only"] = np.asarray(out)[:, prefix.shape[1]:]
         holes = np.concatenate([prefix, np.full_like(line, tok.mask_id), suffix], axis=1)
-        out = sampling.generate(model, params, holes, steps=k, gen_length=0, **kw)
+        out = sampler.generate(model, params, holes, steps=k, gen_length=0, **kw)
         got["infill"] = np.asarray(out)[:, prefix.shape[1]:prefix.shape[1] + k]
     return {way: {"token_accuracy": float(np.mean(g == line)), "exact_match": float(np.mean(np.all(g == line, 1)))}
             for way, g in got.items()}
@@ -100,9 +100,9 @@ def prepare_data(config, out_dir: str):
         tok = train_sentencepiece(documents.stdlib_files("train"), os.path.join(out_dir, "tokenizer"), d.vocab_size,
                                   max_bytes=d.tokenizer_bytes, character_coverage=0.995)
     cache = os.path.join(out_dir, "data_cache")
-    train_rows = data.pretrain_rows(documents.stdlib_files("train"), tok, d.seq_len, max_bytes=d.train_bytes,
+    train_rows = pipeline.pretrain_rows(documents.stdlib_files("train"), tok, d.seq_len, max_bytes=d.train_bytes,
                                     cache_dir=cache)
-    eval_rows = data.pretrain_rows(documents.stdlib_files("eval"), tok, d.seq_len, max_bytes=d.eval_bytes,
+    eval_rows = pipeline.pretrain_rows(documents.stdlib_files("eval"), tok, d.seq_len, max_bytes=d.eval_bytes,
                                    cache_dir=cache)
     if len(eval_rows) < d.eval_rows:
         raise ValueError(f"{len(eval_rows)} held-out rows < data.eval_rows={d.eval_rows}; raise data.eval_bytes")

@@ -214,10 +214,10 @@ def import_to_workdir(src: str, workdir: str, *, dtype="float32") -> LLaDAConfig
 
 
 def _import(src, workdir, dtype):
-    from llada_jax.checkpoint import manager as checkpoint, workdir as workdir_lib
+    from llada_jax.checkpoint import manager, workdir as workdir_lib
 
     config, params = load_pretrained(src, dtype=dtype)
-    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), async_save=False)
+    ckpt = manager.Checkpointer(manager.checkpoint_dir(workdir), async_save=False)
     try:
         state = {"params": params, "step": jnp.zeros((), jnp.int32), "opt_state": {},
                  "rng": jax.random.key_data(jax.random.key(0))}

@@ -2,7 +2,7 @@
 
 It is the training loop's run with another update and other batches: the same config
 rules (`training.validate`, plus the `rl` section here), workdir claim and lock, mesh,
-state layout and shardings (`train.state_shardings` / `init_state`), the same loop core
+state layout and shardings (`training.train_state.state_shardings` / `init_state`), the same loop core
 (`loop.run_steps`: the non-finite guard, Orbax checkpoints with the data iterator's
 state, the SIGTERM/SIGINT stop: save, exit status 75), resume, metrics.jsonl. The workdir is a
 training workdir (run.json kind "train", with "rl": the algorithm), so `generate`,
@@ -26,13 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from llada_jax.checkpoint import load as checkpoint_load
-from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.checkpoint import manager
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.parallel import sharding
 from llada_jax.model import from_config
-from llada_jax.training import inputs, loop, metrics
+from llada_jax.training import inputs, loop, metrics, preemption
 from llada_jax.training import validate as validate_lib
-from llada_jax.training import step as train
+from llada_jax.training import optimizer, train_state
 from llada_jax.model import build
 from llada_jax.objectives import grpo
 from llada_jax.rl import pairs as pairs_lib
@@ -144,21 +144,21 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
     tokenizer = inputs.load_tokenizer(config, workdir) if d.source != "synthetic" else None
     mcfg = from_config.model_config(config, tokenizer)
     model = build(mcfg)
-    tx, _ = train.make_optimizer(config.optim, t.steps)
+    tx, _ = optimizer.make_optimizer(config.optim, t.steps)
     rules = sharding.rules_of(config.mesh)  # config.mesh.rules, as the training run applies them
-    abstract, shardings = train.state_shardings(model, tx, mesh, rules=rules)
-    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,
+    abstract, shardings = train_state.state_shardings(model, tx, mesh, rules=rules)
+    ckpt = manager.Checkpointer(manager.checkpoint_dir(workdir), every=config.checkpoint.every,
                                    keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
     # The reference: LoRA's frozen base, or (no LoRA) the params of init_from, restored once more.
     frozen = ref_params = lora_base = None
     if "frozen" in abstract:  # a resumed run keeps the base step it recorded
         lora_base, frozen = checkpoint_load.lora_base(
-            workdir, r.init_from, checkpoint.abstract_like(abstract["frozen"], shardings["frozen"]),
+            workdir, r.init_from, manager.abstract_like(abstract["frozen"], shardings["frozen"]),
             ckpt.latest_step() is not None, jax.process_index() == 0)
     else:
-        _, ref_params = checkpoint.restore_params(r.init_from, checkpoint.abstract_like(
+        _, ref_params = manager.restore_params(r.init_from, manager.abstract_like(
             abstract["params"], shardings["params"]))
-    restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings))
+    restored = ckpt.restore(manager.abstract_like(abstract, shardings))
     if restored is not None:
         step, state, data_state = restored
         if frozen is not None:
@@ -167,7 +167,7 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
     else:
         data_state = None
         params = None if ref_params is None else jax.tree_util.tree_map(jnp.copy, ref_params)
-        state = train.init_state(model, tx, mesh, t.seed, shardings, params=params, frozen=frozen, rules=rules)
+        state = train_state.init_state(model, tx, mesh, t.seed, shardings, params=params, frozen=frozen, rules=rules)
     try:
         loop.save_run_info(workdir, saved_info, loop.run_info(config, mcfg, None, lora_base, rl=r.algorithm),
                            None if restored is None else restored[0], allow_changes)
@@ -204,7 +204,7 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
         if r.algorithm == "vrpo":
             return batch
         prompts = batch["input_ids"][:, :prompt_len]  # GRPO: the rollouts of this step's prompts, scored
-        seqs = rollout_lib.rollout(model, train.full_params(state), prompts, num_generations=r.num_generations,
+        seqs = rollout_lib.rollout(model, train_state.full_params(state), prompts, num_generations=r.num_generations,
                                    rng=jax.random.fold_in(jax.random.key(t.seed), step), sampling=sampling,
                                    **engine_shape)
         completions = seqs[:, prompt_len:]
@@ -240,11 +240,11 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
 
     def evaluate(step, state, m):
         if task is not None and t.eval_every and (step % t.eval_every == 0 or step == t.steps):
-            acc = exact_match(model, train.full_params(state), task, eval_prompts, r.gen_length, **engine_shape)
+            acc = exact_match(model, train_state.full_params(state), task, eval_prompts, r.gen_length, **engine_shape)
             writer.scalars(step, {"accuracy": acc}, prefix="eval")
             print(f"[rl step {step}] eval exact match {acc:.4f} on {len(eval_prompts)} prompts", flush=True)
 
-    stop, restore_handlers = loop.catch_stop_signals()
+    stop, restore_handlers = preemption.catch_stop_signals()
     try:
         with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
             if int(np.asarray(state["step"])) == 0:

@@ -1,6 +1,6 @@
 """The jitted RL updates of the registered RL objectives (`objectives.get("grpo" | "vrpo")`)
 over the training state {"step", "params", "opt_state", "rng"} (+ "frozen" with LoRA): the
-same state layout, optimizer update (`training.step.apply_gradients`) and checkpoints as `train`.
+same state layout, optimizer update (`training.optimizer.apply_gradients`) and checkpoints as `train`.
 
 The reference policy: with LoRA the base without adapters (`ref_model` is the model with
 rank 0 applied to state["frozen"]: no second copy of the weights); without LoRA a frozen
@@ -21,7 +21,7 @@ import optax
 import flax.linen as nn
 from llada_jax import objectives
 from llada_jax.model.adapters import lora
-from llada_jax.training import step as train
+from llada_jax.training import optimizer, train_state
 from llada_jax.model import build
 from llada_jax.objectives import grpo  # noqa: F401  (rl_step.grpo.group_advantages, used by experiments)
 from llada_jax.objectives.base import Policy
@@ -81,12 +81,12 @@ def rl_step(state, ref_params, batch, st: Static, obj):
     def body(carry, xs):
         params, opt_state = carry
         (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *xs)
-        params, opt_state, grad_norm = train.apply_gradients(st.tx, params, opt_state, grads)
+        params, opt_state, grad_norm = optimizer.apply_gradients(st.tx, params, opt_state, grads)
         return (params, opt_state), {**m, "loss": loss, "grad_norm": grad_norm}
 
     (params, opt_state), ms = jax.lax.scan(body, (state["params"], state["opt_state"]), (noise, consts))
     m = jax.tree_util.tree_map(jnp.mean, ms)
-    m["state_finite"] = train.all_finite((params, opt_state))
+    m["state_finite"] = train_state.all_finite((params, opt_state))
     return {**state, "params": params, "opt_state": opt_state, "rng": rng, "step": state["step"] + 1}, m
 
 

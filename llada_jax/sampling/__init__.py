@@ -10,11 +10,11 @@ A block-causal model (`config.block_size` > 0) always takes LLaDA's entry, which
 exact block cache (`block_cache`; top_k / top_p are its options there, not Dream's)."""
 
 from llada_jax.sampling import dream
-from llada_jax.sampling import sampler as llada
+from llada_jax.sampling import sampler
 from llada_jax.sampling.params import CACHES, REMASKING
 from llada_jax.sampling.reveal import num_transfer_tokens, select_transfer
 
-SAMPLERS = {"llada": llada.generate, "dream": dream.generate}
+SAMPLERS = {"llada": sampler.generate, "dream": dream.generate}
 _SHARED = {"attention_mask", "steps", "gen_length", "temperature", "mask_id", "rng"}
 
 __all__ = ["CACHES", "REMASKING", "SAMPLERS", "generate", "num_transfer_tokens", "select_transfer"]
@@ -27,7 +27,7 @@ def generate(model, params, prompt, **options):
 
     config = getattr(model, "config", None)
     if getattr(config, "block_size", 0):
-        return llada.generate(model, params, prompt, **options)
+        return sampler.generate(model, params, prompt, **options)
     dream_opts = set(options) & set(dream.OPTIONS)
     llada_opts = set(options) - set(dream.OPTIONS) - _SHARED
     if dream_opts and llada_opts:

@@ -80,28 +80,28 @@ def _evaluating(config) -> bool:
 def load_tokenizer(config, workdir: str):
     """The tokenizer named by config.data.tokenizer; if empty, one trained on the training
     files into workdir/tokenizer.model (reused when present). None for synthetic data."""
-    from llada_jax.data import tokenizer as tok
+    from llada_jax.data import tokenizer
 
     d = config.data
     if d.source == "synthetic":
         return None
     if d.tokenizer:
-        return tok.load_tokenizer(d.tokenizer)
+        return tokenizer.load_tokenizer(d.tokenizer)
     if d.source == "prepared":  # the tokenizer the data was made with, stored beside it
         from llada_jax.data import prepared
 
         found = prepared.tokenizer_file(_prepared_dir(d.path, "path"))
         if found is None:
             raise ValueError(f"config.data.path={d.path!r} holds no tokenizer file; set config.data.tokenizer")
-        return tok.load_tokenizer(found)
+        return tokenizer.load_tokenizer(found)
     path = os.path.join(workdir, "tokenizer.model")
     if os.path.exists(path):
-        return tok.load_tokenizer(path)
+        return tokenizer.load_tokenizer(path)
     if d.source == "jsonl":
         raise ValueError("config.data.tokenizer is empty: SFT on JSONL needs the pre-training tokenizer")
     vocab = with_model_defaults(config).model.vocab_size
     log.info("training a %d-piece sentencepiece tokenizer into %s", vocab, path)
-    return tok.train_sentencepiece(train_files(config), os.path.join(workdir, "tokenizer"), vocab, max_bytes=min(config.data.max_bytes or 4_000_000, 4_000_000))
+    return tokenizer.train_sentencepiece(train_files(config), os.path.join(workdir, "tokenizer"), vocab, max_bytes=min(config.data.max_bytes or 4_000_000, 4_000_000))
 
 
 def train_files(config, split="train"):
@@ -115,7 +115,7 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
     """(train_iterator, make_eval_iterator); batches hold this process's rows. `cache_dir`:
     where the in-memory text sources cache their tokenized rows (the training loop passes
     WORKDIR/data_cache, so a run never writes next to someone else's tokenizer file)."""
-    from llada_jax.data import pipeline as data
+    from llada_jax.data import pipeline
 
     check_paths(config, eval_only=eval_only)
     d = config.data
@@ -143,13 +143,13 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
                                                           verify="size", **pkw))
     if d.source == "jsonl":
         eval_path = d.eval_jsonl or d.train_jsonl
-        train = None if eval_only else data.sft_iterator(d.train_jsonl, tokenizer, seed=config.train.seed, **kw)
-        return train, (lambda: data.sft_iterator(eval_path, tokenizer, seed=0, shuffle=False, **kw))
+        train = None if eval_only else pipeline.sft_iterator(d.train_jsonl, tokenizer, seed=config.train.seed, **kw)
+        return train, (lambda: pipeline.sft_iterator(eval_path, tokenizer, seed=0, shuffle=False, **kw))
     mb = d.max_bytes or None
     kw["cache_dir"] = cache_dir
-    train = None if eval_only else data.pretrain_iterator(train_files(config, "train"), tokenizer, max_bytes=mb,
+    train = None if eval_only else pipeline.pretrain_iterator(train_files(config, "train"), tokenizer, max_bytes=mb,
                                                           seed=config.train.seed, **kw)
     # held-out files are only needed (and only checked) when the run evaluates
     eval_files = train_files(config, "eval") if evaluating or eval_only else None
-    return train, (lambda: data.pretrain_iterator(eval_files, tokenizer, seed=0, shuffle=False,
+    return train, (lambda: pipeline.pretrain_iterator(eval_files, tokenizer, seed=0, shuffle=False,
                                                   max_bytes=None if mb is None else max(mb // 10, 100_000), **kw))

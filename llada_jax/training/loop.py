@@ -6,8 +6,9 @@ build the mesh, the data and the state (restored from the workdir's latest check
 or from `train.init_from`, or fresh, always created in its shardings), then step, log,
 evaluate and checkpoint. The workdir is claimed first (llada_jax.checkpoint.workdir: its owner
 kind, its lock) and a checkpoint that does not match the config stops the run before
-anything is written. SIGTERM/SIGINT save a checkpoint and end the run; the command line
-then exits with EXIT_PREEMPTED (75) so a scheduler requeues it. A non-finite loss,
+anything is written. SIGTERM/SIGINT save a checkpoint and end the run, on every process
+after the same step (`training.preemption`); the command line then exits with
+EXIT_PREEMPTED (75) so a scheduler requeues it. A non-finite loss,
 gradient norm or updated parameter stops it with `NonFiniteLossError` before that step
 is saved, keeping the last good checkpoint.
 """
@@ -19,9 +20,7 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Callable, NamedTuple
 
@@ -30,15 +29,15 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from llada_jax import cli
-from llada_jax.checkpoint import manager as checkpoint
+from llada_jax.checkpoint import manager
 from llada_jax.model import from_config
 from llada_jax.training import inherit, inputs
 from llada_jax.checkpoint import load
-from llada_jax.training import metrics, validate
+from llada_jax.training import metrics, preemption, validate
 from llada_jax.model import flops
-from llada_jax.sampling import sampler as sampling
+from llada_jax.sampling import sampler
 from llada_jax.parallel import sharding
-from llada_jax.training import step as train
+from llada_jax.training import step, train_state
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.model import build
 
@@ -84,7 +83,7 @@ def _mismatch_error(e, workdir, saved_info, config, source):
     since = (f"the config changed since the run that wrote this workdir (run.json -> now): {'; '.join(changed)}. "
              if changed else "")
     if source == "init_from":
-        return checkpoint.CheckpointMismatchError(e.step, e.directory, e.details + [
+        return manager.CheckpointMismatchError(e.step, e.directory, e.details + [
             f"config.train.init_from={config.train.init_from!r} holds another model shape than its run.json "
             f"(which this run inherited); restore that directory's run.json or checkpoints"])
     return ValueError(
@@ -109,7 +108,7 @@ def samples(model, params, batch, tokenizer, config, mcfg):
             prompt = ids[i][: min(t.sample_prompt_len, ids.shape[1])]
         prompt = multihost_utils.broadcast_one_to_all(prompt)
         kw = {} if tokenizer is None else dict(eot_id=tokenizer.eot_id)
-        gen = sampling.generate(model, params, np.asarray(prompt)[None], steps=t.sample_steps,
+        gen = sampler.generate(model, params, np.asarray(prompt)[None], steps=t.sample_steps,
                                 gen_length=t.sample_gen_length, block_length=mcfg.block_size or t.sample_gen_length,
                                 **kw)
         gen = np.asarray(_host(gen))[0, len(prompt):]
@@ -123,7 +122,7 @@ def evaluate(eval_fn, state, make_eval_iter, mesh, config, key):
     for i in range(config.train.eval_batches):
         batch = next(it)
         g = sharding.global_batch(batch, mesh, config.data.batch_size)
-        losses.append(float(_host(eval_fn(train.full_params(state), g, jax.random.fold_in(key, i)))))
+        losses.append(float(_host(eval_fn(train_state.full_params(state), g, jax.random.fold_in(key, i)))))
     loss = float(np.mean(losses))
     return {"loss": loss, "bits_per_token": loss / math.log(2)}, batch
 
@@ -152,42 +151,42 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
     mcfg = from_config.model_config(config, tokenizer)
     model = build(mcfg)
     d, t = config.data, config.train
-    st, abstract, shardings, batch_spec = train.setup(config, model, mesh)
+    st, abstract, shardings, batch_spec = step.setup(config, model, mesh)
     tx = st.tx
     train_it, make_eval_iter = inputs.iterators(config, tokenizer, process_index=jax.process_index(),
                                                 process_count=jax.process_count(),
                                                 cache_dir=os.path.join(workdir, "data_cache"))
-    ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), every=config.checkpoint.every,
+    ckpt = manager.Checkpointer(manager.checkpoint_dir(workdir), every=config.checkpoint.every,
                                    keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
     try:
-        restored = ckpt.restore(checkpoint.abstract_like(abstract, shardings))
-    except checkpoint.CheckpointMismatchError as e:
+        restored = ckpt.restore(manager.abstract_like(abstract, shardings))
+    except manager.CheckpointMismatchError as e:
         ckpt.close()
         raise _mismatch_error(e, workdir, saved_info, config, "resume") from None
     lora_base, frozen = None, None
     if "frozen" in abstract:  # LoRA: the base of a resumed run is the one it recorded
-        lora_base, frozen = load.lora_base(workdir, t.init_from, checkpoint.abstract_like(
+        lora_base, frozen = load.lora_base(workdir, t.init_from, manager.abstract_like(
             abstract["frozen"], shardings["frozen"]), restored is not None, primary)
     if restored is not None:
-        step, state, data_state = restored
+        start, state, data_state = restored
         if frozen is not None:
             state["frozen"] = frozen
         if data_state is not None:
             train_it.set_state(data_state)
-        print(f"resumed from step {step} in {workdir}", flush=True)
+        print(f"resumed from step {start} in {workdir}", flush=True)
     elif frozen is not None:
-        state = train.init_state(model, tx, mesh, t.seed, shardings, frozen=frozen, rules=st.rules)
+        state = train_state.init_state(model, tx, mesh, t.seed, shardings, frozen=frozen, rules=st.rules)
     elif t.init_from:
         try:
-            _, params = inherit.init_params(t.init_from, checkpoint.abstract_like(
+            _, params = inherit.init_params(t.init_from, manager.abstract_like(
                 abstract["params"], shardings["params"]))
-        except checkpoint.CheckpointMismatchError as e:
+        except manager.CheckpointMismatchError as e:
             ckpt.close()
             raise _mismatch_error(e, workdir, saved_info, config, "init_from") from None
-        state = train.init_state(model, tx, mesh, t.seed, shardings, params=params, rules=st.rules)
+        state = train_state.init_state(model, tx, mesh, t.seed, shardings, params=params, rules=st.rules)
         print(f"initialised the params from {t.init_from}", flush=True)
     else:
-        state = train.init_state(model, tx, mesh, t.seed, shardings, rules=st.rules)
+        state = train_state.init_state(model, tx, mesh, t.seed, shardings, rules=st.rules)
     try:
         save_run_info(workdir, saved_info, run_info(config, mcfg, tokenizer, lora_base),
                       None if restored is None else restored[0], allow_changes)
@@ -195,61 +194,61 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
         ckpt.close()
         raise
 
-    step_fn = train.compile_step(st, mesh, shardings, batch_spec)
-    eval_fn = train.compile_eval(st, mesh, train.full_params(shardings), batch_spec)
+    step_fn = step.compile_step(st, mesh, shardings, batch_spec)
+    eval_fn = step.compile_eval(st, mesh, train_state.full_params(shardings), batch_spec)
     writer = metrics.Writer(workdir, enabled=primary)
     peak = t.peak_flops or flops.measure_peak_flops()
     flops_step = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
     eval_key = jax.random.PRNGKey(t.seed + 1)
 
-    stop, restore_handlers = catch_stop_signals()
+    stop, restore_handlers = preemption.catch_stop_signals()
     from tqdm import tqdm
 
-    step = int(_host(state["step"]))
-    bar = tqdm(total=t.steps, initial=step, disable=not primary, dynamic_ncols=True)
+    start = int(_host(state["step"]))
+    bar = tqdm(total=t.steps, initial=start, disable=not primary, dynamic_ncols=True)
     last, sums, window = {}, {}, {"tick": None, "n": 0}
 
-    def log(step, state, m):
+    def log(at, state, m):
         nonlocal last, sums
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         window["n"] += 1
         if window["tick"] is None:  # the first step compiles: log it without throughput, time from its end
-            writer.scalars(step, {k: float(v) for k, v in m.items()})
+            writer.scalars(at, {k: float(v) for k, v in m.items()})
             window.update(tick=time.perf_counter(), n=0)
             sums = {}
-        elif step % t.log_every == 0 or step == t.steps:
+        elif at % t.log_every == 0 or at == t.steps:
             dt, n = time.perf_counter() - window["tick"], window["n"]
             last = {k: v / n for k, v in sums.items()}
             last.update(tokens_per_s=n * d.batch_size * d.seq_len / dt,
                         mfu=n * flops_step / dt / (peak * len(devices)), step_time_s=dt / n)
-            writer.scalars(step, last)
+            writer.scalars(at, last)
             bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['masked_accuracy']:.2f}")
             window.update(tick=time.perf_counter(), n=0)
             sums = {}
 
-    def eval_and_sample(step, state, m):
-        if t.eval_every and t.eval_batches and (step % t.eval_every == 0 or step == t.steps):
+    def eval_and_sample(at, state, m):
+        if t.eval_every and t.eval_batches and (at % t.eval_every == 0 or at == t.steps):
             ev, eval_batch = evaluate(eval_fn, state, make_eval_iter, mesh, config, eval_key)
-            writer.scalars(step, ev, prefix="eval")
+            writer.scalars(at, ev, prefix="eval")
             if t.num_samples:
-                texts = samples(model, train.full_params(state), eval_batch, tokenizer, config, mcfg)
-                writer.texts(step, texts)
+                texts = samples(model, train_state.full_params(state), eval_batch, tokenizer, config, mcfg)
+                writer.texts(at, texts)
                 for k, v in texts.items():
-                    bar.write(f"[step {step}] {k}: {v!r}")
-            bar.write(f"[step {step}] eval loss {ev['loss']:.4f}, {ev['bits_per_token']:.4f} bits/token")
+                    bar.write(f"[step {at}] {k}: {v!r}")
+            bar.write(f"[step {at}] eval loss {ev['loss']:.4f}, {ev['bits_per_token']:.4f} bits/token")
             window["tick"] = time.perf_counter() if window["tick"] is not None else None
         bar.update(1)
 
-    first = step + 1
+    first = start + 1
 
-    def host_step(step):  # the steps whose metrics are read: the first (it compiles), logging, eval
-        return step == first or step % t.log_every == 0 or bool(t.eval_every and step % t.eval_every == 0)
+    def host_step(at):  # the steps whose metrics are read: the first (it compiles), logging, eval
+        return at == first or at % t.log_every == 0 or bool(t.eval_every and at % t.eval_every == 0)
 
     try:
         state, _, signal_number = run_steps(
-            state, step, t.steps, update=step_fn, host_step=host_step,
-            next_batch=lambda step, state: sharding.global_batch(next(train_it), mesh, d.batch_size),
+            state, start, t.steps, update=step_fn, host_step=host_step,
+            next_batch=lambda at, state: sharding.global_batch(next(train_it), mesh, d.batch_size),
             hooks=hooks, report=(log, eval_and_sample), stop=stop,
             checkpoints=Checkpoints(ckpt, train_it.get_state, workdir, say=bar.write))
         if signal_number is not None:
@@ -262,61 +261,50 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
     return state, last
 
 
-def catch_stop_signals():
-    """(stop, restore): from now on SIGTERM/SIGINT only set stop["signal"] (the loop then
-    saves a checkpoint and ends); restore() reinstates the previous handlers. Shared by the
-    training loop and the RL loop (llada_jax.rl.loop)."""
-    stop, old_handlers = {"signal": None}, {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old_handlers[sig] = signal.signal(sig, lambda s, _f: stop.update(signal=s))
-
-    def restore():
-        for sig, h in old_handlers.items():
-            signal.signal(sig, h)
-
-    return stop, restore
-
-
 class Checkpoints(NamedTuple):
     """Checkpointing of a run_steps loop: the Checkpointer, () -> the data iterator's state
     (saved with the training state so a resumed run draws the same batches), the workdir
     (named in errors) and how to say one line (the stop message)."""
 
-    ckpt: checkpoint.Checkpointer
+    ckpt: manager.Checkpointer
     data_state: Callable[[], object]
     workdir: str
     say: Callable[[str], None] = print
 
 
-def run_steps(state, step: int, steps: int, *, next_batch, update, hooks=(), report=(), stop=None,
-              checkpoints: Checkpoints | None = None, host_step: Callable[[int], bool] | None = None):
+def run_steps(state, at: int, steps: int, *, next_batch, update, hooks=(), report=(),
+              stop: preemption.Stop | None = None, checkpoints: Checkpoints | None = None,
+              host_step: Callable[[int], bool] | None = None):
     """The one loop core of every training loop (`train_and_evaluate`, the RL loop of
     `llada_jax.rl`, `llada_jax.experiments.train_model` and the RL miniature): run steps
-    `step`+1 .. `steps`, each: batch = next_batch(step, state) (step: the steps done so far)
+    `at`+1 .. `steps`, each: batch = next_batch(at, state) (at: the steps done so far)
     -> state, m = update(state, batch) (m: device arrays or numbers). The metrics reach the
     host only at a sync step: every step when `host_step` is None or `hooks` are given,
-    else where host_step(step) is true, a checkpoint is due, a stop signal came and at the
+    else where host_step(at) is true, a checkpoint is due, a stop is requested and at the
     last step; in between JAX dispatches the next step while the current one runs. At a
     sync step, for each step since the last one, in order: with `checkpoints`, stop on a
     non-finite loss, gradient or state (`check_finite`; no later state has been saved) ->
-    hooks(step, state, m) (the caller's); then a checkpoint save when due; then for each
-    report(step, state, m) (the loop's logging and evaluation; `state` is the latest,
-    which is that step's at the sync step itself) -> with `stop`
-    (from `catch_stop_signals`) set by SIGTERM/SIGINT: a forced checkpoint, one line, and
-    the end. A run that finishes saves its last step (forced).
+    hooks(at, state, m) (the caller's); then a checkpoint save when due; then for each
+    report(at, state, m) (the loop's logging and evaluation; `state` is the latest,
+    which is that step's at the sync step itself) -> when `stop` (from
+    `preemption.catch_stop_signals`) requests it after this step: a forced checkpoint,
+    one line, and the end; with several processes all of them stop after the same step
+    (`preemption.Stop.requested`, asked after every step). A run that finishes saves its
+    last step (forced).
 
     What differs between the loops is passed in: batch production (the data pipeline,
     rollouts, preference pairs, in-memory rows), the jitted update, logging, which steps
-    sync, and checkpointing on or off. Returns (state, step, the signal number or None)."""
+    sync, and checkpointing on or off. Returns (state, at, the signal number or None)."""
     every = checkpoints.ckpt.every if checkpoints is not None else 0
     pending = []
-    while step < steps:
-        state, m = update(state, next_batch(step, state))
-        step += 1
-        pending.append((step, m))
-        if not (host_step is None or hooks or (stop is not None and stop["signal"] is not None)
-                or step == steps or host_step(step) or (every and step % every == 0)):
+    if stop is not None:
+        stop.begin(at)
+    while at < steps:
+        state, m = update(state, next_batch(at, state))
+        at += 1
+        pending.append((at, m))
+        if not (host_step is None or hooks or (stop is not None and stop.requested(at))
+                or at == steps or host_step(at) or (every and at % every == 0)):
             continue
         done = list(zip([s for s, _ in pending], _host([m for _, m in pending])))
         pending = []
@@ -326,21 +314,21 @@ def run_steps(state, step: int, steps: int, *, next_batch, update, hooks=(), rep
             for h in hooks:
                 h(s, state, m)
         if checkpoints is not None:
-            checkpoints.ckpt.save(step, state, checkpoints.data_state())
+            checkpoints.ckpt.save(at, state, checkpoints.data_state())
         for s, m in done:
             for h in report:
                 h(s, state, m)
-        if stop is not None and stop["signal"] is not None:
+        if stop is not None and stop.requested(at):  # one process: also a signal during the hooks
             if checkpoints is not None:
-                checkpoints.ckpt.save(step, state, checkpoints.data_state(), force=True)
-                checkpoints.say(f"signal {stop['signal']}: saved a checkpoint at step {step}; exiting")
-            return state, step, int(stop["signal"])
+                checkpoints.ckpt.save(at, state, checkpoints.data_state(), force=True)
+                checkpoints.say(f"signal {stop.signal}: saved a checkpoint at step {at}; exiting")
+            return state, at, int(stop.signal)
     if checkpoints is not None:
-        checkpoints.ckpt.save(step, state, checkpoints.data_state(), force=True)
-    return state, step, None
+        checkpoints.ckpt.save(at, state, checkpoints.data_state(), force=True)
+    return state, at, None
 
 
-def check_finite(m: dict, step: int, ckpt, workdir: str, keys=("loss", "grad_norm")):
+def check_finite(m: dict, at: int, ckpt, workdir: str, keys=("loss", "grad_norm")):
     """Pop m["state_finite"]; NonFiniteLossError when it is False or a `keys` metric is not
     finite, before this step's state can be saved (the last good checkpoint is kept)."""
     finite = bool(m.pop("state_finite", True))
@@ -349,8 +337,8 @@ def check_finite(m: dict, step: int, ckpt, workdir: str, keys=("loss", "grad_nor
         ckpt.wait()
         kept = ckpt.latest_step()
         what = ", ".join(bad + ([] if finite else ["the updated state (params, optimizer) is not finite"]))
-        raise NonFiniteLossError(f"{what} at step {step}: stopping; the last good checkpoint "
-                                 f"(step {kept}) is kept in {checkpoint.checkpoint_dir(workdir)}")
+        raise NonFiniteLossError(f"{what} at step {at}: stopping; the last good checkpoint "
+                                 f"(step {kept}) is kept in {manager.checkpoint_dir(workdir)}")
 
 
 def init_distributed():

@@ -1,21 +1,16 @@
 """The train step: the objective's noise (for pretrain / SFT: sample t, mask), forward,
-its loss, gradients, AdamW.
+its loss, gradients, the optimizer update; its settings (`Static`) and compiled wrappers.
 
-Pure functions over an explicit state dict {"step", "params", "opt_state", "rng"}; one
-jitted step with in/out shardings on the (data, fsdp, tensor) mesh. The jitted init, step
-and eval are module-level functions with their settings (`Static`) as static arguments, so
-a second run in one process with equal settings reuses JAX's compiled program (JAX keys
-its compilations on the function, the static arguments and the shardings), with no cache
-of ours. Parameters are the fp32 master weights; the model computes in
-`config.model.dtype` (bf16 on accelerators).
-With LoRA (`model.config.lora.rank > 0`) "params" holds only the adapters, the trainable
-partition, and the state gains "frozen", the base: gradients are taken and the optimizer
-(the same optax chain) keeps state for the adapters alone, and the base passes through
-the step untouched (donated and aliased: bitwise unchanged, no copy). Splitting the tree
-instead of masking the full one (optax.masked / multi_transform) also avoids computing
-and accumulating full-size base gradients only to throw them away.
-The loop, evaluation and the command line are in `llada_jax.training.loop`, which
-`python -m llada_jax.train` runs.
+Pure functions over the explicit state dict of `llada_jax.training.train_state`; one jitted step
+with in/out shardings on the (data, fsdp, tensor) mesh. The jitted step and eval are
+module-level functions with their settings (`Static`) as static arguments, so a second run
+in one process with equal settings reuses JAX's compiled program (JAX keys its compilations
+on the function, the static arguments and the shardings), with no cache of ours. The model
+computes in `config.model.dtype` (bf16 on accelerators) from the fp32 master weights.
+With LoRA the gradients are taken for the adapters ("params") alone; the base ("frozen")
+passes through the step untouched (donated and aliased: bitwise unchanged, no copy).
+The optimizer and schedules are in `llada_jax.training.optimizer`; the loop, evaluation and
+the command line in `llada_jax.training.loop`, which `python -m llada_jax.train` runs.
 """
 
 from __future__ import annotations
@@ -34,70 +29,9 @@ from llada_jax.objectives import diffusion
 from llada_jax.model.adapters import lora
 from llada_jax.model import alignment, moe
 from llada_jax.parallel import sharding
-from llada_jax.model import abstract_params
+from llada_jax.training import optimizer, train_state
 
-SCHEDULES = ("wsd", "cosine", "constant")
 KINDS = objectives.training_kinds()  # the objectives a training run (a mask predictor) takes
-
-
-def make_schedule(optim, total_steps: int):
-    """Learning rate as a function of the step (a jnp scalar).
-
-    wsd: linear warmup 0 -> lr over warmup_steps; lr (times drop_ratio from drop_step on,
-    if drop_step >= 0); over the last decay_steps a linear decay to lr * final_lr_ratio.
-    cosine: linear warmup, then cosine decay to lr * final_lr_ratio at total_steps.
-    """
-    lr, warm, final = optim.lr, optim.warmup_steps, optim.lr * optim.final_lr_ratio
-    if optim.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, lr, max(warm, 0), max(total_steps, warm + 1), final)
-    if optim.schedule == "constant":
-        return lambda step: lr * jnp.minimum(1.0, (step + 1) / max(warm, 1)) if warm else jnp.full((), lr)
-
-    decay_start = total_steps - optim.decay_steps
-
-    def wsd(step):
-        step = jnp.asarray(step, jnp.float32)
-        warmup = lr * jnp.minimum(1.0, step / max(warm, 1)) if warm else lr
-        level = lr if optim.drop_step < 0 else jnp.where(step >= optim.drop_step, lr * optim.drop_ratio, lr)
-        at_decay = lr * (optim.drop_ratio if 0 <= optim.drop_step <= decay_start else 1.0)
-        frac = jnp.clip((step - decay_start) / max(optim.decay_steps, 1), 0.0, 1.0)
-        decayed = at_decay + (final - at_decay) * frac
-        return jnp.where(step < warm, warmup, jnp.where(step >= decay_start, decayed, level))
-
-    return wsd
-
-
-def _decay_mask(params):
-    """Weight decay on matrices only, not on the norm scales (nor MoE's fixed expert bias)."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: not any("norm" in str(k) or "ln_f" in str(k) or "expert_bias" in str(k) for k in path), params)
-
-
-def make_optimizer(optim, total_steps: int):
-    """(optax transformation, schedule): global-norm clipping, then AdamW."""
-    return _make_optimizer(tuple(sorted(optim.items())), total_steps)
-
-
-@functools.lru_cache(maxsize=32)
-def _make_optimizer(optim_items, total_steps):
-    """The one cache that stays, and why: an optax transformation is a tuple of closures,
-    hashed and compared by identity, and it is part of `Static`, the static argument of
-    the jitted init and step. Building it anew for equal settings would give a new
-    `Static` each time, so every run or RL phase in one process (the test suite's many
-    short runs) would trace and compile its init and step again (measured: a second equal
-    tiny run in one process compiles nothing with this cache, 2 programs / 7 s on CPU
-    without it). Memoising this pure constructor returns the identical transformation for
-    equal (hashable) settings; it holds no state of a run."""
-    optim = _Fields(dict(optim_items))
-    schedule = make_schedule(optim, total_steps)
-    parts = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm > 0 else []
-    parts.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
-                             weight_decay=optim.weight_decay, mask=_decay_mask))
-    return optax.chain(*parts), schedule
-
-
-class _Fields(dict):
-    __getattr__ = dict.__getitem__
 
 
 class Static(NamedTuple):
@@ -157,85 +91,19 @@ def objective_of(st: Static, block_size: int | None = None):
     return objective
 
 
-def _opt_shardings(abstract_opt, param_shardings, mesh):
-    """Optimizer-state leaves that mirror a parameter (same path suffix, same shape)
-    take its sharding; the rest (counts) are replicated."""
-    by_path = {}
-    for path, s in jax.tree_util.tree_flatten_with_path(param_shardings)[0]:
-        by_path[tuple(str(k) for k in path)] = s
-
-    def pick(path, leaf):
-        keys = tuple(str(k) for k in path)
-        for i in range(len(keys)):
-            s = by_path.get(keys[i:])
-            if s is not None and len(s.spec) <= leaf.ndim:
-                return s
-        return sharding.replicated(mesh)
-
-    return jax.tree_util.tree_map_with_path(pick, abstract_opt)
-
-
-def state_shardings(model: nn.Module, tx, mesh, init_len: int = 8, rules=None):
-    """(abstract state, shardings): shapes from `jax.eval_shape`, nothing allocated; the
-    parameters sharded by their logical axes under `rules` (default LOGICAL_RULES)."""
-    with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
-        boxed = abstract_params(model.config, sharding.data_parallel_size(mesh), init_len)
-    param_sh = sharding.shardings_of(boxed, mesh, rules)
-    params = nn.unbox(boxed)
-    frozen = None
-    if model.config.lora.rank:  # train the adapters; the base is frozen
-        (params, frozen), (param_sh, frozen_sh) = lora.split(params), lora.split(param_sh)
-    opt_state = jax.eval_shape(tx.init, params)
-    abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "opt_state": opt_state,
-                "rng": jax.ShapeDtypeStruct((2,), jnp.uint32)}
-    rep = sharding.replicated(mesh)
-    shardings = {"step": rep, "params": param_sh, "opt_state": _opt_shardings(opt_state, param_sh, mesh), "rng": rep}
-    if frozen is not None:
-        abstract["frozen"], shardings["frozen"] = frozen, frozen_sh
-    return abstract, shardings
-
-
 def setup(config, model: nn.Module, mesh):
     """What a run compiles from `config`: (Static, abstract state, its shardings, batch
     spec {field: ndim}). The training loop and `python -m llada_jax.plan` both start here."""
     d = config.data
     objective = objectives.get(d.kind)
-    tx, schedule = make_optimizer(config.optim, config.train.steps)
+    tx, schedule = optimizer.make_optimizer(config.optim, config.train.steps)
     rules = sharding.rules_of(config.mesh)
     block_size, warmup = block_settings(config)
     st = Static(model, tx, d.kind, model.config.mask_token_id, d.eps,
                 d.random_length_prob if objective.random_length else 0.0, config.optim.grad_accum, schedule, rules,
                 block_size, warmup)
-    abstract, shardings = state_shardings(model, tx, mesh, rules=rules)
+    abstract, shardings = train_state.state_shardings(model, tx, mesh, rules=rules)
     return st, abstract, shardings, {field: 2 for field in objective.fields}
-
-
-def full_params(state):
-    """The model's whole parameter tree: the params, plus the frozen LoRA base if any."""
-    return lora.combine(state["params"], state["frozen"]) if "frozen" in state else state["params"]
-
-
-def init_state(model: nn.Module, tx, mesh, seed: int, shardings, params=None, frozen=None, rules=None):
-    """A fresh state created directly in its shardings (jit with out_shardings). With
-    `params` (e.g. restored for SFT) only the optimizer state is new. LoRA: `frozen` is
-    the (restored) base, added as it is; fresh adapters are initialised."""
-    out_sh = {k: v for k, v in shardings.items() if k != "frozen"}
-    fn = jax.jit(_init, static_argnums=(2, 3, 4), out_shardings=out_sh)
-    with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
-        state = fn(jax.random.PRNGKey(seed), params, model, tx, sharding.data_parallel_size(mesh))
-    if frozen is not None:
-        state["frozen"] = frozen
-    return state
-
-
-def _init(key, params, model, tx, dp: int):
-    """The fresh state (params too when None), for init_state's jit (model, tx, dp static)."""
-    p_key, s_key = jax.random.split(key)
-    if params is None:
-        params = nn.unbox(model.init(p_key, jnp.zeros((dp, 8), jnp.int32))["params"])
-        if model.config.lora.rank:  # the adapters only (the base init is dead code)
-            params = lora.split(params)[0]
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rng": s_key}
 
 
 def _length_mask(rng, batch_shape, prob):
@@ -335,7 +203,7 @@ def train_step(state, batch, st: Static):
         grads = jax.tree_util.tree_map(lambda g: g / a, grads)
         loss = jnp.mean(losses)
         m = jax.tree_util.tree_map(jnp.sum, ms)
-    new_params, opt_state, grad_norm = apply_gradients(st.tx, params, state["opt_state"], grads)
+    new_params, opt_state, grad_norm = optimizer.apply_gradients(st.tx, params, state["opt_state"], grads)
     metrics = {"loss": loss, "masked_accuracy": m["correct"] / jnp.maximum(m["num_masked"], 1),
                "grad_norm": grad_norm, "num_masked": m["num_masked"], "seq_len": length,
                "lr": st.schedule(state["step"]) if st.schedule is not None else jnp.float32(0)}
@@ -344,24 +212,11 @@ def train_step(state, batch, st: Static):
     for k in moe.METRICS:
         if k in m:  # summed over micro-batches
             metrics[k] = m[k] / st.grad_accum
-    metrics["state_finite"] = all_finite((new_params, opt_state))  # the loop never saves a NaN state
+    metrics["state_finite"] = train_state.all_finite((new_params, opt_state))  # the loop never saves a NaN state
     new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state, "rng": rng}
     if frozen is not None:
         new_state["frozen"] = frozen
     return new_state, metrics
-
-
-def apply_gradients(tx, params, opt_state, grads):
-    """The optimizer update every step shares (this train step and `llada_jax.rl.step`):
-    the optax chain (clipping, AdamW) applied to `grads`. Returns (params, opt_state, grad_norm)."""
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
-
-
-def all_finite(tree):
-    """True when every floating-point leaf of `tree` is finite (one fused reduction)."""
-    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
 
 
 def eval_loss(params, batch, rng, st: Static):

@@ -34,7 +34,7 @@ from llada_jax.model import DTYPES
 from llada_jax.model.adapters import lora
 from llada_jax.parallel import sharding
 from llada_jax.training import inputs
-from llada_jax.training import step as train
+from llada_jax.training import optimizer, step
 
 
 def train_config(config, num_devices: int, process_count: int = 1) -> tuple[int, int]:
@@ -50,7 +50,7 @@ def train_config(config, num_devices: int, process_count: int = 1) -> tuple[int,
     kinds = objectives.training_kinds()
     if d.kind not in kinds:
         raise ValueError(f"config.data.kind={d.kind!r}: expected one of {kinds}")
-    train.block_settings(config)  # ValueError for a block size or warm-up that cannot run
+    step.block_settings(config)  # ValueError for a block size or warm-up that cannot run
     _data_source(d)
     if o.grad_accum < 1:
         raise ValueError(f"config.optim.grad_accum={o.grad_accum}: expected >= 1")
@@ -71,8 +71,8 @@ def train_config(config, num_devices: int, process_count: int = 1) -> tuple[int,
     if bad:
         raise ValueError(f"config.optim.{bad[0]}: expected a finite number")
     _tensor_divides(config)
-    if o.schedule not in train.SCHEDULES:
-        raise ValueError(f"config.optim.schedule={o.schedule!r}: expected one of {train.SCHEDULES}")
+    if o.schedule not in optimizer.SCHEDULES:
+        raise ValueError(f"config.optim.schedule={o.schedule!r}: expected one of {optimizer.SCHEDULES}")
     for name, value in (("steps", t.steps), ("log_every", t.log_every)):
         if value < 1:
             raise ValueError(f"config.train.{name}={value}: expected >= 1")
