@@ -34,7 +34,7 @@ def test_every_command_is_a_console_script_of_a_function():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func)), name
     readme = (ROOT / "README.md").read_text()
-    used = set(re.findall(r"python -m (llada_jax(?:\.\w+)*)", readme))
+    used = set(re.findall(r"python -m (llada_jax(?:\.\w+)+)", readme))
     assert used - set(MODULES) == {m for m in used if m.startswith("llada_jax.experiments")}
 
 

@@ -42,13 +42,13 @@ def test_fast_demo_prints_every_section_and_no_warnings(tmp_path):
              if h.startswith("  ")]
     assert len(hints) == 3
     generate, tensorboard, train = map(shlex.split, hints)
-    assert generate[:3] == [sys.executable, "-m", "llada_jax.generate"]
+    assert os.path.join(ROOT, generate[0]) == sys.executable and generate[1:3] == ["-m", "llada_jax.generate"]
     out = subprocess.run(generate, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.startswith("# checkpoint step 8"), out.stderr[-2000:]
     assert tensorboard == ["make", "tensorboard", f"LOGDIR={wd / 'tensorboard'}"] and (wd / "tensorboard").is_dir()
     dry = subprocess.run(["make", "-n", *tensorboard[1:]], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert dry.returncode == 0 and f"tensorboard --logdir {wd / 'tensorboard'}" in dry.stdout, dry.stderr
-    assert train[0] == sys.executable and (ROOT / train[3].split("=", 1)[1]).is_file()
+    assert os.path.join(ROOT, train[0]) == sys.executable and (ROOT / train[3].split("=", 1)[1]).is_file()
     out = subprocess.run(train + ["--help"], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     # absl's --help exits 1; the listed flags show that the module ran and loaded the config file
     assert "--workdir: output directory" in out.stdout and "error:" not in out.stderr, out.stderr[-2000:]

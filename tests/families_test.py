@@ -229,15 +229,15 @@ def test_import_prints_the_family_flags(loaded):
         assert f"--config.model.{flag}" in flags
     assert not [f for f in import_hf.model_flags(LLaDAConfig.tiny()) if "qk_norm" in f or "alignment" in f]
     # Llama 3.1's RoPE rescaling: printed as flags that the config schema takes back
-    from llada_jax.config import base_config
+    from llada_jax.config import base_config, set_model_field, with_model_defaults
     from llada_jax.model import from_config
 
     config = loaded["llama3"][0]
     flags = [f for f in import_hf.model_flags(config) if ".rope_scaling." in f]
     assert "--config.model.rope_scaling.rope_type=llama3" in flags and len(flags) == 5
     c = base_config()
-    for f in flags:
-        key, value = f.removeprefix("--config.model.rope_scaling.").split("=")
-        c.model.rope_scaling[key] = type(c.model.rope_scaling[key])(value)
+    for f in flags:  # as the command line parses them: typed like the schema's defaults
+        key, value = f.removeprefix("--config.model.").split("=")
+        set_model_field(c.model, key, value)
     c.model.vocab_size = c.model.embedding_size = 96
-    assert from_config.model_config(c, None).rope_scaling == config.rope_scaling
+    assert from_config.model_config(with_model_defaults(c), None).rope_scaling == config.rope_scaling
