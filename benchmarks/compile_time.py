@@ -4,8 +4,9 @@ run filled), one JSON line each.
 
     python benchmarks/compile_time.py [--what=tiny,demo,generate] [--modes=off,fresh,rerun]
 
-tiny / demo: `python -m llada_jax.train --config=configs/{tiny,demo}.py` for one step
-in a new workdir each time; `wall_s` is the whole command, `first_step_s` the time from
+tiny / demo: `python -m llada_jax.train --config=configs/{tiny,demo}.py
+--config.train.steps=1 --config.optim.decay_steps=0` (one step: no decay phase) in a new
+workdir each time; `wall_s` is the whole command, `first_step_s` the time from
 its start to the first logged step (metrics.jsonl written). generate:
 `python -m llada_jax.generate` on the tiny run's checkpoint; `wall_s` is the whole
 command, which prints the sampled text at its end. The cache folder is set through
@@ -57,7 +58,7 @@ def main():
                     n += 1
                     wd = os.path.join(d, f"run{n}")
                     wall, first = run([sys.executable, "-m", "llada_jax.train", f"--config=configs/{cfg}.py",
-                                       f"--workdir={wd}", "--config.train.steps=1"], c, wd)
+                                       f"--workdir={wd}", "--config.train.steps=1", "--config.optim.decay_steps=0"], c, wd)
                     if cfg == "tiny":
                         tiny_workdir = wd
                     if w != "generate":
