@@ -1,4 +1,4 @@
-"""The schema and shared defaults of the experiment configs in configs/ (big_vision style).
+"""The schema and shared defaults of the run configs in configs/ (big_vision style).
 
 Every experiment file's `get_config()` starts from `base_config()`, changes what it
 needs and returns the locked `ConfigDict`: a command-line override of a field that does
@@ -319,6 +319,3 @@ def main(argv=None):
             raise ValueError(f"arguments {args}: expected none or one config file (configs/*.py)")
         print("\n".join(describe(load_config_file(args[0]) if args else base_config())))
 
-
-if __name__ == "__main__":
-    main()
