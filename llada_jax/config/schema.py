@@ -4,7 +4,8 @@ Every experiment file's `get_config()` starts from `base_config()`, changes what
 needs and returns the locked `ConfigDict`: a command-line override of a field that does
 not exist (`--config.optim.lrr=1`) is then an error naming that field. FIELD_DOCS gives
 every field's meaning: `python -m llada_jax.config [FILE]` lists them with their values,
-and a command's `--print_config` the config its command line resolves to.
+and a command's `--print_config` the config its command line resolves to. The rules
+about the fields' values are `llada_jax.config.rules` (and `rules_rl` for the `rl` section).
 """
 
 from __future__ import annotations
