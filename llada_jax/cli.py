@@ -40,10 +40,10 @@ def check_overrides(config, argv):
     (`--config.optim.lrr=1`), before absl parses anything.
 
     This is the command line's check, not a config rule, so it stays here beside the flag
-    parsing rather than in the training config's validator (`training.validate`): it reads
+    parsing rather than in the config's rules (`llada_jax.config.rules`): it reads
     argv, which only the CLI has, and runs before absl parses the flags, so a misspelt field
     is named as one (with the fields its section has) for every command. The values themselves
-    are checked by `training.validate` (train, plan) and `rl.loop.validate` once parsed."""
+    are checked by `config.rules` (train, plan) and `config.rules_rl` (RL) once parsed."""
     overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
     for field in overrides:
         node, parts = config, field.split(".")

@@ -39,22 +39,15 @@ def plan(config, devices=None) -> dict:
     import jax
 
     from llada_jax.checkpoint import manager
-    from llada_jax.config import with_model_defaults
-    from llada_jax.model import from_config
     from llada_jax.model import flops
-    from llada_jax.training import validate
     from llada_jax.parallel import sharding
+    from llada_jax.training import run as run_lib
     from llada_jax.training import step
-    from llada_jax.model import build
 
-    devices = list(jax.devices() if devices is None else devices)
-    config = with_model_defaults(config)  # unset model fields: their defaults (nothing is inherited here)
-    dims = validate.train_config(config, len(devices), 1)
-    mesh = sharding.make_mesh(config.mesh, devices)
-    mcfg = from_config.model_config(config, None)
-    model = build(mcfg)
+    run = run_lib.build_run(config, devices=devices)  # the config checked, nothing inherited
+    config, mesh, mcfg, abstract, shardings = run.config, run.mesh, run.model_config, run.abstract, run.shardings
     d = config.data
-    st, abstract, shardings, batch_spec = step.setup(config, model, mesh)
+    st, batch_spec = run_lib.train_static(run)
     state = manager.abstract_like(abstract, shardings)
     batch = {k: jax.ShapeDtypeStruct((d.batch_size, d.seq_len), jax.numpy.int32 if k == "input_ids" else bool,
                                      sharding=sharding.batch_sharding(mesh)) for k in batch_spec}
@@ -64,10 +57,10 @@ def plan(config, devices=None) -> dict:
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    n = len(devices)
+    n = len(run.devices)
     model_flops = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
     return {
-        "devices": n, "mesh": dict(zip(sharding.mesh_axes(config.mesh), dims)),
+        "devices": n, "mesh": dict(zip(sharding.mesh_axes(config.mesh), run.dims)),
         "params": sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"])),
         "params_bytes": _sharded_bytes(abstract["params"], shardings["params"]),
         "opt_state_bytes": _sharded_bytes(abstract["opt_state"], shardings["opt_state"]),

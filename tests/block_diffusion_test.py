@@ -16,7 +16,8 @@ from llada_jax import objectives
 from llada_jax.model import LLaDAConfig, attention, build, init_params
 from llada_jax.model.moe import MoEConfig
 from llada_jax.objectives import block_diffusion, diffusion, grpo
-from llada_jax.training import loop, step, validate
+from llada_jax.config import rules
+from llada_jax.training import loop, step
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from train_helper import tiny_config  # noqa: E402
@@ -107,7 +108,7 @@ def test_block_training_errors_name_the_value():
                         ({"model.block_size": 8}, "a block-causal model trains with data.kind"),
                         ({"data.kind": "mdlm"}, r"expected one of \('pretrain', 'sft', 'block_diffusion'")]:
         with pytest.raises(ValueError, match=match):
-            validate.train_config(tiny_config(**over), 8)
+            rules.train_config(tiny_config(**over), 8)
 
 
 SMALL = {"model.n_layers": 1, "data.seq_len": 16, "data.batch_size": 4, "checkpoint.every": 100,

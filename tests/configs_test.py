@@ -14,7 +14,8 @@ from ml_collections import config_flags
 
 from llada_jax import cli, config as config_lib
 from llada_jax.model import from_config
-from llada_jax.training import loop, optimizer, validate
+from llada_jax.config import rules
+from llada_jax.training import loop, optimizer
 from llada_jax.model import LLaDA, param_count
 
 CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
@@ -140,7 +141,7 @@ def test_bad_configs_name_the_field(overrides, devices, field):
         section, name = k.split(".")
         setattr(getattr(c, section), name, v)
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
-        validate.train_config(c, devices)
+        rules.train_config(c, devices)
 
 
 def test_unknown_field_in_a_config_and_nothing_compiles(tmp_path):
@@ -155,7 +156,7 @@ def test_unknown_field_in_a_config_and_nothing_compiles(tmp_path):
     c.unlock()
     c.optim.momentum = 0.9
     with pytest.raises(ValueError, match=r"config\.optim\.momentum: unknown field"):
-        validate.train_config(c, 1)
+        rules.train_config(c, 1)
 
 
 @pytest.mark.parametrize("overrides,field", [
@@ -179,9 +180,9 @@ def test_missing_data_paths_refused_by_the_run_validator(overrides, field, tmp_p
 
     (tmp_path / "a.txt").write_text("some text\n")
     c = tiny_config(**{k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in overrides.items()})
-    validate.train_config(c, 1)
+    rules.train_config(c, 1)
     with pytest.raises(ValueError, match="config\\.data\\." + re.escape(field.format(tmp=tmp_path))):
-        validate.train_run(c, 1)
+        rules.train_run(c, 1)
 
 
 def test_missing_eval_files_stop_the_run_before_a_tokenizer_is_trained(tmp_path):

@@ -201,7 +201,8 @@ def test_training_data_mistakes_refused_or_reported(tok, tmp_path, caplog):
     sys.path.insert(0, os.path.dirname(__file__))
     from train_helper import tiny_config
 
-    from llada_jax.training import inputs, validate
+    from llada_jax.config import rules
+    from llada_jax.training import inputs
 
     empty = tmp_path / "empty.txt"
     empty.write_text(" \n")
@@ -228,7 +229,7 @@ def test_training_data_mistakes_refused_or_reported(tok, tmp_path, caplog):
     c = tiny_config(**{"data.source": "files", "data.train_files": str(tmp_path / "latin1.txt"),
                        "data.max_bytes": -1})
     with pytest.raises(ValueError, match="config.data.max_bytes=-1: expected >= 0"):
-        validate.train_config(c, 1)
+        rules.train_config(c, 1)
     # no held-out files needed while evaluation is off
     c.data.max_bytes, c.train.eval_every = 0, 0
     train, _ = inputs.iterators(c, tok, process_index=0, process_count=1)

@@ -14,8 +14,9 @@ from llada_jax.data import pipeline, prepare, tokenizer
 from llada_jax.evaluation import harness
 from llada_jax.generate import sample
 from llada_jax.model import LLaDAConfig, build
-from llada_jax.rl import loop as rl_loop, pairs
-from llada_jax.training import inputs, validate
+from llada_jax.rl import pairs
+from llada_jax.config import rules, rules_rl
+from llada_jax.training import inputs
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from train_helper import tiny_config  # noqa: E402
@@ -137,7 +138,7 @@ def test_lm_eval_model_args_unknown_key_is_an_error_and_batch_size_works(tok):
 ])
 def test_config_errors_name_the_field_before_anything_runs(over, devices, match):
     with pytest.raises(ValueError, match=match):
-        validate.train_config(tiny_config(**over), devices)
+        rules.train_config(tiny_config(**over), devices)
 
 
 def test_a_lora_workdir_as_init_from_is_refused_by_the_validator(tmp_path):
@@ -145,11 +146,11 @@ def test_a_lora_workdir_as_init_from_is_refused_by_the_validator(tmp_path):
     lora_wd.mkdir()
     workdir_lib.write_run_info(str(lora_wd), "train", model={}, lora_base={"workdir": "/b", "step": 0})
     with pytest.raises(ValueError, match=rf"config.train.init_from='{lora_wd}' is itself a LoRA run"):
-        validate.train_run(tiny_config(**{"train.init_from": str(lora_wd)}), 1)
+        rules.train_run(tiny_config(**{"train.init_from": str(lora_wd)}), 1)
     rl_config = tiny_config(**{"data.kind": "sft"})
     rl_config.rl.update(init_from=str(lora_wd))
     with pytest.raises(ValueError, match=rf"config.rl.init_from='{lora_wd}' is itself a LoRA run"):
-        rl_loop.validate(rl_config, 1)
+        rules_rl.rl_config(rl_config, 1)
 
 
 def test_an_eval_folder_made_with_another_tokenizer_is_refused_before_compiling(tmp_path, tok):

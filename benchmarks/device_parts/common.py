@@ -14,8 +14,8 @@ import numpy as np
 from llada_jax.config import load_config_file
 from llada_jax.model import build, flops, from_config, init_params
 from llada_jax.parallel import sharding
-from llada_jax.training import optimizer, step, train_state
-from llada_jax.training import validate
+from llada_jax.training import run as run_lib
+from llada_jax.training import step, train_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = {"model.d_model": 64, "model.n_heads": 4, "model.n_kv_heads": 4, "model.n_layers": 2,
@@ -71,12 +71,9 @@ def config_with(path: str, overrides: dict):
 def build_step(config):
     """(step, state, batch, model config): the run's own train step for `config` on one device,
     a random base for LoRA (the training loop's init_from base, random instead of restored)."""
-    dev = jax.devices()[:1]
-    validate.train_config(config, 1, 1)
-    mesh = sharding.make_mesh(config.mesh, dev)
-    mcfg = from_config.model_config(config, None)
-    model = build(mcfg)
-    st, abstract, shardings, batch_spec = step.setup(config, model, mesh)
+    run = run_lib.build_run(config, devices=jax.devices()[:1])
+    mesh, mcfg, model, abstract, shardings = run.mesh, run.model_config, run.model, run.abstract, run.shardings
+    st, batch_spec = run_lib.train_static(run)
     frozen = None
     if "frozen" in abstract:
         from flax import linen as nn
@@ -86,7 +83,7 @@ def build_step(config):
             return lora.split(nn.unbox(model.init(key, jnp.zeros((1, 8), jnp.int32))["params"]))[1]
         with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
             frozen = jax.jit(base, out_shardings=shardings["frozen"])(jax.random.key(1))
-    state = train_state.init_state(model, optimizer.make_optimizer(config.optim, config.train.steps)[0], mesh, 0, shardings,
+    state = train_state.init_state(model, run.tx, mesh, 0, shardings,
                              frozen=frozen, rules=st.rules)
     d = config.data
     rng = np.random.default_rng(0)

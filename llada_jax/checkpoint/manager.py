@@ -121,9 +121,9 @@ class Checkpointer:
     def __init__(self, directory: str, *, every: int = 1000, keep: int = 3, async_save: bool = True,
                  read_only: bool = False):
         if every < 0:
-            raise ValueError(f"config.checkpoint.every={every}: expected >= 0 (0: only at the end)")
+            raise ValueError(f"Checkpointer: every={every}: expected >= 0 (0: only at the end)")
         if keep < 1:
-            raise ValueError(f"config.checkpoint.keep={keep}: expected >= 1")
+            raise ValueError(f"Checkpointer: keep={keep}: expected >= 1")
         self.every, self.read_only, self.directory = every, read_only, directory
         # Read-only: no retention nor save interval (orbax would reset them with a warning each).
         # Retention keeps the last `keep` and every step a LoRA run pinned (workdir.pin).

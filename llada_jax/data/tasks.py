@@ -125,4 +125,4 @@ def make_task(name: str, **kw):
         return CumsumTask(**kw)
     if name == "cummax":
         return CummaxTask(**kw)
-    raise ValueError(f"config.data.task={name!r}: expected one of {TASKS}")
+    raise ValueError(f"task={name!r}: expected one of {TASKS}")

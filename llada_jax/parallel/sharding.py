@@ -50,11 +50,11 @@ def rules_of(mesh_cfg: Mapping) -> tuple:
     table = dict(LOGICAL_RULES)
     for pair in tuple(mesh_cfg.get("rules", ()) or ()):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2 or pair[0] not in table:
-            raise ValueError(f"config.mesh.rules: {pair!r}: expected a (logical axis, mesh axes) pair with "
+            raise ValueError(f"rules: {pair!r}: expected a (logical axis, mesh axes) pair with "
                              f"a logical axis among {tuple(table)}")
         axes = tuple(pair[1]) if isinstance(pair[1], (tuple, list)) else pair[1]
         if any(a not in MESH_AXES for a in (axes if isinstance(axes, tuple) else (axes,)) if a is not None):
-            raise ValueError(f"config.mesh.rules: {pair!r}: expected mesh axes among {MESH_AXES} or None")
+            raise ValueError(f"rules: {pair!r}: expected mesh axes among {MESH_AXES} or None")
         table[pair[0]] = axes
     return tuple(table.items())
 

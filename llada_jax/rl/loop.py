@@ -1,8 +1,8 @@
 """The RL run: `train_rl(config, workdir)`, what `python -m llada_jax.rl` runs.
 
-It is the training loop's run with another update and other batches: the same config
-rules (`training.validate`, plus the `rl` section here), workdir claim and lock, mesh,
-state layout and shardings (`training.train_state.state_shardings` / `init_state`), the same loop core
+It is the training loop's run with another update and other batches: the same set-up
+(`training.run.open_run`: workdir claim and lock, the config rules of `config.rules_rl`,
+mesh, `config.mesh.rules`, model, optimizer, state shardings, checkpoints), the same loop core
 (`loop.run_steps`: the non-finite guard, Orbax checkpoints with the data iterator's
 state, the SIGTERM/SIGINT stop: save, exit status 75), resume, metrics.jsonl. The workdir is a
 training workdir (run.json kind "train", with "rl": the algorithm), so `generate`,
@@ -18,7 +18,6 @@ is bitwise the run that was not interrupted.
 
 from __future__ import annotations
 
-import os
 import time
 
 import jax
@@ -27,61 +26,16 @@ import numpy as np
 
 from llada_jax.checkpoint import load as checkpoint_load
 from llada_jax.checkpoint import manager
-from llada_jax.checkpoint import workdir as workdir_lib
-from llada_jax.parallel import sharding
-from llada_jax.model import from_config
-from llada_jax.training import inputs, loop, metrics, preemption
-from llada_jax.training import validate as validate_lib
-from llada_jax.training import optimizer, train_state
-from llada_jax.model import build
 from llada_jax.objectives import grpo
+from llada_jax.parallel import sharding
+from llada_jax.training import loop, metrics, preemption, train_state
+from llada_jax.training import run as run_lib
 from llada_jax.rl import pairs as pairs_lib
 from llada_jax.rl import rewards as rewards_lib
 from llada_jax.rl import rollout as rollout_lib
 from llada_jax.rl import step as rl_step
 from llada_jax.rl.rewards import expected_answer
 from llada_jax.sampling.params import SamplingParams
-
-ALGORITHMS = ("grpo", "vrpo")
-
-
-def validate(config, num_devices: int):
-    """ValueError naming the field, before anything compiles: the shared sections by the
-    training config's validator (`training.validate.train_config`), then the rl section."""
-    validate_lib.train_config(config, num_devices)
-    r, d = config.rl, config.data
-    if r.algorithm not in ALGORITHMS:
-        raise ValueError(f"config.rl.algorithm={r.algorithm!r}: expected one of {ALGORITHMS}")
-    if not r.init_from:
-        raise ValueError("config.rl.init_from is empty: expected the SFT workdir to start from "
-                         "(--config.rl.init_from=SFT_WORKDIR)")
-    if not os.path.isdir(r.init_from):
-        raise ValueError(f"config.rl.init_from={r.init_from!r}: no such directory (expected an SFT workdir)")
-    checkpoint_load.check_not_lora(r.init_from, "config.rl.init_from")
-    if config.train.init_from:
-        raise ValueError("config.train.init_from is set: an RL run starts from config.rl.init_from only")
-    if r.algorithm == "grpo":
-        if d.source != "synthetic":
-            raise ValueError(f"config.data.source={d.source!r}: GRPO's prompts come from a checkable task; "
-                             "expected 'synthetic'")
-        rewards_lib.parse(r.rewards)
-        if r.num_generations < 2:
-            raise ValueError(f"config.rl.num_generations={r.num_generations}: expected >= 2 (a group)")
-        if r.num_iterations < 1 or not 0 <= r.p_mask_prompt < 1 or r.epsilon <= 0 or r.beta < 0:
-            raise ValueError(f"config.rl: num_iterations={r.num_iterations} (>= 1), p_mask_prompt="
-                             f"{r.p_mask_prompt} (in [0, 1)), epsilon={r.epsilon} (> 0), beta={r.beta} (>= 0)")
-        if r.sampler_steps < 1 or r.gen_length < 1:
-            raise ValueError(f"config.rl.sampler_steps={r.sampler_steps}, gen_length={r.gen_length}: expected >= 1")
-        if r.sampler_steps > r.gen_length or r.cache not in ("", "dual"):  # the engine's limits
-            raise ValueError(f"config.rl.sampler_steps={r.sampler_steps} (<= gen_length={r.gen_length}), "
-                             f"cache={r.cache!r} ('' or 'dual'): the rollouts run on the serving engine")
-        rollout_lib.sampling_params(r)  # ValueError naming the SamplingParams field
-    else:
-        if not r.pairs or not os.path.isfile(r.pairs):
-            raise ValueError(f"config.rl.pairs={r.pairs!r}: expected a preference-pair JSONL file for VRPO")
-        if r.vrpo_n < 1 or r.beta <= 0:
-            raise ValueError(f"config.rl: vrpo_n={r.vrpo_n} (>= 1), beta={r.beta} (> 0 for VRPO)")
-
 
 class PairIterator:
     """Batches of preference pairs; epoch e is a permutation drawn from (seed, e), so batch k
@@ -123,32 +77,14 @@ def train_rl(config, workdir: str, *, devices=None, hooks=(), allow_changes=()):
     """Run (or resume) RL in `workdir`. Returns (state, last logged metrics); the metrics
     hold "signal" when SIGTERM/SIGINT ended the run after saving a checkpoint. A resume
     with another reference, group size or model is refused unless `allow_changes` names it."""
-    devices = list(jax.devices() if devices is None else devices)
-    from llada_jax.config import with_model_defaults
-
-    config = with_model_defaults(config)  # the model fields it leaves unset (no inheritance here)
-    validate(config, len(devices))
-    saved_info = workdir_lib.claim(workdir, "train")
-    if saved_info is not None and "rl" not in saved_info:
-        raise workdir_lib.WorkdirError(
-            f"--workdir={workdir!r} holds a training run that is not an RL run; RL writes a new --workdir "
-            f"(start from that one with --config.rl.init_from={workdir})")
-    os.makedirs(workdir, exist_ok=True)
-    with workdir_lib.lock(workdir, "train", enabled=jax.process_index() == 0):
-        return _run(config, workdir, devices, hooks, saved_info, tuple(allow_changes))
+    with run_lib.open_run(config, workdir, devices=devices, purpose="rl") as run:
+        return _run(run, workdir, hooks, tuple(allow_changes))
 
 
-def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
+def _run(run: run_lib.Run, workdir, hooks, allow_changes=()):
+    config, mesh, model, mcfg, tx, rules = run.config, run.mesh, run.model, run.model_config, run.tx, run.rules
+    abstract, shardings, ckpt = run.abstract, run.shardings, run.checkpointer
     r, d, t = config.rl, config.data, config.train
-    mesh = sharding.make_mesh(config.mesh, devices)
-    tokenizer = inputs.load_tokenizer(config, workdir) if d.source != "synthetic" else None
-    mcfg = from_config.model_config(config, tokenizer)
-    model = build(mcfg)
-    tx, _ = optimizer.make_optimizer(config.optim, t.steps)
-    rules = sharding.rules_of(config.mesh)  # config.mesh.rules, as the training run applies them
-    abstract, shardings = train_state.state_shardings(model, tx, mesh, rules=rules)
-    ckpt = manager.Checkpointer(manager.checkpoint_dir(workdir), every=config.checkpoint.every,
-                                   keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
     # The reference: LoRA's frozen base, or (no LoRA) the params of init_from, restored once more.
     frozen = ref_params = lora_base = None
     if "frozen" in abstract:  # a resumed run keeps the base step it recorded
@@ -168,15 +104,11 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
         data_state = None
         params = None if ref_params is None else jax.tree_util.tree_map(jnp.copy, ref_params)
         state = train_state.init_state(model, tx, mesh, t.seed, shardings, params=params, frozen=frozen, rules=rules)
-    try:
-        loop.save_run_info(workdir, saved_info, loop.run_info(config, mcfg, None, lora_base, rl=r.algorithm),
-                           None if restored is None else restored[0], allow_changes)
-    except ValueError:
-        ckpt.close()
-        raise
+    loop.save_run_info(workdir, run.saved_info, loop.run_info(config, mcfg, None, lora_base, rl=r.algorithm),
+                       None if restored is None else restored[0], allow_changes)
 
     if r.algorithm == "grpo":
-        it, _ = inputs.iterators(config, None, process_index=0, process_count=1)
+        it, _ = run.data
         task = it.task
         prompt_len = task.prompt_len
         eval_prompts = task.rows(np.random.default_rng([t.seed, 2]), r.eval_prompts)[0][:, :prompt_len]
@@ -256,7 +188,6 @@ def _run(config, workdir, devices, hooks, saved_info=None, allow_changes=()):
         if signal_number is not None:
             last = {**last, "signal": signal_number}
     finally:
-        ckpt.close()
         writer.close()
         restore_handlers()
     return state, last

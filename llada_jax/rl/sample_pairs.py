@@ -87,8 +87,7 @@ def sample_pairs(model, params, task, rl_cfg, *, num_prompts: int, seed: int, sl
 def check_args(config, out: str, num_prompts: int):
     """ValueError for what can be checked before the policy loads: the output path, the
     prompt count, the rewards and the sampling options."""
-    from llada_jax.rl import rewards as rewards_lib
-    from llada_jax.rl import rollout as rollout_lib
+    from llada_jax.config import rules_rl
 
     if os.path.exists(out):
         raise ValueError(f"--out={out!r} exists; give a new path (it is never overwritten)")
@@ -96,11 +95,7 @@ def check_args(config, out: str, num_prompts: int):
         raise ValueError(f"--out={out!r}: no such directory {os.path.dirname(out)!r}")
     if num_prompts < 1:
         raise ValueError(f"--num_prompts={num_prompts}: expected >= 1")
-    if config.rl.num_generations < 2:
-        raise ValueError(f"config.rl.num_generations={config.rl.num_generations}: expected >= 2 (a pair needs "
-                         "two samples)")
-    rewards_lib.parse(config.rl.rewards)
-    rollout_lib.sampling_params(config.rl)  # ValueError naming the SamplingParams field
+    rules_rl.pair_sampling(config)
 
 
 def main(argv=None):

@@ -155,7 +155,7 @@ def _vocab(config, inherited: bool) -> None:
 
     m, path = config.model, tokenizer_source(config)
     if not path or not os.path.exists(path):
-        return  # nothing to read yet (a trained tokenizer), or a missing path: training.inputs.check_paths names it
+        return  # nothing to read yet (a trained tokenizer), or a missing path: config.rules.check_paths names it
     n = load_tokenizer(path).vocab_size
     if m.vocab_size is None:
         m.vocab_size = n

@@ -1,6 +1,8 @@
 """What the training loop reads, from the config: the tokenizer, the train and eval
 iterators (llada_jax.data, or a synthetic task of llada_jax.data.tasks). The model
-config from a run config is `llada_jax.model.from_config.model_config`."""
+config from a run config is `llada_jax.model.from_config.model_config`; the rules about
+the data fields and paths are `llada_jax.config.rules`' (the readers here run its path
+checks too)."""
 
 from __future__ import annotations
 
@@ -8,73 +10,10 @@ import logging
 import os
 
 from llada_jax import objectives
-from llada_jax.config import with_model_defaults
+from llada_jax.config import rules, with_model_defaults
 from llada_jax.data import documents, tasks
 
 log = logging.getLogger(__name__)
-SOURCES = ("stdlib", "files", "jsonl", "prepared", "synthetic")
-
-
-def _files(spec: str, field: str) -> list[str]:
-    files = [f for f in (s.strip() for s in spec.split(",")) if f]
-    if not files:
-        raise ValueError(f"config.data.{field}={spec!r}: expected comma-separated text files")
-    for f in files:
-        if not os.path.isfile(f):
-            raise ValueError(f"config.data.{field}={spec!r}: {f!r} does not exist (expected existing text files)")
-    return files
-
-
-def _jsonl(path: str, field: str) -> str:
-    if not path:
-        raise ValueError(f"config.data.{field} is empty: expected a chat JSONL file for SFT")
-    if not os.path.isfile(path):
-        raise ValueError(f"config.data.{field}={path!r}: no such file (expected a chat JSONL file)")
-    return path
-
-
-def _prepared_dir(path: str, field: str) -> str:
-    """A directory of `python -m llada_jax.prepare_data`, with its index."""
-    from llada_jax.data import prepared
-
-    if not path:
-        why = ("; evaluation (train.eval_every) needs prepared held-out data: prepare it, or set "
-               "config.train.eval_every=0") if field == "eval_path" else ""
-        raise ValueError(f"config.data.{field} is empty: expected a directory made by "
-                         f"`python -m llada_jax.prepare_data` (source 'prepared'){why}")
-    prepared.read_index(path, field=f"config.data.{field}")
-    return path
-
-
-def check_paths(config, *, eval_only: bool = False) -> None:
-    """ValueError naming the field, the value and what was expected for each data path a run
-    of `config` reads (the tokenizer file, the text or JSONL files, a prepared directory's
-    index; the held-out ones only when the run evaluates). The one place of these checks:
-    `training.validate.train_run` calls it before anything expensive, and the readers below
-    run the same helpers when they read. Not a rule of the config's shape (`plan` validates
-    configs on machines without the data)."""
-    d = config.data
-    evaluating = _evaluating(config) or eval_only
-    if d.tokenizer and not os.path.exists(d.tokenizer):
-        raise ValueError(f"config.data.tokenizer={d.tokenizer!r}: no such file or directory (expected a "
-                         "tokenizer .model, tokenizer.json or a directory holding one)")
-    if d.source == "files":
-        if not eval_only:
-            _files(d.train_files, "train_files")
-        if evaluating:
-            _files(d.eval_files, "eval_files")
-    elif d.source == "jsonl":
-        _jsonl(d.train_jsonl, "train_jsonl")
-        if d.eval_jsonl:
-            _jsonl(d.eval_jsonl, "eval_jsonl")
-    elif d.source == "prepared":
-        _prepared_dir(d.path, "path")
-        if evaluating:
-            _prepared_dir(d.eval_path, "eval_path")
-
-
-def _evaluating(config) -> bool:
-    return bool(config.train.eval_every and config.train.eval_batches)
 
 
 def load_tokenizer(config, workdir: str):
@@ -90,7 +29,7 @@ def load_tokenizer(config, workdir: str):
     if d.source == "prepared":  # the tokenizer the data was made with, stored beside it
         from llada_jax.data import prepared
 
-        found = prepared.tokenizer_file(_prepared_dir(d.path, "path"))
+        found = prepared.tokenizer_file(rules.prepared_dir(d.path, "path"))
         if found is None:
             raise ValueError(f"config.data.path={d.path!r} holds no tokenizer file; set config.data.tokenizer")
         return tokenizer.load_tokenizer(found)
@@ -108,7 +47,7 @@ def train_files(config, split="train"):
     d = config.data
     if d.source == "stdlib":
         return documents.stdlib_files(split)
-    return _files(d.train_files if split == "train" else d.eval_files, f"{split}_files")
+    return rules.text_files(d.train_files if split == "train" else d.eval_files, f"{split}_files")
 
 
 def iterators(config, tokenizer, *, process_index, process_count, eval_only=False, cache_dir=None):
@@ -117,7 +56,7 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
     WORKDIR/data_cache, so a run never writes next to someone else's tokenizer file)."""
     from llada_jax.data import pipeline
 
-    check_paths(config, eval_only=eval_only)
+    rules.check_paths(config, eval_only=eval_only)
     d = config.data
     local = d.batch_size // process_count
     kw = dict(seq_len=d.seq_len, batch_size=local, process_index=process_index, process_count=process_count)
@@ -130,7 +69,7 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
         def make(seed):
             return tasks.TaskIterator(task, seed=seed, sft=objectives.data_kind(d.kind) == "sft", **kw)
         return (None if eval_only else make(config.train.seed)), (lambda: make(config.train.seed + 1_000_003))
-    evaluating = _evaluating(config)
+    evaluating = rules.evaluates(config)
     if d.source == "prepared":
         from llada_jax.data import prepared
 

@@ -1,12 +1,12 @@
 """The training loop, evaluation, and the command line of `python -m llada_jax.train`.
 
-`train_and_evaluate(config, workdir)`: validate the config (`training.validate`, before
-anything compiles),
-build the mesh, the data and the state (restored from the workdir's latest checkpoint,
-or from `train.init_from`, or fresh, always created in its shardings), then step, log,
-evaluate and checkpoint. The workdir is claimed first (llada_jax.checkpoint.workdir: its owner
-kind, its lock) and a checkpoint that does not match the config stops the run before
-anything is written. SIGTERM/SIGINT save a checkpoint and end the run, on every process
+`train_and_evaluate(config, workdir)`: the run's set-up is `training.run.open_run` (the
+workdir claimed and locked, the config resolved and checked by `config.rules` before
+anything compiles, then the mesh, model, optimizer, shardings, data and checkpoints); here
+the state is restored from the workdir's latest checkpoint, or from `train.init_from`, or
+made fresh (always in its shardings), then the loop steps, logs, evaluates and
+checkpoints. A checkpoint that does not match the config stops the run before anything
+is written. SIGTERM/SIGINT save a checkpoint and end the run, on every process
 after the same step (`training.preemption`); the command line then exits with
 EXIT_PREEMPTED (75) so a scheduler requeues it. A non-finite loss,
 gradient norm or updated parameter stops it with `NonFiniteLossError` before that step
@@ -29,17 +29,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from llada_jax import cli
-from llada_jax.checkpoint import manager
-from llada_jax.model import from_config
-from llada_jax.training import inherit, inputs
-from llada_jax.checkpoint import load
-from llada_jax.training import metrics, preemption, validate
-from llada_jax.model import flops
-from llada_jax.sampling import sampler
-from llada_jax.parallel import sharding
-from llada_jax.training import step, train_state
+from llada_jax.checkpoint import load, manager
 from llada_jax.checkpoint import workdir as workdir_lib
-from llada_jax.model import build
+from llada_jax.model import flops
+from llada_jax.parallel import sharding
+from llada_jax.sampling import sampler
+from llada_jax.training import inherit, metrics, preemption, step, train_state
+from llada_jax.training import run as run_lib
 
 log = logging.getLogger(__name__)
 # Exit status of `python -m llada_jax.train` after SIGTERM/SIGINT saved a checkpoint:
@@ -135,33 +131,20 @@ def train_and_evaluate(config, workdir: str, *, devices=None, hooks=(), allow_ch
 
     WorkdirError (a ValueError) for a workdir this run must not write (an import
     workdir, a foreign directory, one locked by another run)."""
-    devices = list(jax.devices() if devices is None else devices)
-    saved_info = workdir_lib.claim(workdir, "train")
-    config = inherit.resolve(config, workdir, saved_info)  # the model fields it leaves unset
-    validate.train_run(config, len(devices), jax.process_count())
-    os.makedirs(workdir, exist_ok=True)
-    with workdir_lib.lock(workdir, "train", enabled=jax.process_index() == 0):
-        return _train(config, workdir, devices, hooks, saved_info, tuple(allow_changes))
+    with run_lib.open_run(config, workdir, devices=devices, purpose="train") as run:
+        return _train(run, workdir, hooks, tuple(allow_changes))
 
 
-def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
+def _train(run: run_lib.Run, workdir, hooks, allow_changes=()):
     primary = jax.process_index() == 0
-    mesh = sharding.make_mesh(config.mesh, devices)
-    tokenizer = inherit.run_tokenizer(config, workdir, primary)
-    mcfg = from_config.model_config(config, tokenizer)
-    model = build(mcfg)
+    config, mesh, model, mcfg, tokenizer = run.config, run.mesh, run.model, run.model_config, run.tokenizer
+    abstract, shardings, ckpt, saved_info = run.abstract, run.shardings, run.checkpointer, run.saved_info
     d, t = config.data, config.train
-    st, abstract, shardings, batch_spec = step.setup(config, model, mesh)
-    tx = st.tx
-    train_it, make_eval_iter = inputs.iterators(config, tokenizer, process_index=jax.process_index(),
-                                                process_count=jax.process_count(),
-                                                cache_dir=os.path.join(workdir, "data_cache"))
-    ckpt = manager.Checkpointer(manager.checkpoint_dir(workdir), every=config.checkpoint.every,
-                                   keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+    st, batch_spec = run_lib.train_static(run)
+    train_it, make_eval_iter = run.data
     try:
         restored = ckpt.restore(manager.abstract_like(abstract, shardings))
     except manager.CheckpointMismatchError as e:
-        ckpt.close()
         raise _mismatch_error(e, workdir, saved_info, config, "resume") from None
     lora_base, frozen = None, None
     if "frozen" in abstract:  # LoRA: the base of a resumed run is the one it recorded
@@ -175,24 +158,19 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
             train_it.set_state(data_state)
         print(f"resumed from step {start} in {workdir}", flush=True)
     elif frozen is not None:
-        state = train_state.init_state(model, tx, mesh, t.seed, shardings, frozen=frozen, rules=st.rules)
+        state = train_state.init_state(model, run.tx, mesh, t.seed, shardings, frozen=frozen, rules=run.rules)
     elif t.init_from:
         try:
             _, params = inherit.init_params(t.init_from, manager.abstract_like(
                 abstract["params"], shardings["params"]))
         except manager.CheckpointMismatchError as e:
-            ckpt.close()
             raise _mismatch_error(e, workdir, saved_info, config, "init_from") from None
-        state = train_state.init_state(model, tx, mesh, t.seed, shardings, params=params, rules=st.rules)
+        state = train_state.init_state(model, run.tx, mesh, t.seed, shardings, params=params, rules=run.rules)
         print(f"initialised the params from {t.init_from}", flush=True)
     else:
-        state = train_state.init_state(model, tx, mesh, t.seed, shardings, rules=st.rules)
-    try:
-        save_run_info(workdir, saved_info, run_info(config, mcfg, tokenizer, lora_base),
-                      None if restored is None else restored[0], allow_changes)
-    except ValueError:
-        ckpt.close()
-        raise
+        state = train_state.init_state(model, run.tx, mesh, t.seed, shardings, rules=run.rules)
+    save_run_info(workdir, saved_info, run_info(config, mcfg, tokenizer, lora_base),
+                  None if restored is None else restored[0], allow_changes)
 
     step_fn = step.compile_step(st, mesh, shardings, batch_spec)
     eval_fn = step.compile_eval(st, mesh, train_state.full_params(shardings), batch_spec)
@@ -221,7 +199,7 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
             dt, n = time.perf_counter() - window["tick"], window["n"]
             last = {k: v / n for k, v in sums.items()}
             last.update(tokens_per_s=n * d.batch_size * d.seq_len / dt,
-                        mfu=n * flops_step / dt / (peak * len(devices)), step_time_s=dt / n)
+                        mfu=n * flops_step / dt / (peak * len(run.devices)), step_time_s=dt / n)
             writer.scalars(at, last)
             bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['masked_accuracy']:.2f}")
             window.update(tick=time.perf_counter(), n=0)
@@ -255,7 +233,6 @@ def _train(config, workdir, devices, hooks, saved_info, allow_changes=()):
             last = {**last, "signal": signal_number}
     finally:
         bar.close()
-        ckpt.close()
         writer.close()
         restore_handlers()
     return state, last

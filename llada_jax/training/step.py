@@ -50,60 +50,12 @@ class Static(NamedTuple):
     block_warmup: tuple = ()  # ((block_size, until_step), ...): smaller blocks first (conversion)
 
 
-def block_settings(config) -> tuple[int, tuple]:
-    """(block size, warm-up stages) of a run: block-diffusion kinds train the model's
-    `model.block_size`, after `train.block_warmup` ("4:100,16:300": block 4 for steps
-    0-99, 16 until step 299, then the model's; LLaDA 2.x / Fast-dLLM v2 conversion of
-    a `train.init_from` checkpoint). ValueError for a size that does not divide the
-    sequence length, a block kind without a block-causal model, or a warm-up without one."""
-    d, bs = config.data, config.model.get("block_size", 0)
-    blocks = objectives.get(d.kind).blocks
-    if blocks and bs < 1:
-        raise ValueError(f"config.data.kind={d.kind!r} trains a block-causal model: expected "
-                         f"config.model.block_size >= 1, got {bs}")
-    if bs and not blocks:
-        raise ValueError(f"config.model.block_size={bs}: a block-causal model trains with data.kind "
-                         f"'block_diffusion' or 'block_sft', not {d.kind!r}")
-    text = config.train.get("block_warmup", "")
-    stages = []
-    for part in [p for p in text.split(",") if p.strip()]:
-        try:
-            size, until = (int(x) for x in part.split(":"))
-        except ValueError:
-            raise ValueError(f"config.train.block_warmup={text!r}: expected 'SIZE:UNTIL_STEP,...'") from None
-        if stages and until <= stages[-1][1] or until < 1 or size < 1:
-            raise ValueError(f"config.train.block_warmup={text!r}: expected sizes >= 1 and increasing steps")
-        stages.append((size, until))
-    if stages and not blocks:
-        raise ValueError(f"config.train.block_warmup={text!r}: only for block-diffusion kinds, not {d.kind!r}")
-    for size in [bs] + [s for s, _ in stages] if blocks else []:
-        if d.seq_len % size:
-            raise ValueError(f"block size {size} (config.model.block_size / train.block_warmup) must divide "
-                             f"config.data.seq_len={d.seq_len}")
-    return bs, tuple(stages)
-
-
 def objective_of(st: Static, block_size: int | None = None):
     """The registered objective of `st.kind`; a block-diffusion one with its block size."""
     objective = objectives.get(st.kind)
     if objective.blocks:
         objective = dataclasses.replace(objective, block_size=block_size or st.block_size)
     return objective
-
-
-def setup(config, model: nn.Module, mesh):
-    """What a run compiles from `config`: (Static, abstract state, its shardings, batch
-    spec {field: ndim}). The training loop and `python -m llada_jax.plan` both start here."""
-    d = config.data
-    objective = objectives.get(d.kind)
-    tx, schedule = optimizer.make_optimizer(config.optim, config.train.steps)
-    rules = sharding.rules_of(config.mesh)
-    block_size, warmup = block_settings(config)
-    st = Static(model, tx, d.kind, model.config.mask_token_id, d.eps,
-                d.random_length_prob if objective.random_length else 0.0, config.optim.grad_accum, schedule, rules,
-                block_size, warmup)
-    abstract, shardings = train_state.state_shardings(model, tx, mesh, rules=rules)
-    return st, abstract, shardings, {field: 2 for field in objective.fields}
 
 
 def _length_mask(rng, batch_shape, prob):

@@ -43,14 +43,14 @@ class LoRAConfig:
     def __post_init__(self):
         object.__setattr__(self, "targets", tuple(self.targets))  # a list, from run.json
         if not isinstance(self.rank, int) or self.rank < 0:
-            raise ValueError(f"config.lora.rank={self.rank!r}: expected an integer >= 0 (0: no LoRA)")
+            raise ValueError(f"LoRAConfig.rank={self.rank!r}: expected an integer >= 0 (0: no LoRA)")
         if not self.alpha > 0:
-            raise ValueError(f"config.lora.alpha={self.alpha!r}: expected > 0")
+            raise ValueError(f"LoRAConfig.alpha={self.alpha!r}: expected > 0")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"config.lora.dropout={self.dropout!r}: expected in [0, 1)")
+            raise ValueError(f"LoRAConfig.dropout={self.dropout!r}: expected in [0, 1)")
         bad = [t for t in self.targets if t not in TARGETS]
         if bad or (self.rank and not self.targets):
-            raise ValueError(f"config.lora.targets={','.join(self.targets)!r}: expected a non-empty "
+            raise ValueError(f"LoRAConfig.targets={','.join(self.targets)!r}: expected a non-empty "
                              f"comma-separated subset of {','.join(TARGETS)} (or 'all')")
 
     @property

@@ -1,10 +1,11 @@
-"""The schema and shared defaults of the experiment configs in configs/ (big_vision style).
+"""The schema and shared defaults of the run configs in configs/ (big_vision style).
 
 Every experiment file's `get_config()` starts from `base_config()`, changes what it
 needs and returns the locked `ConfigDict`: a command-line override of a field that does
 not exist (`--config.optim.lrr=1`) is then an error naming that field. FIELD_DOCS gives
 every field's meaning: `python -m llada_jax.config [FILE]` lists them with their values,
-and a command's `--print_config` the config its command line resolves to.
+and a command's `--print_config` the config its command line resolves to. The rules
+about the fields' values are `llada_jax.config.rules` (and `rules_rl` for the `rl` section).
 """
 
 from __future__ import annotations
@@ -319,6 +320,3 @@ def main(argv=None):
             raise ValueError(f"arguments {args}: expected none or one config file (configs/*.py)")
         print("\n".join(describe(load_config_file(args[0]) if args else base_config())))
 
-
-if __name__ == "__main__":
-    main()
