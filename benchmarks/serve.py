@@ -1,8 +1,11 @@
 """Serving throughput: `python -m llada_jax.serve` on 127.0.0.1 against sequential
-`generate` calls, on a random model of the demo's shape (`--model=demo`, configs/demo.py)
-or a tiny one (`--model=tiny`) on this machine's CPU, one JSON line per figure.
+`generate` calls, on a tiny random model (`--model=tiny`: vocabulary 300, so a random
+answer seldom holds EOS, which ends an engine request early) or one of the demo's shape
+(`--model=demo`, configs/demo.py: with its 16-token vocabulary most random answers stop at
+an EOS in their first block, so only its `forward` rows compare like with like) on this
+machine's CPU, one JSON line per figure.
 
-    python benchmarks/serve.py [--model demo --requests 64 --gen_length 32 --block_length 8 --slots 32]
+    python benchmarks/serve.py [--model tiny --requests 64 --gen_length 32 --block_length 8 --slots 32]
 
 Figures: requests/s, output tokens/s, p50 and p99 latency (seconds) of `sequential`
 (one `llada_jax.sampling.generate` call per request, in this process, compiled first),
@@ -80,7 +83,7 @@ def main():
     ap.add_argument("--prompt_len", type=int, default=16)
     ap.add_argument("--slots", type=int, default=32)
     ap.add_argument("--concurrency", default="1,8,32")
-    ap.add_argument("--model", choices=("demo", "tiny"), default="demo")
+    ap.add_argument("--model", choices=("demo", "tiny"), default="tiny")
     args = ap.parse_args()
 
     import httpx
@@ -95,9 +98,11 @@ def main():
     g, bl = args.gen_length, args.block_length
     bucket = -(-(args.prompt_len + g) // 16) * 16
     if args.model == "demo":
-        from llada_jax.config import load_config_file
-        m = load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py")).model
-        cfg = LLaDAConfig(**{k: v for k, v in m.to_dict().items() if k in LLaDAConfig.__dataclass_fields__})
+        from llada_jax.config import load_config_file, with_model_defaults
+        from llada_jax.model import from_config
+
+        demo = load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py"))
+        cfg = from_config.model_config(with_model_defaults(demo), None)
         cfg = dataclasses.replace(cfg, max_sequence_length=max(cfg.max_sequence_length, bucket))
     else:
         cfg = LLaDAConfig.tiny(vocab_size=300, embedding_size=300, max_sequence_length=256, mask_token_id=299,
