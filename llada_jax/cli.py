@@ -1,7 +1,13 @@
-"""What every command line shares: user mistakes as one `error: ...` line (exit status 1,
-no traceback), and the `--config=FILE` flag with its `--config.section.field=value`
-overrides, the file executed once; `--print_config` prints the resolved config instead
-of running the command (`python -m llada_jax.config` lists every field and its meaning).
+"""What every command line shares: absl flags (the one flag library of the commands), user
+mistakes and flag errors as one `error: ...` line (exit status 1, no traceback), and the
+`--config=FILE` flag with its `--config.section.field=value` overrides, the file executed
+once; `--print_config` prints the resolved config instead of running the command
+(`python -m llada_jax.config` lists every field and its meaning).
+
+Commands with a config (train, rl, generate, ...) define their flags on absl's global
+`flags.FLAGS` and run under `run_absl`; commands without one (export, import_hf,
+prepare_data, repoint) define them on a fresh `flags.FlagValues` per call (`parse`), so
+their `main(argv)` runs any number of times in one process.
 """
 
 from __future__ import annotations
@@ -108,9 +114,50 @@ def print_config(config, argv):
     raise SystemExit(0)
 
 
+def flag_error(e, known=()) -> str:
+    """The one `error: ...` line of an absl flag error `e`; an unknown flag's line lists the
+    `known` flag names if given, else absl's suggestions."""
+    from absl import flags
+
+    if isinstance(e, flags.UnrecognizedFlagError):
+        near = [n.strip() for n in str(e).partition("Did you mean: ")[2].rstrip(" ?").split(",") if n.strip()]
+        listed = (f"the flags are --{', --'.join(sorted(known))}; " if known else
+                  f"did you mean --{', --'.join(near)}? " if near else "")
+        return f"error: --{e.flagname}: unknown flag ({listed}--help lists them)"
+    msg = " ".join(str(e).split())
+    return "error: " + (msg[len("flag "):] if msg.startswith("flag --") else msg)
+
+
+def parse(define, argv=None, usage: str = "", required=()):
+    """Parse a command's flags with absl on a fresh FlagValues: `define(fv)` defines them
+    (`flags.DEFINE_*(..., flag_values=fv)`), `argv` are the arguments without the program
+    name (default sys.argv[1:]). `--help`/`-h` prints `usage` and the flags, exit 0. An
+    unknown flag, a bad value, a `required` flag not given or a positional argument is one
+    `error: ...` line naming the flag, exit status 1. Returns the FlagValues."""
+    from absl import flags
+
+    fv = flags.FlagValues()
+    define(fv)
+    argv = [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv)
+    if HELP.intersection(argv[1:]):
+        print(f"{usage}\n{fv.get_help()}" if usage else fv.get_help())
+        raise SystemExit(0)
+    try:
+        rest = fv(argv)
+    except flags.Error as e:
+        # absl's own --flagfile and --undefok are no flags of the command's: not listed
+        raise SystemExit(flag_error(e, [n for n in fv if n not in ("flagfile", "undefok")])) from None
+    if rest[1:]:
+        raise SystemExit(f"error: unexpected arguments {rest[1:]} (flags are given as --name=value)")
+    missing = [f"--{name}" for name in required if not fv[name].present]
+    if missing:
+        raise SystemExit(f"error: {', '.join(missing)}: required (--help lists the flags)")
+    return fv
+
+
 def run_absl(main, argv=None):
-    """absl.app.run(main) with USER_ERRORS as `error: ...` lines, JAX's persistent
-    compilation cache on (`llada_jax.compile_cache`)."""
+    """absl.app.run(main) with USER_ERRORS and flag errors as `error: ...` lines, JAX's
+    persistent compilation cache on (`llada_jax.compile_cache`)."""
     from absl import app
 
     from llada_jax import compile_cache
@@ -122,7 +169,17 @@ def run_absl(main, argv=None):
 
     argv = list(sys.argv if argv is None else argv)
     _help_lists_the_commands_flags(argv[0])
-    app.run(wrapped, argv=argv)
+    app.run(wrapped, argv=argv, flags_parser=_parse_global_flags)
+
+
+def _parse_global_flags(argv):
+    """app.run's flag parsing, its errors as one `error: ...` line as `parse` gives them."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        raise SystemExit(flag_error(e)) from None
 
 
 def _help_lists_the_commands_flags(script: str):

@@ -10,7 +10,6 @@ reference and, in `changes`, the old one; the step is pinned in NEW_DIR.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -46,13 +45,20 @@ def repoint(workdir: str, base: str, step: int | None = None) -> dict:
     return new
 
 
+def define_flags(fv):
+    """The flags of `python -m llada_jax.checkpoint.repoint`, on absl FlagValues `fv`."""
+    from absl import flags
+
+    flags.DEFINE_string("workdir", None, "the LoRA run's workdir, required", flag_values=fv)
+    flags.DEFINE_string("base", None, "the base workdir's new place, required", flag_values=fv)
+    flags.DEFINE_integer("step", None, "base step (default: the one run.json records)", flag_values=fv)
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m llada_jax.checkpoint.repoint", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workdir", required=True, help="the LoRA run's workdir")
-    ap.add_argument("--base", required=True, help="the base workdir's new place")
-    ap.add_argument("--step", type=int, default=None, help="base step (default: the one run.json records)")
-    args = ap.parse_args(argv)
+    """`python -m llada_jax.checkpoint.repoint`, `argv` without the program name (default sys.argv[1:])."""
     from llada_jax import cli
+
+    args = cli.parse(define_flags, argv, __doc__.split("\n\n")[0], required=("workdir", "base"))
 
     with cli.user_errors():
         new = repoint(args.workdir, args.base, args.step)

@@ -1,8 +1,9 @@
 """Documents: reading text sources into strings, before any tokenizer.
 
 `stdlib_files` (the default corpus: the running Python's standard library, split into
-train and eval by a hash of each path), `iter_documents` (a text file is one document, a
-`.jsonl` file one `{"text": ...}` per line), `jsonl_field` (one field of every line of a
+train and eval by a hash of each path), `expand_inputs` (the files prepare_data's
+`--inputs` names: comma-separated paths or globs), `iter_documents` (a text file is one
+document, a `.jsonl` file one `{"text": ...}` per line), `jsonl_field` (one field of every line of a
 JSONL file, with the file and line named in errors) and the UTF-8 handling they share
 (`decode_text`, `warn_replaced`: undecodable bytes become U+FFFD and are counted).
 
@@ -13,6 +14,7 @@ tokenizer does not depend on the pipelines.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -48,6 +50,21 @@ def stdlib_files(split: str = "train", holdout_fraction: float = 0.05, *, root: 
             if (h / 2**64 < holdout_fraction) == (split == "eval"):
                 keyed.append((h, os.path.join(dirpath, name)))
     return [p for _, p in sorted(keyed)]
+
+
+def expand_inputs(spec) -> list[str]:
+    """Comma-separated paths or globs (each glob sorted) -> existing files, in order."""
+    parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
+    files = []
+    for p in parts:
+        found = sorted(glob.glob(p)) if glob.has_magic(p) else [p]
+        found = [f for f in found if os.path.isfile(f)]
+        if not found:
+            raise ValueError(f"--inputs: {p!r} matches no file")
+        files += [os.path.abspath(f) for f in found]
+    if not files:
+        raise ValueError("--inputs is empty: expected comma-separated files or globs")
+    return files
 
 
 def decode_text(raw: bytes) -> tuple[str, int]:

@@ -15,8 +15,6 @@ A rerun after a kill skips the complete shards and redoes the rest (byte-identic
 
 from __future__ import annotations
 
-import argparse
-import glob
 import hashlib
 import json
 import logging
@@ -28,6 +26,7 @@ import time
 
 import numpy as np
 
+from llada_jax import cli
 from llada_jax.checkpoint import workdir as workdir_lib
 from llada_jax.data import documents, prepared, tokenizer as tokenizer_lib
 
@@ -35,21 +34,6 @@ PLAN = "plan.json"
 LOCK = workdir_lib.LOCK  # held while a run prepares --out (the workdir lock: pid, host)
 _ENCODE_CHARS = 1 << 20  # text per encode batch
 _PIECE_BYTES = 1 << 22  # a large text file is read and encoded in newline-cut pieces of this size
-
-
-def expand_inputs(spec) -> list[str]:
-    """Comma-separated paths or globs (each glob sorted) -> existing files, in order."""
-    parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
-    files = []
-    for p in parts:
-        found = sorted(glob.glob(p)) if glob.has_magic(p) else [p]
-        found = [f for f in found if os.path.isfile(f)]
-        if not found:
-            raise ValueError(f"--inputs: {p!r} matches no file")
-        files += [os.path.abspath(f) for f in found]
-    if not files:
-        raise ValueError("--inputs is empty: expected comma-separated files or globs")
-    return files
 
 
 def _jsonl_cuts(path: str, unit_bytes: int) -> list[tuple[int, int]]:
@@ -293,7 +277,7 @@ def prepare(inputs, out: str, *, tokenizer: str | None = None, kind: str = "pret
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out={out!r} is a file; expected a new directory (or one prepare_data made)")
     field = field or ("text" if kind == "pretrain" else "messages")
-    files = expand_inputs(inputs)
+    files = documents.expand_inputs(inputs)
     ours = ("tokenizer.model", "tokenizer.json", LOCK)  # a run killed before its plan leaves only these (and .tmp)
     if os.path.isdir(out) and not os.path.isfile(os.path.join(out, PLAN)) and any(
             f not in ours and ".tmp" not in f for f in os.listdir(out)):
@@ -374,19 +358,26 @@ def _write_index(out, tok, kind, dtype, n_units) -> dict:
     return index
 
 
+def define_flags(fv):
+    """The flags of `python -m llada_jax.prepare_data`, on absl FlagValues `fv`."""
+    from absl import flags
+
+    on = {"flag_values": fv}
+    flags.DEFINE_string("inputs", "", "comma-separated files or globs: text, .jsonl, .parquet", **on)
+    flags.DEFINE_string("out", None, "output directory (rerun to resume), required", **on)
+    flags.DEFINE_string("tokenizer", None, "sentencepiece .model, tokenizer.json or a directory; "
+                        "default: train a sentencepiece model on the inputs into OUT/tokenizer.model", **on)
+    flags.DEFINE_enum("kind", "pretrain", prepared.KINDS, "pretrain: documents; sft: chats (messages lists)", **on)
+    flags.DEFINE_string("field", None, "JSONL field / Parquet column (default: text, or messages for sft)", **on)
+    flags.DEFINE_integer("vocab_size", 32000, "of a trained tokenizer", **on)
+    flags.DEFINE_integer("shard_bytes", 1 << 26, "input bytes per shard", **on)
+    flags.DEFINE_integer("workers", None, "processes, >= 1 (default: all cores)", **on)
+    flags.DEFINE_boolean("verify", False, "check the sha256 of every shard of --out and exit", **on)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m llada_jax.prepare_data", description=__doc__.split("\n\n")[0])
-    p.add_argument("--inputs", default="", help="comma-separated files or globs: text, .jsonl, .parquet")
-    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
-    p.add_argument("--tokenizer", default=None, help="sentencepiece .model, tokenizer.json or a directory; "
-                   "default: train a sentencepiece model on the inputs into OUT/tokenizer.model")
-    p.add_argument("--kind", default="pretrain", choices=prepared.KINDS)
-    p.add_argument("--field", default=None, help="JSONL field / Parquet column (default: text, or messages for sft)")
-    p.add_argument("--vocab_size", type=int, default=32000, help="of a trained tokenizer")
-    p.add_argument("--shard_bytes", type=int, default=1 << 26, help="input bytes per shard")
-    p.add_argument("--workers", type=int, default=None, help="processes, >= 1 (default: all cores)")
-    p.add_argument("--verify", action="store_true", help="check the sha256 of every shard of --out and exit")
-    args = p.parse_args(argv)
+    """`python -m llada_jax.prepare_data`, `argv` without the program name (default sys.argv[1:])."""
+    args = cli.parse(define_flags, argv, __doc__.split("\n\n")[0], required=("out",))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.verify:

@@ -18,7 +18,6 @@ accuracy_sft_baseline_vrpo (for VRPO's FLOPs, pair generation included), and the
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -258,13 +257,19 @@ def plot(lines, path):
     plt.close(fig)
 
 
+def define_flags(fv):
+    """The flags of `python -m llada_jax.experiments.rl_miniature`, on absl FlagValues `fv`."""
+    from absl import flags
+
+    flags.DEFINE_string("out", None, "output directory (results.jsonl is appended to), required", flag_values=fv)
+    flags.DEFINE_multi_integer("seed", None, "repeatable; default 0", flag_values=fv)
+    flags.DEFINE_enum("mode", "full", ("full", "reduced"), "reduced: a smaller run, seconds", flag_values=fv)
+    flags.DEFINE_boolean("plot", False, "also write OUT/rl_miniature.png and .md", flag_values=fv)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, action="append", help="repeatable; default 0")
-    p.add_argument("--mode", default="full", choices=("full", "reduced"))
-    p.add_argument("--plot", action="store_true", help="also write OUT/rl_miniature.png and .md")
-    a = p.parse_args(argv)
+    """Run the seeds, `argv` without the program name (default sys.argv[1:]); returns their lines."""
+    a = cli.parse(define_flags, argv, __doc__.splitlines()[0], required=("out",))
     with cli.user_errors():
         os.makedirs(a.out, exist_ok=True)
         lines = []

@@ -20,7 +20,6 @@ next export into the same place.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -344,24 +343,34 @@ def export_mesh(config: LLaDAConfig):
     return sharding.make_mesh({"data": 1, "fsdp": n, "tensor": 1}) if config.d_model % n == 0 else None
 
 
+def define_flags(fv):
+    """The flags of `python -m llada_jax.export`, on absl FlagValues `fv`."""
+    from absl import flags
+
+    on = {"flag_values": fv}
+    flags.DEFINE_string("workdir", None, "training (or import) workdir with run.json and checkpoints/, required", **on)
+    flags.DEFINE_integer("step", None, "checkpoint step (default: the latest readable)", **on)
+    flags.DEFINE_string("out", None, "output Hugging Face directory, required", **on)
+    flags.DEFINE_enum("dtype", "bfloat16", EXPORT_DTYPES, "tensor dtype in the files (bfloat16 as published)", **on)
+    flags.DEFINE_boolean("overwrite", False, "replace a non-empty --out directory whole", **on)
+    flags.DEFINE_string("max_shard_size", "5GB",
+                        "bytes per safetensors file: 5GB, 500MB (decimal units), 2GiB or a count", **on)
+    flags.DEFINE_string("tokenizer", None,
+                        "tokenizer file or directory to include (default: the one in run.json, if any)", **on)
+    flags.DEFINE_boolean("peft", False,
+                         "LoRA workdir: write the adapters alone in the PEFT format, not merged weights", **on)
+    flags.DEFINE_string("base_model", None,
+                        "with --peft: the exported base folder the adapters apply to, as adapter_config.json's "
+                        "base_model_name_or_path (as given); it must hold the base the adapters were trained on", **on)
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Export a training checkpoint as a Hugging Face directory.")
-    ap.add_argument("--workdir", required=True, help="training (or import) workdir with run.json and checkpoints/")
-    ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest readable)")
-    ap.add_argument("--out", required=True, help="output Hugging Face directory")
-    ap.add_argument("--dtype", default="bfloat16", choices=EXPORT_DTYPES,
-                    help="tensor dtype in the files (bfloat16 as published)")
-    ap.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory whole")
-    ap.add_argument("--max_shard_size", default="5GB")
-    ap.add_argument("--tokenizer", default=None,
-                    help="tokenizer file or directory to include (default: the one in run.json, if any)")
-    ap.add_argument("--peft", action="store_true",
-                    help="LoRA workdir: write the adapters alone in the PEFT format (default: merged weights)")
-    ap.add_argument("--base_model", default=None,
-                    help="with --peft: the exported base folder the adapters apply to, as adapter_config.json's "
-                         "base_model_name_or_path (as given); it must hold the base the adapters were trained on")
-    args = ap.parse_args(argv)
+    """`python -m llada_jax.export`, `argv` without the program name (default sys.argv[1:]).
+    The model shape is the workdir's (run.json `model`)."""
     from llada_jax import cli
+
+    args = cli.parse(define_flags, argv, "Export a training checkpoint as a Hugging Face directory.",
+                     required=("workdir", "out"))
     from llada_jax.checkpoint import workdir as workdir_lib
     from llada_jax.checkpoint.load import load_workdir, merge_lora
 

@@ -16,7 +16,6 @@ or an earlier import; train from it with `--config.train.init_from=DIR`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -237,14 +236,21 @@ def _import(src, workdir, dtype):
     return config
 
 
+def define_flags(fv):
+    """The flags of `python -m llada_jax.import_hf`, on absl FlagValues `fv`."""
+    from absl import flags
+
+    flags.DEFINE_string("src", None, "Hugging Face directory (config.json + safetensors), required", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "new (or empty) workdir to create, required", flag_values=fv)
+    flags.DEFINE_enum("dtype", "float32", DTYPES,
+                      "parameter dtype in the checkpoint (float32: master weights for fine-tuning)", flag_values=fv)
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--src", required=True, help="Hugging Face directory (config.json + safetensors)")
-    ap.add_argument("--workdir", required=True, help="new (or empty) workdir to create")
-    ap.add_argument("--dtype", default="float32", choices=DTYPES,
-                    help="parameter dtype in the checkpoint (float32: master weights for fine-tuning)")
-    args = ap.parse_args(argv)
+    """`python -m llada_jax.import_hf`, `argv` without the program name (default sys.argv[1:])."""
     from llada_jax import cli
+
+    args = cli.parse(define_flags, argv, __doc__.split("\n\n")[0], required=("src", "workdir"))
 
     with cli.user_errors():
         config = import_to_workdir(args.src, args.workdir, dtype=args.dtype)
