@@ -103,6 +103,22 @@ def test_a_request_gets_the_same_tokens_alone_or_among_others(engines, golden_mo
     assert other_seed != alone[1]
 
 
+def test_slots_split_over_a_mesh_give_each_request_its_one_device_tokens(engines, golden_model):
+    """Data parallel: 8 slots over the suite's 8 CPU devices (1 row each), the params replicated."""
+    from jax.sharding import Mesh
+
+    model, params = golden_model
+    mesh = Mesh(np.asarray(jax.devices()[:8]), ("data",))
+    split = engine_lib.Engine(model, params, slots=8, buckets=(48,), block_width=8, mesh=mesh)
+    hot = SP.replace(temperature=1.0, top_p=0.9, seed=7)
+    mixed = [[SP, hot][i % 2] for i in range(len(PROMPTS))]
+    got = split.generate(PROMPTS, mixed)
+    assert [r.tokens for r in got] == [r.tokens for r in engines[0].generate(PROMPTS, mixed)]
+    assert {d for leaf in jax.tree_util.tree_leaves(split.params) for d in leaf.devices()} == set(mesh.devices.flat)
+    with pytest.raises(ValueError, match="slots=6: expected a 1-D mesh whose size divides the slots"):
+        engine_lib.Engine(model, params, slots=6, buckets=(48,), block_width=8, mesh=mesh)
+
+
 def test_slots_are_refilled_and_max_tokens_ends_a_request_early(engines):
     eng = engines[0]
     short = eng.submit(PROMPTS[0], SP, max_tokens=3)  # leaves after its first block

@@ -26,7 +26,9 @@ seed, add_bos (prepend BOS to every context, as the published tokenizer does), m
   continuous batching: a request leaves at the block holding its EOS/EoT and the next
   takes its slot; request i samples with seed + i); the text is cut at the first
   EOS/EoT and then at the first stop sequence. Each answer is the one its prompt gets
-  alone. The engine and the greedy check run on the first device's copy of the parameters.
+  alone. The engine's slots are split over the devices when batch_size is a multiple of
+  their count (a bidirectional model; else, and for the greedy check, the first device's
+  copy of the parameters).
 
 Both show a progress bar on stderr (tqdm: requests done, requests/s) unless lm-eval passes
 disable_tqdm.
@@ -296,9 +298,11 @@ class LLaDAEvalHarness(LM):
                               temperature=self.temperature, cfg_scale=self.cfg, remasking=self.remasking)
         need = sorted({canvas_length(positions_needed(len(p), base, block, bool(block_size)), self.max_length)
                        for p in prompts})
-        engine = Engine(self.model, self.params_one, slots=self.batch_size, buckets=need, block_width=block,
-                        guidance=self.cfg > 0, eot_id=self.tokenizer.eot_id,
-                        eos_ids={self.tokenizer.eos_id, self.tokenizer.eot_id})
+        # data parallel over the mesh where the slots split evenly (a bidirectional model)
+        split = not block_size and self.batch_size % self.mesh.size == 0
+        engine = Engine(self.model, self.params if split else self.params_one, slots=self.batch_size, buckets=need,
+                        block_width=block, guidance=self.cfg > 0, eot_id=self.tokenizer.eot_id,
+                        eos_ids={self.tokenizer.eos_id, self.tokenizer.eot_id}, mesh=self.mesh if split else None)
         # Longest first: a bucket's requests run together, so each lane fills before the next.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         done = _run_engine(engine, [prompts[i] for i in order],

@@ -30,6 +30,7 @@ from typing import Callable
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from llada_jax.sampling import reveal
 from llada_jax.sampling.params import SamplingParams
@@ -114,21 +115,32 @@ class Engine:
     for a block-causal model its block size, the only one it takes).
     guidance: carry cfg's unconditional copy (doubles the batch) so requests may set
     cfg_scale; cache: None or "dual" (Fast-dLLM's approximate dual cache).
+    mesh: a 1-D `jax.sharding.Mesh` to split the slots over (data parallel: the params
+    replicated on its devices, each device running slots / mesh.size rows of every block);
+    None: one device. Rows are independent, so a request's tokens are those it gets on one
+    device's engine of the same slots (a test compares them).
     """
 
     def __init__(self, model, params, *, slots: int = 8, buckets=None, block_width: int | None = None,
                  max_queue: int = 1024, guidance: bool = False, cache=None, eos_ids=None, eot_id=None,
-                 logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False):
+                 logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False, mesh=None):
         cfg = model.config
         self.block_causal = bool(getattr(cfg, "block_size", 0))  # llada_jax.serving.causal's lanes
         if block_width is None:
             block_width = cfg.block_size if self.block_causal else 32
         if self.block_causal:
             causal.check_engine(cfg, block_width, guidance, cache)
-        self.model, self.params = model, params
         self.slots, self.width, self.max_queue = int(slots), int(block_width), int(max_queue)
         if self.slots < 1 or self.width < 1:
             raise ValueError(f"engine: slots={slots}, block_width={block_width}: expected positive integers")
+        self.rows_sharding = None
+        if mesh is not None:
+            if len(mesh.axis_names) != 1 or self.slots % mesh.size or self.block_causal:
+                raise ValueError(f"engine: mesh of shape {dict(mesh.shape)} for slots={slots}: expected a 1-D mesh "
+                                 f"whose size divides the slots, and a bidirectional model")
+            self.rows_sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+            params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+        self.model, self.params = model, params
         self.buckets = tuple(sorted(int(b) for b in (buckets or (cfg.max_sequence_length,))))
         if self.buckets[-1] > cfg.max_sequence_length or self.buckets[0] <= self.width:
             raise ValueError(f"engine: buckets={self.buckets}, expected lengths in ({self.width}, "
@@ -277,7 +289,10 @@ class Engine:
             np.where(active, [p.block_length for p in plist], 0).astype(np.int32),
             np.where(active, [p.steps_per_block for p in plist], 0).astype(np.int32),
             lane.block.copy(), np.asarray([p.seed for p in plist], np.uint32))
-        x, when, calls = block_lib.run_block(self.model, self.params, inp, reveal.rows_of(plist), self.options)
+        rows = reveal.rows_of(plist)
+        if self.rows_sharding is not None:  # every leaf is (slots, ...): rows split over the mesh
+            inp, rows = jax.device_put((inp, rows), self.rows_sharding)
+        x, when, calls = block_lib.run_block(self.model, self.params, inp, rows, self.options)
         lane.x = np.array(x)
         return lane.x, np.asarray(when), int(calls), start, start + np.asarray([p.block_length for p in plist])
 
