@@ -202,8 +202,13 @@ def test_pairs_from_rewards_best_over_worst_of_each_group():
     np.testing.assert_array_equal(p, [[1, 2], [5, 6]])
     np.testing.assert_array_equal(w, [comps[0, 1], comps[2, 0]])
     np.testing.assert_array_equal(l, [comps[0, 0], comps[2, 1]])
-    with pytest.raises(ValueError, match=r"expected \(B, G, C\) and \(B, G\)"):
+    with pytest.raises(ValueError, match=r"expected \(B, G, A\) and \(B, G\)"):
         pairs.from_rewards(prompts, comps, r[:, :2])
+    # a sample holding the mask id takes neither role: group 0's worst is then g=2, group 2 keeps g=0 over g=2
+    p, w, l = pairs.from_rewards(prompts, comps, np.array([[0.0, 1.0, -1.0], [0.5, 0.5, 0.5], [2.0, 0.0, 1.0]]),
+                                 exclude_id=int(comps[2, 1, 0]))
+    np.testing.assert_array_equal(w, [comps[0, 1], comps[2, 0]])
+    np.testing.assert_array_equal(l, [comps[0, 2], comps[2, 2]])
 
 
 # ------------------------------------------------------------ the RL run

@@ -94,7 +94,8 @@ def preference_pairs(model, params, task, h, sampler, seed, out):
                               sampling=sampler, slots=h["prompts"] * h["generations"])[:, task.prompt_len:]
     r = rewards.total_reward(("sort_exact",), np.repeat(prompts, g, 0), samples, task)
     path = os.path.join(out, f"pairs_seed{seed}.jsonl")
-    pairs_lib.write(path, *pairs_lib.from_rewards(prompts, samples.reshape(len(prompts), g, n), r.reshape(-1, g)))
+    pairs_lib.write(path, *pairs_lib.from_rewards(prompts, samples.reshape(len(prompts), g, n), r.reshape(-1, g),
+                                                  exclude_id=task.mask))
     pp, cw, cl = pairs_lib.read(path)
     return np.concatenate([pp, cw], 1), np.concatenate([pp, cl], 1)
 

@@ -20,19 +20,23 @@ import numpy as np
 FIELDS = ("prompt", "chosen", "rejected")
 
 
-def from_rewards(prompts_BxP, completions_BxGxA, rewards_BxG):
+def from_rewards(prompts_BxP, completions_BxGxA, rewards_BxG, exclude_id: int | None = None):
     """On-policy pairs from G scored samples per prompt: the best-rewarded sample over the
     worst (the first of each on ties), for the prompts whose samples differ in reward;
     with an exact-match reward, a correct answer of the model over an incorrect one.
-    Returns (prompts (N, P), chosen (N, C), rejected (N, C)), N <= B."""
+    A sample holding `exclude_id` (the mask id, which a model may predict as a token and a
+    pairs file must not hold) takes neither role. Returns (prompts (N, P), chosen (N, A),
+    rejected (N, A)), N <= B."""
     completions = np.asarray(completions_BxGxA)
     r = np.asarray(rewards_BxG, np.float32)
     if completions.ndim != 3 or r.shape != completions.shape[:2] or len(prompts_BxP) != len(r):
         raise ValueError(f"from_rewards: completions {completions.shape} and rewards {r.shape} for "
-                         f"{len(prompts_BxP)} prompts; expected (B, G, C) and (B, G)")
+                         f"{len(prompts_BxP)} prompts; expected (B, G, A) and (B, G)")
+    ok = np.ones(r.shape, bool) if exclude_id is None else ~np.any(completions == exclude_id, axis=2)
+    hi, lo = np.where(ok, r, -np.inf), np.where(ok, r, np.inf)
     rows = np.arange(len(r))
-    keep = r.max(axis=1) > r.min(axis=1)
-    best, worst = completions[rows, r.argmax(axis=1)], completions[rows, r.argmin(axis=1)]
+    keep = (ok.sum(axis=1) >= 2) & (hi.max(axis=1) > lo.min(axis=1))
+    best, worst = completions[rows, hi.argmax(axis=1)], completions[rows, lo.argmin(axis=1)]
     return np.asarray(prompts_BxP)[keep], best[keep], worst[keep]
 
 

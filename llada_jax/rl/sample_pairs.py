@@ -80,7 +80,8 @@ def sample_pairs(model, params, task, rl_cfg, *, num_prompts: int, seed: int, sl
                                block_width=model.config.block_size or sampling.block_length)
     completions = seqs[:, task.prompt_len:]
     r = rewards_lib.total_reward(names, np.repeat(prompts, g, 0), completions, task).reshape(num_prompts, g)
-    p, w, l = pairs_lib.from_rewards(prompts, completions.reshape(num_prompts, g, -1), r)
+    p, w, l = pairs_lib.from_rewards(prompts, completions.reshape(num_prompts, g, -1), r,
+                                     exclude_id=model.config.mask_token_id)
     return p, w, l, r
 
 
