@@ -24,7 +24,7 @@ $(PY):
 # pip check: the lock satisfies setup.py's ranges.
 $(STAMP): setup.py $(LOCK) | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r $(LOCK)
+	$(PY) -m pip install -q --no-compile -r $(LOCK)  # no .pyc of every file: only what runs is compiled
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m pip check
 	touch $@
