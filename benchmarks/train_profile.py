@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -33,13 +32,7 @@ import train as train_bench  # noqa: E402
 
 
 def _median(fn, repeats):
-    fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return float(np.median(out))
+    return matmul._median_time(fn, repeats, inner=1)  # one call a repeat: a whole step or part
 
 
 def jax_parts(d, batch, seq, repeats):
