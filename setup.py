@@ -48,7 +48,7 @@ setup(
         "llada-export = llada_jax.interop.export:main",
         "llada-repoint = llada_jax.checkpoint.repoint:main",
         "llada-plan = llada_jax.plan:main",
-        "llada-config = llada_jax.config:main",
+        "llada-config = llada_jax.config.__main__:main",
     ]},
     extras_require={
         "test": ["pytest>=9.2.0,<10", "pytest-xdist>=3.8.0,<4", "matplotlib>=3.11.2,<4",

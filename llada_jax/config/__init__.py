@@ -4,8 +4,8 @@ schema only (ml_collections, no JAX): configs/*.py import it. The rules are impo
 their module name, `from llada_jax.config import rules`."""
 
 from llada_jax.config.schema import (FIELD_DOCS, MODEL_DEFAULTS, base_config, describe, experiment_mode,
-                                     load_config_file, lock, main, model_field, set_model_field, unset_fields,
+                                     load_config_file, lock, model_field, set_model_field, unset_fields,
                                      with_model_defaults)
 
 __all__ = ["FIELD_DOCS", "MODEL_DEFAULTS", "base_config", "describe", "experiment_mode", "load_config_file", "lock",
-           "main", "model_field", "set_model_field", "unset_fields", "with_model_defaults"]
+           "model_field", "set_model_field", "unset_fields", "with_model_defaults"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import sys
 
 import ml_collections
 from ml_collections import config_dict
@@ -308,15 +307,3 @@ def describe(config: ml_collections.ConfigDict) -> list[str]:
             else:
                 yield f"{prefix}{k} = {v!r}  # {FIELD_DOCS[prefix + k]}"
     return list(walk(config, ""))
-
-
-def main(argv=None):
-    """`python -m llada_jax.config [configs/x.py]` (`llada-config`): every field, its value and meaning."""
-    from llada_jax import cli
-
-    args = list(sys.argv if argv is None else argv)[1:]
-    with cli.user_errors():
-        if len(args) > 1 or (args and args[0].startswith("-")):
-            raise ValueError(f"arguments {args}: expected none or one config file (configs/*.py)")
-        print("\n".join(describe(load_config_file(args[0]) if args else base_config())))
-

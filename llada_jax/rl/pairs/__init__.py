@@ -86,9 +86,3 @@ def read(path: str, eos_id: int | None = None, vocab_size: int | None = None, ma
         return np.asarray([r[k] + [eos_id] * (alen - len(r[k])) for r in rows], np.int32)
 
     return np.asarray([r["prompt"] for r in rows], np.int32), pad("chosen"), pad("rejected")
-
-
-if __name__ == "__main__":  # `python -m llada_jax.rl.pairs`: the command, in sample_pairs
-    from llada_jax.rl.sample_pairs import main
-
-    main()
