@@ -76,9 +76,8 @@ def train_config(config, num_devices: int, process_count: int = 1) -> tuple[int,
     _tensor_divides(config)
     if o.schedule not in optimizer.SCHEDULES:
         raise ValueError(f"config.optim.schedule={o.schedule!r}: expected one of {optimizer.SCHEDULES}")
-    for name, value in (("steps", t.steps), ("log_every", t.log_every)):
-        if value < 1:
-            raise ValueError(f"config.train.{name}={value}: expected >= 1")
+    if t.log_every < 1:
+        raise ValueError(f"config.train.log_every={t.log_every}: expected >= 1")
     if o.lr <= 0:
         raise ValueError(f"config.optim.lr={o.lr}: expected > 0")
     if o.warmup_steps < 0:
