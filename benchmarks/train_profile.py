@@ -7,7 +7,7 @@ batch 4 x 128, float32).
 Parts, each timed alone (median of --repeats, after a warm-up):
 - jax: `step` (the real jitted train step), `forward` (the loss, jitted), `forward_backward`
   (its value_and_grad), `optimizer` (the step's clip + AdamW update on gradients of the
-  parameters' shape), `finite_check` (the step's all-finite reduction over the new state)
+  parameters' shape), `finite_check` (the step's finite check of the update: `train_state.update_finite`)
   and `matmuls` (every matmul of the forward and backward, `benchmarks/matmul.py`'s shapes,
   each a jitted `jnp.dot`, summed: the time the step cannot go below with these kernels);
 - torch (eager, --threads threads): `step`, `forward`, `forward_backward`, `optimizer`
@@ -64,8 +64,8 @@ def jax_parts(d, batch, seq, repeats):
     opt = jax.jit(lambda p, o, g: optimizer.apply_gradients(st.tx, p, o, g))
     opt_state = box["state"]["opt_state"]
     parts["optimizer"] = _median(lambda: jax.block_until_ready(opt(params, opt_state, grads)), repeats)
-    finite = jax.jit(train_state.all_finite)
-    parts["finite_check"] = _median(lambda: finite((params, opt_state)).block_until_ready(), repeats)
+    finite = jax.jit(train_state.update_finite)
+    parts["finite_check"] = _median(lambda: finite(params, jnp.float32(1)).block_until_ready(), repeats)
     total = 0.0
     for (m, k, n), count in matmul.shapes(d, batch * seq).items():
         a, w = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)

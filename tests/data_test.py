@@ -236,4 +236,4 @@ def test_training_data_mistakes_refused_or_reported(tok, tmp_path, caplog):
     assert next(train)["input_ids"].shape == (8, 32)
     c.train.eval_every = 2
     with pytest.raises(ValueError, match="config.data.eval_files=''"):
-        inputs.iterators(c, tok, process_index=0, process_count=1)
+        rules.check_paths(c)

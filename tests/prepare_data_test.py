@@ -16,6 +16,7 @@ import pytest
 from llada_jax.data import documents, pipeline
 from llada_jax.training import inputs, loop
 from llada_jax.data import prepare, prepared, tokenizer
+from llada_jax.config import rules
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from train_helper import tiny_config  # noqa: E402
@@ -209,7 +210,7 @@ def test_training_resumes_bitwise_from_prepared_data(tok, prep, tmp_path):
     for a, b in zip(*(jax_leaves(s["params"]) for s in (straight, resumed))):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="config.data.eval_path is empty"):
-        inputs.iterators(tiny_config(**over, **{"train.eval_every": 2}), tok, process_index=0, process_count=1)
+        rules.check_paths(tiny_config(**over, **{"train.eval_every": 2}))
 
 
 def test_block_diffusion_trains_on_prepared_data(prep, tmp_path):

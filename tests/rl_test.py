@@ -157,7 +157,7 @@ def test_exact_match_and_format_rewards():
     arith = ArithmeticTask(n_values=10, seq_len=8)
     ids, _ = arith.rows(np.random.default_rng(0), 5)
     np.testing.assert_array_equal(rewards.REWARDS["arith_exact"](ids[:, :2], ids[:, 2:], arith), np.ones(5))
-    with pytest.raises(ValueError, match="config.rl.rewards='nope'"):
+    with pytest.raises(ValueError, match="rewards='nope'"):
         rewards.parse("nope")
 
 

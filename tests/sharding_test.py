@@ -21,11 +21,11 @@ CFG = LLaDAConfig.tiny(d_model=32, n_heads=4, n_kv_heads=2, mlp_hidden_size=64, 
 def test_mesh_shape_resolution_and_errors():
     assert sharding.mesh_shape(dict(data=-1, fsdp=2, tensor=1), 8) == (4, 2, 1)
     assert sharding.mesh_shape(dict(data=1, fsdp=4, tensor=2), 8) == (1, 4, 2)
-    with pytest.raises(ValueError, match=r"mesh\.data, mesh\.fsdp are all -1"):
+    with pytest.raises(ValueError, match=r"data, fsdp are all -1"):
         sharding.mesh_shape(dict(data=-1, fsdp=-1, tensor=1), 8)
     with pytest.raises(ValueError, match=r"has 4 devices, expected the device count 8"):
         sharding.mesh_shape(dict(data=2, fsdp=2, tensor=1), 8)
-    with pytest.raises(ValueError, match=r"config\.mesh\.data=-1: the other axes multiply to 3"):
+    with pytest.raises(ValueError, match=r"^data=-1: the other axes multiply to 3"):
         sharding.mesh_shape(dict(data=-1, fsdp=3, tensor=1), 8)
     mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
     assert mesh.axis_names == ("data", "fsdp", "tensor") and mesh.devices.shape == (2, 2, 2)

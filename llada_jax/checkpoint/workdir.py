@@ -247,7 +247,7 @@ def tokenizer_path(info: dict, workdir: str) -> str | None:
 # would be read wrongly): the model fields but its compute layout, and these config fields.
 # The MoE's dispatch is a layout too, its loss weights the training's (like the optimizer's); the
 # LoRA fields are compared from config.lora (MEANING_CONFIG).
-_LAYOUT = {"dtype", "param_dtype", "scan_layers", "remat_policy", "attention", "mlp_chunk",
+_LAYOUT = {"dtype", "param_dtype", "scan_layers", "scan_unroll", "remat_policy", "attention", "mlp_chunk",
            "moe.dispatch", "moe.load_balance_weight", "moe.z_loss_weight"}
 MEANING_CONFIG = {"lora": ("rank", "alpha", "targets"), "rl": ("algorithm", "init_from", "num_generations")}
 

@@ -17,8 +17,7 @@ ValueError naming the field, the value and what was expected.
 The library functions these fields reach (`sharding.rules_of`, `lora.LoRAConfig`,
 `manager.Checkpointer`, `tasks.make_task`) take plain values and check only those values.
 Checked elsewhere, and why: `cli.check_overrides` refuses an unknown `--config.x.y` flag while
-the command line is parsed; `sharding.mesh_shape` names `config.mesh.*` itself (it resolves
--1 against the device count, which a test calls directly); the values inherited from a base
+the command line is parsed; the values inherited from a base
 (`training.inherit`) and the tokenizer's vocabulary (`model.from_config`) are known only
 after they are read; `LLaDAConfig` checks the model shape.
 """
@@ -46,13 +45,14 @@ def train_config(config, num_devices: int, process_count: int = 1) -> tuple[int,
     MODEL_DEFAULTS (a training run has inherited them first)."""
     known_fields(config)
     config = with_model_defaults(config)
-    dp_mesh = sharding.mesh_shape(config.mesh, num_devices)
+    dp_mesh = mesh_dims(config.mesh, num_devices)
     mesh_rules(config.mesh)
     dp = math.prod(s for a, s in zip(sharding.mesh_axes(config.mesh), dp_mesh) if a in sharding.BATCH_AXES)
     d, o, t = config.data, config.optim, config.train
-    kinds = objectives.training_kinds()
+    kinds = objectives.training_kinds(causal=bool(config.model.causal))
     if d.kind not in kinds:
-        raise ValueError(f"config.data.kind={d.kind!r}: expected one of {kinds}")
+        raise ValueError(f"config.data.kind={d.kind!r}: expected one of {kinds}"
+                         + (" (config.model.causal=True: a causal model)" if config.model.causal else ""))
     block_settings(config)
     _data_source(d)
     if o.grad_accum < 1:
@@ -116,6 +116,15 @@ def known_fields(config) -> None:
         for k in fields:
             if k not in schema[section]:
                 raise ValueError(f"config.{section}.{k}: unknown field")
+
+
+def mesh_dims(mesh, num_devices: int) -> tuple[int, ...]:
+    """config.mesh's axis sizes on `num_devices` devices (`sharding.mesh_shape`), its
+    errors naming config.mesh."""
+    try:
+        return sharding.mesh_shape(mesh, num_devices)
+    except ValueError as e:
+        raise ValueError(f"config.mesh: {e}") from None
 
 
 def mesh_rules(mesh) -> tuple:
@@ -205,20 +214,18 @@ def checkpoint_section(ck) -> None:
         raise ValueError(f"config.checkpoint.keep={ck.keep}: expected >= 1")
 
 
-def check_paths(config, *, eval_only: bool = False) -> None:
+def check_paths(config) -> None:
     """ValueError naming the field, the value and what was expected for each data path a run
     of `config` reads (the tokenizer file, the text or JSONL files, a prepared directory's
     index; the held-out ones only when the run evaluates). `train_run` calls it before
-    anything expensive, and the readers (`training.inputs`) run the same helpers when they
-    read. Not part of `train_config` (`plan` checks configs on machines without the data)."""
+    anything is read. Not part of `train_config` (`plan` checks configs on machines without the data)."""
     d = config.data
-    evaluating = evaluates(config) or eval_only
+    evaluating = evaluates(config)
     if d.tokenizer and not os.path.exists(d.tokenizer):
         raise ValueError(f"config.data.tokenizer={d.tokenizer!r}: no such file or directory (expected a "
                          "tokenizer .model, tokenizer.json or a directory holding one)")
     if d.source == "files":
-        if not eval_only:
-            text_files(d.train_files, "train_files")
+        text_files(d.train_files, "train_files")
         if evaluating:
             text_files(d.eval_files, "eval_files")
     elif d.source == "jsonl":

@@ -41,7 +41,7 @@ def rl_config(config, num_devices: int) -> tuple[int, ...]:
         if d.source != "synthetic":
             raise ValueError(f"config.data.source={d.source!r}: GRPO's prompts come from a checkable task; "
                              "expected 'synthetic'")
-        rewards_lib.parse(r.rewards)
+        rewards(r)
         if r.num_generations < 2:
             raise ValueError(f"config.rl.num_generations={r.num_generations}: expected >= 2 (a group)")
         if r.num_iterations < 1 or not 0 <= r.p_mask_prompt < 1 or r.epsilon <= 0 or r.beta < 0:
@@ -54,6 +54,14 @@ def rl_config(config, num_devices: int) -> tuple[int, ...]:
         if r.vrpo_n < 1 or r.beta <= 0:
             raise ValueError(f"config.rl: vrpo_n={r.vrpo_n} (>= 1), beta={r.beta} (> 0 for VRPO)")
     return dims
+
+
+def rewards(r) -> tuple[str, ...]:
+    """config.rl.rewards as reward names (`rewards.parse`), its error naming the field."""
+    try:
+        return rewards_lib.parse(r.rewards)
+    except ValueError as e:
+        raise ValueError(f"config.rl.{e}") from None
 
 
 def _rollouts(r) -> None:
@@ -73,5 +81,5 @@ def pair_sampling(config) -> None:
     if config.rl.num_generations < 2:
         raise ValueError(f"config.rl.num_generations={config.rl.num_generations}: expected >= 2 (a pair needs "
                          "two samples)")
-    rewards_lib.parse(config.rl.rewards)
+    rewards(config.rl)
     rollout_lib.sampling_params(config.rl)  # ValueError naming the SamplingParams field

@@ -64,8 +64,8 @@ def set_model_field(model, name: str, value) -> None:
     node, default = model, MODEL_DEFAULTS
     for p in parent:
         node, default = node[p], default[p]
-    kind = type(default.get(leaf, 0))
-    node[leaf] = value if value is None or kind is bool or kind is str else kind(value)
+    kind = type(default[leaf] if leaf in default else node[leaf])
+    node[leaf] = value if value is None or kind in (bool, str, type(None)) else kind(value)
 
 
 def model_field(model, name: str):
@@ -102,7 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
         # -1: the base's (train.init_from), else taken from the tokenizer (mask, end-of-text); set for synthetic data.
         mask_token_id=-1, eos_token_id=-1, pad_token_id=-1,
         init_std=0.02,
-        dtype="float32", param_dtype="float32", scan_layers=True, remat_policy="none",
+        dtype="float32", param_dtype="float32", scan_layers=True, scan_unroll=0, remat_policy="none",
         attention="dense",
         mlp_chunk=0,
     ))
@@ -221,7 +221,9 @@ FIELD_DOCS = {
     "model.pad_token_id": "the padding id; -1: the base's, else the tokenizer's EOS",
     "model.init_std": "standard deviation of the initial weights",
     "model.dtype": "compute dtype (float32, bfloat16)", "model.param_dtype": "parameter dtype",
-    "model.scan_layers": "the blocks as one lax.scan (fast compiles)",
+    "model.scan_layers": "the blocks' parameters stacked, one tree per stack (fast compiles of deep models)",
+    "model.scan_unroll": "layers per iteration of the loop over a stack; a stack of at most this many runs as "
+                         "straight-line code (faster on CPU); 0: straight-line up to 8 layers",
     "model.remat_policy": "rematerialisation in the backward pass: a key of llada_jax.model.REMAT_POLICIES",
     "model.attention": 'attention implementation: "dense", "chunked" (any backend), "cudnn" (GPU) or "splash" (TPU)',
     "model.mlp_chunk": "the MLP over sequence chunks of this many tokens (less memory); 0: whole",
@@ -237,7 +239,7 @@ FIELD_DOCS = {
     "optim.drop_step": "wsd: step of an optional drop of the stable lr; -1: none", "optim.drop_ratio": "wsd: the stable lr after drop_step, as a fraction",
     "optim.clip_norm": "global gradient-norm clipping; 0: none", "optim.grad_accum": "micro-batches per optimizer step",
     # data
-    "data.kind": 'the objective (llada_jax.objectives): "pretrain", "sft", "autoregressive", "block_diffusion", "block_sft"',
+    "data.kind": 'the objective (llada_jax.objectives): "pretrain", "sft", "block_diffusion", "block_sft"; "autoregressive" for a causal model (model.causal=True)',
     "data.source": '"stdlib" (embedded corpus), "files", "jsonl" (SFT), "prepared" or "synthetic"',
     "data.task": "synthetic source: a task of llada_jax.data.tasks", "data.task_items": "synthetic task: items per prompt",
     "data.task_values": "synthetic task: distinct values", "data.train_files": 'source "files": comma-separated text files',

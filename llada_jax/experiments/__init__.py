@@ -1,11 +1,12 @@
 """Small experiments that reproduce the paper's findings in miniature.
 
-Shared here: one training run (the training loop's core, `training.loop.run_steps`,
-without checkpoints) for both kinds of model of the same shape, the masked
-diffusion model (the project's own `training.step.train_step`: forward process, pre-training
-loss, AdamW) and the autoregressive baseline (`causal=True`, next-token cross-entropy,
-the same optimizer and state layout), plus their likelihood measures in bits per token,
-greedy autoregressive decoding and the FLOPs accounting.
+Shared here: an experiment's run, built by the run builder (`training.run.build_run`: the
+model, optimizer, mesh, state shardings and step settings of a training run, checked by the
+same rules) and trained by the training loop's core (`training.loop.run_steps`, without
+checkpoints) on in-memory rows, for both kinds of model of the same shape: the masked
+diffusion model (pre-training objective) and the autoregressive baseline (`causal=True`,
+next-token cross-entropy, the same optimizer and state layout); plus their likelihood
+measures in bits per token, greedy autoregressive decoding and the FLOPs accounting.
 
 - `llada_jax.experiments.reversal`: the reversal curse on synthetic parent/child facts.
 - `llada_jax.experiments.scaling`: diffusion versus autoregressive at equal training FLOPs.
@@ -14,6 +15,7 @@ greedy autoregressive decoding and the FLOPs accounting.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Callable, Iterator
 
@@ -23,11 +25,11 @@ import ml_collections
 import numpy as np
 
 import flax.linen as nn
-from llada_jax import objectives
+from llada_jax.config import base_config, set_model_field
+from llada_jax.model import LLaDAConfig, build, flops, from_config, init_params
 from llada_jax.objectives import diffusion, likelihood
-from llada_jax.training import loop, optimizer, step
-from llada_jax.config import base_config
-from llada_jax.model import LLaDAConfig, build, flops, init_params
+from llada_jax.training import loop, step, train_state
+from llada_jax.training import run as run_lib
 
 KINDS = ("diffusion", "autoregressive")
 
@@ -39,19 +41,37 @@ def optim_config(lr: float, warmup_steps: int) -> ml_collections.ConfigDict:
     return optim
 
 
-def make_step(model: nn.Module, tx, kind: str, random_length_prob: float = 0.0):
-    """The jitted train step of `kind`: the training system's own step with the pretrain
-    objective (diffusion) or the autoregressive one (llada_jax.objectives). Not cached:
-    `train_model` holds it for its run."""
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
-    objective = "pretrain" if kind == "diffusion" else "autoregressive"
-    if model.config.causal != objectives.get(objective).causal:
-        raise ValueError(f"make_step: a{'n' if kind == 'autoregressive' else ''} {kind} model needs "
-                         f"causal={not model.config.causal}")
-    st = step.Static(model, tx, objective, model.config.mask_token_id, diffusion.EPS,
-                      random_length_prob if kind == "diffusion" else 0.0, 1)
-    return jax.jit(functools.partial(step.train_step, st=st), donate_argnums=0)
+def experiment_run(mcfg: LLaDAConfig, objective: str, *, optim: ml_collections.ConfigDict, steps: int,
+                   batch_size: int, seq_len: int, random_length_prob: float = 0.0):
+    """(Run, the train step's settings) of an in-memory experiment on one device, from the
+    run builder (`training.run.build_run`) as a training run of this model, objective,
+    optimizer and batch shape is built, and checked by the same rules."""
+    config = base_config()
+    for name, value in from_config.model_section(mcfg).items():
+        set_model_field(config.model, name, value)
+    config.optim = optim
+    config.train.steps = steps
+    config.mesh.data = 1
+    config.data.update(kind=objective, source="synthetic", batch_size=batch_size, seq_len=seq_len,
+                       random_length_prob=random_length_prob, eps=diffusion.EPS)
+    built = run_lib.build_run(config, devices=jax.devices()[:1])
+    return built, run_lib.train_static(built)[0]
+
+
+def start_state(built, params, seed: int) -> dict:
+    """A fresh train state of `built` (a Run) from `params` (copied: the step donates its
+    state), the step's noise seeded by `seed`."""
+    params = jax.tree_util.tree_map(jnp.copy, params)
+    state = train_state.init_state(built.model, built.tx, built.mesh, 0, built.shardings, params=params)
+    return dict(state, rng=jax.random.PRNGKey(seed))
+
+
+def run_rows(built, st, state, batches: Iterator[np.ndarray], steps: int, hooks=()):
+    """`steps` of the run's compiled train step (`training.step.compile_step`) on in-memory
+    batches (int32 (B, L) rows): the training loop's core without checkpoints."""
+    step_fn = step.compile_step(st, built.mesh, built.shardings, {"input_ids": 2})
+    return loop.run_steps(state, 0, steps, update=step_fn, hooks=hooks,
+                          next_batch=lambda i, state: {"input_ids": jnp.asarray(next(batches), jnp.int32)})[0]
 
 
 def model_for(kind: str, config: LLaDAConfig) -> nn.Module:
@@ -64,18 +84,23 @@ def model_for(kind: str, config: LLaDAConfig) -> nn.Module:
 def train_model(kind: str, config: LLaDAConfig, batches: Iterator[np.ndarray], *, steps: int, lr: float,
                 seed: int = 0, warmup_steps: int = 20, random_length_prob: float = 0.0,
                 callback: Callable[[int, dict], None] | None = None, callback_every: int = 0):
-    """Train a model of `kind` for `steps` steps on `batches` (int32 (B, L) arrays).
+    """Train a model of `kind` for `steps` steps on `batches` (int32 (B, L) arrays): the
+    pre-training objective for "diffusion", next-token prediction for "autoregressive"
+    (a causal model), AdamW at `lr` with the default schedule.
 
     Both kinds start from the same initial parameters for a given seed and see the same
     batches. callback(step, params) runs every `callback_every` steps (and at the end).
     Returns (model, params, losses per step).
     """
-    model = model_for(kind, config)
-    tx, _ = optimizer.make_optimizer(optim_config(lr, warmup_steps), steps)
-    step_fn = make_step(model, tx, kind, random_length_prob)
-    params = init_params(model.config, jax.random.PRNGKey(seed))
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-             "rng": jax.random.PRNGKey(seed + 1)}
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
+    first = next(batches)
+    batches = itertools.chain([first], batches)
+    built, st = experiment_run(config.replace(causal=kind == "autoregressive"),
+                               "pretrain" if kind == "diffusion" else "autoregressive",
+                               optim=optim_config(lr, warmup_steps), steps=steps, batch_size=first.shape[0],
+                               seq_len=first.shape[1], random_length_prob=random_length_prob)
+    state = start_state(built, init_params(built.model_config, jax.random.PRNGKey(seed)), seed + 1)
     losses = []
 
     def record(i, state, m):
@@ -83,13 +108,12 @@ def train_model(kind: str, config: LLaDAConfig, batches: Iterator[np.ndarray], *
         if callback is not None and callback_every and (i % callback_every == 0 or i == steps):
             callback(i, state["params"])
 
-    # the training loop's core without checkpoints; a non-finite loss is reported after the run
-    state = loop.run_steps(state, 0, steps, update=step_fn, hooks=(record,),
-                           next_batch=lambda i, state: {"input_ids": jnp.asarray(next(batches), jnp.int32)})[0]
+    # a non-finite loss is reported after the run
+    state = run_rows(built, st, state, batches, steps, hooks=(record,))
     losses = np.asarray(jax.device_get(losses), np.float64)
     if not np.all(np.isfinite(losses)):
         raise FloatingPointError(f"train_model({kind}): non-finite loss at step {int(np.argmin(np.isfinite(losses))) + 1}")
-    return model, state["params"], losses
+    return built.model, state["params"], losses
 
 
 def random_batches(rows: np.ndarray, batch_size: int, seed: int) -> Iterator[np.ndarray]:

@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llada_jax.experiments import optim_config, random_batches
+from llada_jax.experiments import experiment_run, optim_config, random_batches, run_rows, start_state
 from llada_jax.experiments.scaling import prepare_data, size_config
 from llada_jax.model import build, flops, init_params
 from llada_jax.sampling import sampler
-from llada_jax.training import loop, optimizer, step
+from llada_jax.training import step
 
 
 def train_block_model(mcfg, block_size, rows, t, seq_len):
@@ -42,16 +42,11 @@ def train_block_model(mcfg, block_size, rows, t, seq_len):
     tokens = seq_len if full else 2 * seq_len  # BD3-LM runs the model on [x_t, x_0]
     fps = flops.train_flops_per_token(mcfg, tokens) * tokens * t.batch_size
     steps = max(2, int(round(t.flops_budget / fps)))
-    tx, _ = optimizer.make_optimizer(optim_config(t.lr, max(1, int(t.warmup_frac * steps))), steps)
-    st = step.Static(model, tx, "pretrain" if full else "block_diffusion", mcfg.mask_token_id, 1e-3, 0.0, 1,
-                      block_size=block_size)
-    step_fn = jax.jit(lambda state, batch: step.train_step(state, batch, st), donate_argnums=0)
-    params = init_params(model.config, jax.random.PRNGKey(t.seed))
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-             "rng": jax.random.PRNGKey(t.seed + 1)}
-    batches = random_batches(rows, t.batch_size, t.seed)
-    state = loop.run_steps(state, 0, steps, update=step_fn, hooks=(),
-                           next_batch=lambda i, s: {"input_ids": jnp.asarray(next(batches), jnp.int32)})[0]
+    built, st = experiment_run(model.config, "pretrain" if full else "block_diffusion",
+                               optim=optim_config(t.lr, max(1, int(t.warmup_frac * steps))), steps=steps,
+                               batch_size=t.batch_size, seq_len=seq_len)
+    state = start_state(built, init_params(model.config, jax.random.PRNGKey(t.seed)), t.seed + 1)
+    state = run_rows(built, st, state, random_batches(rows, t.batch_size, t.seed), steps)
     return model, state["params"], st, steps, fps
 
 

@@ -18,7 +18,6 @@ accuracy_sft_baseline_vrpo (for VRPO's FLOPs, pair generation included), and the
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -29,10 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from llada_jax import cli
-from llada_jax.training import loop
-from llada_jax.training import optimizer, step
 from llada_jax.config import experiment_mode
-from llada_jax.experiments import optim_config
+from llada_jax.experiments import experiment_run, optim_config, start_state
+from llada_jax.training import loop, optimizer, step
 from llada_jax.model import LLaDAConfig, build, flops, init_params
 from llada_jax.rl import loop as rl_loop
 from llada_jax.rl import pairs as pairs_lib
@@ -65,14 +63,16 @@ def exact_match(model, params, task, prompts, h) -> float:
     return rl_loop.exact_match(model, params, task, prompts, h["answer_len"], slots=h["prompts"] * h["generations"])
 
 
-def sft_step(st):
-    """The jitted SFT step of the training system (`training.step.train_step`); the state is donated.
-    The caller holds it for every `sft` run with the same settings."""
-    return jax.jit(functools.partial(step.train_step, st=st), donate_argnums=0)
+def sft_run(mcfg, optim, steps, h, seq_len):
+    """(the run's compiled SFT step, its settings): the training system's SFT run of this
+    model (`experiments.experiment_run`); the state is donated. The caller holds it for
+    every `sft` run with the same settings."""
+    built, st = experiment_run(mcfg, "sft", optim=optim, steps=steps, batch_size=h["sft_batch"], seq_len=seq_len)
+    return built, step.compile_step(st, built.mesh, built.shardings, {"input_ids": 2, "prompt_mask": 2})
 
 
 def sft(state, step_fn, rows, prompt_mask, steps, batch, seed):
-    """`steps` SFT steps of `step_fn` (`sft_step`) on batches drawn from `rows`, through the
+    """`steps` SFT steps of `step_fn` (`sft_run`) on batches drawn from `rows`, through the
     training loop's core (`training.loop.run_steps`, no checkpoints)."""
     rng = np.random.default_rng(seed)
 
@@ -120,9 +120,8 @@ def run(seed: int, mode: str, out: str) -> dict:
     sft_step_flops = flops_token * h["sft_batch"] * seq_len
 
     # 1. the SFT start
-    tx_sft, sched = optimizer.make_optimizer(optim_config(h["sft_lr"], 20), h["sft_steps"])
-    st_sft = step.Static(model, tx_sft, "sft", task.mask, 1e-3, 0.0, 1, sched)
-    state = sft(fresh_state(init_params(mcfg, jax.random.PRNGKey(seed)), tx_sft, seed), sft_step(st_sft), rows,
+    built, sft_step = sft_run(mcfg, optim_config(h["sft_lr"], 20), h["sft_steps"], h, seq_len)
+    state = sft(start_state(built, init_params(mcfg, jax.random.PRNGKey(seed)), seed), sft_step, rows,
                 prompt_mask, h["sft_steps"], h["sft_batch"], seed)
     start = state["params"]
     acc_before = exact_match(model, start, task, held_out, h)
@@ -167,9 +166,8 @@ def run(seed: int, mode: str, out: str) -> dict:
 
     # 3. SFT continued for the same FLOPs (the same labelled rows, at the SFT schedule's final lr)
     base_steps = max(1, round(grpo_flops / sft_step_flops))
-    st_base = step.Static(model, constant(h["sft_continue_lr"]), "sft", task.mask, 1e-3, 0.0, 1, None)
-    sft_base = sft_step(st_base)  # held for the VRPO baseline too
-    b_state = sft(fresh_state(start, st_base.tx, seed), sft_base, rows, prompt_mask, base_steps, h["sft_batch"],
+    base_run, sft_base = sft_run(mcfg, _constant(h["sft_continue_lr"]), base_steps, h, seq_len)  # VRPO's too
+    b_state = sft(start_state(base_run, start, seed), sft_base, rows, prompt_mask, base_steps, h["sft_batch"],
                   seed + 1)
     acc_base = exact_match(model, b_state["params"], task, held_out, h)
     _log(t0, f"SFT baseline ({base_steps} steps): exact match {acc_base:.3f}")
@@ -197,7 +195,7 @@ def run(seed: int, mode: str, out: str) -> dict:
     vrpo_flops = (h["vrpo_batch"] * 2 * h["vrpo_n"] * seq_len * flops_token / 3 * 4 * h["vrpo_steps"]
                   + h["pair_prompts"] * h["pair_generations"] * seq_len * flops_token / 3 * n)
     vbase_steps = max(1, round(vrpo_flops / sft_step_flops))
-    vb_state = sft(fresh_state(start, st_base.tx, seed), sft_base, rows, prompt_mask, vbase_steps, h["sft_batch"],
+    vb_state = sft(start_state(base_run, start, seed), sft_base, rows, prompt_mask, vbase_steps, h["sft_batch"],
                    seed + 2)
     acc_vbase = exact_match(model, vb_state["params"], task, held_out, h)
     return {"seed": seed, "mode": mode, "task": f"sort{h['n_items']}", "eval_prompts": h["eval_prompts"],

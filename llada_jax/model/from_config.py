@@ -34,3 +34,18 @@ def model_config(config, tokenizer) -> LLaDAConfig:
     if lc is not None and lc.rank:
         m.update(lora=lora.from_config(lc), param_dtype=lc.base_dtype)
     return LLaDAConfig(**{k: val for k, val in m.items() if k in names})
+
+
+def model_section(mcfg: LLaDAConfig) -> dict:
+    """The run config's `model` fields of `mcfg` (dotted names, the inverse of `model_config`
+    without LoRA): what an in-memory experiment hands to the run builder."""
+    out = {}
+    for f in dataclasses.fields(mcfg):
+        value = getattr(mcfg, f.name)
+        if f.name == "lora":  # the run's lora section
+            continue
+        if dataclasses.is_dataclass(value):
+            out.update({f"{f.name}.{k}": v for k, v in dataclasses.asdict(value).items()})
+        else:
+            out[f.name] = value
+    return out

@@ -4,7 +4,8 @@ objectives behind one interface (`base.Objective`).
 
 A new objective is one file here defining `OBJECTIVE` (an `Objective` instance) plus one
 line in OBJECTIVES; `config.data.kind` (and `llada_jax.experiments`) select it by name
-(any of `training_kinds()`: the objectives of a mask predictor), `config.rl.algorithm` an
+(any of `training_kinds()`: the objectives of a mask predictor, or of a causal model with
+`config.model.causal`), `config.rl.algorithm` an
 RL one (`Objective.rl`).
 Modules are imported on first use, so the registry costs nothing at import time.
 """
@@ -31,10 +32,10 @@ def get(name: str):
     return importlib.import_module(OBJECTIVES[name]).OBJECTIVE
 
 
-def training_kinds() -> tuple[str, ...]:
-    """The `config.data.kind` values `python -m llada_jax.train` takes: every registered
-    objective that trains a mask predictor (not RL, not the causal baseline)."""
-    return tuple(n for n in OBJECTIVES if not get(n).rl and not get(n).causal)
+def training_kinds(causal: bool = False) -> tuple[str, ...]:
+    """The `config.data.kind` values a training run takes: every registered objective that
+    is not RL and trains a mask predictor, or with `causal` a causal model (the baseline)."""
+    return tuple(n for n in OBJECTIVES if not get(n).rl and get(n).causal == causal)
 
 
 def data_kind(name: str) -> str:

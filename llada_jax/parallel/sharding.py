@@ -66,25 +66,23 @@ def mesh_axes(mesh_cfg: Mapping[str, int]) -> tuple[str, ...]:
 
 
 def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
-    """Resolve the sizes of `mesh_axes(mesh_cfg)` ((data, fsdp, tensor) or (data, fsdp,
-    expert, tensor)) from the config; at most one axis may be -1."""
+    """The sizes of `mesh_axes(mesh_cfg)` ((data, fsdp, tensor) or (data, fsdp, expert,
+    tensor)) over `num_devices`; at most one axis may be -1 (the rest of the devices)."""
     sizes = {a: int(mesh_cfg[a]) for a in mesh_axes(mesh_cfg)}
     free = [a for a, s in sizes.items() if s == -1]
     for a, s in sizes.items():
         if s == 0 or s < -1:
-            raise ValueError(f"config.mesh.{a}={s}: expected a positive size or -1 (the rest of the devices)")
+            raise ValueError(f"{a}={s}: expected a positive size or -1 (the rest of the devices)")
     if len(free) > 1:
-        raise ValueError(f"config.mesh: {', '.join('mesh.' + a for a in free)} are all -1; "
-                         "expected at most one axis of size -1")
+        raise ValueError(f"{', '.join(free)} are all -1: expected at most one axis of size -1")
     fixed = math.prod(s for s in sizes.values() if s != -1)
     if free:
         if num_devices % fixed:
-            raise ValueError(f"config.mesh.{free[0]}=-1: the other axes multiply to {fixed}, "
+            raise ValueError(f"{free[0]}=-1: the other axes multiply to {fixed}, "
                              f"which does not divide the device count {num_devices}")
         sizes[free[0]] = num_devices // fixed
     elif fixed != num_devices:
-        raise ValueError(f"config.mesh=({', '.join(f'{a}={s}' for a, s in sizes.items())}) "
-                         f"has {fixed} devices, expected the device count {num_devices}")
+        raise ValueError(f"({', '.join(f'{a}={s}' for a, s in sizes.items())}) has {fixed} devices, expected the device count {num_devices}")
     return tuple(sizes.values())
 
 

@@ -72,7 +72,7 @@ def parse(names: str) -> tuple[str, ...]:
     out = tuple(n.strip() for n in names.split(",") if n.strip())
     bad = [n for n in out if n not in REWARDS]
     if not out or bad:
-        raise ValueError(f"config.rl.rewards={names!r}: expected comma-separated names from {sorted(REWARDS)}")
+        raise ValueError(f"rewards={names!r}: expected comma-separated names from {sorted(REWARDS)}")
     return out
 
 

@@ -86,7 +86,7 @@ def rl_step(state, ref_params, batch, st: Static, obj):
 
     (params, opt_state), ms = jax.lax.scan(body, (state["params"], state["opt_state"]), (noise, consts))
     m = jax.tree_util.tree_map(jnp.mean, ms)
-    m["state_finite"] = train_state.all_finite((params, opt_state))
+    m["state_finite"] = train_state.update_finite(params, jnp.max(ms["grad_norm"]))
     return {**state, "params": params, "opt_state": opt_state, "rng": rng, "step": state["step"] + 1}, m
 
 

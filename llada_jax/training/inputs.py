@@ -50,13 +50,12 @@ def train_files(config, split="train"):
     return rules.text_files(d.train_files if split == "train" else d.eval_files, f"{split}_files")
 
 
-def iterators(config, tokenizer, *, process_index, process_count, eval_only=False, cache_dir=None):
+def iterators(config, tokenizer, *, process_index, process_count, cache_dir=None):
     """(train_iterator, make_eval_iterator); batches hold this process's rows. `cache_dir`:
     where the in-memory text sources cache their tokenized rows (the training loop passes
     WORKDIR/data_cache, so a run never writes next to someone else's tokenizer file)."""
     from llada_jax.data import pipeline
 
-    rules.check_paths(config, eval_only=eval_only)
     d = config.data
     local = d.batch_size // process_count
     kw = dict(seq_len=d.seq_len, batch_size=local, process_index=process_index, process_count=process_count)
@@ -68,27 +67,27 @@ def iterators(config, tokenizer, *, process_index, process_count, eval_only=Fals
 
         def make(seed):
             return tasks.TaskIterator(task, seed=seed, sft=objectives.data_kind(d.kind) == "sft", **kw)
-        return (None if eval_only else make(config.train.seed)), (lambda: make(config.train.seed + 1_000_003))
+        return make(config.train.seed), (lambda: make(config.train.seed + 1_000_003))
     evaluating = rules.evaluates(config)
     if d.source == "prepared":
         from llada_jax.data import prepared
 
         pkw = dict(kw, kind=objectives.data_kind(d.kind))
-        if evaluating or eval_only:  # the held-out iterator is made at the first evaluation: check it now
+        if evaluating:  # the held-out iterator is made at the first evaluation: check it now
             prepared.check_tokenizer(d.eval_path, prepared.read_index(d.eval_path, "config.data.eval_path"),
                                      tokenizer, "config.data.eval_path")
-        train = None if eval_only else prepared.prepared_iterator(d.path, tokenizer, seed=config.train.seed, **pkw)
+        train = prepared.prepared_iterator(d.path, tokenizer, seed=config.train.seed, **pkw)
         return train, (lambda: prepared.prepared_iterator(d.eval_path, tokenizer, seed=0, shuffle=False,
                                                           verify="size", **pkw))
     if d.source == "jsonl":
         eval_path = d.eval_jsonl or d.train_jsonl
-        train = None if eval_only else pipeline.sft_iterator(d.train_jsonl, tokenizer, seed=config.train.seed, **kw)
+        train = pipeline.sft_iterator(d.train_jsonl, tokenizer, seed=config.train.seed, **kw)
         return train, (lambda: pipeline.sft_iterator(eval_path, tokenizer, seed=0, shuffle=False, **kw))
     mb = d.max_bytes or None
     kw["cache_dir"] = cache_dir
-    train = None if eval_only else pipeline.pretrain_iterator(train_files(config, "train"), tokenizer, max_bytes=mb,
+    train = pipeline.pretrain_iterator(train_files(config, "train"), tokenizer, max_bytes=mb,
                                                           seed=config.train.seed, **kw)
     # held-out files are only needed (and only checked) when the run evaluates
-    eval_files = train_files(config, "eval") if evaluating or eval_only else None
+    eval_files = train_files(config, "eval") if evaluating else None
     return train, (lambda: pipeline.pretrain_iterator(eval_files, tokenizer, seed=0, shuffle=False,
                                                   max_bytes=None if mb is None else max(mb // 10, 100_000), **kw))

@@ -31,7 +31,6 @@ from llada_jax.model import alignment, moe
 from llada_jax.parallel import sharding
 from llada_jax.training import optimizer, train_state
 
-KINDS = objectives.training_kinds()  # the objectives a training run (a mask predictor) takes
 
 
 class Static(NamedTuple):
@@ -164,7 +163,7 @@ def train_step(state, batch, st: Static):
     for k in moe.METRICS:
         if k in m:  # summed over micro-batches
             metrics[k] = m[k] / st.grad_accum
-    metrics["state_finite"] = train_state.all_finite((new_params, opt_state))  # the loop never saves a NaN state
+    metrics["state_finite"] = train_state.update_finite(new_params, grad_norm)  # the loop never saves a NaN state
     new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state, "rng": rng}
     if frozen is not None:
         new_state["frozen"] = frozen
