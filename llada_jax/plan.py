@@ -49,11 +49,7 @@ def plan(config, devices=None) -> dict:
     d = config.data
     st, batch_spec = run_lib.train_static(run)
     state = manager.abstract_like(abstract, shardings)
-    batch = {k: jax.ShapeDtypeStruct((d.batch_size, d.seq_len), jax.numpy.int32 if k == "input_ids" else bool,
-                                     sharding=sharding.batch_sharding(mesh)) for k in batch_spec}
-    step_fn = step.compile_step(st, mesh, shardings, batch_spec)
-    with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
-        compiled = step_fn.lower(state, batch).compile()
+    compiled = step.compile_step(st, mesh, shardings, batch_spec).lower(state, run_lib.abstract_batch(run)).compile()
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

@@ -130,6 +130,14 @@ def _build(config, workdir, devices, dims, purpose, saved_info) -> Run:
                tokenizer, ckpt, data, saved_info)
 
 
+def abstract_batch(run: Run) -> dict:
+    """The global batch of a training run as ShapeDtypeStructs: int32 token ids, bool masks
+    (the data pipeline's dtypes), sharded over the batch axes."""
+    d, fields = run.config.data, objectives.get(run.config.data.kind).fields
+    return {k: jax.ShapeDtypeStruct((d.batch_size, d.seq_len), jax.numpy.int32 if k == "input_ids" else bool,
+                                    sharding=sharding.batch_sharding(run.mesh)) for k in fields}
+
+
 def train_static(run: Run) -> tuple[step.Static, dict]:
     """(the train step's settings, batch spec {field: ndim}) of a training or plan run."""
     config = run.config

@@ -184,21 +184,27 @@ def compile_step(st: Static, mesh, shardings, batch_spec: dict):
     fn = jax.jit(train_step, static_argnums=2, in_shardings=(shardings, batch_sh),
                  out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
 
-    def run(state, batch):
-        with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
-            return fn(state, batch, st)
-
-    run.lower = lambda state, batch: fn.lower(state, batch, st)
-    return run
+    return _on_mesh(fn, st, mesh)
 
 
 def compile_eval(st: Static, mesh, param_shardings, batch_spec: dict):
+    """The jitted held-out loss (`eval_loss`): (params, batch, rng) -> loss, replicated."""
     batch_sh = {k: sharding.batch_sharding(mesh, nd) for k, nd in batch_spec.items()}
     fn = jax.jit(eval_loss, static_argnums=3, in_shardings=(param_shardings, batch_sh, sharding.replicated(mesh)),
                  out_shardings=sharding.replicated(mesh))
+    return _on_mesh(fn, st, mesh)
 
-    def run(params, batch, rng):
+
+def _on_mesh(fn, st: Static, mesh):
+    """fn(*args, st) run, and lowered (`.lower(*args)`, for `plan` and `training.ahead`),
+    on `mesh` with the run's logical-axis rules."""
+    def run(*args):
         with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
-            return fn(params, batch, rng, st)
+            return fn(*args, st)
 
+    def lower(*args):
+        with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
+            return fn.lower(*args, st)
+
+    run.lower = lower
     return run
