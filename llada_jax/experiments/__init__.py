@@ -149,7 +149,7 @@ def _elbo_sum(model, params, ids, rng, num_t):
     u_rng, m_rng = jax.random.split(rng)
     # stratified t: one draw in each of num_t equal bins, shifted by one offset per row
     t = (jnp.arange(num_t)[:, None] + jax.random.uniform(u_rng, (1, b))) / num_t
-    p = (1 - diffusion.EPS) * t + diffusion.EPS  # (num_t, b), as in the forward process (facts 3)
+    p = (1 - diffusion.EPS) * t + diffusion.EPS  # (num_t, b): the forward process's masking probability
     masked = jax.random.uniform(m_rng, (num_t, b, l)) < p[..., None]
 
     def one(args):

@@ -94,7 +94,8 @@ def _transfer(state: _State, logits_BxMxV, pos_BxM, k_B, rng, options: _Options,
 
 
 def _cached_logits(model, params, x, mask, kv, start, options: _Options, rows: Rows):
-    """Logits of the block from a partial forward pass against the cache (facts 6b)."""
+    """Logits of the block from a partial forward pass against the cache (Fast-dLLM's prefix
+    or dual cache: the queries of the block, the keys of the cache and the block)."""
     b, l = x.shape
     bl = options.block_length
     if options.cache == "prefix":  # queries: block start .. end (start is a Python int here)
