@@ -133,6 +133,40 @@ def test_output_positions_and_kv_cache_equal_full_forward(tiny):
     np.testing.assert_allclose(np.asarray(block), np.asarray(full[:, 4:8]), atol=1e-5)
 
 
+@pytest.mark.parametrize("policy", ["none", "full"])
+def test_straight_line_layers_equal_the_scanned_loop(tiny, policy):
+    """scan_unroll: the stacked layers as straight-line code (the default up to 8 layers) and
+    as a rolled loop (1) or a partly unrolled one (2 of 3) give the same logits, KV cache and
+    gradients, on one parameter tree; 0 picks straight-line code by depth."""
+    from llada_jax.model.transformer import UNROLL_LAYERS
+
+    config, params = tiny
+    config = config.replace(n_layers=3, remat_policy=policy)
+    params = init_params(config, jax.random.key(6))
+    ids = jax.random.randint(jax.random.key(7), (2, 8), 0, 250)
+
+    def loss(p, cfg):
+        logits, kv = LLaDA(cfg).apply({"params": p}, ids, return_kv=True)
+        return jnp.mean(logits ** 2) + jnp.mean(kv.k ** 2), (logits, kv)
+
+    grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (val, (logits, kv)), grad = grad_fn(params, config)  # scan_unroll=0: 3 <= UNROLL_LAYERS layers, straight-line
+    assert config.scan_unroll == 0 and config.n_layers <= UNROLL_LAYERS
+    assert kv.k.shape == (3, 2, 8, config.n_kv_heads, config.head_dim)
+    for unroll in (1, 2):
+        (v, (lg, k)), g = grad_fn(params, config.replace(scan_unroll=unroll))
+        np.testing.assert_allclose(float(v), float(val), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(lg), np.asarray(logits), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(k.k), np.asarray(kv.k), atol=1e-5)
+        for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(grad)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    # the straight-line program has no loop; the rolled one has
+    hlo = jax.jit(lambda p, cfg: LLaDA(cfg).apply({"params": p}, ids), static_argnums=1).lower
+    assert "while" not in hlo(params, config).as_text() and "while" in hlo(params, config.replace(scan_unroll=1)).as_text()
+    with pytest.raises(ValueError, match="LLaDAConfig.scan_unroll=-1: expected an integer >= 0"):
+        config.replace(scan_unroll=-1)
+
+
 @pytest.mark.parametrize("policy", ["full", "dots"])
 def test_remat_keeps_values_and_gradients(tiny, policy):
     config, params = tiny
