@@ -17,9 +17,9 @@ ValueError naming the field, the value and what was expected.
 The library functions these fields reach (`sharding.rules_of`, `lora.LoRAConfig`,
 `manager.Checkpointer`, `tasks.make_task`) take plain values and check only those values.
 Checked elsewhere, and why: `cli.check_overrides` refuses an unknown `--config.x.y` flag while
-the command line is parsed; the values inherited from a base
-(`training.inherit`) and the tokenizer's vocabulary (`model.from_config`) are known only
-after they are read; `LLaDAConfig` checks the model shape.
+the command line is parsed; the values inherited from a base (`training.inherit`) and the
+tokenizer's vocabulary (`model.from_config`) are known only after they are read;
+`LLaDAConfig` checks the model shape.
 """
 
 from __future__ import annotations
@@ -218,7 +218,8 @@ def check_paths(config) -> None:
     """ValueError naming the field, the value and what was expected for each data path a run
     of `config` reads (the tokenizer file, the text or JSONL files, a prepared directory's
     index; the held-out ones only when the run evaluates). `train_run` calls it before
-    anything is read. Not part of `train_config` (`plan` checks configs on machines without the data)."""
+    anything is read. Not part of `train_config`: `plan` checks configs on machines without
+    the data."""
     d = config.data
     evaluating = evaluates(config)
     if d.tokenizer and not os.path.exists(d.tokenizer):

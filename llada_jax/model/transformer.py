@@ -381,7 +381,7 @@ class StraightLine(nn.Module):
     `nn.map_variables`, which hands each its slice of the stacked parameters). On XLA:CPU its
     forward and backward pass take 10-35% less time than the scanned loop's (4 layers, d_model
     512 and 1024, benchmarks/train_profile.py): no dynamic slices of the stacked weights,
-    gradients and residuals; the gradients equal the loop's bitwise."""
+    gradients and residuals. The gradients are the loop's (bitwise at those shapes)."""
 
     config: LLaDAConfig
     return_kv: bool

@@ -86,7 +86,7 @@ def iterators(config, tokenizer, *, process_index, process_count, cache_dir=None
     mb = d.max_bytes or None
     kw["cache_dir"] = cache_dir
     train = pipeline.pretrain_iterator(train_files(config, "train"), tokenizer, max_bytes=mb,
-                                                          seed=config.train.seed, **kw)
+                                       seed=config.train.seed, **kw)
     # held-out files are only needed (and only checked) when the run evaluates
     eval_files = train_files(config, "eval") if evaluating else None
     return train, (lambda: pipeline.pretrain_iterator(eval_files, tokenizer, seed=0, shuffle=False,

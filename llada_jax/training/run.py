@@ -1,13 +1,14 @@
 """One run's set-up, shared by training (`training.loop.train_and_evaluate`), RL
-(`rl.loop.train_rl`) and `python -m llada_jax.plan`: config -> workdir claim, resolved and
+(`rl.loop.train_rl`), `python -m llada_jax.plan` and the experiments
+(`experiments.experiment_run`): config -> workdir claim, resolved and
 checked config, mesh, logical-axis rules (`config.mesh.rules` applied), tokenizer, model,
 optimizer and schedule, abstract state and its shardings, data iterators, checkpoints.
 
 - `open_run(config, workdir, purpose=...)`: a context manager: claim the workdir, resolve
   and check the config (`config.rules` / `config.rules_rl`) before anything expensive, hold
   the workdir's lock, and yield the built `Run`; its Checkpointer is closed on the way out.
-- `build_run(config, purpose="plan")`: the same `Run` without a workdir (no tokenizer,
-  data or checkpoints): what `plan` compiles.
+- `build_run(config)`: the same `Run` without a workdir (no tokenizer, data or
+  checkpoints): what `plan` compiles and the experiments train in memory.
 - `train_static(run)`: the train step's settings and batch fields of a training run.
 
 The purposes differ where their runs do: "train" inherits unset model fields from its

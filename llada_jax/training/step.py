@@ -32,7 +32,6 @@ from llada_jax.parallel import sharding
 from llada_jax.training import optimizer, train_state
 
 
-
 class Static(NamedTuple):
     """Hashable settings of one compiled step."""
 
