@@ -5,8 +5,8 @@ pre-norm blocks, RMSNorm and RoPE ("rotate half") computed in float32, SwiGLU ML
 grouped-query attention, no biases, an untied output head and no logit scaling.
 
 Every parameter carries logical axis names (MaxText style); `llada_jax.parallel.sharding` maps
-them onto a device mesh with one table of rules. Layers are stacked with `nn.scan`
-(one compiled block whatever the depth) and rematerialised with a named policy.
+them onto a device mesh with one table of rules. The layers' parameters are stacked and run
+as a loop or as straight-line code (`llada_jax.model.stack`), rematerialised with a named policy.
 
 The same `__call__` serves training, plain sampling and cached sampling: it can
 compute the output head for selected positions only (`output_positions`), take the
@@ -33,10 +33,10 @@ from llada_jax.model.layers import (  # noqa: F401 (the axis names are part of t
     ACT_BATCH, ACT_EMBED, ACT_LENGTH, EMBED, HEAD_DIM, HEADS, KV_HEADS, LAYERS, MLP, NORM, VOCAB, param, project,
     projection)
 from llada_jax.model.moe import MoEConfig
-from llada_jax.model import rope
+from llada_jax.model import rope, stack
+from llada_jax.model.stack import UNROLL_LAYERS
 from llada_jax.model.rope import RopeScaling
 
-UNROLL_LAYERS = 8  # scan_unroll=0: deeper stacks run as a loop (compile time grows with the layers)
 REMAT_POLICIES = {
     "none": None,  # no rematerialisation: keep every activation
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -327,37 +327,8 @@ class LLaDA(nn.Module):
             return nn.remat(Block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not looped)
 
         cache = None if kv_cache is None else (kv_cache.k, kv_cache.v)
-        if cfg.scan_layers:
-            # MoE with dense first layers: two scanned stacks, "dense_blocks" then "blocks".
-            k_dense = cfg.moe.first_k_dense if cfg.moe.enabled else 0
-            stacks = [(k_dense, True, "dense_blocks")] if k_dense else []
-            stacks.append((cfg.n_layers - k_dense, False, "blocks"))
-            kvs, start = [], 0
-            for length, dense, name in stacks:
-                unroll = cfg.scan_unroll or UNROLL_LAYERS
-                if unroll >= length and not self.is_initializing():  # init creates the stacked tree
-                    stack = nn.map_variables(StraightLine, "params", trans_in_fn=functools.partial(
-                        _layer_slices, length=length))
-                    stack = functools.partial(stack, length=length, block=block_of(False))
-                else:
-                    stack = nn.scan(block_of(True), variable_axes={"params": 0, moe_lib.MOE_LOSSES: 0},
-                                    split_rngs={"params": True, "dropout": True},
-                                    in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0), length=length,
-                                    unroll=min(unroll, length), metadata_params={nn.PARTITION_NAME: LAYERS})
-                part = None if cache is None else (cache[0][start:start + length], cache[1][start:start + length])
-                x, kv = stack(cfg, return_kv, dense, pattern, name=name)(x, key_mask, cos, sin, part)
-                kvs.append(kv)
-                start += length
-            new_kv = kvs[0] if len(kvs) == 1 or not return_kv else jax.tree_util.tree_map(
-                lambda *a: jnp.concatenate(a), *kvs)
-        else:
-            per_layer = []
-            for i in range(cfg.n_layers):
-                layer_cache = None if cache is None else (cache[0][i], cache[1][i])
-                dense = cfg.moe.enabled and i < cfg.moe.first_k_dense
-                x, kv = block_of(False)(cfg, return_kv, dense, pattern, name=f"blocks_{i}")(x, key_mask, cos, sin, layer_cache)
-                per_layer.append(kv)
-            new_kv = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *per_layer) if return_kv else None
+        x, new_kv = stack.layers(cfg, block_of, x, key_mask, cos, sin, cache, return_kv=return_kv, pattern=pattern,
+                                 initializing=self.is_initializing())
 
         # Position i of the output predicts token i, whatever the family's alignment.
         if output_positions is not None:
@@ -374,37 +345,6 @@ class LLaDA(nn.Module):
         if return_kv:
             return out, KVCache(*new_kv)
         return out
-
-
-class StraightLine(nn.Module):
-    """A scanned stack's `length` blocks as straight-line code, block i named "i" (under
-    `nn.map_variables`, which hands each its slice of the stacked parameters). On XLA:CPU its
-    forward and backward pass take 10-35% less time than the scanned loop's (4 layers, d_model
-    512 and 1024, benchmarks/train_profile.py): no dynamic slices of the stacked weights,
-    gradients and residuals. The gradients are the loop's (bitwise at those shapes)."""
-
-    config: LLaDAConfig
-    return_kv: bool
-    dense_mlp: bool
-    pattern: attention_lib.Pattern
-    length: int
-    block: Any  # Block, or Block under nn.remat
-
-    @nn.compact
-    def __call__(self, x, key_mask, cos, sin, cache):
-        kvs = []
-        for i in range(self.length):
-            layer_cache = None if cache is None else (cache[0][i], cache[1][i])
-            x, kv = self.block(self.config, self.return_kv, self.dense_mlp, self.pattern, name=str(i))(
-                x, key_mask, cos, sin, layer_cache)
-            kvs.append(kv)
-        return x, (jax.tree_util.tree_map(lambda *a: jnp.stack(a), *kvs) if self.return_kv else None)
-
-
-def _layer_slices(collections: dict, length: int) -> dict:
-    """{collection: {"i": layer i's variables}} of a scanned stack's (leading axis: the layer)."""
-    return {col: {str(i): jax.tree_util.tree_map(lambda a: a[i], tree) for i in range(length)}
-            for col, tree in collections.items()}
 
 
 def abstract_params(config: LLaDAConfig, batch: int = 1, seq_len: int = 8) -> Any:
