@@ -195,3 +195,19 @@ def test_missing_eval_files_stop_the_run_before_a_tokenizer_is_trained(tmp_path)
     with pytest.raises(ValueError, match="config.data.eval_files='/nonexistent': '/nonexistent' does not exist"):
         loop.train_and_evaluate(c, str(tmp_path / "wd"))
     assert not (tmp_path / "wd").exists()  # nothing written, so no tokenizer trained
+
+
+def test_model_section_is_the_inverse_of_model_config():
+    """An experiment's model config goes into a run config field by field (`model_section`)
+    and comes back equal from `model_config`: dense, MoE (nested fields) and a bf16 causal one."""
+    from llada_jax.config import base_config, set_model_field
+    from llada_jax.model import LLaDAConfig
+    from llada_jax.model.moe import MoEConfig
+
+    for mcfg in (LLaDAConfig.tiny(), LLaDAConfig.tiny(scan_unroll=2, moe=MoEConfig(
+                     num_experts=4, num_experts_per_tok=2, expert_hidden_size=32)),
+                 LLaDAConfig.tiny(causal=True, dtype="bfloat16", rope_theta=10000.0)):
+        c = base_config()
+        for name, value in from_config.model_section(mcfg).items():
+            set_model_field(c.model, name, value)
+        assert from_config.model_config(c, None) == mcfg
