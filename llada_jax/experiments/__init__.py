@@ -43,9 +43,9 @@ def optim_config(lr: float, warmup_steps: int) -> ml_collections.ConfigDict:
 
 def experiment_run(mcfg: LLaDAConfig, objective: str, *, optim: ml_collections.ConfigDict, steps: int,
                    batch_size: int, seq_len: int, random_length_prob: float = 0.0):
-    """(Run, the train step's settings) of an in-memory experiment on one device, from the
-    run builder (`training.run.build_run`) as a training run of this model, objective,
-    optimizer and batch shape is built, and checked by the same rules."""
+    """(Run, the train step's settings, the compiled step) of an in-memory experiment on one
+    device, from the run builder (`training.run.build_run`) as a training run of this model,
+    objective, optimizer and batch shape is built, and checked by the same rules."""
     config = base_config()
     for name, value in from_config.model_section(mcfg).items():
         set_model_field(config.model, name, value)
@@ -55,7 +55,8 @@ def experiment_run(mcfg: LLaDAConfig, objective: str, *, optim: ml_collections.C
     config.data.update(kind=objective, source="synthetic", batch_size=batch_size, seq_len=seq_len,
                        random_length_prob=random_length_prob, eps=diffusion.EPS)
     built = run_lib.build_run(config, devices=jax.devices()[:1])
-    return built, run_lib.train_static(built)[0]
+    st, batch_spec = run_lib.train_static(built)
+    return built, st, step.compile_step(st, built.mesh, built.shardings, batch_spec)
 
 
 def start_state(built, params, seed: int) -> dict:
@@ -66,10 +67,9 @@ def start_state(built, params, seed: int) -> dict:
     return dict(state, rng=jax.random.PRNGKey(seed))
 
 
-def run_rows(built, st, state, batches: Iterator[np.ndarray], steps: int, hooks=()):
-    """`steps` of the run's compiled train step (`training.step.compile_step`) on in-memory
-    batches (int32 (B, L) rows): the training loop's core without checkpoints."""
-    step_fn = step.compile_step(st, built.mesh, built.shardings, {"input_ids": 2})
+def run_rows(step_fn, state, batches: Iterator[np.ndarray], steps: int, hooks=()):
+    """`steps` of a compiled train step (`experiment_run`'s) on in-memory batches (int32
+    (B, L) rows): the training loop's core without checkpoints."""
     return loop.run_steps(state, 0, steps, update=step_fn, hooks=hooks,
                           next_batch=lambda i, state: {"input_ids": jnp.asarray(next(batches), jnp.int32)})[0]
 
@@ -92,14 +92,12 @@ def train_model(kind: str, config: LLaDAConfig, batches: Iterator[np.ndarray], *
     batches. callback(step, params) runs every `callback_every` steps (and at the end).
     Returns (model, params, losses per step).
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
+    mcfg = model_for(kind, config).config
     first = next(batches)
     batches = itertools.chain([first], batches)
-    built, st = experiment_run(config.replace(causal=kind == "autoregressive"),
-                               "pretrain" if kind == "diffusion" else "autoregressive",
-                               optim=optim_config(lr, warmup_steps), steps=steps, batch_size=first.shape[0],
-                               seq_len=first.shape[1], random_length_prob=random_length_prob)
+    built, _, step_fn = experiment_run(mcfg, "pretrain" if kind == "diffusion" else "autoregressive",
+                                       optim=optim_config(lr, warmup_steps), steps=steps, batch_size=first.shape[0],
+                                       seq_len=first.shape[1], random_length_prob=random_length_prob)
     state = start_state(built, init_params(built.model_config, jax.random.PRNGKey(seed)), seed + 1)
     losses = []
 
@@ -109,7 +107,7 @@ def train_model(kind: str, config: LLaDAConfig, batches: Iterator[np.ndarray], *
             callback(i, state["params"])
 
     # a non-finite loss is reported after the run
-    state = run_rows(built, st, state, batches, steps, hooks=(record,))
+    state = run_rows(step_fn, state, batches, steps, hooks=(record,))
     losses = np.asarray(jax.device_get(losses), np.float64)
     if not np.all(np.isfinite(losses)):
         raise FloatingPointError(f"train_model({kind}): non-finite loss at step {int(np.argmin(np.isfinite(losses))) + 1}")

@@ -29,7 +29,7 @@ import numpy as np
 
 from llada_jax.experiments import experiment_run, optim_config, random_batches, run_rows, start_state
 from llada_jax.experiments.scaling import prepare_data, size_config
-from llada_jax.model import build, flops, init_params
+from llada_jax.model import flops, init_params
 from llada_jax.sampling import sampler
 from llada_jax.training import step
 
@@ -38,16 +38,16 @@ def train_block_model(mcfg, block_size, rows, t, seq_len):
     """(model, params, steps, FLOPs per step): BD3-LM's objective (block_size > 0) over 2L
     or LLaDA's pre-training (0), with steps = the FLOPs budget / FLOPs per step."""
     full = block_size == 0
-    model = build(mcfg.replace(block_size=0 if full else block_size))
     tokens = seq_len if full else 2 * seq_len  # BD3-LM runs the model on [x_t, x_0]
     fps = flops.train_flops_per_token(mcfg, tokens) * tokens * t.batch_size
     steps = max(2, int(round(t.flops_budget / fps)))
-    built, st = experiment_run(model.config, "pretrain" if full else "block_diffusion",
-                               optim=optim_config(t.lr, max(1, int(t.warmup_frac * steps))), steps=steps,
-                               batch_size=t.batch_size, seq_len=seq_len)
-    state = start_state(built, init_params(model.config, jax.random.PRNGKey(t.seed)), t.seed + 1)
-    state = run_rows(built, st, state, random_batches(rows, t.batch_size, t.seed), steps)
-    return model, state["params"], st, steps, fps
+    built, st, step_fn = experiment_run(
+        mcfg.replace(block_size=block_size), "pretrain" if full else "block_diffusion",
+        optim=optim_config(t.lr, max(1, int(t.warmup_frac * steps))), steps=steps, batch_size=t.batch_size,
+        seq_len=seq_len)
+    state = start_state(built, init_params(built.model_config, jax.random.PRNGKey(t.seed)), t.seed + 1)
+    state = run_rows(step_fn, state, random_batches(rows, t.batch_size, t.seed), steps)
+    return built.model, state["params"], st, steps, fps
 
 
 def bits_per_token(params, st, rows, draws, batch_size):

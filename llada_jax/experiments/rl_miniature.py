@@ -30,7 +30,7 @@ import numpy as np
 from llada_jax import cli
 from llada_jax.config import experiment_mode
 from llada_jax.experiments import experiment_run, optim_config, start_state
-from llada_jax.training import loop, optimizer, step
+from llada_jax.training import loop, optimizer
 from llada_jax.model import LLaDAConfig, build, flops, init_params
 from llada_jax.rl import loop as rl_loop
 from llada_jax.rl import pairs as pairs_lib
@@ -67,8 +67,9 @@ def sft_run(mcfg, optim, steps, h, seq_len):
     """(the run's compiled SFT step, its settings): the training system's SFT run of this
     model (`experiments.experiment_run`); the state is donated. The caller holds it for
     every `sft` run with the same settings."""
-    built, st = experiment_run(mcfg, "sft", optim=optim, steps=steps, batch_size=h["sft_batch"], seq_len=seq_len)
-    return built, step.compile_step(st, built.mesh, built.shardings, {"input_ids": 2, "prompt_mask": 2})
+    built, _, step_fn = experiment_run(mcfg, "sft", optim=optim, steps=steps, batch_size=h["sft_batch"],
+                                       seq_len=seq_len)
+    return built, step_fn
 
 
 def sft(state, step_fn, rows, prompt_mask, steps, batch, seed):
