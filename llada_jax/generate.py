@@ -108,31 +108,22 @@ def sample(model, params, prompt_ids, *, tokenizer=None, gen_length=64, steps=No
 def read_jsonl(path: str, defaults: dict) -> list[tuple[int, object, dict]]:
     """(line number, prompt, SamplingParams fields) of each non-blank line; ValueError
     naming the line and the field otherwise."""
-    import json
-
+    from llada_jax.data import documents
     from llada_jax.sampling.params import FIELDS
 
     out = []
-    with open(path) as f:
-        for n, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            where = f"--prompts_jsonl={path!r} line {n}"
-            try:
-                d = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not JSON ({e.msg})") from None
-            if not isinstance(d, dict):
-                raise ValueError(f"{where}: expected an object {{\"prompt\": ...}}, got {type(d).__name__}")
-            prompt = d.pop("prompt", None)
-            ok = isinstance(prompt, str) and prompt or (isinstance(prompt, list) and prompt and all(
-                isinstance(t, int) and not isinstance(t, bool) for t in prompt))
-            if not ok:
-                raise ValueError(f"{where}: field 'prompt'={prompt!r}: expected a non-empty string or list of token ids")
-            unknown = sorted(set(d) - set(FIELDS))
-            if unknown:
-                raise ValueError(f"{where}: unknown field {unknown[0]!r}: expected 'prompt' or one of {FIELDS}")
-            out.append((n, prompt, {**defaults, "seed": (defaults.get("seed", 0) + len(out)) % 2**31, **d}))
+    for n, where, d in documents.jsonl_objects(path, lambda n: f"--prompts_jsonl={path!r} line {n}"):
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected an object {{\"prompt\": ...}}, got {type(d).__name__}")
+        prompt = d.pop("prompt", None)
+        ok = isinstance(prompt, str) and prompt or (isinstance(prompt, list) and prompt and all(
+            isinstance(t, int) and not isinstance(t, bool) for t in prompt))
+        if not ok:
+            raise ValueError(f"{where}: field 'prompt'={prompt!r}: expected a non-empty string or list of token ids")
+        unknown = sorted(set(d) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"{where}: unknown field {unknown[0]!r}: expected 'prompt' or one of {FIELDS}")
+        out.append((n, prompt, {**defaults, "seed": (defaults.get("seed", 0) + len(out)) % 2**31, **d}))
     if not out:
         raise ValueError(f"--prompts_jsonl={path!r}: no prompts")
     return out

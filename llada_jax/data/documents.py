@@ -4,7 +4,8 @@
 train and eval by a hash of each path), `expand_inputs` (the files prepare_data's
 `--inputs` names: comma-separated paths or globs), `iter_documents` (a text file is one
 document, a `.jsonl` file one `{"text": ...}` per line), `jsonl_field` (one field of every line of a
-JSONL file, with the file and line named in errors) and the UTF-8 handling they share
+JSONL file, with the file and line named in errors), `jsonl_objects` (every line of a small JSONL
+file, parsed, each named as its reader names lines) and the UTF-8 handling they share
 (`decode_text`, `warn_replaced`: undecodable bytes become U+FFFD and are counted).
 
 Used by the input pipelines (`llada_jax.data.pipeline`), corpus preparation
@@ -22,7 +23,7 @@ import os
 import pathlib
 import re
 import sysconfig
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 _EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 
@@ -122,3 +123,17 @@ def jsonl_field(path: str, field: str, what: str, start: int = 0, end: int | Non
             except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError, UnicodeDecodeError
                 raise ValueError(f"{path}:{n}: expected a JSON object with {what}, in UTF-8 ({e})") from e
             yield n, value
+
+
+def jsonl_objects(path: str, where: Callable[[int], str]) -> Iterator[tuple[int, str, object]]:
+    """(line number n, `where(n)`, the parsed line) for every non-blank line of a JSONL file;
+    a line that is not JSON raises ValueError "`where(n)`: not JSON (...)"."""
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where(n)}: not JSON ({e.msg})") from None
+            yield n, where(n), obj

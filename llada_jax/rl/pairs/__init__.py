@@ -17,6 +17,8 @@ import json
 
 import numpy as np
 
+from llada_jax.data import documents
+
 FIELDS = ("prompt", "chosen", "rejected")
 
 
@@ -52,27 +54,19 @@ def read(path: str, eos_id: int | None = None, vocab_size: int | None = None, ma
     """(prompts (N, P), chosen (N, A), rejected (N, A)) int32 arrays from a pairs file; a
     pair holding `mask_id` is refused (file and line named)."""
     rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{i}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or any(k not in obj for k in FIELDS):
-                raise ValueError(f"{where}: expected an object with keys {list(FIELDS)}")
-            for k in FIELDS:
-                v = obj[k]
-                if not isinstance(v, list) or not v or not all(isinstance(t, int) and t >= 0 for t in v):
-                    raise ValueError(f"{where}: {k!r} must be a non-empty list of token ids (ints >= 0)")
-                if mask_id is not None and mask_id in v:
-                    raise ValueError(f"{where}: {k!r} holds the mask id {mask_id}; preference data must not "
-                                     f"contain it")
-                if vocab_size is not None and max(v) >= vocab_size:
-                    raise ValueError(f"{where}: {k!r} holds id {max(v)}, expected < vocab_size={vocab_size}")
-            rows.append(obj)
+    for _, where, obj in documents.jsonl_objects(path, lambda n: f"{path}:{n}"):
+        if not isinstance(obj, dict) or any(k not in obj for k in FIELDS):
+            raise ValueError(f"{where}: expected an object with keys {list(FIELDS)}")
+        for k in FIELDS:
+            v = obj[k]
+            if not isinstance(v, list) or not v or not all(isinstance(t, int) and t >= 0 for t in v):
+                raise ValueError(f"{where}: {k!r} must be a non-empty list of token ids (ints >= 0)")
+            if mask_id is not None and mask_id in v:
+                raise ValueError(f"{where}: {k!r} holds the mask id {mask_id}; preference data must not "
+                                 f"contain it")
+            if vocab_size is not None and max(v) >= vocab_size:
+                raise ValueError(f"{where}: {k!r} holds id {max(v)}, expected < vocab_size={vocab_size}")
+        rows.append(obj)
     if not rows:
         raise ValueError(f"{path}: no preference pairs")
     plens = {len(r["prompt"]) for r in rows}
