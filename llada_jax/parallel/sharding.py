@@ -82,7 +82,8 @@ def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> tuple[int, ...]
                              f"which does not divide the device count {num_devices}")
         sizes[free[0]] = num_devices // fixed
     elif fixed != num_devices:
-        raise ValueError(f"({', '.join(f'{a}={s}' for a, s in sizes.items())}) has {fixed} devices, expected the device count {num_devices}")
+        raise ValueError(f"({', '.join(f'{a}={s}' for a, s in sizes.items())}) has {fixed} devices, "
+                         f"expected the device count {num_devices}")
     return tuple(sizes.values())
 
 

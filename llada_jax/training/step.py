@@ -195,7 +195,7 @@ def compile_eval(st: Static, mesh, param_shardings, batch_spec: dict):
 
 
 def _on_mesh(fn, st: Static, mesh):
-    """fn(*args, st) run, and lowered (`.lower(*args)`, for `plan` and `training.ahead`),
+    """fn(*args, st) run, and lowered (`.lower(*args)`, what `plan` compiles),
     on `mesh` with the run's logical-axis rules."""
     def run(*args):
         with jax.set_mesh(mesh), sharding.logical_rules_context(st.rules):
