@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from llada_jax import host_memory
 from llada_jax.model.flops import matmul_params, measure_peak_flops
 from llada_jax.model import LLaDAConfig, build, init_params
 from llada_jax.sampling import generate
@@ -52,9 +53,10 @@ def bench_config(d_model: int, vocab: int) -> LLaDAConfig:
 
 
 def run(args):
+    kept = host_memory.keep_freed_memory()  # as the commands do; $LLADA_JAX_HOST_MEMORY=system: glibc's defaults
     peak = measure_peak_flops(n=2048)
     emit(figure="matmul_peak_gflops", value=round(peak / 1e9, 1), dtype="float32",
-         devices=str(jax.devices()[0]))
+         devices=str(jax.devices()[0]), host_memory="kept" if kept else "system")
     for d_model in args.d_model:
         cfg = bench_config(d_model, args.vocab)
         model = build(cfg)

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import matmul  # noqa: E402
+from llada_jax import host_memory  # noqa: E402
 import train as train_bench  # noqa: E402
 
 
@@ -133,6 +134,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
+    host_memory.keep_freed_memory()  # as the commands do; $LLADA_JAX_HOST_MEMORY=system: glibc's defaults
     for d in (int(x) for x in a.d_model.split(",")):
         for impl, parts in (("jax", jax_parts(d, a.batch, a.seq, a.repeats)),
                             ("torch_eager", torch_parts(d, a.batch, a.seq, a.repeats, a.threads))):

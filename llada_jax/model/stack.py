@@ -88,6 +88,13 @@ class StraightLine(nn.Module):
 
 
 def _layer_slices(collections: dict, length: int) -> dict:
-    """{collection: {"i": layer i's variables}} of a scanned stack's (leading axis: the layer)."""
-    return {col: {str(i): jax.tree_util.tree_map(lambda a: a[i], tree) for i in range(length)}
-            for col, tree in collections.items()}
+    """{collection: {"i": layer i's variables}} of a scanned stack's (leading axis: the layer).
+    One `lax.split` per array, whose gradient is one concatenate of the layers' gradients:
+    indexing each layer instead sums `length` zero-padded copies of the whole stack (at
+    d_model 1024, 4 layers: 9 such sums, 79 ms of CPU time per step)."""
+    out = {}
+    for col, tree in collections.items():
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        pieces = [jax.lax.split(a, (1,) * length) for a in leaves]
+        out[col] = {str(i): treedef.unflatten([p[i][0] for p in pieces]) for i in range(length)}
+    return out
