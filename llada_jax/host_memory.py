@@ -9,9 +9,9 @@ serve every block from one heap that it never trims, so each execution reuses pa
 are already mapped. The cost is that the process keeps its peak host memory until it
 exits, which a training or sampling process reaches anyway.
 
-Every command calls it at start-up (`llada_jax.cli.run_absl`), before JAX creates its
-threads: a thread that allocated before keeps its own arena. `$LLADA_JAX_HOST_MEMORY=system`
-keeps glibc's defaults. It does nothing where malloc is not glibc's.
+The commands call it at start-up (`llada_jax.cli.run_absl`), before JAX starts its threads:
+a thread that allocated before keeps its own arena. `$LLADA_JAX_HOST_MEMORY=system` keeps
+glibc's defaults. It does nothing where malloc is not glibc's.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 
 def keep_freed_memory() -> bool:
     """Set glibc malloc to one arena (XLA's threads share the main heap), no mmap-served
-    blocks and no trimming of the heap below 2 GiB of free memory. True when set; False
-    where malloc is not glibc's or $LLADA_JAX_HOST_MEMORY is "system"."""
+    blocks, and a heap whose free top goes back to the system only past 2 GiB. True when
+    set; False where malloc is not glibc's or $LLADA_JAX_HOST_MEMORY is "system"."""
     if os.environ.get(ENV, "keep").lower() == "system" or not sys.platform.startswith("linux"):
         return False
     try:
