@@ -53,10 +53,10 @@ def bench_config(d_model: int, vocab: int) -> LLaDAConfig:
 
 
 def run(args):
-    kept = host_memory.keep_freed_memory()  # as the commands do; $LLADA_JAX_HOST_MEMORY=system: glibc's defaults
+    policy = host_memory.configure()  # as the commands do ($LLADA_JAX_HOST_MEMORY)
     peak = measure_peak_flops(n=2048)
     emit(figure="matmul_peak_gflops", value=round(peak / 1e9, 1), dtype="float32",
-         devices=str(jax.devices()[0]), host_memory="kept" if kept else "system")
+         devices=str(jax.devices()[0]), host_memory=policy)
     for d_model in args.d_model:
         cfg = bench_config(d_model, args.vocab)
         model = build(cfg)

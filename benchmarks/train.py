@@ -205,11 +205,11 @@ def main():
     ap.add_argument("--torch", action="store_true", help="also PyTorch eager and torch.compile, in turn with ours")
     ap.add_argument("--repeats", type=int, default=5, help="--torch: rounds of the three in turn")
     a = ap.parse_args()
-    kept = host_memory.keep_freed_memory()  # as the commands do; $LLADA_JAX_HOST_MEMORY=system: glibc's defaults
+    policy = host_memory.configure()  # as the commands do ($LLADA_JAX_HOST_MEMORY)
     peak = flops.measure_peak_flops(n=2048)
     print(json.dumps({"figure": "matmul_peak", "device": str(jax.devices()[0]), "dtype": "float32",
                       "flops_per_s": round(peak, 1), "tflops_per_s": round(peak / 1e12, 4),
-                      "host_memory": "kept" if kept else "system"}), flush=True)
+                      "host_memory": policy}), flush=True)
     for d in (512, 1024):
         for rank in (0, a.lora) if a.lora else (0,):
             print(json.dumps(bench(d, peak, steps=a.steps, batch=a.batch, seq=a.seq, lora_rank=rank)), flush=True)

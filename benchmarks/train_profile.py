@@ -134,7 +134,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    host_memory.keep_freed_memory()  # as the commands do; $LLADA_JAX_HOST_MEMORY=system: glibc's defaults
+    host_memory.configure()  # as the commands do ($LLADA_JAX_HOST_MEMORY)
     for d in (int(x) for x in a.d_model.split(",")):
         for impl, parts in (("jax", jax_parts(d, a.batch, a.seq, a.repeats)),
                             ("torch_eager", torch_parts(d, a.batch, a.seq, a.repeats, a.threads))):

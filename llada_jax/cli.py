@@ -157,15 +157,15 @@ def parse(define, argv=None, usage: str = "", required=()):
 
 def run_absl(main, argv=None):
     """absl.app.run(main) with USER_ERRORS and flag errors as `error: ...` lines, JAX's
-    persistent compilation cache on (`llada_jax.compile_cache`) and freed host memory kept
-    for the next execution (`llada_jax.host_memory`, before JAX starts its threads)."""
+    persistent compilation cache on (`llada_jax.compile_cache`) and the host memory policy
+    of $LLADA_JAX_HOST_MEMORY applied (`llada_jax.host_memory`, before JAX starts its threads)."""
     from absl import app
 
     from llada_jax import compile_cache, host_memory
 
     def wrapped(args):
         with user_errors():
-            host_memory.keep_freed_memory()
+            host_memory.configure()
             compile_cache.enable()
             return main(args)
 

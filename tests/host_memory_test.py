@@ -1,9 +1,11 @@
-"""llada_jax.host_memory: with freed memory kept, a block as large as an XLA:CPU execution's
+"""llada_jax.host_memory: under "keep", a block as large as an XLA:CPU execution's
 temporaries comes from the main heap, from any thread, instead of its own mmap."""
 
 import os
 import subprocess
 import sys
+
+import pytest
 
 from llada_jax import host_memory
 
@@ -15,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = """
 import ctypes, threading
 from llada_jax import host_memory
-print(host_memory.keep_freed_memory())
+print(host_memory.configure())
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes, libc.sbrk.restype, libc.sbrk.argtypes = (ctypes.c_void_p,), ctypes.c_void_p, (ctypes.c_long,)
@@ -38,5 +40,12 @@ def _places(policy):
 
 
 def test_kept_memory_serves_large_blocks_from_the_main_heap():
-    assert _places("keep") == ["True", "heap", "heap"]
-    assert _places("system") == ["False", "mmap", "mmap"]
+    assert _places("keep") == ["keep", "heap", "heap"]
+    assert _places("system") == ["system", "mmap", "mmap"]
+    assert _places("") == ["system", "mmap", "mmap"]  # the default
+
+
+def test_an_unknown_policy_is_named(monkeypatch):
+    monkeypatch.setenv(host_memory.ENV, "kept")
+    with pytest.raises(ValueError, match=r"\$LLADA_JAX_HOST_MEMORY='kept': expected one of system, keep"):
+        host_memory.configure()
