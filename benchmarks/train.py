@@ -45,7 +45,7 @@ def _config(d_model, seq, **kw):
 
 def _compile_step(cfg, *, batch, seq, frozen=None):
     """The real jitted train step of `cfg` (AdamW with the defaults' clipping, at a constant lr)
-    on one device, run once: (state, step, batch, compile seconds)."""
+    on one device, run once: (state, step, batch, compile seconds, the step's settings)."""
     optim = base_config().optim
     optim.update(schedule="constant", warmup_steps=0)
     model = build(cfg)
@@ -62,12 +62,12 @@ def _compile_step(cfg, *, batch, seq, frozen=None):
     t = time.perf_counter()
     state, m = step_fn(state, b)
     jax.block_until_ready(m)
-    return state, step_fn, b, time.perf_counter() - t
+    return state, step_fn, b, time.perf_counter() - t, st
 
 
 def _time_step(cfg, peak, *, steps, batch, seq, frozen=None):
     """Compiles and times `_compile_step`: (final state, the timing figures of a JSON line)."""
-    state, step_fn, b, compile_s = _compile_step(cfg, batch=batch, seq=seq, frozen=frozen)
+    state, step_fn, b, compile_s, _ = _compile_step(cfg, batch=batch, seq=seq, frozen=frozen)
     t = time.perf_counter()
     for _ in range(steps):
         state, m = step_fn(state, b)
@@ -159,7 +159,7 @@ def versus_torch(d_model, peak, *, steps, batch, seq, repeats):
 
     torch.set_num_threads(2)
     cfg = _config(d_model, seq)
-    state, step_fn, b, _ = _compile_step(cfg, batch=batch, seq=seq)
+    state, step_fn, b, _, _ = _compile_step(cfg, batch=batch, seq=seq)
     box = {"state": state}
 
     def ours():

@@ -44,7 +44,7 @@ def jax_parts(d, batch, seq, repeats):
     from llada_jax.training import optimizer, step, train_state
 
     cfg = train_bench._config(d, seq)
-    state, step_fn, b, _ = train_bench._compile_step(cfg, batch=batch, seq=seq)
+    state, step_fn, b, _, st = train_bench._compile_step(cfg, batch=batch, seq=seq)
     box = {"state": state}
 
     def full():
@@ -52,8 +52,6 @@ def jax_parts(d, batch, seq, repeats):
         jax.block_until_ready(m)
 
     parts = {"step": _median(full, repeats)}
-    st = step.Static(train_bench.build(cfg), optimizer.make_optimizer(_constant_optim(), 100)[0], "pretrain",
-                     cfg.mask_token_id, 1e-3, 0.0, 1, None)
     params = box["state"]["params"]
     ids = {"input_ids": jnp.asarray(np.asarray(b["input_ids"]))}
     noise = objective("pretrain").noise(ids, jax.random.key(1), None, mask_id=st.mask_id, eps=st.eps)
@@ -74,14 +72,6 @@ def jax_parts(d, batch, seq, repeats):
         total += count * _median(lambda: dot(a, w).block_until_ready(), repeats)
     parts["matmuls"] = total
     return parts
-
-
-def _constant_optim():
-    from llada_jax.config import base_config
-
-    o = base_config().optim
-    o.update(schedule="constant", warmup_steps=0)
-    return o
 
 
 def torch_parts(d, batch, seq, repeats, threads):

@@ -42,9 +42,8 @@ def layers(cfg, block_of: Callable[[bool], Any], x, key_mask, cos, sin, cache, *
     k_dense = cfg.moe.first_k_dense if cfg.moe.enabled else 0
     stacks = [(k_dense, True, "dense_blocks")] if k_dense else []
     stacks.append((cfg.n_layers - k_dense, False, "blocks"))
-    kvs, start = [], 0
+    kvs, start, unroll = [], 0, cfg.scan_unroll or UNROLL_LAYERS
     for length, dense, name in stacks:
-        unroll = cfg.scan_unroll or UNROLL_LAYERS
         if unroll >= length and not initializing:
             stack = nn.map_variables(StraightLine, "params", trans_in_fn=functools.partial(_layer_slices, length=length))
             stack = functools.partial(stack, length=length, block=block_of(False))
