@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from llada_jax.interop import hf
+from llada_jax.model import transformer
 from llada_jax.model import KVCache, LLaDA, LLaDAConfig, init_params, param_count, rope_tables, apply_rope
 
 
@@ -40,6 +41,30 @@ def test_llada_8b_parameter_count_without_allocating():
     non_embedding = param_count(shapes) - param_count(shapes["wte"]) - param_count(shapes["ff_out"])
     assert non_embedding == 6_979_588_096
     assert shapes["blocks"]["q_proj"].shape == (32, 4096, 32, 128)
+
+
+def test_small_inits_compile_fast_with_the_optimised_values():
+    """compile_init picks -O0 up to FAST_COMPILE_INIT_PARAMS output values; init_params' values
+    then equal the optimised program's to the last bit, and under jit it is the same function."""
+
+    class Lowered:  # what compile_init reads of a `jit(...).lower(...)`
+        def __init__(self, n):
+            self.out_info = {"a": jax.ShapeDtypeStruct((n - 1,), jnp.float32), "b": jax.ShapeDtypeStruct((), jnp.int32)}
+
+        def compile(self, compiler_options=None):
+            return compiler_options
+
+    limit = transformer.FAST_COMPILE_INIT_PARAMS
+    assert transformer.compile_init(Lowered(limit)) == {"xla_backend_optimization_level": 0}
+    assert transformer.compile_init(Lowered(limit + 1)) is None
+    config, key = LLaDAConfig.tiny(), jax.random.PRNGKey(3)
+    fast = init_params(config, key)
+    lowered = jax.jit(lambda r: nn.unbox(LLaDA(config).init(r, jnp.zeros((1, 8), jnp.int32))["params"])).lower(key)
+    optimised = lowered.compile(compiler_options={"xla_backend_optimization_level": 3})(key)
+    traced = jax.jit(lambda r: init_params(config, r))(key)
+    for a, b, c in zip(*map(jax.tree_util.tree_leaves, (fast, optimised, traced))):
+        np.testing.assert_allclose(a, b, rtol=0, atol=float(np.spacing(np.float32(np.abs(b).max()))))
+        np.testing.assert_array_equal(a, c)
 
 
 def test_every_parameter_has_logical_axes():

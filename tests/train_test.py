@@ -1,6 +1,7 @@
 """The train step and loop: sharded runs equal one device, two processes equal one,
 gradient accumulation, random lengths without recompiles, SFT and FLOPs (the schedules: optimizer_test.py)."""
 
+import concurrent.futures
 import functools
 import json
 import math
@@ -82,6 +83,24 @@ def test_sharded_meshes_match_one_device(tmp_path, one_device_run):
     assert math.isclose(ev["bits_per_token"], ev["loss"] / math.log(2), rel_tol=1e-9)
     assert "⟶" in [r for r in rows if r["split"] == "samples"][-1]["sample_0"]
     assert any(p.name.startswith("events") for p in (one_wd / "tensorboard").iterdir())
+
+
+def test_compile_ahead_runs_the_program_compiled_in_the_background():
+    traces = []
+
+    def double(x):
+        traces.append(x.shape)
+        return 2 * x
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fn = step.compile_ahead(pool, jax.jit(double), jax.ShapeDtypeStruct((3,), jnp.float32))
+        pool.submit(lambda: None).result()  # one worker: the compile is done
+        assert traces == [(3,)]  # before any call
+        np.testing.assert_array_equal(fn(jnp.arange(3.0)), [0.0, 2.0, 4.0])
+        np.testing.assert_array_equal(fn(jnp.ones(3)), [2.0, 2.0, 2.0])
+        assert traces == [(3,)]  # the calls ran that program
+        np.testing.assert_array_equal(fn(jnp.ones(2, jnp.int32)), [2, 2])  # another type: compiled for it
+        assert traces == [(3,), (2,)]
 
 
 def test_random_lengths_compile_once(tmp_path):

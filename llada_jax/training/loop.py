@@ -15,6 +15,7 @@ is saved, keeping the last good checkpoint.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -132,18 +133,31 @@ def train_and_evaluate(config, workdir: str, *, devices=None, hooks=(), allow_ch
     WorkdirError (a ValueError) for a workdir this run must not write (an import
     workdir, a foreign directory, one locked by another run)."""
     with run_lib.open_run(config, workdir, devices=devices, purpose="train") as run:
-        return _train(run, workdir, hooks, tuple(allow_changes))
+        compiler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="llada-compile")
+        try:
+            return _train(run, workdir, hooks, tuple(allow_changes), compiler)
+        finally:  # an error does not wait for a compile nobody needs
+            compiler.shutdown(wait=False, cancel_futures=True)
 
 
-def _train(run: run_lib.Run, workdir, hooks, allow_changes=()):
+def _train(run: run_lib.Run, workdir, hooks, allow_changes, compiler):
     primary = jax.process_index() == 0
     config, mesh, model, mcfg, tokenizer = run.config, run.mesh, run.model, run.model_config, run.tokenizer
     abstract, shardings, ckpt, saved_info = run.abstract, run.shardings, run.checkpointer, run.saved_info
     d, t = config.data, config.train
     st, batch_spec = run_lib.train_static(run)
     train_it, make_eval_iter = run.data
+    # The train step and the held-out loss compile in `compiler`'s thread while the state is
+    # restored or initialised: a compile-bound short run starts sooner (tiny, one step: ~1 s).
+    abstract_state, abstract_batch = manager.abstract_like(abstract, shardings), run_lib.abstract_batch(run)
+    step_fn = step.compile_ahead(compiler, step.compile_step(st, mesh, shardings, batch_spec),
+                                 abstract_state, abstract_batch)
+    eval_fn = step.compile_eval(st, mesh, train_state.full_params(shardings), batch_spec)
+    if t.eval_every and t.eval_batches:
+        eval_fn = step.compile_ahead(compiler, eval_fn, train_state.full_params(abstract_state), abstract_batch,
+                                     jax.ShapeDtypeStruct((2,), np.uint32, sharding=sharding.replicated(mesh)))
     try:
-        restored = ckpt.restore(manager.abstract_like(abstract, shardings))
+        restored = ckpt.restore(abstract_state)
     except manager.CheckpointMismatchError as e:
         raise _mismatch_error(e, workdir, saved_info, config, "resume") from None
     lora_base, frozen = None, None
@@ -172,8 +186,6 @@ def _train(run: run_lib.Run, workdir, hooks, allow_changes=()):
     save_run_info(workdir, saved_info, run_info(config, mcfg, tokenizer, lora_base),
                   None if restored is None else restored[0], allow_changes)
 
-    step_fn = step.compile_step(st, mesh, shardings, batch_spec)
-    eval_fn = step.compile_eval(st, mesh, train_state.full_params(shardings), batch_spec)
     writer = metrics.Writer(workdir, enabled=primary)
     peak = t.peak_flops or flops.measure_peak_flops()
     flops_step = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len

@@ -207,3 +207,20 @@ def _on_mesh(fn, st: Static, mesh):
 
     run.lower = lower
     return run
+
+
+def compile_ahead(pool, fn, *abstract_args):
+    """`fn` (compile_step's or compile_eval's) with its program compiled by `pool` (an
+    executor) from `abstract_args` (ShapeDtypeStructs with shardings) while the caller goes
+    on: the first call waits for it. Arguments of another type (a TypeError of the compiled
+    program, raised before it runs) go through `fn`, which compiles for them."""
+    future = pool.submit(lambda: fn.lower(*abstract_args).compile())
+
+    def run(*args):
+        try:
+            return future.result()(*args)
+        except TypeError:
+            return fn(*args)
+
+    run.lower = fn.lower
+    return run

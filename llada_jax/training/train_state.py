@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from llada_jax.model import abstract_params
+from llada_jax.model import abstract_params, compile_init
 from llada_jax.model.adapters import lora
 from llada_jax.parallel import sharding
 
@@ -70,8 +70,9 @@ def init_state(model: nn.Module, tx, mesh, seed: int, shardings, params=None, fr
     equal second run in one process reuses its compiled program."""
     out_sh = {k: v for k, v in shardings.items() if k != "frozen"}
     fn = jax.jit(_init, static_argnums=(2, 3, 4), out_shardings=out_sh)
+    key = jax.random.PRNGKey(seed)
     with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
-        state = fn(jax.random.PRNGKey(seed), params, model, tx, sharding.data_parallel_size(mesh))
+        state = compile_init(fn.lower(key, params, model, tx, sharding.data_parallel_size(mesh)))(key, params)
     if frozen is not None:
         state["frozen"] = frozen
     return state
