@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llada_jax.sampling import generate, reveal, sampler
+from llada_jax.sampling import confidence, generate, reveal, sampler
 
 MASK, VOCAB = 31, 32
 
@@ -120,6 +120,21 @@ def test_confidence_eos_eot_inf_gives_eos_zero_and_renormalises():
     opt_inf = opt._replace(logits_eos_inf=True)
     x0, _ = reveal.predict(logits, jax.random.key(0), opt_inf)
     assert x0.tolist() == [[2, 2]]
+
+
+@pytest.mark.parametrize("vocab", [31, 32, 1000, 4096 + 256])  # no split; splits into 256-wide chunks or fewer
+def test_argmax_and_confidence_over_split_vocabularies(vocab):
+    """first_argmax is jnp.argmax (the first index of the max, also across chunks) and
+    low_confidence the softmax probability of x0, whether or not the vocabulary splits."""
+    opt = sampler._Options(1, 1, 1, 1, 0.0, 0.0, "low_confidence", 3, False, False, 0, 1, None, False)
+    logits = 4 * jax.random.normal(jax.random.key(vocab), (3, 5, vocab))
+    logits = logits.at[0, :, vocab // 3].set(20.0).at[0, :, vocab - 1].set(20.0)  # ties: the first wins
+    logits = logits.at[1, :, :].set(-jnp.inf).at[1, :, vocab - 2].set(0.0)  # one finite logit
+    x0 = confidence.first_argmax(logits)
+    np.testing.assert_array_equal(x0, jnp.argmax(logits, axis=-1))
+    conf = confidence.low_confidence(logits, x0, None, opt)
+    want = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), x0[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(conf, want, rtol=2e-6)
 
 
 def test_second_call_does_not_compile_again():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -187,7 +188,12 @@ def _train(run: run_lib.Run, workdir, hooks, allow_changes, compiler):
                   None if restored is None else restored[0], allow_changes)
 
     writer = metrics.Writer(workdir, enabled=primary)
-    peak = t.peak_flops or flops.measure_peak_flops()
+    @functools.cache
+    def peak():  # of the MFU figure: measured at the first logged throughput (none in a one-step run)
+        if t.peak_flops:
+            return t.peak_flops
+        compiler.submit(lambda: None).result()  # alone: after the background compiles (one worker)
+        return flops.measure_peak_flops()
     flops_step = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
     eval_key = jax.random.PRNGKey(t.seed + 1)
 
@@ -211,7 +217,7 @@ def _train(run: run_lib.Run, workdir, hooks, allow_changes, compiler):
             dt, n = time.perf_counter() - window["tick"], window["n"]
             last = {k: v / n for k, v in sums.items()}
             last.update(tokens_per_s=n * d.batch_size * d.seq_len / dt,
-                        mfu=n * flops_step / dt / (peak * len(run.devices)), step_time_s=dt / n)
+                        mfu=n * flops_step / dt / (peak() * len(run.devices)), step_time_s=dt / n)
             writer.scalars(at, last)
             bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['masked_accuracy']:.2f}")
             window.update(tick=time.perf_counter(), n=0)
