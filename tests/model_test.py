@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from llada_jax.interop import hf
-from llada_jax.model import transformer
+from llada_jax.model import params as model_params
 from llada_jax.model import KVCache, LLaDA, LLaDAConfig, init_params, param_count, rope_tables, apply_rope
 
 
@@ -54,9 +54,9 @@ def test_small_inits_compile_fast_with_the_optimised_values():
         def compile(self, compiler_options=None):
             return compiler_options
 
-    limit = transformer.FAST_COMPILE_INIT_PARAMS
-    assert transformer.compile_init(Lowered(limit)) == {"xla_backend_optimization_level": 0}
-    assert transformer.compile_init(Lowered(limit + 1)) is None
+    limit = model_params.FAST_COMPILE_INIT_PARAMS
+    assert model_params.compile_init(Lowered(limit)) == {"xla_backend_optimization_level": 0}
+    assert model_params.compile_init(Lowered(limit + 1)) is None
     config, key = LLaDAConfig.tiny(), jax.random.PRNGKey(3)
     fast = init_params(config, key)
     lowered = jax.jit(lambda r: nn.unbox(LLaDA(config).init(r, jnp.zeros((1, 8), jnp.int32))["params"])).lower(key)
