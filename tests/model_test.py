@@ -57,6 +57,8 @@ def test_small_inits_compile_fast_with_the_optimised_values():
     limit = model_params.FAST_COMPILE_INIT_PARAMS
     assert model_params.compile_init(Lowered(limit)) == {"xla_backend_optimization_level": 0}
     assert model_params.compile_init(Lowered(limit + 1)) is None
+    params_only = {"w": jax.ShapeDtypeStruct((limit,), jnp.float32)}  # the optimizer state's values not counted
+    assert model_params.compile_init(Lowered(3 * limit), params_only) == {"xla_backend_optimization_level": 0}
     config, key = LLaDAConfig.tiny(), jax.random.PRNGKey(3)
     fast = init_params(config, key)
     lowered = jax.jit(lambda r: nn.unbox(LLaDA(config).init(r, jnp.zeros((1, 8), jnp.int32))["params"])).lower(key)

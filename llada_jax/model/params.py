@@ -57,12 +57,14 @@ def _compiled_init(config: LLaDAConfig, seq_len: int, rng_type):
 FAST_COMPILE_INIT_PARAMS = 10_000_000
 
 
-def compile_init(lowered):
-    """`lowered` (an initialisation's `jit(...).lower(...)`) compiled: at -O0 when its outputs
-    hold at most FAST_COMPILE_INIT_PARAMS values. The values differ from the optimised
+def compile_init(lowered, params_info=None):
+    """`lowered` (an initialisation's `jit(...).lower(...)`) compiled: at -O0 when the
+    parameters among its outputs (`params_info`, a part of `lowered.out_info`; default all of
+    it) hold at most FAST_COMPILE_INIT_PARAMS values. The values differ from the optimised
     program's in the last bit at most (fused multiply-adds), and each model size always gets
     the same program."""
-    n = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(lowered.out_info))
+    info = lowered.out_info if params_info is None else params_info
+    n = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(info))
     return lowered.compile(compiler_options={"xla_backend_optimization_level": 0}
                            if n <= FAST_COMPILE_INIT_PARAMS else None)
 

@@ -154,9 +154,11 @@ def _train(run: run_lib.Run, workdir, hooks, allow_changes, compiler):
     step_fn = step.compile_ahead(compiler, step.compile_step(st, mesh, shardings, batch_spec),
                                  abstract_state, abstract_batch)
     eval_fn = step.compile_eval(st, mesh, train_state.full_params(shardings), batch_spec)
+    eval_key = jax.random.PRNGKey(t.seed + 1)
     if t.eval_every and t.eval_batches:
+        key_type = jax.ShapeDtypeStruct(eval_key.shape, eval_key.dtype, sharding=sharding.replicated(mesh))
         eval_fn = step.compile_ahead(compiler, eval_fn, train_state.full_params(abstract_state), abstract_batch,
-                                     jax.ShapeDtypeStruct((2,), np.uint32, sharding=sharding.replicated(mesh)))
+                                     key_type)
     try:
         restored = ckpt.restore(abstract_state)
     except manager.CheckpointMismatchError as e:
@@ -195,7 +197,6 @@ def _train(run: run_lib.Run, workdir, hooks, allow_changes, compiler):
         compiler.submit(lambda: None).result()  # alone: after the background compiles (one worker)
         return flops.measure_peak_flops()
     flops_step = flops.train_flops_per_token(mcfg, d.seq_len) * d.batch_size * d.seq_len
-    eval_key = jax.random.PRNGKey(t.seed + 1)
 
     stop, restore_handlers = preemption.catch_stop_signals()
     from tqdm import tqdm

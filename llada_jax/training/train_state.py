@@ -72,7 +72,8 @@ def init_state(model: nn.Module, tx, mesh, seed: int, shardings, params=None, fr
     fn = jax.jit(_init, static_argnums=(2, 3, 4), out_shardings=out_sh)
     key = jax.random.PRNGKey(seed)
     with jax.set_mesh(mesh), sharding.logical_rules_context(rules):
-        state = compile_init(fn.lower(key, params, model, tx, sharding.data_parallel_size(mesh)))(key, params)
+        lowered = fn.lower(key, params, model, tx, sharding.data_parallel_size(mesh))
+        state = compile_init(lowered, lowered.out_info["params"])(key, params)  # by the params it makes
     if frozen is not None:
         state["frozen"] = frozen
     return state
